@@ -1,0 +1,1 @@
+"""Pure feature functions and the Feast feature repo."""

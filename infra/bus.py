@@ -1,0 +1,282 @@
+"""A thin Kafka bus on aiokafka: idempotent producer, manual-commit consumer, topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from infra import kafka_compat as _kafka_compat  # noqa: F401  (registers InitProducerId v3)
+from infra.settings import Settings, get_settings
+
+__all__ = ["BrokerUnavailableError", "BusConsumer", "BusProducer", "KafkaBus", "Record"]
+
+
+class BrokerUnavailableError(RuntimeError):
+    """Raise when the Kafka broker cannot be reached."""
+
+    def __init__(self, bootstrap: str, cause: BaseException | None = None) -> None:
+        self.bootstrap = bootstrap
+        detail = f" ({type(cause).__name__})" if cause else ""
+        super().__init__(
+            f"cannot reach Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS){detail}; "
+            "start the embedded broker with `tradeloop stack up` or point "
+            "KAFKA_BOOTSTRAP_SERVERS at a running broker"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSetting:
+    """A topic to create: full name, partitions and broker config."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str]
+
+
+class BusProducer:
+    """An idempotent (acks=all) producer; `send` returns once the broker acknowledged."""
+
+    def __init__(self, producer: AIOKafkaProducer, bootstrap: str) -> None:
+        self._producer = producer
+        self._bootstrap = bootstrap
+
+    async def start(self) -> BusProducer:
+        """Connect to the broker, or raise `BrokerUnavailableError`."""
+        try:
+            await self._producer.start()
+        except KafkaConnectionError as exc:
+            await self._producer.stop()
+            raise BrokerUnavailableError(self._bootstrap, exc) from None
+        return self
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        await self._producer.stop()
+
+    async def __aenter__(self) -> BusProducer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> tuple[int, int]:
+        """Send one record and wait for the ack; return (partition, offset)."""
+        meta = await self._producer.send_and_wait(topic, value=value, key=key)
+        return meta.partition, meta.offset
+
+    async def send_many(
+        self, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+    ) -> list[tuple[int, int]]:
+        """Send records pipelined, in order, and wait for every ack."""
+        futures = [await self._producer.send(topic, value=v, key=k) for k, v in records]
+        metas = await asyncio.gather(*futures)
+        return [(m.partition, m.offset) for m in metas]
+
+    async def flush(self) -> None:
+        """Wait until every buffered record is acknowledged."""
+        await self._producer.flush()
+
+
+class BusConsumer:
+    """A consumer with manual commits; nothing is committed unless asked."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, bootstrap: str) -> None:
+        self._consumer = consumer
+        self._bootstrap = bootstrap
+
+    @property
+    def raw(self) -> AIOKafkaConsumer:
+        """Return the underlying aiokafka consumer."""
+        return self._consumer
+
+    async def start(self) -> BusConsumer:
+        """Connect and join the group, or raise `BrokerUnavailableError`."""
+        try:
+            await self._consumer.start()
+        except KafkaConnectionError as exc:
+            await self._consumer.stop()
+            raise BrokerUnavailableError(self._bootstrap, exc) from None
+        return self
+
+    async def stop(self) -> None:
+        """Leave the group and disconnect (commits nothing)."""
+        await self._consumer.stop()
+
+    async def __aenter__(self) -> BusConsumer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
+        """Return the next batch of records across assigned partitions (may be empty)."""
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        out: list[Record] = []
+        for tp, msgs in batches.items():
+            out.extend(
+                Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
+                for m in msgs
+            )
+        return out
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Commit next-offsets per (topic, partition), or the current positions."""
+        if offsets is None:
+            await self._consumer.commit()
+            return
+        await self._consumer.commit(
+            {TopicPartition(t, p): o for (t, p), o in offsets.items()}
+        )
+
+    async def committed(self, topic: str, partition: int) -> int | None:
+        """Return the committed next-offset of a partition, if any."""
+        return await self._consumer.committed(TopicPartition(topic, partition))
+
+
+def next_offsets(records: Iterable[Record]) -> dict[tuple[str, int], int]:
+    """Return the offsets to commit after processing these records."""
+    out: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        out[key] = max(out.get(key, 0), r.offset + 1)
+    return out
+
+
+class KafkaBus:
+    """Factory of producers, consumers and topics for one broker and topic prefix."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        bootstrap: str | None = None,
+        prefix: str | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.bootstrap = bootstrap or self.settings.bootstrap_servers
+        self.prefix = self.settings.topic_prefix if prefix is None else prefix
+
+    def topic(self, name: str) -> str:
+        """Return the full topic name of a short name (`bars` -> `tradeloop.bars`)."""
+        return f"{self.prefix}{name}"
+
+    def producer(self, **overrides: Any) -> BusProducer:
+        """Return an unstarted idempotent producer."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "request_timeout_ms": self.settings.kafka_request_timeout_ms,
+            "client_id": "tradeloop-producer",
+        }
+        opts.update(overrides)
+        return BusProducer(AIOKafkaProducer(**opts), self.bootstrap)
+
+    def consumer(
+        self,
+        topics: Iterable[str],
+        group_id: str | None,
+        *,
+        from_beginning: bool = True,
+        **overrides: Any,
+    ) -> BusConsumer:
+        """Return an unstarted manual-commit consumer of full topic names."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest" if from_beginning else "latest",
+            "session_timeout_ms": self.settings.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": max(500, self.settings.kafka_session_timeout_ms // 5),
+            "request_timeout_ms": max(
+                self.settings.kafka_request_timeout_ms, self.settings.kafka_session_timeout_ms + 5000
+            ),
+            "client_id": "tradeloop-consumer",
+        }
+        opts.update(overrides)
+        return BusConsumer(AIOKafkaConsumer(*topics, **opts), self.bootstrap)
+
+    def topic_settings(self, names: Iterable[str] | None = None) -> list[TopicSetting]:
+        """Return the topics of DESIGN.md (or the named ones) with their configs."""
+        from streams.events import TOPICS  # a late import: infra must not depend on streams
+
+        chosen = list(names) if names is not None else list(TOPICS)
+        out = []
+        for name in chosen:
+            spec = TOPICS[name]
+            out.append(
+                TopicSetting(
+                    self.topic(name),
+                    1 if spec.compacted else self.settings.topic_partitions,
+                    spec.config(self.settings.retention_ms),
+                )
+            )
+        return out
+
+    async def ensure_topics(self, topics: Iterable[TopicSetting] | None = None) -> list[str]:
+        """Create missing topics with their configs; return the names created."""
+        wanted = list(topics) if topics is not None else self.topic_settings()
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            request_timeout_ms=self.settings.kafka_request_timeout_ms,
+        )
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            await admin.close()
+            raise BrokerUnavailableError(self.bootstrap, exc) from None
+        try:
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(
+                        [
+                            NewTopic(t.name, t.partitions, 1, topic_configs=dict(t.config))
+                            for t in missing
+                        ]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+            return [t.name for t in missing]
+        finally:
+            await admin.close()
+
+    async def list_topics(self) -> list[str]:
+        """Return the broker's topic names."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            await admin.close()
+            raise BrokerUnavailableError(self.bootstrap, exc) from None
+        try:
+            return list(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    async def check(self) -> None:
+        """Raise `BrokerUnavailableError` unless the broker answers."""
+        try:
+            await self.list_topics()
+        except KafkaError as exc:
+            raise BrokerUnavailableError(self.bootstrap, exc) from None

@@ -1,0 +1,1 @@
+"""Event contracts, the Faust worker, the parquet lake sink and replay."""

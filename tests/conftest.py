@@ -1,0 +1,116 @@
+"""Real-service fixtures: the Tansu broker, moto's S3 server and the machine's Redis.
+
+Services are started once per session by these fixtures and stopped by them; the
+machine's Redis is used as it is (the run fails, it does not skip, if it is absent).
+Every test gets its own topic prefix, bucket prefix and state directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Isolate every run from the developer's own state and environment.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="tradeloop-tests-"))
+os.environ["TRADELOOP_HOME"] = str(_SESSION_HOME)
+for _var in (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "S3_BUCKET",
+    "S3_ENDPOINT_URL",
+    "REDIS_URL",
+    "LAKE_URI",
+    "TOPIC_PREFIX",
+    "MANIFEST_HMAC_KEY",
+    "MANIFEST_VERIFY_KEYS",
+    "SYMBOLS",
+):
+    os.environ.pop(_var, None)
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+from infra.bus import KafkaBus  # noqa: E402
+from infra.settings import Settings  # noqa: E402
+from infra.stack import ManagedProcess, create_versioned_bucket, start_moto, start_tansu  # noqa: E402
+
+from tests.helpers import REDIS_HOST, REDIS_PORT, TEST_BUCKET, TEST_HMAC_KEY, unique  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """Start one Tansu broker for the session."""
+    proc = start_tansu(log_dir=tmp_path_factory.mktemp("tansu"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """Start moto's S3 server for the session, with a versioned test bucket."""
+    proc = start_moto(log_dir=tmp_path_factory.mktemp("moto"), bucket=TEST_BUCKET)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Return the machine's Redis URL; fail loudly if Redis is not running."""
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(16)
+    except OSError as exc:
+        pytest.fail(
+            f"Redis is required at {REDIS_HOST}:{REDIS_PORT} and is not reachable ({exc}); "
+            "start it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''"
+        )
+    if not reply.startswith(b"+PONG"):
+        pytest.fail(f"{REDIS_HOST}:{REDIS_PORT} answered {reply!r}, not Redis")
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFactory:
+    """Return a factory of Settings with a unique topic prefix and a private home.
+
+    Keyword arguments use the environment variable names (`S3_BUCKET=...`).
+    Pass `kafka=True`, `s3=True` or `redis=True` to wire the real services in.
+    """
+
+    def factory(*, kafka: bool = True, s3: bool = False, redis: bool = False, **env: Any) -> Settings:
+        values: dict[str, Any] = {
+            "TOPIC_PREFIX": f"{unique('t')}.",
+            "STORE_DIR": str(tmp_path / "store"),
+            "OUTBOX_DIR": str(tmp_path / "outbox"),
+            "MANIFEST_HMAC_KEY": TEST_HMAC_KEY,
+            "KAFKA_SESSION_TIMEOUT_MS": 6000,
+        }
+        if kafka:
+            values["KAFKA_BOOTSTRAP_SERVERS"] = request.getfixturevalue("kafka_broker").address
+        if s3:
+            prefix = unique("p")
+            values["S3_ENDPOINT_URL"] = request.getfixturevalue("s3_server").address
+            values["S3_BUCKET"] = TEST_BUCKET
+            values["LAKE_URI"] = f"s3://{TEST_BUCKET}/{prefix}/lake"
+        else:
+            values["LAKE_URI"] = str(tmp_path / "lake")
+        if redis:
+            values["REDIS_URL"] = request.getfixturevalue("redis_url")
+        values.update(env)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def bus(make_settings: SettingsFactory) -> KafkaBus:
+    """Return a bus on the session broker with a unique topic prefix."""
+    return KafkaBus(make_settings())

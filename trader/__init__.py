@@ -1,0 +1,1 @@
+"""The live trader: feeds, strategies, decisions, risk, paper broker, outbox, API."""

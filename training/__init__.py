@@ -1,0 +1,1 @@
+"""Datasets, the three trainers, ONNX export, the gate and publishing."""
