@@ -15,7 +15,7 @@ from infra.logging import setup_logging
 VERBS: dict[str, tuple[str, str]] = {
     "stack": ("infra.cli_stack:stack", "Start, inspect or stop the embedded broker and S3."),
     "config": ("infra.cli:config", "Print the effective settings, secrets masked."),
-    "events": ("streams.cli:events", "Event contracts: write JSON Schemas."),
+    "events": ("streams.contracts_cli:events", "Event contracts: write JSON Schemas."),
     "demo": ("infra.demo:demo", "Run the whole loop end to end on the embedded stack."),
     "trade": ("trader.cli:trade", "Run the live (paper) trader on a feed."),
     "backtest": ("trader.cli:backtest", "Backtest bars through the trader's code path."),
