@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,12 +55,14 @@ class TopicSetting:
 class BusProducer:
     """An idempotent (acks=all) producer; `send` returns once the broker acknowledged."""
 
-    def __init__(self, producer: AIOKafkaProducer, bootstrap: str) -> None:
-        self._producer = producer
+    def __init__(self, options: dict[str, Any], bootstrap: str) -> None:
+        self._options = options
         self._bootstrap = bootstrap
+        self._producer: AIOKafkaProducer = None  # type: ignore[assignment]  # set by start()
 
     async def start(self) -> BusProducer:
         """Connect to the broker, or raise `BrokerUnavailableError`."""
+        self._producer = AIOKafkaProducer(**self._options)
         try:
             await self._producer.start()
         except KafkaConnectionError as exc:
@@ -98,9 +101,11 @@ class BusProducer:
 class BusConsumer:
     """A consumer with manual commits; nothing is committed unless asked."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, bootstrap: str) -> None:
-        self._consumer = consumer
+    def __init__(self, topics: tuple[str, ...], options: dict[str, Any], bootstrap: str) -> None:
+        self._topics = topics
+        self._options = options
         self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer = None  # type: ignore[assignment]  # set by start()
 
     @property
     def raw(self) -> AIOKafkaConsumer:
@@ -109,6 +114,7 @@ class BusConsumer:
 
     async def start(self) -> BusConsumer:
         """Connect and join the group, or raise `BrokerUnavailableError`."""
+        self._consumer = AIOKafkaConsumer(*self._topics, **self._options)
         try:
             await self._consumer.start()
         except KafkaConnectionError as exc:
@@ -132,8 +138,7 @@ class BusConsumer:
         out: list[Record] = []
         for tp, msgs in batches.items():
             out.extend(
-                Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
-                for m in msgs
+                Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in msgs
             )
         return out
 
@@ -142,9 +147,7 @@ class BusConsumer:
         if offsets is None:
             await self._consumer.commit()
             return
-        await self._consumer.commit(
-            {TopicPartition(t, p): o for (t, p), o in offsets.items()}
-        )
+        await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
 
     async def committed(self, topic: str, partition: int) -> int | None:
         """Return the committed next-offset of a partition, if any."""
@@ -189,7 +192,7 @@ class KafkaBus:
             "client_id": "tradeloop-producer",
         }
         opts.update(overrides)
-        return BusProducer(AIOKafkaProducer(**opts), self.bootstrap)
+        return BusProducer(opts, self.bootstrap)
 
     def consumer(
         self,
@@ -208,12 +211,13 @@ class KafkaBus:
             "session_timeout_ms": self.settings.kafka_session_timeout_ms,
             "heartbeat_interval_ms": max(500, self.settings.kafka_session_timeout_ms // 5),
             "request_timeout_ms": max(
-                self.settings.kafka_request_timeout_ms, self.settings.kafka_session_timeout_ms + 5000
+                self.settings.kafka_request_timeout_ms,
+                self.settings.kafka_session_timeout_ms + 5000,
             ),
             "client_id": "tradeloop-consumer",
         }
         opts.update(overrides)
-        return BusConsumer(AIOKafkaConsumer(*topics, **opts), self.bootstrap)
+        return BusConsumer(tuple(topics), opts, self.bootstrap)
 
     def topic_settings(self, names: Iterable[str] | None = None) -> list[TopicSetting]:
         """Return the topics of DESIGN.md (or the named ones) with their configs."""
@@ -248,15 +252,13 @@ class KafkaBus:
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t.name not in existing]
             if missing:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
                         [
                             NewTopic(t.name, t.partitions, 1, topic_configs=dict(t.config))
                             for t in missing
                         ]
                     )
-                except TopicAlreadyExistsError:
-                    pass
             return [t.name for t in missing]
         finally:
             await admin.close()

@@ -19,7 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("infra.demo:demo", "Run the whole loop end to end on the embedded stack."),
     "trade": ("trader.cli:trade", "Run the live (paper) trader on a feed."),
     "backtest": ("trader.cli:backtest", "Backtest bars through the trader's code path."),
-    "report": ("trader.cli:report", "Write an HTML report with plots."),
+    "report": ("trader.report:report", "Write an HTML report with plots."),
     "streams": ("streams.cli:streams", "Run the Faust streams worker."),
     "replay": ("streams.cli:replay", "Replay the event lake or a Kafka range."),
     "monitor": ("streams.monitor:monitor", "Watch topics, lag, PnL and models live."),
@@ -44,7 +44,13 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] in {"infra", "streams", "features", "training", "trader"}:
+            if exc.name and exc.name.split(".")[0] in {
+                "infra",
+                "streams",
+                "features",
+                "training",
+                "trader",
+            }:
                 return _missing(cmd_name, help_text, f"{module_name} is not built yet")
             return _missing(
                 cmd_name,

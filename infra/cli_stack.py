@@ -17,7 +17,9 @@ def stack() -> None:
 
 @stack.command()
 @click.option("--s3", is_flag=True, help="Also start moto's S3 server with a versioned bucket.")
-@click.option("--bucket", default="tradeloop", show_default=True, help="Bucket to create with --s3.")
+@click.option(
+    "--bucket", default="tradeloop", show_default=True, help="Bucket to create with --s3."
+)
 @click.option("--kafka-port", type=int, default=None, help="Broker port (default: a free one).")
 def up(s3: bool, bucket: str, kafka_port: int | None) -> None:
     """Start the embedded stack (reuses what already runs)."""
@@ -29,7 +31,9 @@ def up(s3: bool, bucket: str, kafka_port: int | None) -> None:
     click.echo(f"kafka  {state['kafka']['bootstrap']}")
     if "s3" in state:
         click.echo(f"s3     {state['s3']['endpoint']}  bucket={state['s3']['bucket']}")
-    click.echo(f"ready in {time.monotonic() - t0:.2f}s; other commands find it via .tradeloop/stack.json")
+    click.echo(
+        f"ready in {time.monotonic() - t0:.2f}s; other commands find it via .tradeloop/stack.json"
+    )
 
 
 @stack.command()

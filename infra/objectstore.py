@@ -73,7 +73,9 @@ class LocalObjectStore:
 
     def get(self, key: str, version_id: str | None = None) -> bytes:
         path = (
-            self.root / ".versions" / key.lstrip("/") / version_id if version_id else self._path(key)
+            self.root / ".versions" / key.lstrip("/") / version_id
+            if version_id
+            else self._path(key)
         )
         try:
             return path.read_bytes()
@@ -90,9 +92,9 @@ class LocalObjectStore:
         out = []
         for path in base.rglob("*"):
             rel = path.relative_to(base).as_posix()
-            if path.is_file() and not rel.startswith(".versions/") and rel.startswith(prefix):
-                if not path.name.startswith("."):
-                    out.append(rel)
+            hidden = rel.startswith(".versions/") or path.name.startswith(".")
+            if path.is_file() and not hidden and rel.startswith(prefix):
+                out.append(rel)
         return sorted(out)
 
     def uri(self, key: str) -> str:

@@ -6,11 +6,10 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 STATE_FILE_NAME = "stack.json"
 
@@ -46,15 +45,21 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(default="", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     topic_prefix: str = Field(default="tradeloop.", validation_alias="TOPIC_PREFIX")
     topic_partitions: int = Field(default=4, ge=1, validation_alias="TOPIC_PARTITIONS")
-    kafka_request_timeout_ms: int = Field(default=10_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS")
-    kafka_session_timeout_ms: int = Field(default=10_000, validation_alias="KAFKA_SESSION_TIMEOUT_MS")
+    kafka_request_timeout_ms: int = Field(
+        default=10_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, validation_alias="KAFKA_SESSION_TIMEOUT_MS"
+    )
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, validation_alias="TOPIC_RETENTION_MS")
 
     # Object storage (S3 or a local directory)
     s3_bucket: str = Field(default="", validation_alias="S3_BUCKET")
     s3_endpoint_url: str = Field(default="", validation_alias="S3_ENDPOINT_URL")
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
-    aws_access_key_id: SecretStr = Field(default=SecretStr(""), validation_alias="AWS_ACCESS_KEY_ID")
+    aws_access_key_id: SecretStr = Field(
+        default=SecretStr(""), validation_alias="AWS_ACCESS_KEY_ID"
+    )
     aws_secret_access_key: SecretStr = Field(
         default=SecretStr(""), validation_alias="AWS_SECRET_ACCESS_KEY"
     )
@@ -67,7 +72,9 @@ class Settings(BaseSettings):
     feast_repo_dir: str = Field(default="", validation_alias="FEAST_REPO_DIR")
 
     # Models and manifests
-    manifest_hmac_key: SecretStr = Field(default=SecretStr(""), validation_alias="MANIFEST_HMAC_KEY")
+    manifest_hmac_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias="MANIFEST_HMAC_KEY"
+    )
     manifest_key_id: str = Field(default="k1", validation_alias="MANIFEST_KEY_ID")
     manifest_verify_keys: SecretStr = Field(
         default=SecretStr(""), validation_alias="MANIFEST_VERIFY_KEYS"
@@ -97,7 +104,9 @@ class Settings(BaseSettings):
 
     # Trader risk
     base_risk_usd: float = Field(default=500.0, gt=0, validation_alias="BASE_RISK_USD")
-    max_contracts_per_symbol: int = Field(default=4, ge=1, validation_alias="MAX_CONTRACTS_PER_SYMBOL")
+    max_contracts_per_symbol: int = Field(
+        default=4, ge=1, validation_alias="MAX_CONTRACTS_PER_SYMBOL"
+    )
     max_open_positions: int = Field(default=2, ge=1, validation_alias="MAX_OPEN_POSITIONS")
     max_daily_loss_usd: float = Field(default=2000.0, gt=0, validation_alias="MAX_DAILY_LOSS_USD")
     loss_streak_cooldown: int = Field(default=3, ge=1, validation_alias="LOSS_STREAK_COOLDOWN")

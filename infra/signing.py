@@ -155,7 +155,9 @@ class Keyring:
         private = None
         raw_private = settings.manifest_ed25519_private_key.get_secret_value()
         if raw_private:
-            kid, _, b64 = raw_private.partition(":") if ":" in raw_private else ("ed1", "", raw_private)
+            kid, _, b64 = (
+                raw_private.partition(":") if ":" in raw_private else ("ed1", "", raw_private)
+            )
             private = (kid, Ed25519PrivateKey.from_private_bytes(base64.b64decode(b64)))
         public = {
             kid: Ed25519PublicKey.from_public_bytes(base64.b64decode(b64))
@@ -177,7 +179,9 @@ def generate_ed25519() -> tuple[str, str]:
     private = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
-    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     return _b64(private), _b64(public)
 
 
@@ -231,7 +235,9 @@ def verify_body(
             try:
                 public.verify(base64.b64decode(value), payload)
             except (InvalidSignature, ValueError):
-                raise SignatureError("bad_signature", f"Ed25519 by key id {kid!r} does not verify") from None
+                raise SignatureError(
+                    "bad_signature", f"Ed25519 by key id {kid!r} does not verify"
+                ) from None
         else:
             raise SignatureError("unknown_algorithm", f"signature algorithm {alg!r}")
         verified = verified or kid

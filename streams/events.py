@@ -37,8 +37,8 @@ __all__ = [
     "GateResult",
     "ModelManifest",
     "SchemaRef",
-    "Signature",
     "SignalSnapshot",
+    "Signature",
     "TopicSpec",
     "TradeOutcome",
     "decode",
@@ -97,7 +97,8 @@ class Event(BaseModel):
     SCHEMA_NAME: ClassVar[str] = "event"
     SCHEMA_VERSION: ClassVar[int] = 1
 
-    schema_: SchemaRef = Field(alias="schema")
+    # Always set by `_fill_schema` from the class; the default only satisfies type checkers.
+    schema_: SchemaRef = Field(default=SchemaRef(name="event", version=1), alias="schema")
     event_id: str = Field(default_factory=new_event_id, min_length=1)
     ts_event: datetime
     ts_init: datetime = Field(default_factory=utc_now)
@@ -351,7 +352,15 @@ class DeadLetter(Event):
 
 CONTRACTS: dict[str, type[Event]] = {
     c.SCHEMA_NAME: c
-    for c in (Bar, SignalSnapshot, TradeOutcome, FeatureUpdate, DriftAlert, ModelManifest, DeadLetter)
+    for c in (
+        Bar,
+        SignalSnapshot,
+        TradeOutcome,
+        FeatureUpdate,
+        DriftAlert,
+        ModelManifest,
+        DeadLetter,
+    )
 }
 
 
@@ -430,7 +439,9 @@ def decode(data: bytes | bytearray | memoryview | str, contract: type[E] | None 
     except orjson.JSONDecodeError as exc:
         raise EventDecodeError(expected, "<root>", f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise EventDecodeError(expected, "<root>", f"expected a JSON object, got {type(obj).__name__}")
+        raise EventDecodeError(
+            expected, "<root>", f"expected a JSON object, got {type(obj).__name__}"
+        )
     schema = obj.get("schema")
     if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
         raise EventDecodeError(expected, "schema", "missing or not an object with a 'name'")

@@ -36,8 +36,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
 from infra.bus import KafkaBus  # noqa: E402
 from infra.settings import Settings  # noqa: E402
-from infra.stack import ManagedProcess, create_versioned_bucket, start_moto, start_tansu  # noqa: E402
-
+from infra.stack import ManagedProcess, start_moto, start_tansu  # noqa: E402
 from tests.helpers import REDIS_HOST, REDIS_PORT, TEST_BUCKET, TEST_HMAC_KEY, unique  # noqa: E402
 
 
@@ -85,7 +84,9 @@ def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFac
     Pass `kafka=True`, `s3=True` or `redis=True` to wire the real services in.
     """
 
-    def factory(*, kafka: bool = True, s3: bool = False, redis: bool = False, **env: Any) -> Settings:
+    def factory(
+        *, kafka: bool = True, s3: bool = False, redis: bool = False, **env: Any
+    ) -> Settings:
         values: dict[str, Any] = {
             "TOPIC_PREFIX": f"{unique('t')}.",
             "STORE_DIR": str(tmp_path / "store"),
