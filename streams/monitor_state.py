@@ -1,0 +1,445 @@
+"""Pure aggregation behind `tradeloop monitor`: records in, a JSON-ready snapshot out.
+
+Nothing here touches a broker, a clock or the network: callers pass `now` and the
+broker facts (end offsets, committed offsets), so every number is testable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from streams.events import (
+    DeadLetter,
+    DriftAlert,
+    Event,
+    EventDecodeError,
+    ModelManifest,
+    TradeOutcome,
+    decode,
+)
+
+__all__ = [
+    "LagRow",
+    "MonitorState",
+    "compute_lag",
+    "day_start",
+    "parse_since",
+    "parse_trader_metrics",
+    "summarize_trader",
+]
+
+#: How many dead letters and drift alerts the snapshot keeps.
+LATEST_N = 10
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """Return the UTC time meant by `15m`, `2h`, `1d` (ago) or an ISO timestamp.
+
+    A naive ISO timestamp is taken as UTC. Raise `ValueError` naming the input.
+    """
+    match = _RELATIVE.match(text)
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2).lower()])
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--from {text!r}: expected a duration such as 15m, 2h, 1d or an ISO time "
+            "such as 2024-05-01T13:30:00Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def day_start(now: datetime) -> datetime:
+    """Return midnight UTC of the day `now` falls in."""
+    d = now.astimezone(UTC).date()
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat() if ts is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class LagRow:
+    """The lag of one consumer group on one partition."""
+
+    group: str
+    topic: str
+    partition: int
+    committed: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Return how many records the group has still to process (never negative)."""
+        return max(0, self.end - self.committed)
+
+
+def compute_lag(
+    committed: dict[str, dict[tuple[str, int], int]],
+    end_offsets: dict[tuple[str, int], int],
+) -> list[LagRow]:
+    """Return per-partition lag rows for every group with a committed offset.
+
+    `committed` maps group -> (topic, partition) -> next offset to read; entries
+    below zero mean "nothing committed" and are left out, as are partitions whose
+    end offset is unknown.
+    """
+    rows = []
+    for group in sorted(committed):
+        for (topic, partition), offset in sorted(committed[group].items()):
+            if offset < 0 or (topic, partition) not in end_offsets:
+                continue
+            rows.append(LagRow(group, topic, partition, offset, end_offsets[(topic, partition)]))
+    return rows
+
+
+@dataclass(slots=True)
+class _Agg:
+    trades: int = 0
+    wins: int = 0
+    pnl_usd: float = 0.0
+    sum_r: float = 0.0
+
+    def add(self, outcome: TradeOutcome) -> None:
+        self.trades += 1
+        self.wins += outcome.pnl_usd > 0
+        self.pnl_usd += outcome.pnl_usd
+        self.sum_r += outcome.r_multiple
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trades": self.trades,
+            "wins": self.wins,
+            "win_rate": round(self.wins / self.trades, 6) if self.trades else None,
+            "pnl_usd": round(self.pnl_usd, 2),
+            "avg_r": round(self.sum_r / self.trades, 6) if self.trades else None,
+        }
+
+
+@dataclass
+class MonitorState:
+    """Everything the monitor has seen, folded into counters as records arrive.
+
+    `day` is the UTC date whose real (non-counterfactual) trades make up the PnL;
+    a trade belongs to the day its `exit_ts` falls in. Outcomes are deduplicated by
+    `event_id` (Kafka delivers at least once).
+    """
+
+    day: date
+    rate_window_s: float = 60.0
+    topics: dict[str, int] = field(default_factory=dict)
+    last_ts: dict[str, datetime] = field(default_factory=dict)
+    decode_errors: Counter[str] = field(default_factory=Counter)
+    covered_since: dict[str, datetime] = field(default_factory=dict)
+    _per_second: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    latest_dead: deque[DeadLetter] = field(default_factory=lambda: deque(maxlen=LATEST_N))
+    drift_count: int = 0
+    latest_drift: deque[DriftAlert] = field(default_factory=lambda: deque(maxlen=LATEST_N))
+    manifests_seen: int = 0
+    manifest: ModelManifest | None = None
+    counterfactuals: int = 0
+    _pnl: dict[tuple[str, str], _Agg] = field(default_factory=dict)
+    _seen_outcomes: set[str] = field(default_factory=set)
+
+    def observe(self, topic: str, value: bytes | None, timestamp_ms: int) -> None:
+        """Fold one record of a short topic name (`outcomes`, `dlq`, ...) in.
+
+        A record that does not decode is counted under `decode_errors`, never raised.
+        """
+        self.topics[topic] = self.topics.get(topic, 0) + 1
+        ts_s = timestamp_ms / 1000.0
+        self._per_second[topic][int(ts_s)] += 1
+        ts = datetime.fromtimestamp(ts_s, UTC)
+        if topic not in self.last_ts or ts > self.last_ts[topic]:
+            self.last_ts[topic] = ts
+        if topic not in ("outcomes", "dlq", "drift", "models"):
+            return
+        if value is None:
+            if topic != "models":  # a tombstone on the compacted topic is legal
+                self.decode_errors[topic] += 1
+            return
+        try:
+            event: Event = decode(value)
+        except EventDecodeError:
+            self.decode_errors[topic] += 1
+            return
+        if isinstance(event, TradeOutcome) and topic == "outcomes":
+            self._outcome(event)
+        elif isinstance(event, DeadLetter) and topic == "dlq":
+            self.dead_letters[event.source_topic] += 1
+            self.latest_dead.append(event)
+        elif isinstance(event, DriftAlert) and topic == "drift":
+            self.drift_count += 1
+            self.latest_drift.append(event)
+        elif isinstance(event, ModelManifest) and topic == "models":
+            self.manifests_seen += 1
+            if self.manifest is None or event.sequence >= self.manifest.sequence:
+                self.manifest = event
+        else:
+            self.decode_errors[topic] += 1
+
+    def _outcome(self, outcome: TradeOutcome) -> None:
+        if outcome.counterfactual:
+            self.counterfactuals += 1
+            return
+        if outcome.exit_ts.astimezone(UTC).date() != self.day:
+            return
+        if outcome.event_id in self._seen_outcomes:
+            return
+        self._seen_outcomes.add(outcome.event_id)
+        key = (outcome.symbol, outcome.strategy)
+        self._pnl.setdefault(key, _Agg()).add(outcome)
+
+    def roll_day(self, day: date) -> None:
+        """Start a new PnL day (outcomes of the old day are forgotten)."""
+        self.day = day
+        self._pnl.clear()
+        self._seen_outcomes.clear()
+
+    def rate(self, topic: str, now: datetime) -> float:
+        """Return messages per second of a topic over the trailing window, by record time.
+
+        The window shrinks to the time the monitor has covered (`covered_since`), so a
+        monitor started two seconds ago does not divide two seconds of records by 60.
+        """
+        buckets = self._per_second.get(topic)
+        if not buckets:
+            return 0.0
+        now_s = now.timestamp()
+        cutoff = int(now_s - self.rate_window_s)
+        for second in [s for s in buckets if s < cutoff]:
+            del buckets[second]  # keep memory bounded by the window
+        span = self.rate_window_s
+        since = self.covered_since.get(topic)
+        if since is not None:
+            span = min(span, max(now_s - since.timestamp(), 1.0))
+        first = now_s - span
+        return sum(n for s, n in buckets.items() if s + 1 > first) / span
+
+    def pnl(self) -> dict[str, Any]:
+        """Return today's real-trade PnL, win rate and average R per symbol and strategy."""
+        rows = [
+            {"symbol": sym, "strategy": strat, **agg.to_dict()}
+            for (sym, strat), agg in sorted(self._pnl.items())
+        ]
+        by_symbol: dict[str, _Agg] = {}
+        total = _Agg()
+        for (sym, _), agg in self._pnl.items():
+            s = by_symbol.setdefault(sym, _Agg())
+            for target in (s, total):
+                target.trades += agg.trades
+                target.wins += agg.wins
+                target.pnl_usd += agg.pnl_usd
+                target.sum_r += agg.sum_r
+        return {
+            "day": self.day.isoformat(),
+            "by_symbol_strategy": rows,
+            "by_symbol": {sym: agg.to_dict() for sym, agg in sorted(by_symbol.items())},
+            "total": total.to_dict(),
+            "counterfactuals_ignored": self.counterfactuals,
+        }
+
+    def models(self, now: datetime) -> dict[str, Any]:
+        """Return the latest release published on `models` and its age."""
+        m = self.manifest
+        if m is None:
+            return {"latest": None, "manifests_seen": self.manifests_seen}
+        return {
+            "latest": {
+                "release": m.release,
+                "sequence": m.sequence,
+                "kind": m.kind,
+                "model_set": m.model_set,
+                "published_at": _iso(m.ts_event),
+                "age_s": round((now - m.ts_event).total_seconds(), 3),
+                "artifacts": {a.family: a.version for a in m.artifacts},
+                "gate": m.gate.decision if m.gate else None,
+                "train_window_end": _iso(m.train_window_end),
+            },
+            "manifests_seen": self.manifests_seen,
+        }
+
+    def snapshot(
+        self,
+        now: datetime,
+        *,
+        topic_names: dict[str, str],
+        lag: dict[str, Any],
+        trader: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Return the whole picture as a JSON-ready dict."""
+        topics = {
+            short: {
+                "topic": full,
+                "messages": self.topics.get(short, 0),
+                "rate_per_s": round(self.rate(short, now), 4),
+                "last_record_at": _iso(self.last_ts.get(short)),
+            }
+            for short, full in topic_names.items()
+        }
+        return {
+            **(meta or {}),
+            "generated_at": _iso(now),
+            "rate_window_s": self.rate_window_s,
+            "topics": topics,
+            "lag": lag,
+            "dead_letters": {
+                "count": sum(self.dead_letters.values()),
+                "by_source_topic": dict(sorted(self.dead_letters.items())),
+                "latest": [_dead(d) for d in reversed(self.latest_dead)],
+            },
+            "drift": {
+                "count": self.drift_count,
+                "latest": [_drift(d) for d in reversed(self.latest_drift)],
+            },
+            "pnl": self.pnl(),
+            "models": self.models(now),
+            "trader": trader,
+            "decode_errors": dict(sorted(self.decode_errors.items())),
+        }
+
+
+def _dead(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "at": _iso(d.ts_event),
+        "source_topic": d.source_topic,
+        "partition": d.partition,
+        "offset": d.offset,
+        "error_type": d.error_type,
+        "reason": d.reason,
+        "consumer": d.consumer,
+    }
+
+
+def _drift(d: DriftAlert) -> dict[str, Any]:
+    return {
+        "at": _iso(d.ts_event),
+        "symbol": d.symbol,
+        "strategy": d.strategy,
+        "metric": d.metric,
+        "detector": d.detector,
+        "value": d.value,
+        "detail": d.detail,
+    }
+
+
+def lag_summary(rows: list[LagRow], *, supported: bool, notes: list[str]) -> dict[str, Any]:
+    """Return the lag section of a snapshot: rows, totals per group and notes."""
+    totals: dict[str, int] = defaultdict(int)
+    for r in rows:
+        totals[r.group] += r.lag
+    return {
+        "supported": supported,
+        "notes": notes,
+        "partitions": [
+            {
+                "group": r.group,
+                "topic": r.topic,
+                "partition": r.partition,
+                "committed": r.committed,
+                "end": r.end,
+                "lag": r.lag,
+            }
+            for r in rows
+        ],
+        "total_by_group": dict(sorted(totals.items())),
+    }
+
+
+# The trader's /healthz and /metrics ------------------------------------------------
+
+_METRIC_NAMES = (
+    "tradeloop_model_release_info",
+    "tradeloop_model_age_seconds",
+    "tradeloop_model_swaps_total",
+    "tradeloop_model_rejections_total",
+    "tradeloop_pnl_usd",
+    "tradeloop_outbox_depth",
+)
+
+
+def parse_trader_metrics(text: str) -> dict[str, Any]:
+    """Return model release, age, swaps, rejections, PnL and outbox depth from /metrics.
+
+    Unknown or malformed lines are ignored; missing metrics are simply absent.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, Any] = {}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        return out
+    for fam in families:
+        for sample in fam.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name == "tradeloop_model_release_info" and value:
+                out["release"] = labels.get("release")
+            elif name == "tradeloop_model_age_seconds":
+                out["model_age_s"] = value
+            elif name == "tradeloop_model_swaps_total":
+                out["swaps_total"] = int(value)
+            elif name == "tradeloop_model_rejections_total":
+                out.setdefault("rejections", {})[labels.get("reason", "")] = int(value)
+            elif name == "tradeloop_pnl_usd":
+                out.setdefault("pnl_usd", {})[labels.get("symbol", "")] = value
+            elif name == "tradeloop_outbox_depth":
+                out["outbox_depth"] = int(value)
+    return out
+
+
+def _find(obj: Any, *keys: str) -> Any:
+    """Return the first value under any of `keys`, searching nested dicts breadth-first."""
+    queue = [obj]
+    while queue:
+        cur = queue.pop(0)
+        if not isinstance(cur, dict):
+            continue
+        for k in keys:
+            if k in cur and cur[k] not in (None, ""):
+                return cur[k]
+        queue.extend(v for v in cur.values() if isinstance(v, dict))
+    return None
+
+
+def summarize_trader(
+    url: str, health: dict[str, Any] | None, metrics: dict[str, Any] | None, error: str | None
+) -> dict[str, Any]:
+    """Return the trader section: serving release, age, last swap and last rejection.
+
+    `health` is the /healthz JSON (or None), `metrics` what `parse_trader_metrics`
+    found (or None). /healthz wins where both say something.
+    """
+    if health is None and metrics is None:
+        return {"reachable": False, "url": url, "note": "trader not reachable", "error": error}
+    h = health or {}
+    m = metrics or {}
+    release = _find(h, "release", "serving_release", "model_release")
+    age = _find(h, "model_age_s", "age_s", "model_age_seconds")
+    return {
+        "reachable": True,
+        "url": url,
+        "status": _find(h, "status"),
+        "release": release if isinstance(release, str) else m.get("release"),
+        "model_age_s": age if isinstance(age, int | float) else m.get("model_age_s"),
+        "last_swap": _find(h, "last_swap", "last_swap_at", "swapped_at"),
+        "last_rejection": _find(h, "last_rejection", "last_reject", "rejected"),
+        "swaps_total": m.get("swaps_total", _find(h, "swaps", "swaps_total")),
+        "rejections": m.get("rejections", _find(h, "rejections")),
+        "pnl_usd": m.get("pnl_usd"),
+        "outbox_depth": m.get("outbox_depth"),
+        "note": None if health is not None else "no /healthz JSON; figures from /metrics",
+    }

@@ -1,0 +1,171 @@
+"""`tradeloop monitor --once --json` against the real Tansu broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from infra.bus import KafkaBus
+from infra.settings import Settings
+from infra.stack import free_port
+from streams.events import Event, encode, event_key, topic_for
+from tests.conftest import SettingsFactory
+from tests.helpers import settings_env, unique
+from tests.test_monitor_events import bar, dead_letter, drift, manifest, outcome
+
+pytestmark = pytest.mark.kafka
+
+TRADELOOP = [sys.executable, "-c", "from infra.cli import main; main()"]
+
+
+async def _send(bus: KafkaBus, events: list[Event]) -> None:
+    async with bus.producer() as producer:
+        for ev in events:
+            await producer.send(bus.topic(topic_for(ev)), encode(ev), event_key(ev))
+
+
+async def _commit_group(bus: KafkaBus, group: str, topic: str, wanted: int) -> dict[int, int]:
+    """Consume `wanted` records of a topic in a fresh group, commit all but the last."""
+    consumer = bus.consumer([bus.topic(topic)], group)
+    await consumer.start()
+    try:
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < wanted and time.monotonic() < deadline:
+            got += await consumer.poll(500)
+        assert len(got) == wanted
+        last = max(got, key=lambda r: r.offset)
+        offsets = {(r.topic, r.partition): r.offset + 1 for r in got}
+        offsets[(last.topic, last.partition)] = last.offset  # leave one record of lag
+        await consumer.commit(offsets)
+        return {p: o for (_, p), o in offsets.items()}
+    finally:
+        await consumer.stop()
+
+
+async def _groups(settings: Settings) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        return {str(g[0]) for g in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+
+
+def _monitor(settings: Settings, *args: str) -> dict[str, Any]:
+    env = settings_env(settings)
+    env["HTTP_PORT"] = str(free_port())  # nothing listens there: the trader is not running
+    proc = subprocess.run(
+        [*TRADELOOP, "monitor", "--once", "--json", "--window", "0.5", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def test_monitor_once_json_reports_what_was_produced(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    bus = KafkaBus(settings)
+    asyncio.run(bus.ensure_topics())
+    now = datetime.now(UTC)
+    events: list[Event] = [
+        outcome(now, "ES", "S2", 250.0, 1.0),
+        outcome(now, "ES", "S2", -125.0, -0.5),
+        outcome(now, "NQ", "S3", 400.0, 2.0),
+        outcome(now, "NQ", "S3", 900.0, 3.0, counterfactual=True),
+        dead_letter(now, "field 'close': Input should be greater than 0"),
+        drift(now),
+        manifest(now - timedelta(minutes=10), "rel-1", 1),
+        manifest(now - timedelta(minutes=5), "rel-2", 2),
+        *[bar(now, "ES", 5000 + i) for i in range(6)],
+    ]
+    asyncio.run(_send(bus, events))
+    group = unique("g-streams-")
+    committed = asyncio.run(_commit_group(bus, group, "bars", 6))
+    groups_before = asyncio.run(_groups(settings))
+
+    snap = _monitor(settings, "--from", "10m")
+
+    assert snap["topic_prefix"] == settings.topic_prefix
+    topics = snap["topics"]
+    assert topics["outcomes"]["messages"] == 4
+    assert topics["bars"]["messages"] == 6
+    assert topics["dlq"]["messages"] == 1
+    assert topics["models"]["messages"] == 2
+    assert topics["bars"]["rate_per_s"] > 0
+    pnl = snap["pnl"]
+    assert pnl["day"] == now.date().isoformat()
+    rows = {(r["symbol"], r["strategy"]): r for r in pnl["by_symbol_strategy"]}
+    assert rows[("ES", "S2")]["trades"] == 2
+    assert rows[("ES", "S2")]["win_rate"] == 0.5
+    assert rows[("ES", "S2")]["pnl_usd"] == 125.0
+    assert rows[("ES", "S2")]["avg_r"] == 0.25
+    assert rows[("NQ", "S3")]["trades"] == 1  # the counterfactual is not a trade
+    assert rows[("NQ", "S3")]["pnl_usd"] == 400.0
+    assert pnl["total"]["pnl_usd"] == 525.0
+    assert pnl["counterfactuals_ignored"] == 1
+    assert snap["dead_letters"]["count"] == 1
+    assert snap["dead_letters"]["latest"][0]["reason"].startswith("field 'close'")
+    assert snap["drift"]["count"] == 1
+    assert snap["models"]["latest"]["release"] == "rel-2"
+    assert 250 < snap["models"]["latest"]["age_s"] < 400
+    assert snap["trader"]["reachable"] is False
+    assert snap["trader"]["note"] == "trader not reachable"
+    assert snap["decode_errors"] == {}
+
+    # lag: Tansu lists groups and fetches offsets when the partitions are named
+    assert snap["lag"]["supported"] is True
+    mine = [r for r in snap["lag"]["partitions"] if r["group"] == group]
+    assert {r["partition"]: r["committed"] for r in mine} == committed
+    assert all(r["topic"] == settings.topic("bars") for r in mine)
+    assert sum(r["lag"] for r in mine) == 1
+    assert snap["lag"]["total_by_group"][group] == 1
+    # read-only: the monitor joined no group and committed nothing
+    assert asyncio.run(_groups(settings)) == groups_before
+
+
+def test_monitor_starts_at_the_end_or_at_a_time(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    bus = KafkaBus(settings)
+    asyncio.run(bus.ensure_topics())
+    now = datetime.now(UTC)
+    asyncio.run(_send(bus, [bar(now, "ES", 5000 + i) for i in range(5)]))
+    asyncio.run(_send(bus, [outcome(now, "ES", "S6", 80.0, 0.4)]))
+    time.sleep(1.2)  # the two batches need distinct broker timestamps
+    middle = datetime.now(UTC)
+    time.sleep(0.3)
+    asyncio.run(_send(bus, [bar(now, "NQ", 18000 + i) for i in range(3)]))
+
+    from_end = _monitor(settings)
+    assert from_end["started_from"] == "end"
+    assert from_end["topics"]["bars"]["messages"] == 0
+    # today's PnL is complete even from the end: outcomes start at midnight UTC
+    assert from_end["pnl"]["total"]["trades"] == 1
+
+    from_middle = _monitor(settings, "--from", middle.isoformat())
+    assert from_middle["topics"]["bars"]["messages"] == 3
+
+    everything = _monitor(settings, "--from", "1h")
+    assert everything["topics"]["bars"]["messages"] == 8
+
+
+def test_monitor_rejects_a_bad_from() -> None:
+    proc = subprocess.run(
+        [*TRADELOOP, "monitor", "--once", "--from", "yesterday"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--from 'yesterday'" in proc.stderr
