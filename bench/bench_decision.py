@@ -1,0 +1,191 @@
+"""Decision-path latency with three ONNX models against three bare onnxruntime calls.
+
+The models are built here (not by training) with the production IO names of
+`features.vectors.MODEL_IO` and realistic shapes: a RandomForest meta classifier
+and a GradientBoosting execution model (sklearn -> skl2onnx, as training does) and
+a two-layer MLP sizer (onnx.helper) ending in [0.1, 2.0].
+
+`run(quick)` warms the sizer/exec/meta sessions, then times `Decider.decide` on
+real sim-feed candidates (features, stream features, three ONNX calls, sizing,
+risk) and, on the same inputs, three bare `session.run` calls.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN, STRATEGIES
+
+
+def _meta_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) -> bytes:
+    from sklearn.ensemble import RandomForestClassifier
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    width = len(MODEL_FEATURES["meta"])
+    x = rng.normal(size=(n_rows, width)).astype(np.float32)
+    y = (np.argmax(x[:, :4] + 0.5 * rng.normal(size=(n_rows, 4)), axis=1)).astype(np.int64)
+    clf = RandomForestClassifier(n_estimators=n_trees, max_depth=depth, random_state=0).fit(x, y)
+    onx = convert_sklearn(
+        clf,
+        initial_types=[(MODEL_IO["meta"]["input"], FloatTensorType([None, width]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return bytes(onx.SerializeToString())
+
+
+def _exec_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) -> bytes:
+    from sklearn.ensemble import GradientBoostingRegressor
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    width = len(MODEL_FEATURES["exec"])
+    x = rng.normal(size=(n_rows, width)).astype(np.float32)
+    y = 0.3 * x[:, 0] - 0.2 * x[:, 5] + 0.1 * rng.normal(size=n_rows)
+    reg = GradientBoostingRegressor(n_estimators=n_trees, max_depth=depth, random_state=0).fit(x, y)
+    onx = convert_sklearn(
+        reg,
+        initial_types=[(MODEL_IO["exec"]["input"], FloatTensorType([None, width]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return bytes(onx.SerializeToString())
+
+
+def _sizer_onnx(rng: np.random.Generator, hidden: int) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    width = len(MODEL_FEATURES["sizer"])
+    w1 = (rng.normal(size=(width, hidden)) / np.sqrt(width)).astype(np.float32)
+    w2 = (rng.normal(size=(hidden, 1)) / np.sqrt(hidden)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(np.zeros(hidden, np.float32), "b1"),
+        numpy_helper.from_array(w2, "w2"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "b2"),
+        numpy_helper.from_array(np.array([SIZE_MAX - SIZE_MIN], np.float32), "scale"),
+        numpy_helper.from_array(np.array([SIZE_MIN], np.float32), "low"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["obs", "w1", "b1"], ["h1"]),
+        helper.make_node("Tanh", ["h1"], ["a1"]),
+        helper.make_node("Gemm", ["a1", "w2", "b2"], ["h2"]),
+        helper.make_node("Sigmoid", ["h2"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["m"]),
+        helper.make_node("Add", ["m", "low"], [MODEL_IO["sizer"]["output"]]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sizer",
+        [helper.make_tensor_value_info(MODEL_IO["sizer"]["input"], TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info(MODEL_IO["sizer"]["output"], TensorProto.FLOAT, [None, 1])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def build_models(out_dir: str | Path, *, small: bool = False, seed: int = 0) -> dict[str, Path]:
+    """Write meta.onnx, exec.onnx and sizer.onnx (production IO names) into `out_dir`.
+
+    `small` builds tiny models quickly (tests); otherwise the sizes are realistic:
+    100 trees of depth 8 (meta), 150 stages of depth 3 (exec), 64 hidden units (sizer).
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    blobs = {
+        "meta": _meta_onnx(rng, 600 if small else 5000, 8 if small else 100, 4 if small else 8),
+        "exec": _exec_onnx(rng, 600 if small else 5000, 10 if small else 150, 2 if small else 3),
+        "sizer": _sizer_onnx(rng, 8 if small else 64),
+    }
+    paths = {}
+    for family, blob in blobs.items():
+        path = out / f"{family}.onnx"
+        path.write_bytes(blob)
+        paths[family] = path
+    return paths
+
+
+def _percentiles(samples_s: list[float]) -> dict[str, float]:
+    arr = np.array(samples_s) * 1e6
+    return {"p50_us": float(np.percentile(arr, 50)), "p99_us": float(np.percentile(arr, 99)), "mean_us": float(arr.mean())}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Time the decision path and three bare ONNX calls; return p50/p99 and the ratio."""
+    import tempfile
+
+    from infra.settings import Settings
+    from trader.engine import Engine, EngineConfig
+    from trader.feeds.sim import SimFeed
+    from trader.models import ModelHolder, ModelSet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = build_models(tmp, small=False)
+        models = ModelSet.from_paths(paths["meta"], paths["exec"], paths["sizer"], release="bench")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    engine = Engine(settings, EngineConfig(symbols=("ES", "NQ"), source="sim"), ModelHolder(models))
+    # collect real decision inputs from the sim feed
+    samples: list[tuple[str, list[Any]]] = []
+    want = 300 if quick else 3000
+    for bar in SimFeed(("ES", "NQ"), seed=11):
+        cands = engine.evaluate_bar(bar)
+        if cands:
+            samples.append((bar.symbol, cands))
+            if len(samples) >= want:
+                break
+    decider = engine.decider
+    reps = 1 if quick else 5
+    for symbol, cands in samples[:50]:  # warm-up
+        decider.decide(symbol, cands, engine.features[symbol])
+    path_times: list[float] = []
+    bare_times: list[float] = []
+    meta, ex, sz = models.meta, models.exec, models.sizer
+    assert meta and ex and sz
+    rows = {
+        "meta": np.zeros((1, meta.n_features), np.float32),
+        "exec": np.zeros((1, ex.n_features), np.float32),
+        "sizer": np.zeros((1, sz.n_features), np.float32),
+    }
+    clock = time.perf_counter
+    for _ in range(reps):
+        for symbol, cands in samples:
+            f = engine.features[symbol]
+            t0 = clock()
+            decider.decide(symbol, cands, f)
+            path_times.append(clock() - t0)
+            rows["meta"][:] = decider.meta_row
+            rows["exec"][:] = decider.exec_row
+            rows["sizer"][:] = decider.sizer_row
+            t0 = clock()
+            meta.session.run([meta.output_name], {meta.input_name: rows["meta"]})
+            ex.session.run([ex.output_name], {ex.input_name: rows["exec"]})
+            sz.session.run([sz.output_name], {sz.input_name: rows["sizer"]})
+            bare_times.append(clock() - t0)
+    path = _percentiles(path_times)
+    bare = _percentiles(bare_times)
+    return {
+        "decisions": len(path_times),
+        "decision_path": path,
+        "bare_onnx_x3": bare,
+        "ratio_p50": path["p50_us"] / bare["p50_us"],
+        "ratio_p99": path["p99_us"] / bare["p99_us"],
+        "target_p99_us": 100.0,
+        "models": {"meta": "RandomForest 100x depth 8", "exec": "GradientBoosting 150x depth 3", "sizer": "MLP 11-64-1"},
+        "strategies": list(STRATEGIES),
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

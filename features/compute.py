@@ -1,0 +1,484 @@
+"""Snapshot market features: one incremental computation per symbol, plus a batch twin.
+
+`MarketFeatures.update(bar)` costs O(1) per bar (ring buffers, running moments,
+monotonic deques, EMAs in plain floats) and returns a float32 vector ordered as
+`features.vectors.FEATURE_NAMES`, or None during the warm-up. `batch_features`
+computes the same values over whole arrays with numpy; tests prove they agree.
+
+Definitions (t is the current bar, c close, h high, l low, v volume):
+
+- `ret_k`: c[t] / c[t-k] - 1 for k in 1, 5, 15, 60.
+- `atr_14`: Wilder average of the true range (seeded with the first bar's range);
+  `atr_pct` = atr / c.
+- `rv_30`: population std of the last 30 one-bar log returns.
+- `rsi_14`: Wilder RSI in [0, 100] (50 when flat).
+- `bb_pctb_20`, `bb_width_20`: Bollinger %B and (upper - lower) / mid over 20 closes, 2 std.
+- `ema_spread`: (EMA9 - EMA21) / atr; `ema_slope`: (EMA21[t] - EMA21[t-5]) / atr.
+- `volume_z_30`: z-score of v over the last 30 volumes.
+- `range_pos_60`: (c - min l) / (max h - min l) over the last 60 bars.
+- `tod_sin`, `tod_cos`: time of day of the bar close in US/Eastern.
+- `session_rth`: the bar closes in (09:30, 16:00] ET on a weekday;
+  `session_open_30`: it closes in (09:30, 10:00] ET.
+- `regime_trend`: Kaufman efficiency, (c[t] - c[t-30]) / sum |c[i] - c[i-1]| over 30.
+- `regime_vol`: rv_30 / sqrt(EW mean of squared log returns, span 390).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from features.vectors import FEATURE_NAMES
+
+__all__ = [
+    "FEATURE_NAMES",
+    "WARMUP_BARS",
+    "MarketFeatures",
+    "batch_features",
+    "et_clock",
+]
+
+EASTERN = ZoneInfo("America/New_York")
+RTH_OPEN_MIN, RTH_CLOSE_MIN = 9 * 60 + 30, 16 * 60
+OPEN_WINDOW_MIN = 30
+EMA_FAST, EMA_SLOW = 9, 21
+ATR_N, RSI_N, BB_N, RV_N, VOL_N, RANGE_N, TREND_N, SLOPE_N = 14, 14, 20, 30, 30, 60, 30, 5
+LONG_VOL_SPAN = 390
+#: Bars needed before the first vector (ret_60 needs 60 earlier closes).
+WARMUP_BARS = 61
+_RING = 64  # >= 61 closes, a power of two
+_RESYNC_EVERY = 4096  # recompute running moments exactly this often (bounds float drift)
+_MASK = _RING - 1
+_ATR_ALPHA, _RSI_ALPHA = 1.0 / ATR_N, 1.0 / RSI_N
+_FAST_ALPHA, _SLOW_ALPHA = 2.0 / (EMA_FAST + 1), 2.0 / (EMA_SLOW + 1)
+_LONG_ALPHA = 2.0 / (LONG_VOL_SPAN + 1)
+_N = len(FEATURE_NAMES)
+_TWO_PI = 2.0 * math.pi
+
+
+def _utc_offset_s(ts_s: int) -> int:
+    return int(datetime.fromtimestamp(ts_s, EASTERN).utcoffset().total_seconds())  # type: ignore[union-attr]
+
+
+class _EasternClock:
+    """Map epoch seconds to US/Eastern wall time, caching the offset per UTC hour."""
+
+    __slots__ = ("_hour", "_offset")
+
+    def __init__(self) -> None:
+        self._hour = -1
+        self._offset = 0
+
+    def offset(self, ts_s: int) -> int:
+        hour = ts_s // 3600  # DST changes happen on whole UTC hours
+        if hour != self._hour:
+            self._hour = hour
+            self._offset = _utc_offset_s(ts_s)
+        return self._offset
+
+
+def et_clock(ts_s: int) -> tuple[int, int, int]:
+    """Return (minute of day, weekday Mon=0, trading day number) in US/Eastern.
+
+    The trading day starts at 18:00 ET (the Globex open), so an evening bar belongs
+    to the next calendar day's session.
+    """
+    local = ts_s + _utc_offset_s(ts_s)
+    return (local % 86400) // 60, (local // 86400 + 3) % 7, (local + 6 * 3600) // 86400
+
+
+class _Window:
+    """Running mean and population variance over the last `n` values."""
+
+    __slots__ = ("buf", "count", "i", "m2", "mean", "n", "since_sync")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.buf = [0.0] * n
+        self.i = 0
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.since_sync = 0
+
+    def push(self, x: float) -> None:
+        n = self.n
+        i = self.i
+        if self.count < n:
+            self.count += 1
+            d = x - self.mean
+            self.mean += d / self.count
+            self.m2 += d * (x - self.mean)
+        else:
+            old = self.buf[i]
+            mean = self.mean
+            new_mean = mean + (x - old) / n
+            self.m2 += (x - old) * (x - new_mean + old - mean)
+            self.mean = new_mean
+        self.buf[i] = x
+        self.i = (i + 1) % n
+        self.since_sync += 1
+        if self.since_sync >= _RESYNC_EVERY and self.count == n:
+            self.since_sync = 0
+            mean = math.fsum(self.buf) / n
+            self.mean = mean
+            self.m2 = math.fsum((v - mean) * (v - mean) for v in self.buf)
+
+    def var(self) -> float:
+        return self.m2 / self.count if self.count and self.m2 > 0.0 else 0.0
+
+
+class MarketFeatures:
+    """Incremental snapshot features of one symbol; feed bars in time order."""
+
+    def __init__(self, symbol: str = "") -> None:
+        self.symbol = symbol
+        self.n = 0
+        self._clock = _EasternClock()
+        self._closes = [0.0] * _RING
+        self._slow_hist = [0.0] * (SLOPE_N + 1)
+        self._absdiff = [0.0] * TREND_N
+        self._absdiff_sum = 0.0
+        self._rets = _Window(RV_N)
+        self._bb = _Window(BB_N)
+        self._vol = _Window(VOL_N)
+        self._maxq: deque[tuple[int, float]] = deque()
+        self._minq: deque[tuple[int, float]] = deque()
+        self.ts_s = 0
+        self.minute_et = 0
+        self.weekday = 0
+        self.trading_day = 0
+        self.open = self.high = self.low = self.close = self.volume = 0.0
+        self.atr = 0.0
+        self.ema_fast = self.ema_slow = 0.0
+        self.avg_gain = self.avg_loss = 0.0
+        self.rsi = 50.0
+        self.long_var = 0.0
+        #: Highest high / lowest low of the 60 bars before the current one.
+        self.prev_high_60 = math.nan
+        self.prev_low_60 = math.nan
+
+    @property
+    def ready(self) -> bool:
+        """Say whether the warm-up is over."""
+        return self.n >= WARMUP_BARS
+
+    def close_ago(self, k: int) -> float:
+        """Return the close k bars before the current one (k < 64)."""
+        return self._closes[(self.n - 1 - k) % _RING]
+
+    def update(self, bar: Any) -> np.ndarray | None:
+        """Add a bar (attributes open/high/low/close/volume and ts_s or ts_event).
+
+        Return the feature vector, or None while warming up.
+        """
+        ts = getattr(bar, "ts_s", None)
+        if ts is None:
+            ts = int(bar.ts_event.timestamp())
+        self.push(int(ts), bar.open, bar.high, bar.low, bar.close, bar.volume)
+        return self.vector() if self.n >= WARMUP_BARS else None
+
+    def push(self, ts_s: int, o: float, h: float, lo: float, c: float, v: float) -> bool:
+        """Add one bar's values; return whether the features are ready."""
+        n = self.n
+        ring = self._closes
+        if n == 0:
+            self.atr = h - lo
+            self.ema_fast = self.ema_slow = c
+        else:
+            prev = ring[(n - 1) & _MASK]
+            tr = h - lo
+            if h - prev > tr:
+                tr = h - prev
+            if prev - lo > tr:
+                tr = prev - lo
+            self.atr += (tr - self.atr) * _ATR_ALPHA
+            self.ema_fast += (c - self.ema_fast) * _FAST_ALPHA
+            self.ema_slow += (c - self.ema_slow) * _SLOW_ALPHA
+            diff = c - prev
+            if diff > 0.0:
+                gain, loss, ad = diff, 0.0, diff
+            else:
+                gain, loss, ad = 0.0, -diff, -diff
+            if n == 1:
+                ag, al = gain, loss
+            else:
+                ag = self.avg_gain + (gain - self.avg_gain) * _RSI_ALPHA
+                al = self.avg_loss + (loss - self.avg_loss) * _RSI_ALPHA
+            self.avg_gain, self.avg_loss = ag, al
+            if al > 0.0:
+                self.rsi = 100.0 - 100.0 / (1.0 + ag / al)
+            else:
+                self.rsi = 100.0 if ag > 0.0 else 50.0
+            lr = math.log(c / prev)
+            self._rets.push(lr)
+            if n == 1:
+                self.long_var = lr * lr
+            else:
+                self.long_var += (lr * lr - self.long_var) * _LONG_ALPHA
+            j = n % TREND_N
+            absdiff = self._absdiff
+            self._absdiff_sum += ad - absdiff[j]
+            absdiff[j] = ad
+            if n % _RESYNC_EVERY == 0:
+                self._absdiff_sum = math.fsum(absdiff)
+        ring[n & _MASK] = c
+        self._slow_hist[n % (SLOPE_N + 1)] = self.ema_slow
+        self._bb.push(c)
+        self._vol.push(v)
+        # rolling extremes: report the previous 60 bars, then add this one
+        maxq, minq = self._maxq, self._minq
+        if n:
+            oldest = n - RANGE_N
+            if maxq[0][0] < oldest:
+                maxq.popleft()
+            if minq[0][0] < oldest:
+                minq.popleft()
+            self.prev_high_60 = maxq[0][1]
+            self.prev_low_60 = minq[0][1]
+            while maxq and maxq[-1][1] <= h:
+                maxq.pop()
+            while minq and minq[-1][1] >= lo:
+                minq.pop()
+            if maxq and maxq[0][0] <= oldest:
+                maxq.popleft()
+            if minq and minq[0][0] <= oldest:
+                minq.popleft()
+        maxq.append((n, h))
+        minq.append((n, lo))
+        self.ts_s = ts_s
+        self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
+        hour = ts_s // 3600
+        clock = self._clock
+        if hour != clock._hour:
+            clock._hour = hour
+            clock._offset = _utc_offset_s(ts_s)
+        local = ts_s + clock._offset
+        self.minute_et = (local % 86400) // 60
+        self.weekday = (local // 86400 + 3) % 7
+        self.trading_day = (local + 21600) // 86400
+        self.n = n + 1
+        return n >= WARMUP_BARS - 1
+
+    @property
+    def in_rth(self) -> bool:
+        """Say whether the current bar closes inside regular trading hours."""
+        return self.weekday < 5 and RTH_OPEN_MIN < self.minute_et <= RTH_CLOSE_MIN
+
+    @property
+    def rv(self) -> float:
+        """Return the current rv_30."""
+        return math.sqrt(self._rets.var())
+
+    @property
+    def bb_mean(self) -> float:
+        """Return the 20-bar mean close."""
+        return self._bb.mean
+
+    @property
+    def bb_std(self) -> float:
+        """Return the 20-bar population std of closes."""
+        return math.sqrt(self._bb.var())
+
+    @property
+    def volume_z(self) -> float:
+        """Return the 30-bar volume z-score of the current bar."""
+        sd = math.sqrt(self._vol.var())
+        return (self.volume - self._vol.mean) / sd if sd > 0.0 else 0.0
+
+    def values(self) -> list[float]:
+        """Return the current features as Python floats (valid once ready)."""
+        c = self.close
+        atr = self.atr
+        ring = self._closes
+        n = self.n - 1
+        ret_1 = c / ring[(n - 1) % _RING] - 1.0
+        ret_5 = c / ring[(n - 5) % _RING] - 1.0
+        ret_15 = c / ring[(n - 15) % _RING] - 1.0
+        ret_60 = c / ring[(n - 60) % _RING] - 1.0
+        rv = math.sqrt(self._rets.var())
+        sd = math.sqrt(self._bb.var())
+        mid = self._bb.mean
+        if sd > 0.0:
+            pctb = (c - (mid - 2.0 * sd)) / (4.0 * sd)
+            width = 4.0 * sd / mid
+        else:
+            pctb, width = 0.5, 0.0
+        if atr > 0.0:
+            spread = (self.ema_fast - self.ema_slow) / atr
+            old_slow = self._slow_hist[(n - SLOPE_N) % (SLOPE_N + 1)]
+            slope = (self.ema_slow - old_slow) / atr
+        else:
+            spread = slope = 0.0
+        hi = self._maxq[0][1]
+        lo = self._minq[0][1]
+        rpos = (c - lo) / (hi - lo) if hi > lo else 0.5
+        angle = _TWO_PI * self.minute_et / 1440.0
+        m = self.minute_et
+        wk = self.weekday < 5
+        rth = 1.0 if wk and RTH_OPEN_MIN < m <= RTH_CLOSE_MIN else 0.0
+        opening = 1.0 if wk and RTH_OPEN_MIN < m <= RTH_OPEN_MIN + OPEN_WINDOW_MIN else 0.0
+        moved = self._absdiff_sum
+        trend = (c - ring[(n - TREND_N) % _RING]) / moved if moved > 0.0 else 0.0
+        long_sd = math.sqrt(self.long_var) if self.long_var > 0.0 else 0.0
+        rvol = rv / long_sd if long_sd > 0.0 else 1.0
+        return [
+            ret_1,
+            ret_5,
+            ret_15,
+            ret_60,
+            atr,
+            atr / c,
+            rv,
+            self.rsi,
+            pctb,
+            width,
+            spread,
+            slope,
+            self.volume_z,
+            rpos,
+            math.sin(angle),
+            math.cos(angle),
+            rth,
+            opening,
+            trend,
+            rvol,
+        ]
+
+    def vector(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Return the current features as float32 (into `out` if given)."""
+        if out is None:
+            return np.array(self.values(), dtype=np.float32)
+        out[:] = self.values()
+        return out
+
+
+# Batch twin -----------------------------------------------------------------
+
+
+def _ewm(x: np.ndarray, alpha: float, start: int = 0) -> np.ndarray:
+    """Return y[t] = y[t-1] + alpha * (x[t] - y[t-1]), seeded with x[start]."""
+    y = np.full(len(x), np.nan)
+    if len(x) <= start:
+        return y
+    acc = float(x[start])
+    y[start] = acc
+    for t in range(start + 1, len(x)):
+        acc += alpha * (float(x[t]) - acc)
+        y[t] = acc
+    return y
+
+
+def _lag(x: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    out[k:] = x[:-k]
+    return out
+
+
+def _rolling(x: np.ndarray, n: int, fn: Any) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    if len(x) >= n:
+        out[n - 1 :] = fn(np.lib.stride_tricks.sliding_window_view(x, n), axis=1)
+    return out
+
+
+def batch_features(
+    ts_s: Sequence[int] | np.ndarray,
+    open_: Sequence[float] | np.ndarray,
+    high: Sequence[float] | np.ndarray,
+    low: Sequence[float] | np.ndarray,
+    close: Sequence[float] | np.ndarray,
+    volume: Sequence[float] | np.ndarray,
+) -> np.ndarray:
+    """Return features of every bar of one symbol as float32 [n, len(FEATURE_NAMES)].
+
+    Rows inside the warm-up (the first WARMUP_BARS - 1) are NaN.
+    """
+    ts = np.asarray(ts_s, dtype=np.int64)
+    h = np.asarray(high, dtype=np.float64)
+    lo = np.asarray(low, dtype=np.float64)
+    c = np.asarray(close, dtype=np.float64)
+    v = np.asarray(volume, dtype=np.float64)
+    n = len(c)
+    out = np.full((n, _N), np.nan, dtype=np.float64)
+    if n == 0:
+        return out.astype(np.float32)
+    prev = _lag(c, 1)
+    tr = np.where(
+        np.isnan(prev), h - lo, np.nanmax(np.stack([h - lo, np.abs(h - prev), np.abs(lo - prev)]), axis=0)
+    )
+    atr = _ewm(tr, 1.0 / ATR_N)
+    fast = _ewm(c, 2.0 / (EMA_FAST + 1))
+    slow = _ewm(c, 2.0 / (EMA_SLOW + 1))
+    diff = c - prev
+    gain = _ewm(np.where(diff > 0, diff, 0.0), 1.0 / RSI_N, start=1)
+    loss = _ewm(np.where(diff < 0, -diff, 0.0), 1.0 / RSI_N, start=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = np.where(
+            loss > 0, 100.0 - 100.0 / (1.0 + gain / loss), np.where(gain > 0, 100.0, 50.0)
+        )
+        lr = np.log(c / prev)
+        rv = np.sqrt(_rolling(lr, RV_N, np.var))
+        mid = _rolling(c, BB_N, np.mean)
+        sd = np.sqrt(_rolling(c, BB_N, np.var))
+        pctb = np.where(sd > 0, (c - (mid - 2 * sd)) / (4 * sd), 0.5)
+        width = np.where(sd > 0, 4 * sd / mid, 0.0)
+        spread = np.where(atr > 0, (fast - slow) / atr, 0.0)
+        slope = np.where(atr > 0, (slow - _lag(slow, SLOPE_N)) / atr, 0.0)
+        vsd = np.sqrt(_rolling(v, VOL_N, np.var))
+        vz = np.where(vsd > 0, (v - _rolling(v, VOL_N, np.mean)) / vsd, 0.0)
+        hi60 = _rolling(h, RANGE_N, np.max)
+        lo60 = _rolling(lo, RANGE_N, np.min)
+        rpos = np.where(hi60 > lo60, (c - lo60) / (hi60 - lo60), 0.5)
+        moved = _rolling(np.abs(diff), TREND_N, np.sum)
+        trend = np.where(moved > 0, (c - _lag(c, TREND_N)) / moved, 0.0)
+        long_sd = np.sqrt(_ewm(lr * lr, 2.0 / (LONG_VOL_SPAN + 1), start=1))
+        rvol = np.where(long_sd > 0, rv / long_sd, 1.0)
+        hours, inverse = np.unique(ts // 3600, return_inverse=True)
+        offsets = np.array([_utc_offset_s(int(hr) * 3600) for hr in hours], dtype=np.int64)[
+            inverse
+        ]
+    local = ts + offsets
+    minute = (local % 86400) // 60
+    weekday = (local // 86400 + 3) % 7
+    angle = _TWO_PI * minute / 1440.0
+    wk = weekday < 5
+    cols = [
+        c / prev - 1.0,
+        c / _lag(c, 5) - 1.0,
+        c / _lag(c, 15) - 1.0,
+        c / _lag(c, 60) - 1.0,
+        atr,
+        atr / c,
+        rv,
+        rsi,
+        pctb,
+        width,
+        spread,
+        slope,
+        vz,
+        rpos,
+        np.sin(angle),
+        np.cos(angle),
+        (wk & (minute > RTH_OPEN_MIN) & (minute <= RTH_CLOSE_MIN)).astype(np.float64),
+        (wk & (minute > RTH_OPEN_MIN) & (minute <= RTH_OPEN_MIN + OPEN_WINDOW_MIN)).astype(
+            np.float64
+        ),
+        trend,
+        rvol,
+    ]
+    for j, col in enumerate(cols):
+        out[:, j] = col
+    out[: WARMUP_BARS - 1] = np.nan
+    return out.astype(np.float32)
+
+
+def utc_datetime(ts_s: int) -> datetime:
+    """Return epoch seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ts_s, UTC)

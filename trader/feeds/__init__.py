@@ -1,0 +1,47 @@
+"""Market data feeds behind one interface: `sim`, `csv:PATH`, `parquet:PATH`, `kafka`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from trader.feeds.base import Feed, FeedDataError, FeedStats, MarketBar, Pacer
+
+__all__ = ["Feed", "FeedDataError", "FeedStats", "MarketBar", "Pacer", "open_feed"]
+
+
+def open_feed(
+    spec: str,
+    *,
+    symbols: tuple[str, ...],
+    seed: int = 7,
+    days: int | None = None,
+    symbol: str | None = None,
+    skip_bad: bool = False,
+    tz: str = "UTC",
+    bar_ts: Literal["close", "open"] = "close",
+    bus: Any = None,
+    from_beginning: bool = False,
+    on_dead_letter: Any = None,
+    instruments: dict[str, Any] | None = None,
+) -> Feed:
+    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `kafka` or a path."""
+    kind, _, rest = spec.partition(":")
+    if kind == "sim":
+        from trader.feeds.sim import SimFeed
+
+        return SimFeed(symbols, seed=seed, days=days, instruments=instruments)
+    if kind == "kafka":
+        from trader.feeds.kafka import KafkaFeed
+
+        if bus is None:
+            raise ValueError("the kafka feed needs a bus")
+        return KafkaFeed(bus, symbols=symbols, from_beginning=from_beginning, on_dead_letter=on_dead_letter)
+    path = rest if kind in ("csv", "parquet") else spec
+    if not path:
+        raise ValueError(f"feed {spec!r}: give a path, e.g. csv:bars.csv")
+    from trader.feeds.files import FileFeed
+
+    return FileFeed(
+        Path(path), symbol=symbol, symbols=symbols, tz=tz, bar_ts=bar_ts, skip_bad=skip_bad
+    )
