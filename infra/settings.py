@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     # Training
     train_every: str = Field(default="30m", validation_alias="TRAIN_EVERY")
     skip_training_file: str = Field(default="SKIP_TRAINING", validation_alias="SKIP_TRAINING_FILE")
+    train_profile: Literal["standard", "small"] = Field(
+        default="standard", validation_alias="TRAIN_PROFILE"
+    )
+    train_source_weights: str = Field(
+        default="real:1.0,vendor:0.5,synthetic:0.25", validation_alias="TRAIN_SOURCE_WEIGHTS"
+    )
+    train_vendor_data: str = Field(default="", validation_alias="TRAIN_VENDOR_DATA")
+    train_synthetic_bars: int = Field(default=0, ge=0, validation_alias="TRAIN_SYNTHETIC_BARS")
+    train_report_dir: str = Field(default="", validation_alias="TRAIN_REPORT_DIR")
 
     # Trader risk
     base_risk_usd: float = Field(default=500.0, gt=0, validation_alias="BASE_RISK_USD")
