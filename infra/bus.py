@@ -276,6 +276,32 @@ class KafkaBus:
         finally:
             await admin.close()
 
+    async def topic_sizes(self, names: Iterable[str]) -> dict[str, int]:
+        """Return the number of records in each topic (end minus beginning offsets)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            await consumer.stop()
+            raise BrokerUnavailableError(self.bootstrap, exc) from None
+        try:
+            sizes: dict[str, int] = {}
+            for name in names:
+                parts = consumer.partitions_for_topic(name) or set()
+                if not parts:
+                    await consumer._client.force_metadata_update()
+                    parts = consumer.partitions_for_topic(name) or set()
+                tps = [TopicPartition(name, p) for p in parts]
+                if not tps:
+                    sizes[name] = 0
+                    continue
+                ends = await consumer.end_offsets(tps)
+                starts = await consumer.beginning_offsets(tps)
+                sizes[name] = sum(ends[tp] - starts[tp] for tp in tps)
+            return sizes
+        finally:
+            await consumer.stop()
+
     async def check(self) -> None:
         """Raise `BrokerUnavailableError` unless the broker answers."""
         try:
