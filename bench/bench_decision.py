@@ -23,9 +23,9 @@ from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN, STRAT
 
 
 def _meta_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) -> bytes:
-    from sklearn.ensemble import RandomForestClassifier
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import RandomForestClassifier
 
     width = len(MODEL_FEATURES["meta"])
     x = rng.normal(size=(n_rows, width)).astype(np.float32)
@@ -41,9 +41,9 @@ def _meta_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) 
 
 
 def _exec_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) -> bytes:
-    from sklearn.ensemble import GradientBoostingRegressor
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import GradientBoostingRegressor
 
     width = len(MODEL_FEATURES["exec"])
     x = rng.normal(size=(n_rows, width)).astype(np.float32)

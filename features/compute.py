@@ -53,7 +53,8 @@ LONG_VOL_SPAN = 390
 #: Bars needed before the first vector (ret_60 needs 60 earlier closes).
 WARMUP_BARS = 61
 _RING = 64  # >= 61 closes, a power of two
-_RESYNC_EVERY = 4096  # recompute running moments exactly this often (bounds float drift)
+_RESYNC_EVERY = 4096  # recompute running sums exactly this often (bounds float drift)
+_RESYNC_CYCLES = 128
 _MASK = _RING - 1
 _ATR_ALPHA, _RSI_ALPHA = 1.0 / ATR_N, 1.0 / RSI_N
 _FAST_ALPHA, _SLOW_ALPHA = 2.0 / (EMA_FAST + 1), 2.0 / (EMA_SLOW + 1)
@@ -96,46 +97,87 @@ def et_clock(ts_s: int) -> tuple[int, int, int]:
 class _Window:
     """Running mean and population variance over the last `n` values."""
 
-    __slots__ = ("buf", "count", "i", "m2", "mean", "n", "since_sync")
+    __slots__ = ("buf", "count", "cycles", "i", "m2", "mean", "n")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.buf = [0.0] * n
         self.i = 0
         self.count = 0
+        self.cycles = 0
         self.mean = 0.0
         self.m2 = 0.0
-        self.since_sync = 0
 
-    def push(self, x: float) -> None:
+    def push(self, x: float) -> float:
+        """Add a value; return the population variance of the window."""
         n = self.n
         i = self.i
+        buf = self.buf
+        mean = self.mean
         if self.count < n:
-            self.count += 1
-            d = x - self.mean
-            self.mean += d / self.count
-            self.m2 += d * (x - self.mean)
+            count = self.count = self.count + 1
+            d = x - mean
+            mean += d / count
+            self.m2 += d * (x - mean)
+            self.mean = mean
+            buf[i] = x
         else:
-            old = self.buf[i]
-            mean = self.mean
+            count = n
+            old = buf[i]
             new_mean = mean + (x - old) / n
             self.m2 += (x - old) * (x - new_mean + old - mean)
             self.mean = new_mean
-        self.buf[i] = x
-        self.i = (i + 1) % n
-        self.since_sync += 1
-        if self.since_sync >= _RESYNC_EVERY and self.count == n:
-            self.since_sync = 0
-            mean = math.fsum(self.buf) / n
-            self.mean = mean
-            self.m2 = math.fsum((v - mean) * (v - mean) for v in self.buf)
-
-    def var(self) -> float:
-        return self.m2 / self.count if self.count and self.m2 > 0.0 else 0.0
+            buf[i] = x
+            if i == 0:
+                self.cycles += 1
+                if self.cycles % _RESYNC_CYCLES == 0:  # bound the float drift
+                    mean = math.fsum(buf) / n
+                    self.mean = mean
+                    self.m2 = math.fsum((v - mean) * (v - mean) for v in buf)
+        self.i = i + 1 if i + 1 < n else 0
+        m2 = self.m2
+        return m2 / count if m2 > 0.0 else 0.0
 
 
 class MarketFeatures:
     """Incremental snapshot features of one symbol; feed bars in time order."""
+
+    __slots__ = (
+        "_absdiff",
+        "_absdiff_sum",
+        "_bb",
+        "_clock",
+        "_closes",
+        "_maxq",
+        "_minq",
+        "_rets",
+        "_slow_hist",
+        "_vol",
+        "atr",
+        "avg_gain",
+        "avg_loss",
+        "bb_mean",
+        "bb_std",
+        "close",
+        "ema_fast",
+        "ema_slow",
+        "high",
+        "long_var",
+        "low",
+        "minute_et",
+        "n",
+        "open",
+        "prev_high_60",
+        "prev_low_60",
+        "rsi",
+        "rv",
+        "symbol",
+        "trading_day",
+        "ts_s",
+        "volume",
+        "volume_z",
+        "weekday",
+    )
 
     def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
@@ -160,6 +202,9 @@ class MarketFeatures:
         self.avg_gain = self.avg_loss = 0.0
         self.rsi = 50.0
         self.long_var = 0.0
+        self.rv = 0.0  # rv_30
+        self.bb_mean = self.bb_std = 0.0  # 20-bar mean and population std of closes
+        self.volume_z = 0.0  # 30-bar volume z-score of the current bar
         #: Highest high / lowest low of the 60 bars before the current one.
         self.prev_high_60 = math.nan
         self.prev_low_60 = math.nan
@@ -217,7 +262,7 @@ class MarketFeatures:
             else:
                 self.rsi = 100.0 if ag > 0.0 else 50.0
             lr = math.log(c / prev)
-            self._rets.push(lr)
+            self.rv = math.sqrt(self._rets.push(lr))
             if n == 1:
                 self.long_var = lr * lr
             else:
@@ -230,8 +275,10 @@ class MarketFeatures:
                 self._absdiff_sum = math.fsum(absdiff)
         ring[n & _MASK] = c
         self._slow_hist[n % (SLOPE_N + 1)] = self.ema_slow
-        self._bb.push(c)
-        self._vol.push(v)
+        self.bb_std = math.sqrt(self._bb.push(c))
+        self.bb_mean = self._bb.mean
+        vsd = math.sqrt(self._vol.push(v))
+        self.volume_z = (v - self._vol.mean) / vsd if vsd > 0.0 else 0.0
         # rolling extremes: report the previous 60 bars, then add this one
         maxq, minq = self._maxq, self._minq
         if n:
@@ -271,27 +318,6 @@ class MarketFeatures:
         """Say whether the current bar closes inside regular trading hours."""
         return self.weekday < 5 and RTH_OPEN_MIN < self.minute_et <= RTH_CLOSE_MIN
 
-    @property
-    def rv(self) -> float:
-        """Return the current rv_30."""
-        return math.sqrt(self._rets.var())
-
-    @property
-    def bb_mean(self) -> float:
-        """Return the 20-bar mean close."""
-        return self._bb.mean
-
-    @property
-    def bb_std(self) -> float:
-        """Return the 20-bar population std of closes."""
-        return math.sqrt(self._bb.var())
-
-    @property
-    def volume_z(self) -> float:
-        """Return the 30-bar volume z-score of the current bar."""
-        sd = math.sqrt(self._vol.var())
-        return (self.volume - self._vol.mean) / sd if sd > 0.0 else 0.0
-
     def values(self) -> list[float]:
         """Return the current features as Python floats (valid once ready)."""
         c = self.close
@@ -302,9 +328,9 @@ class MarketFeatures:
         ret_5 = c / ring[(n - 5) % _RING] - 1.0
         ret_15 = c / ring[(n - 15) % _RING] - 1.0
         ret_60 = c / ring[(n - 60) % _RING] - 1.0
-        rv = math.sqrt(self._rets.var())
-        sd = math.sqrt(self._bb.var())
-        mid = self._bb.mean
+        rv = self.rv
+        sd = self.bb_std
+        mid = self.bb_mean
         if sd > 0.0:
             pctb = (c - (mid - 2.0 * sd)) / (4.0 * sd)
             width = 4.0 * sd / mid

@@ -36,8 +36,8 @@ from features.vectors import (
 )
 from trader.instruments import Instrument
 from trader.models import ModelHolder
-from trader.stream_cache import StreamCache
 from trader.strategies import Candidate
+from trader.stream_cache import StreamCache
 
 __all__ = ["RULE_PRIORITY", "Choice", "Decider"]
 
@@ -129,7 +129,7 @@ class Decider:
             raw = float(sizer.run(self.sizer_row).reshape(-1)[0])
             multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if np.isfinite(raw) else 1.0
         stop_usd = cand.stop_distance * instrument.point_value_usd
-        contracts = int(round(self.base_risk_usd / stop_usd * multiplier)) if stop_usd > 0 else 0
+        contracts = round(self.base_risk_usd / stop_usd * multiplier) if stop_usd > 0 else 0
         return Choice(
             path="rules" if models.empty else "models",
             chosen=chosen,

@@ -29,8 +29,8 @@ from trader.instruments import Instrument, instruments_from_settings, require
 from trader.models import ModelHolder
 from trader.risk import RiskLimits, RiskManager
 from trader.stats import TradeStats
-from trader.stream_cache import StreamCache
 from trader.strategies import Candidate, Strategy, build_strategies
+from trader.stream_cache import StreamCache
 
 __all__ = ["LAST_ENTRY_MIN", "Engine", "EngineConfig", "Sink"]
 

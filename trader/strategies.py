@@ -70,6 +70,8 @@ class Candidate:
 class Strategy:
     """Base: subclasses implement `direction` (+1, -1 or 0) and keep their own state."""
 
+    __slots__ = ("_last_signal", "instrument")
+
     id: str = ""
     name: str = ""
     stop_atr: float = 1.5
@@ -104,6 +106,8 @@ class Strategy:
 class EmaCross(Strategy):
     """S2: fast/slow EMA cross with momentum confirmation."""
 
+    __slots__ = ("_prev_diff",)
+
     id, name = "S2", "EmaCross"
     stop_atr, target_atr, min_gap_bars = 1.5, 2.5, 10
 
@@ -126,6 +130,8 @@ class EmaCross(Strategy):
 
 class MeanReversion(Strategy):
     """S3: Bollinger band + RSI oversold/overbought."""
+
+    __slots__ = ("_prev",)
 
     id, name = "S3", "MeanReversion"
     stop_atr, target_atr, min_gap_bars = 1.25, 1.5, 10
@@ -150,6 +156,8 @@ class MeanReversion(Strategy):
 class Breakout(Strategy):
     """S6: volume-confirmed breakout of the previous 60-bar range."""
 
+    __slots__ = ()
+
     id, name = "S6", "Breakout"
     stop_atr, target_atr, min_gap_bars = 1.5, 3.0, 15
 
@@ -165,6 +173,8 @@ class Breakout(Strategy):
 
 class Momentum(Strategy):
     """S11: trend continuation with acceleration."""
+
+    __slots__ = ("_prev", "_slow_hist")
 
     id, name = "S11", "Momentum"
     stop_atr, target_atr, min_gap_bars = 2.0, 3.0, 20

@@ -1,0 +1,157 @@
+"""The trading process: feed -> engine -> outbox, with the drain thread and the HTTP API.
+
+One asyncio loop runs the feed, the engine and uvicorn; the outbox drains to Kafka
+from its own thread, so neither the API nor a dead broker can stall trading.
+SIGINT/SIGTERM stop the feed; open positions are then closed (`shutdown`) and the
+outbox gets `drain_timeout_s` to empty (what is left stays spooled for next time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from infra.bus import KafkaBus
+from infra.settings import Settings
+from streams.events import DeadLetter
+from trader import metrics
+from trader.api import create_app
+from trader.engine import Engine, EngineConfig
+from trader.feeds import Feed, Pacer, open_feed
+from trader.models import ModelHolder, ModelSet
+from trader.outbox import Outbox, OutboxDrainer
+from trader.runtime import Runtime
+
+__all__ = ["TradeOptions", "outbox_dir", "run_trade"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TradeOptions:
+    """Options of `tradeloop trade`."""
+
+    feed: str = "sim"
+    symbols: tuple[str, ...] = ("ES", "NQ")
+    speed: float = 1.0
+    max_bars: int | None = None
+    models_dir: str | None = None
+    api: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    source: str | None = None
+    run_id: str = ""
+    seed: int = 7
+    symbol: str | None = None
+    skip_bad: bool = False
+    tz: str = "UTC"
+    bar_ts: str = "close"
+    from_beginning: bool = False
+    drain_timeout_s: float = 30.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (the trader shuts down in order)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def outbox_dir(settings: Settings) -> Path:
+    """Return the spool directory (`OUTBOX_DIR`, default `{home}/outbox`)."""
+    return Path(settings.outbox_dir) if settings.outbox_dir else settings.home / "outbox"
+
+
+def build_feed(opts: TradeOptions, bus: KafkaBus | None, on_dead_letter: Any = None) -> Feed:
+    """Open the feed named by the options."""
+    return open_feed(
+        opts.feed,
+        symbols=opts.symbols,
+        seed=opts.seed,
+        symbol=opts.symbol,
+        skip_bad=opts.skip_bad,
+        tz=opts.tz,
+        bar_ts=opts.bar_ts,  # type: ignore[arg-type]
+        bus=bus,
+        from_beginning=opts.from_beginning,
+        on_dead_letter=on_dead_letter,
+    )
+
+
+async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event | None = None) -> Runtime:
+    """Trade until the feed ends, `max_bars` bars, or `stop` is set; return the runtime."""
+    stop = stop or asyncio.Event()
+    models = ModelSet.from_settings(settings, opts.models_dir)
+    holder = ModelHolder(models)
+    metrics.set_release(models.release)
+    bus = KafkaBus(settings)
+    outbox = Outbox(outbox_dir(settings))
+    drainer = OutboxDrainer(
+        outbox, bus, on_sent=lambda topic, n: metrics.EVENTS_OUT.labels(topic=topic).inc(n)
+    ).start()
+
+    def dead_letter(dl: DeadLetter) -> None:
+        outbox.append_event("dlq", dl)
+
+    feed = build_feed(opts, bus, dead_letter)
+    engine = Engine(
+        settings,
+        EngineConfig(
+            symbols=opts.symbols,
+            source=opts.source or feed.source,
+            run_id=opts.run_id,
+            emit_bars=settings.emit_bars,
+        ),
+        holder,
+        sinks=[outbox.sink],
+    )
+    runtime = Runtime(settings, engine, feed, holder, mode="paper", outbox=outbox, drainer=drainer)
+    server: _Server | None = None
+    server_task: asyncio.Task[None] | None = None
+    if opts.api:
+        config = uvicorn.Config(
+            create_app(runtime), host=opts.http_host, port=opts.http_port, log_level="warning", lifespan="off"
+        )
+        server = _Server(config)
+        server_task = asyncio.create_task(server.serve())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "trading %s on %s (run %s, %s path, release %s)",
+        ",".join(opts.symbols), feed.name, engine.run_id, "rules" if models.empty else "models", models.release,
+    )
+    pacer = Pacer(0.0 if feed.live else opts.speed)
+    n = 0
+    try:
+        async for bar in feed.aiter():
+            if stop.is_set():
+                break
+            if pacer.speed > 0:
+                await pacer.await_due(bar.ts_s)
+            engine.on_bar(bar)
+            drainer.notify()
+            n += 1
+            if opts.max_bars is not None and n >= opts.max_bars:
+                break
+    finally:
+        await feed.aclose()
+        engine.finish()
+        drained = await asyncio.to_thread(drainer.stop, opts.drain_timeout_s)
+        outbox.close()
+        if not drained:
+            log.warning("outbox: %d events stay spooled in %s for the next run", outbox.depth, outbox.dir)
+        if server is not None and server_task is not None:
+            server.should_exit = True
+            await server_task
+    return runtime

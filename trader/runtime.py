@@ -1,0 +1,96 @@
+"""What a running trader is made of, shared by the trading loop and the HTTP API."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from infra.settings import Settings
+from trader import metrics
+from trader.engine import Engine
+from trader.feeds.base import Feed
+from trader.models import ModelHolder, ModelSet
+from trader.outbox import Outbox, OutboxDrainer
+
+__all__ = ["Runtime", "build_info"]
+
+
+@lru_cache(maxsize=1)
+def _git_sha() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def build_info(mode: str) -> dict[str, str]:
+    """Return the package version, the git sha of the source tree and the run mode."""
+    try:
+        version = metadata.version("tradeloop")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"version": version, "git_sha": _git_sha(), "mode": mode}
+
+
+@dataclass
+class Runtime:
+    """The engine, its feed, models and outbox, plus model-release bookkeeping."""
+
+    settings: Settings
+    engine: Engine
+    feed: Feed
+    holder: ModelHolder
+    mode: str = "paper"
+    outbox: Outbox | None = None
+    drainer: OutboxDrainer | None = None
+    started_at: float = field(default_factory=time.time)
+    rejections: dict[str, int] = field(default_factory=dict)
+    last_rejected: dict[str, Any] | None = None
+
+    def swap_models(self, new: ModelSet) -> ModelSet:
+        """Serve `new` from the next decision on; count the swap; return the old set."""
+        old = self.holder.swap(new)
+        metrics.MODEL_SWAPS.inc()
+        metrics.set_release(new.release)
+        return old
+
+    def model_rejected(self, release: str, reason: str, detail: str = "") -> None:
+        """Record a rejected release (the current models keep serving)."""
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        self.last_rejected = {
+            "release": release,
+            "reason": reason,
+            "detail": detail,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        metrics.MODEL_REJECTIONS.labels(reason=reason).inc()
+
+    def models_status(self) -> dict[str, Any]:
+        """Return the serving models: path, release, versions and age."""
+        current = self.holder.current
+        return {
+            "path": "rules" if current.empty else "models",
+            "release": current.release,
+            "versions": dict(current.versions),
+            "loaded_at": datetime.fromtimestamp(current.loaded_at, UTC).isoformat() if current.loaded_at else None,
+            "age_s": round(current.age_s(), 1) if current.loaded_at else None,
+            "swaps": self.holder.swaps,
+            "rl_enabled": self.settings.rl_enabled,
+        }
+
+    def refresh_gauges(self) -> None:
+        """Update the gauges that are read at scrape time."""
+        current = self.holder.current
+        metrics.MODEL_AGE.set(current.age_s() if current.loaded_at else 0.0)
+        if self.outbox is not None:
+            metrics.OUTBOX_DEPTH.set(self.outbox.depth)
