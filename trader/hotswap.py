@@ -389,15 +389,17 @@ class HotSwapper:
         self.last_rejection = {
             "release": rej.release or None,
             "sequence": rej.sequence,
+            "verified": not rej.claimed,  # False: release and sequence are only claimed
             "code": rej.code,
             "detail": rej.detail,
             "source": source,
             "at": datetime.now(UTC).isoformat(),
         }
         log.warning(
-            "hot swap: rejected release %s (sequence %s) from %s: %s: %s; still serving %s",
+            "hot swap: rejected release %s (sequence %s%s) from %s: %s: %s; still serving %s",
             rej.release or "?",
             rej.sequence,
+            ", claimed" if rej.claimed else "",
             source,
             rej.code,
             rej.detail,

@@ -86,18 +86,39 @@ _ONNX_LOAD_PREFIX = "onnxruntime cannot load"
 class ReleaseRejected(Exception):
     """Raise when a release fails a check; `code` names which (see `REJECTION_CODES`).
 
-    `release` and `sequence` are set once the manifest decoded (else "" and None).
-    `detail` never contains key material or signature values.
+    `release` and `sequence` are those of the manifest; when the signature did not
+    verify they are only what the bytes claim (`claimed` is True). `detail` never
+    contains key material or signature values.
     """
 
     def __init__(
-        self, code: str, detail: str, *, release: str = "", sequence: int | None = None
+        self,
+        code: str,
+        detail: str,
+        *,
+        release: str = "",
+        sequence: int | None = None,
+        claimed: bool = False,
     ) -> None:
         self.code = code
         self.detail = detail
         self.release = release
         self.sequence = sequence
+        self.claimed = claimed
         super().__init__(f"{code}: {detail}")
+
+
+def _claimed(obj: Mapping[str, Any], code: str, detail: str) -> ReleaseRejected:
+    """Return a rejection naming the release and sequence the unverified body claims."""
+    release = obj.get("release")
+    sequence = obj.get("sequence")
+    return ReleaseRejected(
+        code,
+        detail,
+        release=release[:200] if isinstance(release, str) else "",
+        sequence=sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None,
+        claimed=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,26 +151,27 @@ def _decode(raw: bytes) -> ModelManifest:
 
 def _verify_signature(parsed: _Parsed, raw: bytes, keyring: Keyring) -> ModelManifest:
     """Check the signatures; return the decoded manifest."""
+    obj = parsed.obj
     try:
-        verify_body(parsed.obj, parsed.signatures, keyring)
+        verify_body(obj, parsed.signatures, keyring)
     except SignatureError as exc:
         if exc.code != "bad_signature":
             code = exc.code if exc.code in ("unsigned", "unknown_key_id") else "bad_signature"
-            raise ReleaseRejected(code, _safe_detail(exc)) from None
+            raise _claimed(obj, code, _safe_detail(exc)) from None
         # The publisher may have signed the model's JSON dump (datetimes as `...Z`).
         try:
             manifest = _decode(raw)
         except ReleaseRejected:
-            raise ReleaseRejected("bad_signature", _safe_detail(exc)) from None
+            raise _claimed(obj, "bad_signature", _safe_detail(exc)) from None
         body = manifest.model_dump(mode="json", by_alias=True)
         body.pop("signatures", None)
         try:
             verify_body(body, parsed.signatures, keyring)
         except SignatureError as again:
-            raise ReleaseRejected("bad_signature", _safe_detail(again)) from None
+            raise _claimed(obj, "bad_signature", _safe_detail(again)) from None
         return manifest
     except (TypeError, ValueError) as exc:  # a value with no canonical JSON form
-        raise ReleaseRejected("malformed", f"no canonical JSON form: {exc}") from None
+        raise _claimed(obj, "malformed", f"no canonical JSON form: {exc}") from None
     return _decode(raw)
 
 
