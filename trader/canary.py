@@ -15,10 +15,10 @@ per resolved decision is not worse than the champion's over the same period by m
 than `tolerance_r`, and rolled back (the champion keeps serving) otherwise.
 
 A decision resolves when its trade closes (the R-multiple of the outcome) or at once
-when it is not taken (R 0). In shadow mode the comparison is paired: for each signal
-the champion's R is the outcome's R if it took the trade, the challenger's is the
-same R if it would have taken the same strategy (0 if it would skip); signals where
-they chose different strategies are counted as disagreements and left out.
+when it is not taken (R 0). In shadow mode both variants decide every signal on the
+same inputs: the champion's choice resolves with its trade's R, the challenger's with
+the R of the candidate it would have taken, which the engine follows as a
+counterfactual trade (the champion's own trade when both chose the same candidate).
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ class _Trial:
     champion: VariantStats = field(default_factory=VariantStats)
     challenger: VariantStats = field(default_factory=VariantStats)
     disagreements: int = 0
-    # signal id -> (variant or "pair", champion takes, challenger takes same strategy)
-    pending: OrderedDict[str, tuple[str, bool, bool]] = field(default_factory=OrderedDict)
+    # signal id -> (resolves the champion, resolves the challenger) once its trade closes
+    pending: OrderedDict[str, tuple[bool, bool]] = field(default_factory=OrderedDict)
 
 
 class ModelRouter:
@@ -301,64 +301,69 @@ class ModelRouter:
         trial = self._trial
         if trial is None or self.mode != "canary":
             return
-        stats = trial.challenger if variant == "challenger" else trial.champion
+        challenger = variant == "challenger"
+        stats = trial.challenger if challenger else trial.champion
         stats.decisions += 1
         if taken:
             stats.taken += 1
-            self._remember(trial, signal_id, (variant, True, False))
+            self._remember(trial, signal_id, (not challenger, challenger))
         else:
             stats.resolve(0.0)
         self.tick()
 
     def record_shadow(
         self,
-        signal_id: str,
-        *,
+        champion_signal: str,
         champion_taken: bool,
-        champion_strategy: str | None,
+        shadow_signal: str,
         shadow_taken: bool,
-        shadow_strategy: str | None,
     ) -> None:
-        """Count a decision scored by both the champion and the shadow challenger."""
+        """Count one signal decided by the champion and scored by the shadow challenger.
+
+        `*_signal` is the event id of the candidate each chose; a candidate the champion
+        did not take is followed as a counterfactual trade, whose outcome resolves the
+        shadow's choice.
+        """
         trial = self._trial
         if trial is None or self.mode != "shadow":
             return
-        trial.champion.decisions += 1
-        trial.challenger.decisions += 1
-        trial.champion.taken += int(champion_taken)
-        trial.challenger.taken += int(shadow_taken)
-        if champion_strategy != shadow_strategy and (champion_taken or shadow_taken):
+        champ, chall = trial.champion, trial.challenger
+        champ.decisions += 1
+        chall.decisions += 1
+        if champion_signal != shadow_signal:
             trial.disagreements += 1
-        elif not champion_taken and not shadow_taken:
-            trial.champion.resolve(0.0)
-            trial.challenger.resolve(0.0)
+        if champion_taken:
+            champ.taken += 1
         else:
-            self._remember(trial, signal_id, ("pair", champion_taken, shadow_taken))
+            champ.resolve(0.0)
+        if shadow_taken:
+            chall.taken += 1
+        else:
+            chall.resolve(0.0)
+        if champion_taken and shadow_taken and champion_signal == shadow_signal:
+            self._remember(trial, champion_signal, (True, True))
+        else:
+            if champion_taken:
+                self._remember(trial, champion_signal, (True, False))
+            if shadow_taken:
+                self._remember(trial, shadow_signal, (False, True))
         self.tick()
 
-    def record_outcome(
-        self, signal_id: str, r_multiple: float, *, counterfactual: bool = False
-    ) -> None:
-        """Resolve a decision with its trade's R (a counterfactual only resolves shadow pairs)."""
+    def record_outcome(self, signal_id: str, r_multiple: float) -> None:
+        """Resolve the decisions waiting for this signal's trade (real or counterfactual)."""
         trial = self._trial
         if trial is None:
             return
-        entry = trial.pending.get(signal_id)
+        entry = trial.pending.pop(signal_id, None)
         if entry is None:
             return
-        variant, champion_takes, shadow_takes = entry
-        if variant == "pair":
-            trial.champion.resolve(r_multiple if champion_takes else 0.0)
-            trial.challenger.resolve(r_multiple if shadow_takes else 0.0)
-        elif counterfactual:
-            return  # a skipped canary decision resolved at 0 already
-        else:
-            stats = trial.challenger if variant == "challenger" else trial.champion
-            stats.resolve(r_multiple)
-        del trial.pending[signal_id]
+        if entry[0]:
+            trial.champion.resolve(r_multiple)
+        if entry[1]:
+            trial.challenger.resolve(r_multiple)
         self.tick()
 
-    def _remember(self, trial: _Trial, signal_id: str, entry: tuple[str, bool, bool]) -> None:
+    def _remember(self, trial: _Trial, signal_id: str, entry: tuple[bool, bool]) -> None:
         trial.pending[signal_id] = entry
         if len(trial.pending) > _MAX_PENDING:
             trial.pending.popitem(last=False)
