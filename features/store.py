@@ -9,6 +9,7 @@ training frames from the event lake.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.util
 import re
 import shutil
@@ -140,11 +141,25 @@ class TradeloopFeatureStore:
         spec.loader.exec_module(module)
         return module
 
-    def apply(self) -> list[str]:
-        """Render the config and register every definition; return the view names."""
+    def _digest(self) -> str:
+        parts = [(self.repo_dir / n).read_bytes() for n in ("feature_store.yaml", *REPO_FILES)]
+        return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+    def apply(self, force: bool = True) -> list[str]:
+        """Render the config and register every definition; return the view names.
+
+        With `force=False`, skip the registration when this exact config and these
+        definitions were applied already (a worker restart then takes no time).
+        """
         self.render()
+        stamp = self.state_dir / "applied.sha256"
+        digest = self._digest()
+        registry = self.state_dir / "registry.db"
+        if not force and registry.exists() and stamp.exists() and stamp.read_text() == digest:
+            return sorted([*STREAM_VIEW_FEATURES, "signal_snapshots", "trade_outcomes"])
         objects = list(self.definitions().OBJECTS)
         self.store.apply(objects)
+        stamp.write_text(digest)
         return sorted(o.name for o in objects if type(o).__name__ == "FeatureView")
 
     @property

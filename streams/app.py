@@ -1,0 +1,205 @@
+"""The Faust app of the streams worker: topics, the state table, pushes and the lake sink.
+
+One process runs:
+- three agents (bars, signals, outcomes; `streams.agents`) that validate each record,
+  fold it into the stream features held in a Faust table with a changelog, emit
+  `FeatureUpdate`/`DriftAlert` events and queue online pushes;
+- a timer that pushes the queued rows to the Feast online store in batches;
+- a task running the lake sink (`streams.sink.LakeSink`) on its own consumer group;
+- a Prometheus endpoint.
+
+Exactly-once folding: Faust flushes its producer (changelog included) before it
+commits source offsets, and every table piece records the positions it applied,
+so a record re-read after a crash is not folded twice. After each rebalance the
+worker pushes the latest values of every key it owns, which repairs online rows
+whose push was lost with a killed process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra import kafka_compat as _kafka_compat  # noqa: F401  (before Faust makes producers)
+from infra.lake import LAKE_TOPICS
+from infra.settings import Settings
+
+import faust  # isort: skip
+from features.stream import StreamFeatureState
+from streams.events import Event, encode, event_key, topic_for
+from streams.metrics import StreamMetrics
+from streams.online import OnlinePusher
+from streams.processing import SOURCE_TOPICS
+from streams.sink import LakeSink
+
+__all__ = ["WorkerApp", "WorkerOptions", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Knobs of one worker process."""
+
+    group_id: str = ""
+    metrics_port: int = 0
+    lake_batch_events: int = 5000
+    lake_batch_seconds: float = 5.0
+    push_interval_s: float = 0.5
+    commit_interval_s: float = 1.0
+    feast: bool = True
+    sink: bool = True
+
+
+class WorkerApp:
+    """Everything one worker process owns."""
+
+    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.group_id = options.group_id or f"{settings.topic_prefix}streams"
+        self.metrics = StreamMetrics()
+        session_s = settings.kafka_session_timeout_ms / 1000.0
+        datadir = settings.home / "faust" / f"{self.group_id}-{os.getpid()}"
+        self.app = faust.App(
+            self.group_id,
+            broker=[f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",")],
+            store="memory://",
+            datadir=str(datadir),
+            key_serializer="raw",
+            value_serializer="raw",
+            topic_partitions=settings.topic_partitions,
+            topic_replication_factor=1,
+            broker_session_timeout=session_s,
+            broker_heartbeat_interval=max(0.3, session_s / 5),
+            broker_request_timeout=max(settings.kafka_request_timeout_ms / 1000.0, session_s + 5),
+            broker_rebalance_timeout=max(30.0, session_s * 3),
+            broker_commit_interval=options.commit_interval_s,
+            broker_max_poll_records=2000,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_linger=0.005,
+            stream_wait_empty=False,
+            web_enabled=False,
+            table_cleanup_interval=3600.0,
+            topic_disable_leader=True,
+        )
+        self.topics: dict[str, Any] = {
+            name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
+            for name in ("bars", "signals", "outcomes", "features", "drift", "dlq")
+        }
+        self.table = self.app.Table(
+            "stream_state",
+            partitions=settings.topic_partitions,
+            key_type=str,
+        )
+        # pieces are KeyState objects (river statistics): pickled in the changelog
+        self.table.value_serializer = "pickle"
+        self.state = StreamFeatureState(store=self.table)
+        self.pusher: OnlinePusher | None = None
+        if options.feast:
+            from features.store import TradeloopFeatureStore
+
+            fs = TradeloopFeatureStore(settings)
+            fs.apply(force=False)
+            self.pusher = OnlinePusher(fs, self.metrics)
+        self.sink: LakeSink | None = None
+        if options.sink:
+            self.sink = LakeSink(
+                settings,
+                group_id=f"{self.group_id}-lake",
+                topics=LAKE_TOPICS,
+                batch_events=options.lake_batch_events,
+                batch_seconds=options.lake_batch_seconds,
+                metrics=self.metrics,
+            )
+        self._sink_stop = asyncio.Event()
+        self._wire()
+
+    # Sending --------------------------------------------------------------
+
+    async def emit(self, event: Event) -> None:
+        """Produce an output event on its topic (flushed before Faust commits)."""
+        short = topic_for(event)
+        await self.topics[short].send(key=event_key(event), value=encode(event), force=True)
+        self.metrics.events_out.labels(topic=short).inc()
+
+    # Wiring ---------------------------------------------------------------
+
+    def source_partitions(self) -> set[int]:
+        """Return the partitions of the source topics this worker owns now."""
+        names = {self.settings.topic(t) for t in SOURCE_TOPICS}
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in names}
+
+    def resync(self) -> int:
+        """Queue the latest values of every owned key for an online push."""
+        if self.pusher is None:
+            return 0
+        owned = self.source_partitions()
+        n = 0
+        for key, piece in list(self.table.items()):
+            parts = {int(p.rsplit(":", 1)[1]) for p in piece.positions}
+            if parts & owned:
+                self.pusher.add(self.state.latest(key))
+                n += 1
+        log.info("resync: queued the latest values of %d keys (partitions %s)", n, sorted(owned))
+        return n
+
+    async def push_pending(self) -> None:
+        """Push queued online rows in a thread; requeue them if the push fails."""
+        if self.pusher is None or not self.pusher.pending:
+            return
+        batch = self.pusher.take()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.pusher.push, batch)
+        except Exception as exc:
+            log.warning("Feast push of %d rows failed (%s); retrying", len(batch), exc)
+            self.pusher.requeue(batch)
+
+    def _wire(self) -> None:
+        from streams.agents import register_agents
+
+        register_agents(self)
+        app = self.app
+
+        @app.timer(interval=self.options.push_interval_s)
+        async def _push_online() -> None:
+            await self.push_pending()
+
+        @app.on_rebalance_complete.connect
+        async def _on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+            self.resync()
+
+        if self.sink is not None:
+            sink = self.sink
+
+            @app.task
+            async def _lake_sink() -> None:
+                await sink.run(self._sink_stop)
+
+            @app.on_before_shutdown.connect
+            async def _stop_sink(sender: Any, **kwargs: Any) -> None:
+                self._sink_stop.set()
+
+        if self.options.metrics_port:
+            self.metrics.serve(self.options.metrics_port)
+
+    def run(self, loglevel: str = "INFO") -> None:
+        """Run the worker until SIGTERM/SIGINT."""
+        for noisy in ("feast", "feast.infra.registry.registry"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
+        worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        worker.execute_from_commandline()
+
+
+def create_app(settings: Settings, options: WorkerOptions | None = None) -> WorkerApp:
+    """Build the worker (creating the topics first)."""
+    from infra.bus import KafkaBus
+
+    asyncio.run(KafkaBus(settings).ensure_topics())
+    return WorkerApp(settings, options or WorkerOptions())
