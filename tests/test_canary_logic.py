@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,12 @@ def test_a_trial_waits_for_n_resolved_decisions_or_the_window() -> None:
 
 def test_not_worse_within_the_tolerance_promotes_and_worse_rolls_back() -> None:
     champion = stats(0.5, 0.5, 0.5, 0.5)  # mean 0.5
-    kw = {"elapsed_s": 0.0, "min_decisions": 4, "window_sec": 600.0, "tolerance_r": 0.05}
+    kw: dict[str, Any] = {
+        "elapsed_s": 0.0,
+        "min_decisions": 4,
+        "window_sec": 600.0,
+        "tolerance_r": 0.05,
+    }
     assert evaluate(champion, stats(0.5, 0.5, 0.5, 0.5), **kw).action == "promote"
     assert evaluate(champion, stats(0.46, 0.46, 0.46, 0.46), **kw).action == "promote"
     assert evaluate(champion, stats(0.44, 0.44, 0.44, 0.44), **kw).action == "rollback"
@@ -50,7 +56,7 @@ def test_not_worse_within_the_tolerance_promotes_and_worse_rolls_back() -> None:
 
 
 def test_baselines_without_evidence() -> None:
-    kw = {"elapsed_s": 600.0, "min_decisions": 50, "window_sec": 600.0}
+    kw: dict[str, Any] = {"elapsed_s": 600.0, "min_decisions": 50, "window_sec": 600.0}
     # no resolved challenger decision by the end of the window: nothing says it is worse
     assert evaluate(stats(1.0), VariantStats(), **kw).action == "promote"
     # no champion evidence: the baseline is flat (0 R)

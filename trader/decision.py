@@ -35,7 +35,7 @@ from features.vectors import (
     sizer_vector,
 )
 from trader.instruments import Instrument
-from trader.models import ModelHolder
+from trader.models import ModelHolder, ModelSet
 from trader.strategies import Candidate
 from trader.stream_cache import StreamCache
 
@@ -85,10 +85,19 @@ class Decider:
         self.sizer_row = np.zeros((1, len(MODEL_FEATURES["sizer"])), dtype=np.float32)
 
     def decide(
-        self, symbol: str, candidates: Sequence[Candidate], f: MarketFeatures, instrument: Instrument
+        self,
+        symbol: str,
+        candidates: Sequence[Candidate],
+        f: MarketFeatures,
+        instrument: Instrument,
+        models: ModelSet | None = None,
     ) -> Choice:
-        """Choose one candidate and size it; never raises on model output."""
-        models = self.holder.current
+        """Choose one candidate and size it; never raises on model output.
+
+        `models` is the set the canary router chose (default: `holder.current`).
+        """
+        if models is None:  # hot swap/canary: a routed set decides when given
+            models = self.holder.current
         market = f.vector(self.market_row)
         features = tuple(market.tolist())
         stream = self.cache.strategy_values(symbol)

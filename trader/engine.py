@@ -23,6 +23,7 @@ from infra.settings import Settings
 from streams.events import Decision, Event, SignalSnapshot, TradeOutcome, topic_for
 from trader import metrics
 from trader.broker import Closed, PaperBroker, Position
+from trader.canary import ModelRouter
 from trader.decision import Choice, Decider
 from trader.feeds.base import MarketBar
 from trader.instruments import Instrument, instruments_from_settings, require
@@ -67,6 +68,7 @@ class Engine:
         holder: ModelHolder | None = None,
         sinks: Iterable[Sink] = (),
         cache: StreamCache | None = None,
+        router: ModelRouter | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -76,6 +78,7 @@ class Engine:
         require(self.instruments, config.symbols)
         self.symbols = config.symbols
         self.holder = holder or ModelHolder()
+        self.router = router  # canary routing (trader/canary.py); None: the holder decides
         self.cache = cache or StreamCache()
         self.sinks: list[Sink] = list(sinks)
         self.decider = Decider(
@@ -154,7 +157,13 @@ class Engine:
         """Run the decision path for a bar's candidates: models (or rules), then risk."""
         f = self.features[symbol]
         inst = self.instruments[symbol]
-        choice = self.decider.decide(symbol, candidates, f, inst)
+        router = self.router
+        if router is None:
+            choice = self.decider.decide(symbol, candidates, f, inst)
+            variant = "champion"
+        else:  # canary routing: one pre-built (model set, variant) per decision
+            models, variant = router.select(symbol, f.ts_s)
+            choice = self.decider.decide(symbol, candidates, f, inst, models)
         decisions: list[Decision] = []
         chosen = candidates[choice.chosen]
         strategy = chosen.strategy
@@ -175,6 +184,7 @@ class Engine:
                         predicted_r=choice.predicted_r,
                         size_multiplier=choice.multiplier,
                         contracts=contracts if taken else 0,
+                        variant=variant,  # type: ignore[arg-type]
                     )
                 )
             else:
@@ -185,6 +195,7 @@ class Engine:
                         reason="not_chosen",
                         chosen_strategy=strategy,
                         probabilities=choice.probabilities,
+                        variant=variant,  # type: ignore[arg-type]
                     )
                 )
         return choice, decisions
@@ -194,6 +205,13 @@ class Engine:
         choice, decisions = self.decide(bar.symbol, candidates)
         if self._record:
             metrics.DECISION_LATENCY.observe(time.perf_counter() - t0)
+        router = self.router
+        shadow = router.shadow() if router is not None else None
+        shadow_choice = None
+        if shadow is not None:  # shadow mode: the challenger scores the same inputs, untraded
+            inst = self.instruments[bar.symbol]
+            shadow_choice = self.decider.decide(bar.symbol, candidates, f, inst, shadow)
+        signal_ids: list[str] | None = [] if router is not None else None
         ts = _utc(bar.ts_s)
         names = tuple(c.strategy for c in candidates)
         for cand, decision in zip(candidates, decisions, strict=True):
@@ -214,6 +232,8 @@ class Engine:
                 run_id=self.run_id,
             )
             self._emit(snapshot)
+            if signal_ids is not None:
+                signal_ids.append(snapshot.event_id)
             self.cache.learn(snapshot)
             taken = decision.taken
             self.stats.signal(bar.symbol, cand.strategy, taken)
@@ -234,6 +254,40 @@ class Engine:
             )
             if taken:
                 self.risk.opened(bar.symbol)
+        if router is not None and signal_ids is not None:
+            self._record_variant(router, choice, decisions, shadow_choice, signal_ids)
+
+    def _record_variant(
+        self,
+        router: ModelRouter,
+        choice: Choice,
+        decisions: list[Decision],
+        shadow_choice: Choice | None,
+        signal_ids: list[str],
+    ) -> None:
+        """Tell the canary router who decided (and what the shadow would have done)."""
+        chosen = decisions[choice.chosen]
+        if shadow_choice is None:
+            router.record_decision(signal_ids[choice.chosen], chosen.variant, taken=chosen.taken)
+            return
+        # The shadow passes the risk limits when the champion did, or when the champion's
+        # own models vetoed its pick before risk was asked.
+        shadow_taken = shadow_choice.skip_reason is None and (
+            chosen.taken or choice.skip_reason is not None
+        )
+        router.record_shadow(
+            signal_ids[choice.chosen], chosen.taken, signal_ids[shadow_choice.chosen], shadow_taken
+        )
+        log.debug(
+            "shadow %s: champion %s taken=%s, challenger %s taken=%s p=%s r=%s",
+            chosen.chosen_strategy,
+            signal_ids[choice.chosen],
+            chosen.taken,
+            signal_ids[shadow_choice.chosen],
+            shadow_taken,
+            shadow_choice.probabilities,
+            shadow_choice.predicted_r,
+        )
 
     def _count_decision(self, symbol: str, strategy: str, path: str, taken: bool) -> None:
         key = (symbol, strategy, path, "true" if taken else "false")
@@ -268,6 +322,8 @@ class Engine:
             run_id=self.run_id,
         )
         self._emit(outcome)
+        if self.router is not None:  # resolves a canary/shadow decision with its R
+            self.router.record_outcome(signal.event_id, closed.r_multiple)
         self.cache.learn(outcome)
         self.stats.outcome(p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual)
         self.today.outcome(p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual)
