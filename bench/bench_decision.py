@@ -5,9 +5,10 @@ The models are built here (not by training) with the production IO names of
 and a GradientBoosting execution model (sklearn -> skl2onnx, as training does) and
 a two-layer MLP sizer (onnx.helper) ending in [0.1, 2.0].
 
-`run(quick)` warms the sizer/exec/meta sessions, then times `Decider.decide` on
-real sim-feed candidates (features, stream features, three ONNX calls, sizing,
-risk) and, on the same inputs, three bare `session.run` calls.
+`run(quick)` runs the sim feed through the engine's features and strategies and,
+on every bar with candidates, times `Engine.decide` (feature vector, stream
+features, three ONNX calls, sizing, risk) and then three bare `session.run` calls
+on the very rows the decision built. Quick mode uses tiny models.
 """
 
 from __future__ import annotations
@@ -45,9 +46,15 @@ def _exec_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) 
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.ensemble import GradientBoostingRegressor
 
-    width = len(MODEL_FEATURES["exec"])
+    names = MODEL_FEATURES["exec"]
+    width = len(names)
     x = rng.normal(size=(n_rows, width)).astype(np.float32)
-    y = 0.3 * x[:, 0] - 0.2 * x[:, 5] + 0.1 * rng.normal(size=n_rows)
+    strategy = rng.integers(0, len(STRATEGIES), n_rows)
+    for j, s in enumerate(STRATEGIES):
+        x[:, names.index(f"is_{s}")] = strategy == j
+    x[:, names.index("side")] = rng.choice([-1.0, 1.0], n_rows)
+    edge = np.array([0.05, -0.2, 0.05, 0.35])  # S2, S3, S6, S11: some trades pass, some do not
+    y = edge[strategy] + 0.1 * x[:, names.index("side")] * x[:, 0] + 0.05 * rng.normal(size=n_rows)
     reg = GradientBoostingRegressor(n_estimators=n_trees, max_depth=depth, random_state=0).fit(x, y)
     onx = convert_sklearn(
         reg,
@@ -130,25 +137,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     from trader.models import ModelHolder, ModelSet
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = build_models(tmp, small=False)
+        paths = build_models(tmp, small=quick)
         models = ModelSet.from_paths(paths["meta"], paths["exec"], paths["sizer"], release="bench")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     engine = Engine(settings, EngineConfig(symbols=("ES", "NQ"), source="sim"), ModelHolder(models))
-    # collect real decision inputs from the sim feed
-    samples: list[tuple[str, list[Any]]] = []
-    want = 300 if quick else 3000
-    for bar in SimFeed(("ES", "NQ"), seed=11):
-        cands = engine.evaluate_bar(bar)
-        if cands:
-            samples.append((bar.symbol, cands))
-            if len(samples) >= want:
-                break
     decider = engine.decider
-    reps = 1 if quick else 5
-    for symbol, cands in samples[:50]:  # warm-up
-        decider.decide(symbol, cands, engine.features[symbol])
-    path_times: list[float] = []
-    bare_times: list[float] = []
     meta, ex, sz = models.meta, models.exec, models.sizer
     assert meta and ex and sz
     rows = {
@@ -156,21 +149,34 @@ def run(quick: bool = False) -> dict[str, Any]:
         "exec": np.zeros((1, ex.n_features), np.float32),
         "sizer": np.zeros((1, sz.n_features), np.float32),
     }
+    want = 300 if quick else 5000
+    warmup = 50
+    path_times: list[float] = []
+    bare_times: list[float] = []
     clock = time.perf_counter
-    for _ in range(reps):
-        for symbol, cands in samples:
-            f = engine.features[symbol]
-            t0 = clock()
-            decider.decide(symbol, cands, f)
-            path_times.append(clock() - t0)
-            rows["meta"][:] = decider.meta_row
-            rows["exec"][:] = decider.exec_row
-            rows["sizer"][:] = decider.sizer_row
-            t0 = clock()
-            meta.session.run([meta.output_name], {meta.input_name: rows["meta"]})
-            ex.session.run([ex.output_name], {ex.input_name: rows["exec"]})
-            sz.session.run([sz.output_name], {sz.input_name: rows["sizer"]})
-            bare_times.append(clock() - t0)
+    for bar in SimFeed(("ES", "NQ"), seed=11):
+        cands = engine.evaluate_bar(bar)
+        if not cands:
+            continue
+        # the decision path: features, stream features, three ONNX calls, sizing, risk
+        t0 = clock()
+        engine.decide(bar.symbol, cands)
+        t1 = clock()
+        rows["meta"][:] = decider.meta_row
+        rows["exec"][:] = decider.exec_row
+        rows["sizer"][:] = decider.sizer_row
+        t2 = clock()
+        meta.session.run([meta.output_name], {meta.input_name: rows["meta"]})
+        ex.session.run([ex.output_name], {ex.input_name: rows["exec"]})
+        sz.session.run([sz.output_name], {sz.input_name: rows["sizer"]})
+        t3 = clock()
+        if warmup > 0:
+            warmup -= 1
+            continue
+        path_times.append(t1 - t0)
+        bare_times.append(t3 - t2)
+        if len(path_times) >= want:
+            break
     path = _percentiles(path_times)
     bare = _percentiles(bare_times)
     return {
@@ -180,7 +186,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratio_p50": path["p50_us"] / bare["p50_us"],
         "ratio_p99": path["p99_us"] / bare["p99_us"],
         "target_p99_us": 100.0,
-        "models": {"meta": "RandomForest 100x depth 8", "exec": "GradientBoosting 150x depth 3", "sizer": "MLP 11-64-1"},
+        "models": "small (8 trees)" if quick else {"meta": "RandomForest 100 trees depth 8", "exec": "GradientBoosting 150 stages depth 3", "sizer": "MLP 11-64-1"},
         "strategies": list(STRATEGIES),
     }
 

@@ -18,6 +18,7 @@ reused across decisions; `holder.current` is read once per decision.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -107,10 +108,11 @@ class Decider:
             meta_vector(market, stream, out=self.meta_row[0])
             probs = meta.run(self.meta_row).reshape(-1).tolist()
             probabilities = {s: float(p) for s, p in zip(STRATEGIES, probs, strict=False)}
-            chosen = max(
-                range(len(candidates)),
-                key=lambda i: (probs[_STRATEGY_INDEX[candidates[i].strategy]], -i),
-            )
+            chosen, best = 0, -1.0
+            for i, c in enumerate(candidates):
+                p = probs[_STRATEGY_INDEX[c.strategy]]
+                if p > best:
+                    chosen, best = i, p
             meta_prob = probabilities[candidates[chosen].strategy]
         else:
             chosen = min(range(len(candidates)), key=lambda i: _RULE_RANK[candidates[i].strategy])
@@ -125,7 +127,7 @@ class Decider:
         if ex is not None:
             exec_vector(market, cand.strategy, cand.side, stop_atr, reward_risk, own, out=self.exec_row[0])
             predicted_r = float(ex.run(self.exec_row).reshape(-1)[0])
-            if not np.isfinite(predicted_r):
+            if not math.isfinite(predicted_r):
                 predicted_r, skip = None, "model_output_invalid"
             elif predicted_r <= self.min_predicted_r:
                 skip = "low_predicted_r"
@@ -136,7 +138,7 @@ class Decider:
                 market, meta_prob, predicted_r or 0.0, cand.side, stop_atr, own, out=self.sizer_row[0]
             )
             raw = float(sizer.run(self.sizer_row).reshape(-1)[0])
-            multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if np.isfinite(raw) else 1.0
+            multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if math.isfinite(raw) else 1.0
         stop_usd = cand.stop_distance * instrument.point_value_usd
         contracts = round(self.base_risk_usd / stop_usd * multiplier) if stop_usd > 0 else 0
         return Choice(
