@@ -98,7 +98,7 @@ class WorkerApp:
             key_type=str,
         )
         # pieces are KeyState objects (river statistics): pickled in the changelog
-        self.table.value_serializer = "pickle"
+        self.table.value_serializer = "pickle"  # type: ignore[attr-defined]
         self.state = StreamFeatureState(store=self.table)
         self.pusher: OnlinePusher | None = None
         if options.feast:
@@ -170,7 +170,7 @@ class WorkerApp:
         async def _push_online() -> None:
             await self.push_pending()
 
-        @app.on_rebalance_complete.connect
+        @app.on_rebalance_complete.connect  # type: ignore[arg-type]
         async def _on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
             self.resync()
 
@@ -181,7 +181,7 @@ class WorkerApp:
             async def _lake_sink() -> None:
                 await sink.run(self._sink_stop)
 
-            @app.on_before_shutdown.connect
+            @app.on_before_shutdown.connect  # type: ignore[arg-type]
             async def _stop_sink(sender: Any, **kwargs: Any) -> None:
                 self._sink_stop.set()
 
