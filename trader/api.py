@@ -35,14 +35,19 @@ def create_app(runtime: Runtime) -> FastAPI:
             "broker": broker,
             "outbox": outbox,
             "models": runtime.models_status(),
-            "last_rejected_release": runtime.last_rejected,
-            "rejections": dict(runtime.rejections),
+            # hot swap: rejections come from the swapper when one follows releases
+            "last_rejected_release": (
+                runtime.swapper.last_rejection if runtime.swapper else runtime.last_rejected
+            ),
+            "rejections": dict(runtime.swapper.rejections if runtime.swapper else runtime.rejections),
             "engine": runtime.engine.status(),
         }
 
     @app.get("/healthz/canary")
     def canary() -> dict[str, Any]:
-        """Canary state: no canary is built yet, so the champion serves every decision."""
+        """Champion, challenger, mode, shares, counts and the running comparison."""
+        if runtime.router is not None:  # trader/canary.py: CANARY_MODE is shadow or canary
+            return runtime.router.status()
         current = runtime.holder.current
         decisions = sum(g.signals for (_, s), g in runtime.engine.stats.groups.items() if s == "ALL")
         return {

@@ -35,7 +35,7 @@ from prometheus_client import Counter
 
 from infra.bus import BusConsumer, KafkaBus
 from infra.objectstore import ObjectNotFoundError, object_store
-from infra.settings import Settings
+from infra.settings import Settings, stack_state
 from infra.signing import Keyring
 from streams.events import ModelManifest
 from trader import metrics
@@ -50,10 +50,12 @@ from trader.release import (
     verify_release,
 )
 
-__all__ = ["HotSwapper", "SwapMetrics"]
+__all__ = ["STARTUP_WAIT_S", "HotSwapper", "SwapMetrics", "kafka_configured"]
 
 log = logging.getLogger(__name__)
 
+#: How long `tradeloop trade` waits for the start-up release before trading without one.
+STARTUP_WAIT_S = 30.0
 _SEEN_MAX = 512
 _BACKOFF_MAX_S = 30.0
 
@@ -81,6 +83,12 @@ class SwapMetrics:
     def bind_age(self, holder: ModelHolder) -> None:
         """Make `tradeloop_model_age_seconds` read the serving set at scrape time."""
         metrics.MODEL_AGE.set_function(lambda: holder.current.age_s())
+
+
+def kafka_configured(settings: Settings) -> bool:
+    """Say whether a broker is configured: KAFKA_BOOTSTRAP_SERVERS or the embedded stack."""
+    kafka = stack_state().get("kafka") or {}
+    return bool(settings.kafka_bootstrap_servers or kafka.get("bootstrap"))
 
 
 def _default_group(settings: Settings) -> str:

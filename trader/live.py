@@ -24,8 +24,10 @@ from infra.settings import Settings
 from streams.events import DeadLetter
 from trader import metrics
 from trader.api import create_app
+from trader.canary import ModelRouter
 from trader.engine import Engine, EngineConfig
 from trader.feeds import Feed, Pacer, open_feed
+from trader.hotswap import STARTUP_WAIT_S, HotSwapper, kafka_configured
 from trader.models import ModelHolder, ModelSet
 from trader.outbox import Outbox, OutboxDrainer
 from trader.runtime import Runtime
@@ -103,6 +105,9 @@ async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event 
         outbox.append_event("dlq", dl)
 
     feed = build_feed(opts, bus, dead_letter)
+    # hot swap + canary (trader/hotswap.py, trader/canary.py)
+    router = ModelRouter.from_settings(settings, holder) if settings.canary_mode != "off" else None
+    swapper = HotSwapper(settings, holder, router=router) if kafka_configured(settings) else None
     engine = Engine(
         settings,
         EngineConfig(
@@ -113,8 +118,15 @@ async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event 
         ),
         holder,
         sinks=[outbox.sink],
+        router=router,
     )
     runtime = Runtime(settings, engine, feed, holder, mode="paper", outbox=outbox, drainer=drainer)
+    runtime.swapper, runtime.router = swapper, router
+    swap_stop = asyncio.Event()
+    swap_task = asyncio.create_task(swapper.run(swap_stop)) if swapper is not None else None
+    if swapper is not None and holder.current.empty:  # start on the latest release if any
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(swapper.ready.wait(), STARTUP_WAIT_S)
     server: _Server | None = None
     server_task: asyncio.Task[None] | None = None
     if opts.api:
@@ -145,6 +157,9 @@ async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event 
             if opts.max_bars is not None and n >= opts.max_bars:
                 break
     finally:
+        if swap_task is not None:
+            swap_stop.set()
+            await swap_task
         await feed.aclose()
         engine.finish()
         drained = await asyncio.to_thread(drainer.stop, opts.drain_timeout_s)

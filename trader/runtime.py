@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.settings import Settings
 from trader import metrics
@@ -17,6 +17,10 @@ from trader.engine import Engine
 from trader.feeds.base import Feed
 from trader.models import ModelHolder, ModelSet
 from trader.outbox import Outbox, OutboxDrainer
+
+if TYPE_CHECKING:  # hot swap and canary (trader/hotswap.py, trader/canary.py)
+    from trader.canary import ModelRouter
+    from trader.hotswap import HotSwapper
 
 __all__ = ["Runtime", "build_info"]
 
@@ -56,6 +60,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     rejections: dict[str, int] = field(default_factory=dict)
     last_rejected: dict[str, Any] | None = None
+    swapper: HotSwapper | None = None  # follows model releases (None: fixed models)
+    router: ModelRouter | None = None  # canary routing (None: CANARY_MODE=off)
 
     def swap_models(self, new: ModelSet) -> ModelSet:
         """Serve `new` from the next decision on; count the swap; return the old set."""
@@ -86,6 +92,7 @@ class Runtime:
             "age_s": round(current.age_s(), 1) if current.loaded_at else None,
             "swaps": self.holder.swaps,
             "rl_enabled": self.settings.rl_enabled,
+            "hot_swap": self.swapper.status() if self.swapper is not None else None,
         }
 
     def refresh_gauges(self) -> None:
