@@ -13,7 +13,7 @@ import click
 
 from infra.settings import get_settings
 
-__all__ = ["backtest", "report", "trade"]
+__all__ = ["backtest", "trade"]
 
 _file_options = [
     click.option("--symbol", default=None, help="Symbol of a file without a symbol column."),
@@ -228,12 +228,3 @@ def backtest(
     )
     if feed.stats.skipped:
         click.echo(f"skipped rows: {feed.stats.skipped_by_reason}")
-
-
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.pass_context
-def report(ctx: click.Context) -> None:
-    """Write an HTML report with plots (delegates to trader.report)."""
-    from trader.report import report as command
-
-    command.main(args=ctx.args, prog_name="tradeloop report", standalone_mode=False)
