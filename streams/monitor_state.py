@@ -421,24 +421,45 @@ def summarize_trader(
     """Return the trader section: serving release, age, last swap and last rejection.
 
     `health` is the /healthz JSON (or None), `metrics` what `parse_trader_metrics`
-    found (or None). /healthz wins where both say something.
+    found (or None). The trader's /healthz carries a `models` block (release,
+    `age_s`, swaps, and `hot_swap` with `last_swap`/`last_rejection`); where it is
+    present it is authoritative, /metrics fills what it lacks.
     """
     if health is None and metrics is None:
         return {"reachable": False, "url": url, "note": "trader not reachable", "error": error}
     h = health or {}
     m = metrics or {}
-    release = _find(h, "release", "serving_release", "model_release")
-    age = _find(h, "model_age_s", "age_s", "model_age_seconds")
+    models = h.get("models") if isinstance(h.get("models"), dict) else None
+    if models is not None:
+        hot = models.get("hot_swap") if isinstance(models.get("hot_swap"), dict) else {}
+        release = models.get("release") or hot.get("release")
+        age = models.get("age_s", hot.get("model_age_s"))
+        last_swap = hot.get("last_swap") or models.get("last_swap")
+        last_rejection = (
+            hot.get("last_rejection")
+            or models.get("last_rejection")
+            or h.get("last_rejected_release")
+        )
+        swaps = models.get("swaps", hot.get("swaps"))
+        rejections = h.get("rejections") or hot.get("rejections") or {}
+    else:  # an older or foreign /healthz: search it, then fall back to /metrics
+        release = _find(h, "release", "serving_release", "model_release") or m.get("release")
+        age = _find(h, "model_age_s", "age_s", "model_age_seconds")
+        age = age if isinstance(age, int | float) else m.get("model_age_s")
+        last_swap = _find(h, "last_swap", "last_swap_at", "swapped_at")
+        last_rejection = _find(h, "last_rejection", "last_rejected_release", "rejected")
+        swaps = _find(h, "swaps", "swaps_total")
+        rejections = _find(h, "rejections")
     return {
         "reachable": True,
         "url": url,
-        "status": _find(h, "status"),
+        "status": h.get("status"),
         "release": release if isinstance(release, str) else m.get("release"),
-        "model_age_s": age if isinstance(age, int | float) else m.get("model_age_s"),
-        "last_swap": _find(h, "last_swap", "last_swap_at", "swapped_at"),
-        "last_rejection": _find(h, "last_rejection", "last_reject", "rejected"),
-        "swaps_total": m.get("swaps_total", _find(h, "swaps", "swaps_total")),
-        "rejections": m.get("rejections", _find(h, "rejections")),
+        "model_age_s": age if isinstance(age, int | float) else None,
+        "last_swap": last_swap,
+        "last_rejection": last_rejection,
+        "swaps_total": m.get("swaps_total", swaps),
+        "rejections": m.get("rejections", rejections) or {},
         "pnl_usd": m.get("pnl_usd"),
         "outbox_depth": m.get("outbox_depth"),
         "note": None if health is not None else "no /healthz JSON; figures from /metrics",

@@ -7,7 +7,9 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,3 +171,40 @@ def test_monitor_rejects_a_bad_from() -> None:
     )
     assert proc.returncode == 2
     assert "--from 'yesterday'" in proc.stderr
+
+
+def test_monitor_reads_the_running_trader(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    settings = make_settings()
+    asyncio.run(KafkaBus(settings).ensure_topics())
+    env = settings_env(settings)
+    env["HTTP_PORT"] = str(free_port())
+    log = (tmp_path / "trader.log").open("wb")
+    trader = subprocess.Popen(
+        [*TRADELOOP, "trade", "--feed", "sim", "--speed", "60"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{env['HTTP_PORT']}/healthz"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert trader.poll() is None, (tmp_path / "trader.log").read_text()
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        proc = subprocess.run(
+            [*TRADELOOP, "monitor", "--once", "--json", "--window", "0.5"],
+            env=env, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)["trader"]
+        assert got["reachable"] is True
+        assert got["url"] == f"http://127.0.0.1:{env['HTTP_PORT']}"
+        assert isinstance(got["release"], str) and got["release"]
+        assert got["status"] in ("ok", "degraded")
+        assert got["outbox_depth"] is not None and got["swaps_total"] == 0
+    finally:
+        trader.terminate()
+        trader.wait(60)
+        log.close()

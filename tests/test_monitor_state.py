@@ -192,14 +192,26 @@ def test_trader_metrics_are_read_from_prometheus_text() -> None:
 def trader_http() -> Iterator[str]:
     """Serve a /healthz JSON and the /metrics of a real prometheus_client registry."""
     metrics = generate_latest(_trader_registry())
-    health = {
+    health = {  # the shape of trader/api.py's /healthz
         "status": "ok",
+        "mode": "paper",
+        "outbox": {"enabled": True, "depth": 0},
         "models": {
+            "path": "models",
             "release": "r7",
-            "model_age_s": 300.0,
-            "last_swap": {"at": "2024-05-01T15:00:00+00:00", "release": "r7"},
-            "last_rejection": {"reason": "bad_signature", "release": "r8"},
+            "age_s": 300.0,
+            "swaps": 3,
+            "hot_swap": {
+                "release": "r7",
+                "model_age_s": 300.0,
+                "last_swap": {"at": "2024-05-01T15:00:00+00:00", "release": "r7"},
+                "last_rejection": {"reason": "bad_signature", "release": "r8"},
+                "rejections": {"bad_signature": 2},
+            },
         },
+        "last_rejected_release": {"reason": "bad_signature", "release": "r8"},
+        "rejections": {"bad_signature": 2},
+        "engine": {"bars": 10, "age_s": 99999.0},
     }
 
     class Handler(BaseHTTPRequestHandler):
@@ -235,6 +247,24 @@ def test_fetch_trader_reads_healthz_and_metrics(trader_http: str) -> None:
     assert got["last_rejection"]["reason"] == "bad_signature"
     assert got["swaps_total"] == 3
     assert got["rejections"] == {"bad_signature": 2}
+
+
+def test_trader_summary_without_models_or_healthz() -> None:
+    rules_only = {
+        "status": "ok",
+        "models": {"path": "rules", "release": "none", "age_s": None, "swaps": 0, "hot_swap": None},
+    }
+    got = summarize_trader("http://t", rules_only, {"model_age_s": 1.7e9}, None)
+    assert got["release"] == "none" and got["model_age_s"] is None  # no models: no age
+    metrics_only = summarize_trader(
+        "http://t", None, {"release": "r1", "model_age_s": 5.0, "swaps_total": 1}, None
+    )
+    assert metrics_only["release"] == "r1" and metrics_only["model_age_s"] == 5.0
+    assert metrics_only["note"] == "no /healthz JSON; figures from /metrics"
+    flat = summarize_trader(
+        "http://t", {"release": "r2", "model_age_s": 9.0, "last_swap": "x"}, None, None
+    )
+    assert (flat["release"], flat["model_age_s"], flat["last_swap"]) == ("r2", 9.0, "x")
 
 
 def test_fetch_trader_says_when_it_is_not_reachable() -> None:
