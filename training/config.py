@@ -1,0 +1,135 @@
+"""Training knobs: model sizes per profile, source weights, and the run's typed errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from infra.settings import Settings
+
+__all__ = [
+    "SOURCES",
+    "DataError",
+    "ExportError",
+    "ReleaseError",
+    "TrainConfig",
+    "TrainingError",
+    "parse_weights",
+]
+
+#: The data sources of the seed design, in merge order.
+SOURCES: tuple[str, ...] = ("real", "vendor", "synthetic")
+Profile = Literal["standard", "small"]
+
+
+class TrainingError(RuntimeError):
+    """Base of every error that ends a training run without a release."""
+
+
+class DataError(TrainingError):
+    """Raise when the training data is unusable (empty window, one class, NaN features)."""
+
+
+class ExportError(TrainingError):
+    """Raise when an ONNX export does not load, score or match its native model."""
+
+
+class ReleaseError(TrainingError):
+    """Raise when a release cannot be built, signed, stored or published."""
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """Parse `real:1.0,vendor:0.5,synthetic:0.25` into weights per source.
+
+    Raise `ValueError` naming the offending item on an unknown source or a bad weight.
+    """
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition(":")
+        name = name.strip()
+        if not sep or name not in SOURCES:
+            raise ValueError(f"source weight {item!r}: expected one of {SOURCES} as 'name:weight'")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"source weight {item!r}: {value!r} is not a number") from None
+        if not weight >= 0:
+            raise ValueError(f"source weight {item!r}: weight must be >= 0")
+        weights[name] = weight
+    return weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs beyond Settings; `small` is the test-size profile."""
+
+    profile: Profile = "standard"
+    # walk-forward: the time-ordered rows are cut into `folds + 1` blocks; fold k trains
+    # on blocks < k and tests on block k; the last block is the gated holdout.
+    folds: int = 3
+    seed: int = 7
+    # meta: RandomForestClassifier
+    meta_trees: int = 50
+    meta_max_depth: int = 8
+    meta_min_leaf: int = 20
+    meta_max_rows: int = 150_000
+    # exec: GradientBoostingRegressor
+    exec_trees: int = 100
+    exec_max_depth: int = 3
+    exec_learning_rate: float = 0.05
+    exec_subsample: float = 0.5
+    exec_max_rows: int = 40_000
+    # sizer: PPO on a 2x32 tanh MLP
+    sizer_timesteps: int = 20_000
+    sizer_n_steps: int = 1024
+    sizer_batch_size: int = 256
+    sizer_epochs: int = 4
+    sizer_episode_len: int = 128
+    sizer_hidden: tuple[int, ...] = (32, 32)
+    sizer_dd_penalty: float = 0.5
+    sizer_size_penalty: float = 0.02
+    # data
+    min_rows: int = 200
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"real": 1.0, "vendor": 0.5, "synthetic": 0.25}
+    )
+    parity_tol: float = 1e-4
+    # gate tolerance: a challenger must improve on the champion by more than this
+    # (a retrain on identical data must not count as an improvement)
+    gate_min_improvement: float = 1e-6
+
+    @classmethod
+    def for_profile(cls, profile: Profile, **overrides: object) -> TrainConfig:
+        """Return the standard or the small (test-size) configuration."""
+        base = cls()
+        if profile == "small":
+            base = replace(
+                base,
+                profile="small",
+                folds=2,
+                meta_trees=8,
+                meta_max_depth=5,
+                meta_min_leaf=5,
+                exec_trees=12,
+                exec_max_depth=3,
+                exec_learning_rate=0.1,
+                sizer_timesteps=512,
+                sizer_n_steps=256,
+                sizer_batch_size=64,
+                sizer_epochs=2,
+                sizer_episode_len=64,
+                min_rows=60,
+            )
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> TrainConfig:
+        """Return the configuration that Settings (TRAIN_PROFILE, TRAIN_SOURCE_WEIGHTS) select."""
+        profile: Profile = "small" if settings.train_profile == "small" else "standard"
+        weights = parse_weights(settings.train_source_weights)
+        merged: dict[str, object] = {"weights": {**cls().weights, **weights}}
+        merged.update(overrides)
+        return cls.for_profile(profile, **merged)

@@ -1,0 +1,372 @@
+"""Point-in-time training frames from the event lake, stream features and outcomes.
+
+- Entity frame: the signal snapshots of a lake (`signals` topic), one row per
+  candidate signal, with its 20 market features as logged at decision time.
+- Labels: the outcome with the same `signal_id` (`outcomes` topic). Every candidate
+  has one; the ones the trader did not take are `counterfactual=True` simulations.
+  Signals whose outcome is not in the lake yet are left out (and counted).
+- Stream features: per (symbol, strategy) `strategy_stats` (win rate, mean/EW R,
+  drawdown, trade count) as of each signal's `ts_event`, joined point in time
+  through the Feast repo (`features.store.TradeloopFeatureStore.historical`), or by
+  the equivalent as-of join over the very dataset the Feast view reads when the
+  frame is too large for Feast's dask join (see `join_stream_features`). A value
+  stamped after the signal never appears in its row; a strategy with no outcome
+  yet gets 0.0, as in the live trader's stream cache.
+- Meta labels: per decision point (source, run, symbol, bar) the strategy whose
+  candidate had the highest R-multiple (real or counterfactual); ties go to the
+  first in `STRATEGIES` order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from features.vectors import (
+    EXEC_FEATURE_NAMES,
+    FEATURE_NAMES,
+    META_FEATURE_NAMES,
+    STRATEGIES,
+)
+from infra.settings import Settings
+from training.config import DataError, TrainConfig
+
+__all__ = [
+    "OWN_STREAM",
+    "STREAM_REFS",
+    "LakeFrames",
+    "TrainingData",
+    "assemble",
+    "build_training_data",
+    "join_stream_features",
+    "load_lake",
+]
+
+log = logging.getLogger(__name__)
+
+#: The strategy_stats features the models use, as Feast references.
+OWN_STREAM: tuple[str, ...] = ("win_rate", "mean_r", "ewm_r", "drawdown_r", "trade_count")
+STREAM_REFS: tuple[str, ...] = tuple(f"strategy_stats:{n}" for n in OWN_STREAM)
+STREAM_VIEW = "strategy_stats"
+PitEngine = Literal["auto", "feast", "asof"]
+#: Above this many (entity row x feature row per key) pairs, Feast's dask join, which
+#: merges every entity row with every feature row of its key before filtering by
+#: time, runs out of memory; `auto` then uses the as-of join.
+FEAST_MAX_PAIRS = 5_000_000
+
+_SIGNAL_COLS = ["event_id", "event_timestamp", "symbol", "strategy", "side", "entry", "stop", "target", "source", "run_id", "taken", *FEATURE_NAMES]  # fmt: skip
+_OUTCOME_COLS = ["signal_id", "r_multiple", "exit_ts", "counterfactual", "event_timestamp"]
+
+
+@dataclass
+class LakeFrames:
+    """The raw rows of one lake: signals and outcomes (pandas), and where they came from."""
+
+    name: str
+    lake: str
+    signals: pd.DataFrame
+    outcomes: pd.DataFrame
+    settings: Settings
+
+
+@dataclass
+class TrainingData:
+    """The merged, labelled, time-ordered frames every trainer reads."""
+
+    signals: pd.DataFrame  # one row per signal with outcome: EXEC columns, r, weight, group
+    groups: pd.DataFrame  # one row per decision point: META columns, label, weight
+    counts: dict[str, int] = field(default_factory=dict)
+    pit_engine: str = ""
+
+    @property
+    def window(self) -> tuple[dt.datetime, dt.datetime]:
+        """Return the first and last signal time."""
+        ts = self.signals["event_timestamp"]
+        return pd.Timestamp(ts.min()).to_pydatetime(), pd.Timestamp(ts.max()).to_pydatetime()
+
+    def exec_matrix(self, rows: pd.DataFrame | None = None) -> np.ndarray:
+        """Return the exec model input [N, len(EXEC_FEATURE_NAMES)] (float32)."""
+        frame = self.signals if rows is None else rows
+        return frame[list(EXEC_FEATURE_NAMES)].to_numpy(dtype=np.float32)
+
+    def meta_matrix(self, rows: pd.DataFrame | None = None) -> np.ndarray:
+        """Return the meta model input [N, len(META_FEATURE_NAMES)] (float32)."""
+        frame = self.groups if rows is None else rows
+        return frame[list(META_FEATURE_NAMES)].to_numpy(dtype=np.float32)
+
+
+def load_lake(
+    name: str,
+    lake: str,
+    settings: Settings,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    symbols: Sequence[str] | None = None,
+) -> LakeFrames:
+    """Read a lake's signals and outcomes (outcomes of any time after `start`)."""
+    from infra.lake import read_topic
+
+    sig = read_topic(lake, "signals", start, end, settings).to_pandas()
+    out = read_topic(lake, "outcomes", start, None, settings).to_pandas()
+    for frame, cols, topic in ((sig, _SIGNAL_COLS, "signals"), (out, _OUTCOME_COLS, "outcomes")):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise DataError(f"{name} lake {lake}: {topic} lack columns {missing}")
+    sig = sig[_SIGNAL_COLS].drop_duplicates("event_id", keep="last")
+    out = out[_OUTCOME_COLS].drop_duplicates("signal_id", keep="last")
+    if symbols:
+        sig = sig[sig["symbol"].isin(list(symbols))]
+    return LakeFrames(name, lake, sig.reset_index(drop=True), out.reset_index(drop=True), settings)
+
+
+def _feature_rows(lake: str, settings: Settings) -> pd.DataFrame:
+    """Read the rows the Feast `strategy_stats` view reads: its lake dataset, in lake order.
+
+    Same rows as `features.repo.lake_offline.read_lake_dataset` (every `features`
+    file, rows whose `ts_strategy_stats` is set), read without importing Feast.
+    """
+    import pyarrow.compute as pc
+
+    from infra.lake import list_files, read_topic
+    from infra.objectstore import store_for_uri
+
+    store = store_for_uri(lake, settings)
+    cols = ["symbol", "strategy", f"ts_{STREAM_VIEW}", *OWN_STREAM]
+    if not list_files(store, "features"):
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
+    table = read_topic(lake, "features", settings=settings, store=store)
+    table = table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+    table = table.filter(pc.is_valid(table.column(f"ts_{STREAM_VIEW}")))
+    return table.select(cols).to_pandas()
+
+
+def _asof_join(entity: pd.DataFrame, feats: pd.DataFrame) -> pd.DataFrame:
+    """Join the latest feature row at or before each entity row, per (symbol, strategy)."""
+    ts_col = f"ts_{STREAM_VIEW}"
+    left = entity.reset_index(drop=True).copy()
+    left["__row"] = np.arange(len(left))
+    left["event_timestamp"] = pd.to_datetime(left["event_timestamp"], utc=True).astype(
+        "datetime64[us, UTC]"
+    )
+    if feats.empty:
+        for n in OWN_STREAM:
+            left[n] = np.nan
+        return left.drop(columns="__row")
+    right = feats.rename(columns={ts_col: "__fts"}).copy()
+    right["__fts"] = pd.to_datetime(right["__fts"], utc=True).astype("datetime64[us, UTC]")
+    right["__ord"] = np.arange(len(right))
+    right = right.sort_values(["__fts", "__ord"], kind="stable")
+    left = left.sort_values("event_timestamp", kind="stable")
+    joined = pd.merge_asof(
+        left,
+        right.drop(columns="__ord"),
+        left_on="event_timestamp",
+        right_on="__fts",
+        by=["symbol", "strategy"],
+        direction="backward",
+        allow_exact_matches=True,
+    )
+    return joined.sort_values("__row").drop(columns=["__row", "__fts"]).reset_index(drop=True)
+
+
+def join_stream_features(
+    entity: pd.DataFrame,
+    lake: str,
+    settings: Settings,
+    engine: PitEngine = "auto",
+) -> tuple[pd.DataFrame, str]:
+    """Return entity rows (symbol, strategy, event_timestamp) with point-in-time stream features.
+
+    `feast` calls `TradeloopFeatureStore.historical` on a store whose offline lake is
+    `lake`; `asof` runs the same join (latest row with timestamp <= the entity's,
+    per symbol and strategy) with `pandas.merge_asof` over the dataset the Feast
+    view reads; `auto` picks Feast unless its join would be too large.
+    """
+    feats = _feature_rows(lake, settings)
+    chosen = engine
+    if engine == "auto":
+        keys = max(1, feats.groupby(["symbol", "strategy"]).ngroups) if len(feats) else 1
+        pairs = len(entity) * max(1, len(feats) // keys)
+        chosen = "feast" if pairs <= FEAST_MAX_PAIRS else "asof"
+    if chosen == "asof":
+        return _asof_join(entity, feats), "asof"
+    from features.store import TradeloopFeatureStore
+
+    lake_settings = (
+        settings if lake == settings.lake else settings.model_copy(update={"lake_uri": lake})
+    )
+    store = TradeloopFeatureStore(lake_settings, repo_dir=_repo_dir(lake_settings, lake))
+    try:
+        store.apply()
+        frame = store.historical(
+            entity[["symbol", "strategy", "event_timestamp"]], list(STREAM_REFS)
+        )
+    finally:
+        store.close()
+    return frame, "feast"
+
+
+def _repo_dir(settings: Settings, lake: str) -> str | None:
+    """Return a private Feast repo directory for a lake other than the configured one."""
+    if lake == settings.lake and not settings.feast_repo_dir:
+        return None
+    import hashlib
+
+    tag = hashlib.sha256(lake.encode()).hexdigest()[:12]
+    return str(settings.home / "training" / "feast" / tag)
+
+
+def _entity_frame(signals: pd.DataFrame) -> pd.DataFrame:
+    """Return one entity row per (symbol, bar time, strategy) for every strategy."""
+    points = signals[["symbol", "event_timestamp"]].drop_duplicates()
+    strat = pd.DataFrame({"strategy": list(STRATEGIES)})
+    return points.merge(strat, how="cross")[["symbol", "strategy", "event_timestamp"]]
+
+
+def assemble(
+    frames: LakeFrames,
+    weight: float,
+    source: str,
+    engine: PitEngine = "auto",
+) -> tuple[pd.DataFrame, str, dict[str, int]]:
+    """Label one lake's signals, join stream features; return rows, engine, counts."""
+    sig = frames.signals
+    counts = {f"{frames.name}_signals": len(sig)}
+    if sig.empty:
+        return sig.assign(r_multiple=[]), "", counts
+    out = frames.outcomes.rename(columns={"event_timestamp": "outcome_ts"})
+    rows = sig.merge(out, left_on="event_id", right_on="signal_id", how="inner")
+    counts[f"{frames.name}_without_outcome"] = len(sig) - len(rows)
+    if rows.empty:
+        return rows, "", counts
+    rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True).astype(
+        "datetime64[us, UTC]"
+    )
+    rows["exit_ts"] = pd.to_datetime(rows["exit_ts"], utc=True).astype("datetime64[us, UTC]")
+    entity = _entity_frame(rows)
+    joined, used = join_stream_features(entity, frames.lake, frames.settings, engine)
+    joined["event_timestamp"] = pd.to_datetime(joined["event_timestamp"], utc=True).astype(
+        "datetime64[us, UTC]"
+    )
+    joined[list(OWN_STREAM)] = joined[list(OWN_STREAM)].astype("float64").fillna(0.0)
+    own = joined.rename(columns={n: n for n in OWN_STREAM})
+    rows = rows.merge(own, on=["symbol", "strategy", "event_timestamp"], how="left")
+    wide = joined.pivot_table(
+        index=["symbol", "event_timestamp"],
+        columns="strategy",
+        values=["win_rate", "ewm_r"],
+        aggfunc="last",
+    )
+    wide.columns = [f"{s}_{n}" for n, s in wide.columns]
+    for s in STRATEGIES:
+        for n in ("win_rate", "ewm_r"):
+            if f"{s}_{n}" not in wide.columns:
+                wide[f"{s}_{n}"] = 0.0
+    rows = rows.merge(wide.reset_index(), on=["symbol", "event_timestamp"], how="left")
+    rows["source_kind"] = source
+    rows["weight"] = float(weight)
+    return rows, used, counts
+
+
+def _finish(rows: pd.DataFrame) -> TrainingData:
+    """Derive exec columns and meta groups from merged rows; check the data is usable."""
+    market_nan = rows[list(FEATURE_NAMES)].isna().sum()
+    bad = {k: int(v) for k, v in market_nan.items() if v}
+    if bad:
+        raise DataError(f"NaN market features in {sum(bad.values())} values: {bad}")
+    for name in (*OWN_STREAM, *[c for c in META_FEATURE_NAMES if c not in FEATURE_NAMES]):
+        rows[name] = rows[name].astype("float64").fillna(0.0)
+    if not np.all(np.isfinite(rows["r_multiple"].to_numpy(dtype=np.float64))):
+        raise DataError("outcomes carry NaN or infinite R-multiples")
+    side = np.where(rows["side"].to_numpy() == "long", 1.0, -1.0)
+    stop_d = np.abs(rows["entry"].to_numpy() - rows["stop"].to_numpy())
+    atr = rows["atr_14"].to_numpy(dtype=np.float64)
+    rows["side_num"] = side
+    rows["stop_atr"] = np.where(atr > 0, stop_d / np.where(atr > 0, atr, 1.0), 0.0)
+    rows["reward_risk"] = np.where(
+        stop_d > 0,
+        np.abs(rows["target"].to_numpy() - rows["entry"].to_numpy())
+        / np.where(stop_d > 0, stop_d, 1.0),
+        0.0,
+    )
+    for s in STRATEGIES:
+        rows[f"is_{s}"] = (rows["strategy"] == s).astype("float64")
+    rows = rows.sort_values(["event_timestamp", "symbol", "event_id"], kind="stable").reset_index(
+        drop=True
+    )
+    exec_cols = rows.rename(columns={"side": "side_name"}).rename(columns={"side_num": "side"})
+    group_key = ["source_kind", "run_id", "symbol", "event_timestamp"]
+    exec_cols["group"] = exec_cols.groupby(group_key, sort=False).ngroup()
+    rank = {s: i for i, s in enumerate(STRATEGIES)}
+    exec_cols["__rank"] = exec_cols["strategy"].map(rank)
+    best = exec_cols.sort_values(
+        ["group", "r_multiple", "__rank"], ascending=[True, False, True], kind="stable"
+    )
+    best = best.drop_duplicates("group", keep="first")
+    exit_max = exec_cols.groupby("group")["exit_ts"].max()
+    groups = best[
+        ["group", "event_timestamp", "symbol", "source_kind", "weight", *META_FEATURE_NAMES]
+    ].copy()
+    groups["label"] = best["strategy"].to_numpy()
+    groups["best_r"] = best["r_multiple"].to_numpy()
+    groups["exit_ts"] = exit_max.loc[groups["group"]].to_numpy()
+    groups = groups.sort_values(["event_timestamp", "group"], kind="stable").reset_index(drop=True)
+    signals = exec_cols.drop(columns="__rank")
+    missing = [c for c in EXEC_FEATURE_NAMES if c not in signals.columns]
+    if missing:
+        raise DataError(f"cannot build the exec vector: missing {missing}")
+    return TrainingData(signals=signals, groups=groups)
+
+
+def build_training_data(
+    lakes: Sequence[tuple[str, LakeFrames]],
+    cfg: TrainConfig,
+    engine: PitEngine = "auto",
+) -> TrainingData:
+    """Merge labelled rows of every source lake (with its weight) into one TrainingData.
+
+    `lakes` pairs a source kind (`real`, `vendor`, `synthetic`) with its frames.
+    Raise `DataError` on an empty window, NaN market features or a single meta class.
+    """
+    parts: list[pd.DataFrame] = []
+    counts: dict[str, int] = {}
+    engines: set[str] = set()
+    for source, frames in lakes:
+        weight = cfg.weights.get(source, 0.0)
+        if weight <= 0:
+            counts[f"{frames.name}_skipped_weight0"] = len(frames.signals)
+            continue
+        rows, used, c = assemble(frames, weight, source, engine)
+        counts.update(c)
+        if used:
+            engines.add(used)
+        if len(rows):
+            parts.append(rows)
+    if not parts:
+        names = ", ".join(f"{s}={f.lake}" for s, f in lakes) or "none"
+        raise DataError(f"empty training window: no signal with an outcome in any source ({names})")
+    merged = pd.concat(parts, ignore_index=True)
+    data = _finish(merged)
+    data.counts = {**counts, "signals": len(data.signals), "groups": len(data.groups)}
+    for s in ("real", "vendor", "synthetic"):
+        data.counts[f"rows_{s}"] = int((data.signals["source_kind"] == s).sum())
+    data.pit_engine = "+".join(sorted(engines))
+    if len(data.signals) < cfg.min_rows:
+        raise DataError(
+            f"only {len(data.signals)} signals with outcomes in the window (minimum {cfg.min_rows})"
+        )
+    labels = sorted(set(data.groups["label"]))
+    if len(labels) < 2:
+        raise DataError(f"meta labels have one class only ({labels}): nothing to choose between")
+    return data
+
+
+def source_counts(data: TrainingData) -> Mapping[str, int]:
+    """Return the number of signal rows per source kind."""
+    return data.signals["source_kind"].value_counts().to_dict()

@@ -1,0 +1,358 @@
+"""Releases: ONNX artifacts in the object store, signed manifests, the `models` topic.
+
+Store layout (relative to the object store root, a versioned S3 bucket or a dir):
+
+    models/{family}/{version}/{family}.onnx     one ONNX file per family and version
+    models/manifest/{sequence}.json             every manifest ever published
+    models/manifest/latest.json                 the newest one (what traders poll)
+
+A manifest's wire form is the JSON of `manifest.model_dump(mode="json", by_alias=True)`
+(datetimes as ISO 8601 with `Z`), which is also the form its signatures cover, so
+any language can verify the bytes it reads (see docs/readme/training.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+
+from features.vectors import MODEL_FEATURES, MODEL_IO
+from infra.objectstore import (
+    LocalObjectStore,
+    ObjectNotFoundError,
+    ObjectStore,
+    S3ObjectStore,
+    object_store,
+    s3_client,
+)
+from infra.settings import Settings
+from infra.signing import Keyring, sign_body, verify_body
+from streams.events import Artifact, GateResult, ModelManifest, Signature, decode, utc_now
+from training.config import ReleaseError
+
+__all__ = [
+    "LATEST_KEY",
+    "MANIFEST_PREFIX",
+    "Registry",
+    "artifact_key",
+    "clean_metrics",
+    "manifest_body",
+    "manifest_json",
+    "sign_manifest",
+    "verify_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_PREFIX = "models/manifest/"
+LATEST_KEY = f"{MANIFEST_PREFIX}latest.json"
+_SEQ_RE = re.compile(r"^models/manifest/(\d+)\.json$")
+
+
+def artifact_key(family: str, version: str) -> str:
+    """Return the store key of a family's ONNX file in a version."""
+    return f"models/{family}/{version}/{family}.onnx"
+
+
+def clean_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Return metrics as plain floats, without NaN or infinity (no canonical JSON form)."""
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)
+    }
+
+
+def manifest_body(manifest: ModelManifest) -> dict[str, Any]:
+    """Return the signed body: the JSON-mode dump by alias, without `signatures`."""
+    body = manifest.model_dump(mode="json", by_alias=True)
+    body.pop("signatures", None)
+    return body
+
+
+def manifest_json(manifest: ModelManifest) -> bytes:
+    """Return the wire bytes of a manifest (JSON-mode dump; decodable by `decode`)."""
+    return orjson.dumps(manifest.model_dump(mode="json", by_alias=True))
+
+
+def sign_manifest(manifest: ModelManifest, keyring: Keyring) -> ModelManifest:
+    """Return the manifest with `key_id` set and its signatures over the canonical body."""
+    if not keyring.can_sign:
+        raise ReleaseError(
+            "no signing key: set MANIFEST_HMAC_KEY (or MANIFEST_ED25519_PRIVATE_KEY)"
+        )
+    key_id = keyring.signing_key_id or (
+        keyring.ed25519_private[0] if keyring.ed25519_private else ""
+    )
+    unsigned = manifest.model_copy(update={"key_id": key_id, "signatures": ()})
+    sigs = sign_body(manifest_body(unsigned), keyring)
+    return unsigned.model_copy(update={"signatures": tuple(Signature(**s) for s in sigs)})  # type: ignore[arg-type]
+
+
+def verify_manifest(manifest: ModelManifest | bytes, keyring: Keyring) -> str:
+    """Verify a manifest (or its wire bytes); return the key id that verified.
+
+    Raise `infra.signing.SignatureError` (unsigned, unknown_key_id, bad_signature).
+    """
+    if isinstance(manifest, bytes | bytearray):
+        obj = orjson.loads(manifest)
+        sigs = obj.get("signatures") or []
+        return verify_body({k: v for k, v in obj.items() if k != "signatures"}, sigs, keyring)
+    return verify_body(
+        manifest_body(manifest), [s.model_dump() for s in manifest.signatures], keyring
+    )
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a release went."""
+
+    manifest: ModelManifest
+    manifest_uri: str
+    latest_uri: str
+    topic: str | None
+    topic_offset: int | None
+    topic_error: str | None
+
+
+class Registry:
+    """The releases in one object store: artifacts, manifest history, latest, publishing."""
+
+    def __init__(self, settings: Settings, store: ObjectStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or object_store(settings)
+
+    # reading ------------------------------------------------------------
+
+    def _read(self, key: str) -> ModelManifest | None:
+        try:
+            raw = self.store.get(key)
+        except (ObjectNotFoundError, FileNotFoundError):
+            return None
+        return decode(raw, ModelManifest)
+
+    def latest(self, model_set: str | None = None) -> ModelManifest | None:
+        """Return the newest manifest (of a model set, searching history if needed)."""
+        top = self._read(LATEST_KEY)
+        if top is None or model_set is None or top.model_set == model_set:
+            return top
+        for m in reversed(self.history()):
+            if m.model_set == model_set:
+                return m
+        return None
+
+    def latest_raw(self) -> bytes | None:
+        """Return the bytes of `latest.json`, if any."""
+        try:
+            return self.store.get(LATEST_KEY)
+        except (ObjectNotFoundError, FileNotFoundError):
+            return None
+
+    def sequences(self) -> list[int]:
+        """Return every sequence number with a manifest in the history, ascending."""
+        out = []
+        for key in self.store.list(MANIFEST_PREFIX):
+            m = _SEQ_RE.match(key)
+            if m:
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def history(self) -> list[ModelManifest]:
+        """Return every manifest in the history, by sequence."""
+        out = []
+        for seq in self.sequences():
+            m = self._read(f"{MANIFEST_PREFIX}{seq}.json")
+            if m is not None:
+                out.append(m)
+        return out
+
+    def find(self, ref: str) -> ModelManifest:
+        """Return the manifest whose release string or sequence number is `ref`."""
+        for m in self.history():
+            if m.release == ref or str(m.sequence) == ref:
+                return m
+        raise ReleaseError(f"no release {ref!r} in {self.store.uri(MANIFEST_PREFIX)}")
+
+    def next_sequence(self) -> int:
+        """Return one more than the highest sequence in the history and in latest.json."""
+        seqs = self.sequences()
+        top = self._read(LATEST_KEY)
+        high = max([*seqs, top.sequence if top else 0, 0])
+        return high + 1
+
+    def fetch(self, art: Artifact) -> bytes:
+        """Download an artifact (by URI and version) and check its size and sha256."""
+        parsed = urlparse(art.uri)
+        try:
+            if parsed.scheme == "s3":
+                data = S3ObjectStore(s3_client(self.settings), parsed.netloc).get(
+                    parsed.path.lstrip("/"), art.s3_version_id
+                )
+            elif isinstance(self.store, LocalObjectStore) and art.uri.startswith(
+                str(self.store.root)
+            ):
+                key = art.uri[len(str(self.store.root)) :].lstrip("/")
+                try:
+                    data = self.store.get(key, art.s3_version_id)
+                except ObjectNotFoundError:
+                    data = self.store.get(key)
+            else:
+                data = self.store.get(art.uri, art.s3_version_id)
+        except (ObjectNotFoundError, FileNotFoundError) as exc:
+            raise ReleaseError(f"{art.family}: artifact {art.uri} is missing: {exc}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != art.sha256 or len(data) != art.size_bytes:
+            raise ReleaseError(f"{art.family}: artifact {art.uri} does not match its sha256/size")
+        return data
+
+    # writing ------------------------------------------------------------
+
+    def upload(
+        self,
+        family: str,
+        version: str,
+        onnx_bytes: bytes,
+        *,
+        metrics: Mapping[str, float],
+        probe_input: Sequence[float],
+        probe_output: Sequence[float],
+    ) -> Artifact:
+        """Store one ONNX file and return its `Artifact` (URI, version id, sha256, IO)."""
+        stored = self.store.put(artifact_key(family, version), onnx_bytes)
+        return Artifact(
+            family=family,
+            version=version,
+            uri=stored.uri,
+            s3_version_id=stored.version_id,
+            sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+            size_bytes=len(onnx_bytes),
+            input_names=(MODEL_IO[family]["input"],),
+            output_names=(MODEL_IO[family]["output"],),
+            feature_names=MODEL_FEATURES[family],
+            metrics=clean_metrics(metrics),
+            probe_input=tuple(float(v) for v in probe_input),
+            probe_output=tuple(float(v) for v in probe_output),
+        )
+
+    def publish(self, manifest: ModelManifest, *, topic: bool = True) -> Published:
+        """Write the signed manifest to history and latest.json, then to the `models` topic.
+
+        The store is the source of truth (traders poll latest.json); a broker that is
+        not configured or not reachable is reported in `topic_error`, not raised.
+        """
+        if not manifest.signatures:
+            raise ReleaseError("refusing to publish an unsigned manifest")
+        current = self._read(LATEST_KEY)
+        if current is not None and current.sequence >= manifest.sequence:
+            raise ReleaseError(
+                f"sequence {manifest.sequence} is not newer than the published {current.sequence}"
+            )
+        body = manifest_json(manifest)
+        key = f"{MANIFEST_PREFIX}{manifest.sequence}.json"
+        if self.store.exists(key):
+            raise ReleaseError(
+                f"{key} already exists: another release took sequence {manifest.sequence}"
+            )
+        hist = self.store.put(key, body)
+        latest = self.store.put(LATEST_KEY, body)
+        topic_name: str | None = None
+        offset: int | None = None
+        error: str | None = None
+        if topic:
+            if not self._broker_configured():
+                error = "no broker configured (KAFKA_BOOTSTRAP_SERVERS or `tradeloop stack up`)"
+            else:
+                try:
+                    topic_name, offset = asyncio.run(self._send(manifest, body))
+                except Exception as exc:  # the store already holds the release
+                    error = f"{type(exc).__name__}: {exc}"
+            if error:
+                log.warning("manifest %s not on the models topic: %s", manifest.release, error)
+        return Published(manifest, hist.uri, latest.uri, topic_name, offset, error)
+
+    def _broker_configured(self) -> bool:
+        from infra.settings import stack_state
+
+        return bool(self.settings.kafka_bootstrap_servers or (stack_state().get("kafka") or {}))
+
+    async def _send(self, manifest: ModelManifest, body: bytes) -> tuple[str, int]:
+        from infra.bus import KafkaBus
+
+        bus = KafkaBus(self.settings)
+        await bus.ensure_topics(bus.topic_settings(["models"]))
+        name = bus.topic("models")
+        async with bus.producer() as producer:
+            _p, offset = await producer.send(name, body, key=manifest.model_set.encode())
+        return name, offset
+
+
+def build_manifest(
+    *,
+    release: str,
+    sequence: int,
+    artifacts: Sequence[Artifact],
+    model_set: str = "default",
+    gate: GateResult | None = None,
+    window: tuple[Any, Any] | None = None,
+    kind: str = "release",
+    rollback_of: str | None = None,
+) -> ModelManifest:
+    """Return an unsigned manifest for a set of artifacts."""
+    fams = sorted(a.family for a in artifacts)
+    if len(set(fams)) != len(fams):
+        raise ReleaseError(f"duplicate families in a release: {fams}")
+    feature_names = tuple(n for a in artifacts if a.family == "meta" for n in a.feature_names)
+    return ModelManifest(
+        ts_event=utc_now(),
+        model_set=model_set,
+        release=release,
+        sequence=sequence,
+        kind=kind,  # type: ignore[arg-type]
+        rollback_of=rollback_of,
+        artifacts=tuple(sorted(artifacts, key=lambda a: list(MODEL_IO).index(a.family))),
+        feature_names=feature_names,
+        train_window_start=window[0] if window else None,
+        train_window_end=window[1] if window else None,
+        gate=gate,
+    )
+
+
+def release_name(sequence: int, when: Any = None) -> str:
+    """Return the release string: `r{sequence:06d}-{UTC yyyymmddThhmmssZ}`."""
+    ts = when or utc_now()
+    return f"r{sequence:06d}-{ts:%Y%m%dT%H%M%SZ}"
+
+
+def rollback(
+    registry: Registry, target: str, keyring: Keyring, *, reason: str = "", topic: bool = True
+) -> Published:
+    """Publish a signed rollback: a new sequence whose artifacts are an earlier release's."""
+    old = registry.find(target)
+    current = registry.latest()
+    if current is None:
+        raise ReleaseError("nothing is released: there is nothing to roll back")
+    if current.release == old.release:
+        raise ReleaseError(f"{old.release} is already the latest release")
+    for art in old.artifacts:  # the bytes must still be there and intact
+        registry.fetch(art)
+    seq = registry.next_sequence()
+    why = f"rollback of {current.release} to {old.release}" + (f": {reason}" if reason else "")
+    gate = GateResult(decision="rollback", reasons=(why,))
+    manifest = build_manifest(
+        release=release_name(seq),
+        sequence=seq,
+        artifacts=old.artifacts,
+        model_set=old.model_set,
+        gate=gate,
+        window=(old.train_window_start, old.train_window_end),
+        kind="rollback",
+        rollback_of=current.release,
+    )
+    return registry.publish(sign_manifest(manifest, keyring), topic=topic)
