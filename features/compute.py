@@ -437,7 +437,9 @@ def batch_features(
         return out.astype(np.float32)
     prev = _lag(c, 1)
     tr = np.where(
-        np.isnan(prev), h - lo, np.nanmax(np.stack([h - lo, np.abs(h - prev), np.abs(lo - prev)]), axis=0)
+        np.isnan(prev),
+        h - lo,
+        np.nanmax(np.stack([h - lo, np.abs(h - prev), np.abs(lo - prev)]), axis=0),
     )
     atr = _ewm(tr, 1.0 / ATR_N)
     fast = _ewm(c, 2.0 / (EMA_FAST + 1))
@@ -467,9 +469,7 @@ def batch_features(
         long_sd = np.sqrt(_ewm(lr * lr, 2.0 / (LONG_VOL_SPAN + 1), start=1))
         rvol = np.where(long_sd > 0, rv / long_sd, 1.0)
         hours, inverse = np.unique(ts // 3600, return_inverse=True)
-        offsets = np.array([_utc_offset_s(int(hr) * 3600) for hr in hours], dtype=np.int64)[
-            inverse
-        ]
+        offsets = np.array([_utc_offset_s(int(hr) * 3600) for hr in hours], dtype=np.int64)[inverse]
     local = ts + offsets
     minute = (local % 86400) // 60
     weekday = (local // 86400 + 3) % 7

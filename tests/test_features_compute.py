@@ -17,7 +17,8 @@ IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
 def _columns(bars: list) -> tuple[np.ndarray, ...]:
     return tuple(
-        np.array([getattr(b, k) for b in bars]) for k in ("ts_s", "open", "high", "low", "close", "volume")
+        np.array([getattr(b, k) for b in bars])
+        for k in ("ts_s", "open", "high", "low", "close", "volume")
     )
 
 
@@ -52,7 +53,9 @@ def test_warmup_returns_none_then_vectors(sim_bars: dict[str, list]) -> None:
     mf = MarketFeatures("ES")
     results = [mf.update(b) for b in sim_bars["ES"][: WARMUP_BARS + 5]]
     assert all(r is None for r in results[: WARMUP_BARS - 1])
-    assert all(r is not None and r.shape == (len(FEATURE_NAMES),) for r in results[WARMUP_BARS - 1 :])
+    assert all(
+        r is not None and r.shape == (len(FEATURE_NAMES),) for r in results[WARMUP_BARS - 1 :]
+    )
 
 
 def test_update_accepts_bar_events() -> None:
@@ -63,7 +66,12 @@ def test_update_accepts_bar_events() -> None:
         price = 5000 + (i % 7) * 0.25
         ev = Bar(
             ts_event=datetime.fromtimestamp(t0 + 60 * i, UTC),
-            symbol="ES", open=price, high=price + 0.5, low=price - 0.5, close=price, volume=100 + i,
+            symbol="ES",
+            open=price,
+            high=price + 0.5,
+            low=price - 0.5,
+            close=price,
+            volume=100 + i,
         )
         last = mf.update(ev)
     assert last is not None and np.all(np.isfinite(last))

@@ -78,7 +78,15 @@ def test_verify_today_has_every_statistic_per_symbol_and_strategy(runtime: Runti
     for groups in body["symbols"].values():
         assert "ALL" in groups
         for stats in groups.values():
-            assert {"signals", "trades", "win_rate", "avg_r", "pnl_usd", "sharpe", "max_drawdown_usd"} <= set(stats)
+            assert {
+                "signals",
+                "trades",
+                "win_rate",
+                "avg_r",
+                "pnl_usd",
+                "sharpe",
+                "max_drawdown_usd",
+            } <= set(stats)
     total = sum(g["ALL"]["signals"] for g in body["symbols"].values())
     assert total > 0
 

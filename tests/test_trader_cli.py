@@ -25,8 +25,18 @@ def test_backtest_sim_writes_trades_png_summary_and_the_lake(tmp_path: Path) -> 
     lake = tmp_path / "lake"
     out = tmp_path / "out"
     code, output = _invoke(
-        "backtest", "--feed", "sim", "--bars", "22080", "--out", str(out), "--events-out", str(lake),
-        "--run-id", "bt1", "--no-progress",
+        "backtest",
+        "--feed",
+        "sim",
+        "--bars",
+        "22080",
+        "--out",
+        str(out),
+        "--events-out",
+        str(lake),
+        "--run-id",
+        "bt1",
+        "--no-progress",
     )
     assert code == 0, output
     assert "22080 bars" in output and "S11" in output and "ALL" in output
@@ -48,14 +58,32 @@ def test_backtest_sim_writes_trades_png_summary_and_the_lake(tmp_path: Path) -> 
 
     # a vendor CSV run into the same lake continues the offsets instead of overwriting
     rows = [
-        {"timestamp": b.ts_s, "symbol": b.symbol, "open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume}
+        {
+            "timestamp": b.ts_s,
+            "symbol": b.symbol,
+            "open": b.open,
+            "high": b.high,
+            "low": b.low,
+            "close": b.close,
+            "volume": b.volume,
+        }
         for b in SimFeed(("ES",), seed=30, days=3)
     ]
     csv = tmp_path / "vendor.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     code, output = _invoke(
-        "backtest", "--data", str(csv), "--symbols", "ES", "--source", "vendor", "--out", str(tmp_path / "v"),
-        "--events-out", str(lake), "--no-plot",
+        "backtest",
+        "--data",
+        str(csv),
+        "--symbols",
+        "ES",
+        "--source",
+        "vendor",
+        "--out",
+        str(tmp_path / "v"),
+        "--events-out",
+        str(lake),
+        "--no-plot",
     )
     assert code == 0, output
     signals = read_topic(str(lake), "signals")
@@ -69,19 +97,45 @@ def test_backtest_with_models_and_bad_data(tmp_path: Path) -> None:
     models = tmp_path / "models"
     build_models(models, small=True)
     code, output = _invoke(
-        "backtest", "--feed", "sim", "--bars", "11040", "--models-dir", str(models), "--out", str(tmp_path / "o"),
-        "--no-plot", "--no-progress", "--events-out", str(tmp_path / "lake"),
+        "backtest",
+        "--feed",
+        "sim",
+        "--bars",
+        "11040",
+        "--models-dir",
+        str(models),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-plot",
+        "--no-progress",
+        "--events-out",
+        str(tmp_path / "lake"),
     )
     assert code == 0, output
     signals = read_topic(str(tmp_path / "lake"), "signals")
     assert set(signals.column("decision_path").to_pylist()) == {"models"}
     bad = tmp_path / "bad.csv"
-    bad.write_text("timestamp,open,high,low,close,volume\n2024-03-05T15:00:00Z,10,11,9,10,5\n2024-03-05T15:01:00Z,10,9,11,10,5\n")
-    result = CliRunner().invoke(cli, ["backtest", "--data", str(bad), "--symbol", "ES", "--out", str(tmp_path / "b")])
+    bad.write_text(
+        "timestamp,open,high,low,close,volume\n2024-03-05T15:00:00Z,10,11,9,10,5\n2024-03-05T15:01:00Z,10,9,11,10,5\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["backtest", "--data", str(bad), "--symbol", "ES", "--out", str(tmp_path / "b")]
+    )
     assert result.exit_code != 0
     assert f"{bad}: row 2: high < low" in result.output
     result = CliRunner().invoke(
-        cli, ["backtest", "--data", str(bad), "--symbol", "ES", "--skip-bad-rows", "--out", str(tmp_path / "b"), "--no-plot"]
+        cli,
+        [
+            "backtest",
+            "--data",
+            str(bad),
+            "--symbol",
+            "ES",
+            "--skip-bad-rows",
+            "--out",
+            str(tmp_path / "b"),
+            "--no-plot",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "skipped rows: {'high < low': 1}" in result.output
@@ -98,7 +152,16 @@ def test_trade_keeps_trading_without_a_broker(tmp_path: Path, monkeypatch) -> No
     get_settings.cache_clear()
     try:
         code, output = _invoke(
-            "trade", "--feed", "sim", "--speed", "0", "--max-bars", "8000", "--no-api", "--drain-timeout", "1"
+            "trade",
+            "--feed",
+            "sim",
+            "--speed",
+            "0",
+            "--max-bars",
+            "8000",
+            "--no-api",
+            "--drain-timeout",
+            "1",
         )
     finally:
         get_settings.cache_clear()

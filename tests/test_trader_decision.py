@@ -37,7 +37,9 @@ def _settings(**env: object) -> Settings:
     return Settings(_env_file=None, **env)  # type: ignore[call-arg]
 
 
-def _run(bars: list, models: ModelSet, settings: Settings | None = None, run_id: str = "r1") -> tuple[Engine, list[Event]]:
+def _run(
+    bars: list, models: ModelSet, settings: Settings | None = None, run_id: str = "r1"
+) -> tuple[Engine, list[Event]]:
     events: list[Event] = []
     engine = Engine(
         settings or _settings(),
@@ -102,7 +104,9 @@ def _pairs(events: list[Event]) -> tuple[list[SignalSnapshot], list[TradeOutcome
     )
 
 
-def test_models_decide_and_every_candidate_gets_a_snapshot_and_an_outcome(bars: list, models_dir: Path) -> None:
+def test_models_decide_and_every_candidate_gets_a_snapshot_and_an_outcome(
+    bars: list, models_dir: Path
+) -> None:
     models = ModelSet.from_dir(models_dir)
     engine, events = _run(bars, models)
     signals, outcomes = _pairs(events)
@@ -167,10 +171,17 @@ def test_replay_reproduces_the_same_decisions_exactly(bars: list, models_dir: Pa
     assert {e.event_id for e in first}.isdisjoint({e.event_id for e in second})
 
 
-def test_a_swap_between_decisions_changes_the_versions_recorded(bars: list, models_dir: Path) -> None:
+def test_a_swap_between_decisions_changes_the_versions_recorded(
+    bars: list, models_dir: Path
+) -> None:
     events: list[Event] = []
     holder = ModelHolder()
-    engine = Engine(_settings(), EngineConfig(run_id="s", record_metrics=False), holder, sinks=[lambda t, e: events.append(e)])
+    engine = Engine(
+        _settings(),
+        EngineConfig(run_id="s", record_metrics=False),
+        holder,
+        sinks=[lambda t, e: events.append(e)],
+    )
     half = N_BARS // 2
     engine.run(bars[:half])
     models = ModelSet.from_dir(models_dir)

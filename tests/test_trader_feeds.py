@@ -20,8 +20,14 @@ def _take(feed, n: int) -> list:
 
 
 def test_sim_is_deterministic_per_seed_and_independent_of_reads() -> None:
-    a = [(b.symbol, b.ts_s, b.open, b.high, b.low, b.close, b.volume) for b in _take(SimFeed(seed=5), 3000)]
-    b = [(b.symbol, b.ts_s, b.open, b.high, b.low, b.close, b.volume) for b in _take(SimFeed(seed=5, days=3), 3000)]
+    a = [
+        (b.symbol, b.ts_s, b.open, b.high, b.low, b.close, b.volume)
+        for b in _take(SimFeed(seed=5), 3000)
+    ]
+    b = [
+        (b.symbol, b.ts_s, b.open, b.high, b.low, b.close, b.volume)
+        for b in _take(SimFeed(seed=5, days=3), 3000)
+    ]
     c = [(b.symbol, b.ts_s, b.close) for b in _take(SimFeed(seed=6), 3000)]
     assert a == b
     assert [x[:3] for x in a[:50]] != c[:50] or [x[5] for x in a] != [x[2] for x in c]
@@ -61,7 +67,14 @@ def _good_rows(n: int = 5, symbol: str | None = "ES") -> list[dict]:
     rows = []
     for i in range(n):
         p = 5000 + i
-        row = {"timestamp": f"2024-03-05T15:{i:02d}:00Z", "open": p, "high": p + 1, "low": p - 1, "close": p + 0.5, "volume": 10 + i}
+        row = {
+            "timestamp": f"2024-03-05T15:{i:02d}:00Z",
+            "open": p,
+            "high": p + 1,
+            "low": p - 1,
+            "close": p + 0.5,
+            "volume": 10 + i,
+        }
         if symbol:
             row["symbol"] = symbol
         rows.append(row)
@@ -99,7 +112,9 @@ BAD_CASES = [
 
 
 @pytest.mark.parametrize(("column", "value", "reason"), BAD_CASES)
-def test_bad_rows_raise_with_file_and_row_or_are_skipped(tmp_path: Path, column: str, value: object, reason: str) -> None:
+def test_bad_rows_raise_with_file_and_row_or_are_skipped(
+    tmp_path: Path, column: str, value: object, reason: str
+) -> None:
     rows = _good_rows()
     rows[3][column] = value  # data row 4
     path = _write_csv(tmp_path / "bad.csv", rows)

@@ -40,7 +40,9 @@ def test_trade_sim_serves_the_api_and_drains_every_event(make_settings: Settings
 
     async def main() -> None:
         stop = asyncio.Event()
-        opts = TradeOptions(feed="sim", speed=0.0, api=True, http_port=port, run_id="live1", drain_timeout_s=60)
+        opts = TradeOptions(
+            feed="sim", speed=0.0, api=True, http_port=port, run_id="live1", drain_timeout_s=60
+        )
         task = asyncio.create_task(run_trade(settings, opts, stop))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             deadline = time.monotonic() + 60
@@ -63,7 +65,10 @@ def test_trade_sim_serves_the_api_and_drains_every_event(make_settings: Settings
     asyncio.run(main())
     assert seen["healthz"]["feed"]["source"] == "sim"
     assert seen["healthz"]["models"]["path"] == "rules"
-    assert seen["today"]["trading_day"] is not None and set(seen["today"]["symbols"]) <= {"ES", "NQ"}
+    assert seen["today"]["trading_day"] is not None and set(seen["today"]["symbols"]) <= {
+        "ES",
+        "NQ",
+    }
     assert "tradeloop_decisions_total" in seen["metrics"]["text"]
     appended = seen["runtime"]["appended"]
     assert seen["runtime"]["depth"] == 0 and appended > 100
@@ -83,13 +88,19 @@ def test_trade_kafka_feed_dead_letters_bad_bars(make_settings: SettingsFactory) 
     async def produce() -> None:
         await bus.ensure_topics(bus.topic_settings(["bars"]))
         async with bus.producer() as producer:
-            await producer.send_many(bus.topic("bars"), [(event_key(b), encode(b)) for b in bars[:1000]])
+            await producer.send_many(
+                bus.topic("bars"), [(event_key(b), encode(b)) for b in bars[:1000]]
+            )
             await producer.send(bus.topic("bars"), b"{not json", b"ES")
             await producer.send(bus.topic("bars"), encode(bars[10]), b"ES")  # out of order
-            await producer.send_many(bus.topic("bars"), [(event_key(b), encode(b)) for b in bars[1000:]])
+            await producer.send_many(
+                bus.topic("bars"), [(event_key(b), encode(b)) for b in bars[1000:]]
+            )
 
     asyncio.run(produce())
-    opts = TradeOptions(feed="kafka", symbols=("ES",), api=False, from_beginning=True, max_bars=2000, run_id="k1")
+    opts = TradeOptions(
+        feed="kafka", symbols=("ES",), api=False, from_beginning=True, max_bars=2000, run_id="k1"
+    )
     runtime = asyncio.run(asyncio.wait_for(run_trade(settings, opts), 120))
     assert runtime.engine.bars == 2000
     assert runtime.feed.stats.skipped == 2

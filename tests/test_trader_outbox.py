@@ -95,7 +95,9 @@ def test_broker_restart_loses_nothing_and_sends_nothing_twice(
 ) -> None:
     port = free_port()
     first = start_tansu(port, log_dir=tmp_path / "tansu")
-    settings = make_settings(kafka=False, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", KAFKA_REQUEST_TIMEOUT_MS=3000)
+    settings = make_settings(
+        kafka=False, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", KAFKA_REQUEST_TIMEOUT_MS=3000
+    )
     bus = KafkaBus(settings)
     outbox = Outbox(tmp_path / "outbox")
     drainer = OutboxDrainer(outbox, bus, retry_s=0.3, send_timeout_s=5.0).start()

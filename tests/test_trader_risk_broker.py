@@ -17,7 +17,12 @@ def _bar(i: int, o: float, h: float, lo: float, c: float, symbol: str = "ES") ->
 
 
 def _broker(**kw: object) -> PaperBroker:
-    return PaperBroker({"ES": BUILTIN["ES"], "NQ": BUILTIN["NQ"]}, slippage_ticks=1, commission_per_contract_usd=2.0, **kw)  # type: ignore[arg-type]
+    return PaperBroker(
+        {"ES": BUILTIN["ES"], "NQ": BUILTIN["NQ"]},
+        slippage_ticks=1,
+        commission_per_contract_usd=2.0,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def _long(qty: int = 2, stop: float = 4.0, target: float = 8.0, cf: bool = False) -> Position:
@@ -95,8 +100,17 @@ def test_close_all_exits_open_and_returns_unfilled() -> None:
 
 
 def _risk(**kw: object) -> RiskManager:
-    limits = RiskLimits(**{"max_contracts_per_symbol": 4, "max_open_positions": 2, "max_daily_loss_usd": 1000.0,
-                           "loss_streak_cooldown": 2, "cooldown_bars": 10, "commission_per_contract_usd": 2.0, **kw})  # type: ignore[arg-type]
+    limits = RiskLimits(
+        **{
+            "max_contracts_per_symbol": 4,
+            "max_open_positions": 2,
+            "max_daily_loss_usd": 1000.0,
+            "loss_streak_cooldown": 2,
+            "cooldown_bars": 10,
+            "commission_per_contract_usd": 2.0,
+            **kw,
+        }
+    )  # type: ignore[arg-type]
     rm = RiskManager(limits)
     rm.new_bar(100)
     return rm

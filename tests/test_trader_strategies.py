@@ -68,7 +68,9 @@ def test_deterministic_per_seed(bars: dict, strategy_id: str, symbol: str) -> No
 
 
 @pytest.mark.parametrize(("strategy_id", "symbol"), CASES)
-def test_no_signal_during_warmup_and_valid_brackets(bars: dict, strategy_id: str, symbol: str) -> None:
+def test_no_signal_during_warmup_and_valid_brackets(
+    bars: dict, strategy_id: str, symbol: str
+) -> None:
     signals = _signals(strategy_id, symbol, bars[(21, symbol)])
     assert all(i >= WARMUP_BARS - 1 for i, _ in signals)
     tick = BUILTIN[symbol].tick_size

@@ -24,7 +24,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         outbox: dict[str, Any] = {"enabled": runtime.outbox is not None}
         if runtime.outbox is not None:
             ob = runtime.outbox
-            outbox.update(depth=ob.depth, appended=ob.appended, next_seq=ob.next_seq, cursor=ob.cursor, dir=str(ob.dir))
+            outbox.update(
+                depth=ob.depth,
+                appended=ob.appended,
+                next_seq=ob.next_seq,
+                cursor=ob.cursor,
+                dir=str(ob.dir),
+            )
         broker = runtime.drainer.status() if runtime.drainer is not None else {"link": "off"}
         link_ok = broker["link"] in ("up", "off")
         return {
@@ -39,7 +45,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             "last_rejected_release": (
                 runtime.swapper.last_rejection if runtime.swapper else runtime.last_rejected
             ),
-            "rejections": dict(runtime.swapper.rejections if runtime.swapper else runtime.rejections),
+            "rejections": dict(
+                runtime.swapper.rejections if runtime.swapper else runtime.rejections
+            ),
             "engine": runtime.engine.status(),
         }
 
@@ -49,7 +57,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         if runtime.router is not None:  # trader/canary.py: CANARY_MODE is shadow or canary
             return runtime.router.status()
         current = runtime.holder.current
-        decisions = sum(g.signals for (_, s), g in runtime.engine.stats.groups.items() if s == "ALL")
+        decisions = sum(
+            g.signals for (_, s), g in runtime.engine.stats.groups.items() if s == "ALL"
+        )
         return {
             "mode": "off",
             "configured_mode": runtime.settings.canary_mode,
@@ -66,7 +76,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         engine = runtime.engine
         day = engine.risk.day
         return {
-            "trading_day": datetime.fromtimestamp(day * 86400, UTC).date().isoformat() if day >= 0 else None,
+            "trading_day": datetime.fromtimestamp(day * 86400, UTC).date().isoformat()
+            if day >= 0
+            else None,
             "symbols": engine.today.summary(),
         }
 

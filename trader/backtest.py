@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -51,7 +51,11 @@ class TradeRecorder:
 def write_trades(trades: list[TradeOutcome], path: Path) -> Path:
     """Write the trades as parquet (one row per trade, columns of TRADE_COLUMNS)."""
     rows = [{c: getattr(t, c) for c in TRADE_COLUMNS} for t in trades]
-    table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in TRADE_COLUMNS})
+    table = (
+        pa.Table.from_pylist(rows)
+        if rows
+        else pa.table({c: pa.array([], pa.string()) for c in TRADE_COLUMNS})
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
@@ -66,7 +70,7 @@ def write_equity_png(equity: list[tuple[int, float]], path: Path, title: str) ->
 
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     if equity:
-        xs = [datetime.fromtimestamp(t, UTC) for t, _ in equity]
+        xs = np.array([t for t, _ in equity], dtype="datetime64[s]")
         ys = [v for _, v in equity]
         ax.plot(xs, ys, linewidth=1.2, color="#1f77b4")
         ax.fill_between(xs, ys, 0, alpha=0.15, color="#1f77b4")
@@ -89,7 +93,20 @@ def print_summary(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], consol
     from rich.table import Table
 
     table = Table(title="backtest: real trades per symbol and strategy (counterfactuals at 1 lot)")
-    for col in ("symbol", "strategy", "signals", "taken", "trades", "win rate", "avg R", "PnL $", "Sharpe/trade", "max DD $", "cf trades", "cf avg R"):
+    for col in (
+        "symbol",
+        "strategy",
+        "signals",
+        "taken",
+        "trades",
+        "win rate",
+        "avg R",
+        "PnL $",
+        "Sharpe/trade",
+        "max DD $",
+        "cf trades",
+        "cf avg R",
+    ):
         table.add_column(col, justify="right" if col not in ("symbol", "strategy") else "left")
 
     def fmt(v: Any, spec: str = "") -> str:

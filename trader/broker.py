@@ -130,7 +130,9 @@ class PaperBroker:
         if self.flatten and held and not in_rth:
             # the session-end bar is missing: leave at this bar's open
             for p in held:
-                closed.append(self._close(p, bar.ts_s, bar.open - p.side * slip, "session_end", inst))
+                closed.append(
+                    self._close(p, bar.ts_s, bar.open - p.side * slip, "session_end", inst)
+                )
             held.clear()
         if pending:
             for p in pending:
@@ -186,7 +188,9 @@ class PaperBroker:
         held[:] = keep
         return closed
 
-    def close_all(self, bars: dict[str, MarketBar], reason: str = "shutdown") -> tuple[list[Closed], list[Position]]:
+    def close_all(
+        self, bars: dict[str, MarketBar], reason: str = "shutdown"
+    ) -> tuple[list[Closed], list[Position]]:
         """Exit every open position at its symbol's last close; return (closed, unfilled)."""
         closed: list[Closed] = []
         for symbol, held in self.open.items():

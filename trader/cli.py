@@ -17,10 +17,17 @@ __all__ = ["backtest", "trade"]
 
 _file_options = [
     click.option("--symbol", default=None, help="Symbol of a file without a symbol column."),
-    click.option("--skip-bad-rows", is_flag=True, help="Skip and count bad rows instead of failing."),
-    click.option("--tz", default="UTC", show_default=True, help="Zone of timestamps that carry none."),
     click.option(
-        "--bar-ts", type=click.Choice(["close", "open"]), default="close", show_default=True,
+        "--skip-bad-rows", is_flag=True, help="Skip and count bad rows instead of failing."
+    ),
+    click.option(
+        "--tz", default="UTC", show_default=True, help="Zone of timestamps that carry none."
+    ),
+    click.option(
+        "--bar-ts",
+        type=click.Choice(["close", "open"]),
+        default="close",
+        show_default=True,
         help="Whether file timestamps mark the bar's close or its open.",
     ),
 ]
@@ -42,18 +49,42 @@ def _symbols(value: str | None) -> tuple[str, ...]:
 
 
 @click.command()
-@click.option("--feed", default="sim", show_default=True, help="sim | csv:PATH | parquet:PATH | kafka")
+@click.option(
+    "--feed", default="sim", show_default=True, help="sim | csv:PATH | parquet:PATH | kafka"
+)
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: SYMBOLS).")
-@click.option("--speed", type=float, default=1.0, show_default=True, help="Bar-time seconds per wall second / 60 (1 = real time, 0 = as fast as possible); not for kafka.")
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Bar-time seconds per wall second / 60 (1 = real time, 0 = as fast as possible); not for kafka.",
+)
 @click.option("--max-bars", type=int, default=None, help="Stop after this many bars.")
-@click.option("--models-dir", default=None, help="ONNX models directory (default: MODELS_DIR, else META_ONNX/EXEC_ONNX/RL_ONNX).")
+@click.option(
+    "--models-dir",
+    default=None,
+    help="ONNX models directory (default: MODELS_DIR, else META_ONNX/EXEC_ONNX/RL_ONNX).",
+)
 @click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
 @click.option("--http-port", type=int, default=None, help="HTTP port (default: HTTP_PORT).")
-@click.option("--source", default=None, help="Tag events with this source (default: sim, vendor or live by feed).")
+@click.option(
+    "--source",
+    default=None,
+    help="Tag events with this source (default: sim, vendor or live by feed).",
+)
 @click.option("--run-id", default="", help="Run id carried by every event (default: random).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the sim feed.")
-@click.option("--from-beginning", is_flag=True, help="kafka feed: read the bars topic from the start.")
-@click.option("--drain-timeout", type=float, default=30.0, show_default=True, help="Seconds to drain the outbox on exit.")
+@click.option(
+    "--from-beginning", is_flag=True, help="kafka feed: read the bars topic from the start."
+)
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to drain the outbox on exit.",
+)
 @_with(_file_options)
 def trade(
     feed: str,
@@ -111,13 +142,33 @@ def trade(
 
 @click.command()
 @click.option("--data", default=None, help="Bars file (CSV or parquet).")
-@click.option("--feed", "feed_spec", default=None, help="sim | csv:PATH | parquet:PATH (instead of --data).")
-@click.option("--bars", "n_bars", type=int, default=None, help="Stop after this many bars (sim: how many to simulate).")
+@click.option(
+    "--feed", "feed_spec", default=None, help="sim | csv:PATH | parquet:PATH (instead of --data)."
+)
+@click.option(
+    "--bars",
+    "n_bars",
+    type=int,
+    default=None,
+    help="Stop after this many bars (sim: how many to simulate).",
+)
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: SYMBOLS).")
-@click.option("--out", "out_dir", default=None, help="Output directory (default: {home}/backtests/{run_id}).")
-@click.option("--source", default=None, help="Tag events with this source (default: sim or vendor by feed).")
-@click.option("--events-out", default=None, help="Write every signal and outcome to this event lake (dir or s3://).")
-@click.option("--models-dir", default=None, help="ONNX models directory (default: MODELS_DIR, else META_ONNX/EXEC_ONNX/RL_ONNX).")
+@click.option(
+    "--out", "out_dir", default=None, help="Output directory (default: {home}/backtests/{run_id})."
+)
+@click.option(
+    "--source", default=None, help="Tag events with this source (default: sim or vendor by feed)."
+)
+@click.option(
+    "--events-out",
+    default=None,
+    help="Write every signal and outcome to this event lake (dir or s3://).",
+)
+@click.option(
+    "--models-dir",
+    default=None,
+    help="ONNX models directory (default: MODELS_DIR, else META_ONNX/EXEC_ONNX/RL_ONNX).",
+)
 @click.option("--run-id", default="", help="Run id carried by every event (default: random).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the sim feed.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -162,7 +213,9 @@ def backtest(
     syms = _symbols(symbols)
     spec = feed_spec or data or ""
     if spec.partition(":")[0] == "kafka":
-        raise click.UsageError("backtests read sim or files; use `tradeloop trade --feed kafka` for Kafka")
+        raise click.UsageError(
+            "backtests read sim or files; use `tradeloop trade --feed kafka` for Kafka"
+        )
     days = None
     if spec == "sim" and n_bars:
         days = max(1, math.ceil(n_bars / (23 * 60 * len(syms))))
@@ -170,7 +223,14 @@ def backtest(
         raise click.UsageError("--feed sim needs --bars N")
     try:
         feed = open_feed(
-            spec, symbols=syms, seed=seed, days=days, symbol=symbol, skip_bad=skip_bad_rows, tz=tz, bar_ts=bar_ts  # type: ignore[arg-type]
+            spec,
+            symbols=syms,
+            seed=seed,
+            days=days,
+            symbol=symbol,
+            skip_bad=skip_bad_rows,
+            tz=tz,
+            bar_ts=bar_ts,  # type: ignore[arg-type]
         )
         models = ModelSet.from_settings(settings, models_dir)
     except (FeedDataError, ModelLoadError, ValueError) as exc:
@@ -196,9 +256,17 @@ def backtest(
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as progress:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
             task = progress.add_task("bars", total=total)
-            processed = engine.run(feed, max_bars=n_bars, progress=lambda n: progress.update(task, completed=n))
+            processed = engine.run(
+                feed, max_bars=n_bars, progress=lambda n: progress.update(task, completed=n)
+            )
             progress.update(task, completed=processed)
     engine.finish()
     elapsed = time.perf_counter() - t0
@@ -206,7 +274,13 @@ def backtest(
     summary = engine.stats.summary()
     print_summary(summary, Console(width=160))
     trades_path = write_trades(recorder.trades, out / "trades.parquet")
-    png = None if no_plot else write_equity_png(engine.equity, out / "equity.png", f"tradeloop backtest {run} ({feed.name})")
+    png = (
+        None
+        if no_plot
+        else write_equity_png(
+            engine.equity, out / "equity.png", f"tradeloop backtest {run} ({feed.name})"
+        )
+    )
     info = {
         "run_id": run,
         "feed": feed.name,
@@ -224,7 +298,11 @@ def backtest(
     click.echo(
         f"{processed} bars in {elapsed:.2f}s ({info['bars_per_s']} bars/s); {len(recorder.trades)} trades -> {trades_path}"
         + (f"; equity -> {png}" if png else "")
-        + (f"; {engine.events_emitted} events -> {events_out} ({len(keys)} files)" if lake is not None else "")
+        + (
+            f"; {engine.events_emitted} events -> {events_out} ({len(keys)} files)"
+            if lake is not None
+            else ""
+        )
     )
     if feed.stats.skipped:
         click.echo(f"skipped rows: {feed.stats.skipped_by_reason}")

@@ -125,7 +125,9 @@ class Decider:
         skip: str | None = None
         ex = models.exec
         if ex is not None:
-            exec_vector(market, cand.strategy, cand.side, stop_atr, reward_risk, own, out=self.exec_row[0])
+            exec_vector(
+                market, cand.strategy, cand.side, stop_atr, reward_risk, own, out=self.exec_row[0]
+            )
             predicted_r = float(ex.run(self.exec_row).reshape(-1)[0])
             if not math.isfinite(predicted_r):
                 predicted_r, skip = None, "model_output_invalid"
@@ -135,7 +137,13 @@ class Decider:
         sizer = models.sizer
         if sizer is not None and self.rl_enabled:
             sizer_vector(
-                market, meta_prob, predicted_r or 0.0, cand.side, stop_atr, own, out=self.sizer_row[0]
+                market,
+                meta_prob,
+                predicted_r or 0.0,
+                cand.side,
+                stop_atr,
+                own,
+                out=self.sizer_row[0],
             )
             raw = float(sizer.run(self.sizer_row).reshape(-1)[0])
             multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if math.isfinite(raw) else 1.0

@@ -82,7 +82,10 @@ class Engine:
         self.cache = cache or StreamCache()
         self.sinks: list[Sink] = list(sinks)
         self.decider = Decider(
-            self.holder, self.cache, rl_enabled=settings.rl_enabled, base_risk_usd=settings.base_risk_usd
+            self.holder,
+            self.cache,
+            rl_enabled=settings.rl_enabled,
+            base_risk_usd=settings.base_risk_usd,
         )
         self.risk = RiskManager(RiskLimits.from_settings(settings))
         self.flatten = settings.flatten_at_session_end
@@ -325,11 +328,17 @@ class Engine:
         if self.router is not None:  # resolves a canary/shadow decision with its R
             self.router.record_outcome(signal.event_id, closed.r_multiple)
         self.cache.learn(outcome)
-        self.stats.outcome(p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual)
-        self.today.outcome(p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual)
+        self.stats.outcome(
+            p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual
+        )
+        self.today.outcome(
+            p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual
+        )
         if not p.counterfactual:
             bar = self.last_bar.get(p.symbol)
-            self.risk.closed(p.symbol, closed.pnl_usd, closed.exit_ts_s, bar.interval_s if bar else 60)
+            self.risk.closed(
+                p.symbol, closed.pnl_usd, closed.exit_ts_s, bar.interval_s if bar else 60
+            )
             self.realized_pnl_usd[p.symbol] += closed.pnl_usd
             self._equity_usd += closed.pnl_usd
             self.equity.append((closed.exit_ts_s, self._equity_usd))
@@ -344,7 +353,12 @@ class Engine:
 
     # runs ---------------------------------------------------------------
 
-    def run(self, bars: Iterable[MarketBar], max_bars: int | None = None, progress: Callable[[int], None] | None = None) -> int:
+    def run(
+        self,
+        bars: Iterable[MarketBar],
+        max_bars: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Process bars as fast as possible; return how many were processed."""
         on_bar = self.on_bar
         n = 0
@@ -367,7 +381,9 @@ class Engine:
                 self.risk.cancelled(p.symbol)
         self.unfilled += len(unfilled)
         if unfilled:
-            log.info("%d orders placed on the last bar never filled (no outcome emitted)", len(unfilled))
+            log.info(
+                "%d orders placed on the last bar never filled (no outcome emitted)", len(unfilled)
+            )
 
     def status(self) -> dict[str, Any]:
         """Return counters for /healthz and summaries."""

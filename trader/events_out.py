@@ -21,7 +21,9 @@ __all__ = ["LakeSink"]
 class LakeSink:
     """An engine sink buffering rows per topic and writing parquet every `flush_rows`."""
 
-    def __init__(self, lake: str, settings: Settings | None = None, *, flush_rows: int = 50_000) -> None:
+    def __init__(
+        self, lake: str, settings: Settings | None = None, *, flush_rows: int = 50_000
+    ) -> None:
         self.lake = lake
         self.store = store_for_uri(lake, settings)
         self.flush_rows = flush_rows

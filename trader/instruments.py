@@ -72,7 +72,9 @@ def instruments_from_settings(settings: Settings) -> dict[str, Instrument]:
                 f"INSTRUMENTS_JSON[{symbol!r}] needs numeric tick_size and point_value_usd ({exc})"
             ) from None
         if tick <= 0 or point <= 0:
-            raise InstrumentError(f"INSTRUMENTS_JSON[{symbol!r}]: tick_size and point_value_usd must be > 0")
+            raise InstrumentError(
+                f"INSTRUMENTS_JSON[{symbol!r}]: tick_size and point_value_usd must be > 0"
+            )
         out[symbol.upper()] = Instrument(symbol.upper(), tick, point)
     return out
 

@@ -89,7 +89,9 @@ def build_feed(opts: TradeOptions, bus: KafkaBus | None, on_dead_letter: Any = N
     )
 
 
-async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event | None = None) -> Runtime:
+async def run_trade(
+    settings: Settings, opts: TradeOptions, stop: asyncio.Event | None = None
+) -> Runtime:
     """Trade until the feed ends, `max_bars` bars, or `stop` is set; return the runtime."""
     stop = stop or asyncio.Event()
     models = ModelSet.from_settings(settings, opts.models_dir)
@@ -131,7 +133,11 @@ async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event 
     server_task: asyncio.Task[None] | None = None
     if opts.api:
         config = uvicorn.Config(
-            create_app(runtime), host=opts.http_host, port=opts.http_port, log_level="warning", lifespan="off"
+            create_app(runtime),
+            host=opts.http_host,
+            port=opts.http_port,
+            log_level="warning",
+            lifespan="off",
         )
         server = _Server(config)
         server_task = asyncio.create_task(server.serve())
@@ -141,7 +147,11 @@ async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event 
             loop.add_signal_handler(sig, stop.set)
     log.info(
         "trading %s on %s (run %s, %s path, release %s)",
-        ",".join(opts.symbols), feed.name, engine.run_id, "rules" if models.empty else "models", models.release,
+        ",".join(opts.symbols),
+        feed.name,
+        engine.run_id,
+        "rules" if models.empty else "models",
+        models.release,
     )
     pacer = Pacer(0.0 if feed.live else opts.speed)
     n = 0
@@ -165,7 +175,9 @@ async def run_trade(settings: Settings, opts: TradeOptions, stop: asyncio.Event 
         drained = await asyncio.to_thread(drainer.stop, opts.drain_timeout_s)
         outbox.close()
         if not drained:
-            log.warning("outbox: %d events stay spooled in %s for the next run", outbox.depth, outbox.dir)
+            log.warning(
+                "outbox: %d events stay spooled in %s for the next run", outbox.depth, outbox.dir
+            )
         if server is not None and server_task is not None:
             server.should_exit = True
             await server_task

@@ -37,19 +37,36 @@ DECISION_LATENCY = Histogram(
     buckets=(10e-6, 25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3),
     registry=REGISTRY,
 )
-OUTBOX_DEPTH = Gauge("tradeloop_outbox_depth", "Events spooled but not yet acknowledged by Kafka.", registry=REGISTRY)
+OUTBOX_DEPTH = Gauge(
+    "tradeloop_outbox_depth", "Events spooled but not yet acknowledged by Kafka.", registry=REGISTRY
+)
 EVENTS_OUT = Counter(
     "tradeloop_events_out", "Events acknowledged by Kafka, by topic.", ["topic"], registry=REGISTRY
 )
 MODEL_RELEASE = Gauge(
-    "tradeloop_model_release_info", "The serving model release (value 1).", ["release"], registry=REGISTRY
+    "tradeloop_model_release_info",
+    "The serving model release (value 1).",
+    ["release"],
+    registry=REGISTRY,
 )
-MODEL_AGE = Gauge("tradeloop_model_age_seconds", "Seconds since the serving models were loaded.", registry=REGISTRY)
+MODEL_AGE = Gauge(
+    "tradeloop_model_age_seconds",
+    "Seconds since the serving models were loaded.",
+    registry=REGISTRY,
+)
 MODEL_SWAPS = Counter("tradeloop_model_swaps", "Model set swaps.", registry=REGISTRY)
 MODEL_REJECTIONS = Counter(
-    "tradeloop_model_rejections", "Rejected model releases, by reason.", ["reason"], registry=REGISTRY
+    "tradeloop_model_rejections",
+    "Rejected model releases, by reason.",
+    ["reason"],
+    registry=REGISTRY,
 )
-PNL = Gauge("tradeloop_pnl_usd", "Realised PnL of real trades this run, by symbol.", ["symbol"], registry=REGISTRY)
+PNL = Gauge(
+    "tradeloop_pnl_usd",
+    "Realised PnL of real trades this run, by symbol.",
+    ["symbol"],
+    registry=REGISTRY,
+)
 
 
 def set_release(release: str) -> None:
@@ -61,4 +78,3 @@ def set_release(release: str) -> None:
 def render() -> bytes:
     """Return the text exposition of every trader metric."""
     return generate_latest(REGISTRY)
-

@@ -71,7 +71,9 @@ class LoadedModel:
         io = MODEL_IO[family]
         width = len(MODEL_FEATURES[family])
         try:
-            sess = ort.InferenceSession(blob, sess_options=session_options(), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                blob, sess_options=session_options(), providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises several private exception types
             raise ModelLoadError(family, f"onnxruntime cannot load it: {exc}") from None
         inputs = {i.name: i for i in sess.get_inputs()}
@@ -104,10 +106,18 @@ class ModelSet:
 
     __slots__ = ("_models", "_versions", "loaded_at", "release")
 
-    def __init__(self, models: Mapping[str, LoadedModel], *, release: str = "", loaded_at: float | None = None) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, LoadedModel],
+        *,
+        release: str = "",
+        loaded_at: float | None = None,
+    ) -> None:
         self._models = dict(models)
         self._versions = {f: m.version for f, m in sorted(self._models.items())}
-        self.release = release or "+".join(f"{f}:{m.version}" for f, m in sorted(self._models.items()))
+        self.release = release or "+".join(
+            f"{f}:{m.version}" for f, m in sorted(self._models.items())
+        )
         self.loaded_at = time.time() if loaded_at is None else loaded_at
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -159,7 +169,9 @@ class ModelSet:
         models = {}
         for family, blob in blobs.items():
             v = version if isinstance(version, str) else version.get(family, "")
-            models[family] = LoadedModel.load(family, blob, v or f"sha-{hashlib.sha256(blob).hexdigest()[:12]}")
+            models[family] = LoadedModel.load(
+                family, blob, v or f"sha-{hashlib.sha256(blob).hexdigest()[:12]}"
+            )
         return cls(models, release=release or (version if isinstance(version, str) else ""))
 
     @classmethod
@@ -201,7 +213,9 @@ class ModelSet:
                 spec = json.loads(vfile.read_text())
             except ValueError as exc:
                 raise ModelLoadError("meta", f"{vfile} is not valid JSON: {exc}") from None
-            declared = {k: str(v) for k, v in dict(spec.get("versions", spec)).items() if k in FAMILIES}
+            declared = {
+                k: str(v) for k, v in dict(spec.get("versions", spec)).items() if k in FAMILIES
+            }
             release = str(spec.get("release", "")) if isinstance(spec, dict) else ""
         blobs: dict[str, bytes] = {}
         versions: dict[str, str] = {}
@@ -209,7 +223,9 @@ class ModelSet:
             flat = root / f"{family}.onnx"
             if flat.exists():
                 blobs[family] = flat.read_bytes()
-                versions[family] = declared.get(family) or f"sha-{hashlib.sha256(blobs[family]).hexdigest()[:12]}"
+                versions[family] = (
+                    declared.get(family) or f"sha-{hashlib.sha256(blobs[family]).hexdigest()[:12]}"
+                )
                 continue
             fam_dir = root / family
             if fam_dir.is_dir():
@@ -228,7 +244,9 @@ class ModelSet:
         if directory:
             return cls.from_dir(directory)
         if settings.meta_onnx or settings.exec_onnx or settings.rl_onnx:
-            return cls.from_paths(settings.meta_onnx or None, settings.exec_onnx or None, settings.rl_onnx or None)
+            return cls.from_paths(
+                settings.meta_onnx or None, settings.exec_onnx or None, settings.rl_onnx or None
+            )
         return EMPTY
 
     # checks -------------------------------------------------------------
@@ -253,13 +271,20 @@ class ModelSet:
                 raise ModelLoadError(family, f"probe output is not finite: {result.tolist()}")
             if family == "meta":
                 if result.size != len(STRATEGIES):
-                    raise ModelLoadError(family, f"probabilities have {result.size} values, expected {len(STRATEGIES)}")
+                    raise ModelLoadError(
+                        family,
+                        f"probabilities have {result.size} values, expected {len(STRATEGIES)}",
+                    )
                 if not math.isclose(float(result.sum()), 1.0, abs_tol=1e-3) or result.min() < -1e-6:
-                    raise ModelLoadError(family, f"probabilities are not a distribution: {result.tolist()}")
+                    raise ModelLoadError(
+                        family, f"probabilities are not a distribution: {result.tolist()}"
+                    )
             elif result.size != 1:
                 raise ModelLoadError(family, f"output has {result.size} values, expected 1")
             if family == "sizer" and not SIZE_MIN - 1e-3 <= result[0] <= SIZE_MAX + 1e-3:
-                raise ModelLoadError(family, f"size {result[0]:.4f} outside [{SIZE_MIN}, {SIZE_MAX}]")
+                raise ModelLoadError(
+                    family, f"size {result[0]:.4f} outside [{SIZE_MIN}, {SIZE_MAX}]"
+                )
             out[family] = result.tolist()
         return out
 

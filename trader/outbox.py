@@ -81,7 +81,13 @@ def _scan(path: Path) -> tuple[int, int]:
 class Outbox:
     """The spool: `append` from the trading thread, `read`/`commit` from the drainer."""
 
-    def __init__(self, directory: str | Path, *, segment_bytes: int = SEGMENT_BYTES, fsync_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        fsync_interval_s: float = 1.0,
+    ) -> None:
         self.dir = Path(directory)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +312,9 @@ class OutboxDrainer:
     def _stopping(self) -> bool:
         if not self._stop.is_set():
             return False
-        return self.outbox.depth == 0 or (self._drain_deadline is not None and time.monotonic() > self._drain_deadline)
+        return self.outbox.depth == 0 or (
+            self._drain_deadline is not None and time.monotonic() > self._drain_deadline
+        )
 
     async def _loop(self) -> None:
         producer: BusProducer | None = None
@@ -339,7 +347,9 @@ class OutboxDrainer:
     async def _connect(self) -> BusProducer | None:
         try:
             await asyncio.wait_for(
-                self.bus.ensure_topics(self.bus.topic_settings(["bars", "signals", "outcomes", "dlq"])),
+                self.bus.ensure_topics(
+                    self.bus.topic_settings(["bars", "signals", "outcomes", "dlq"])
+                ),
                 self.send_timeout_s,
             )
             producer = self.bus.producer(linger_ms=0, client_id="tradeloop-trader-outbox")

@@ -30,7 +30,11 @@ def _git_sha() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -88,7 +92,9 @@ class Runtime:
             "path": "rules" if current.empty else "models",
             "release": current.release,
             "versions": dict(current.versions),
-            "loaded_at": datetime.fromtimestamp(current.loaded_at, UTC).isoformat() if current.loaded_at else None,
+            "loaded_at": datetime.fromtimestamp(current.loaded_at, UTC).isoformat()
+            if current.loaded_at
+            else None,
             "age_s": round(current.age_s(), 1) if current.loaded_at else None,
             "swaps": self.holder.swaps,
             "rl_enabled": self.settings.rl_enabled,

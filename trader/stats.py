@@ -53,7 +53,9 @@ class GroupStats:
             "sharpe": round(mean / sd, 4) if sd > 0 else None,
             "max_drawdown_usd": round(self.max_drawdown_usd, 2),
             "counterfactual_trades": self.cf_trades,
-            "counterfactual_avg_r": round(self.cf_sum_r / self.cf_trades, 4) if self.cf_trades else None,
+            "counterfactual_avg_r": round(self.cf_sum_r / self.cf_trades, 4)
+            if self.cf_trades
+            else None,
         }
 
 
@@ -75,7 +77,9 @@ class TradeStats:
             g.signals += 1
             g.taken += taken
 
-    def outcome(self, symbol: str, strategy: str, pnl_usd: float, r: float, counterfactual: bool) -> None:
+    def outcome(
+        self, symbol: str, strategy: str, pnl_usd: float, r: float, counterfactual: bool
+    ) -> None:
         """Count a closed trade (in close order, so drawdowns follow the equity curve)."""
         for g in (self._group(symbol, strategy), self._group(symbol, ALL)):
             if counterfactual:
@@ -87,6 +91,8 @@ class TradeStats:
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Return {symbol: {strategy | "ALL": stats}}."""
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        for (symbol, strategy), g in sorted(self.groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == ALL, kv[0][1])):
+        for (symbol, strategy), g in sorted(
+            self.groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == ALL, kv[0][1])
+        ):
             out.setdefault(symbol, {})[strategy] = g.summary()
         return out

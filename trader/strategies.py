@@ -204,7 +204,9 @@ class Momentum(Strategy):
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
     cls.id: cls for cls in (EmaCross, MeanReversion, Breakout, Momentum)
 }
-assert tuple(STRATEGY_CLASSES) == STRATEGIES, "strategy order must match features.vectors.STRATEGIES"
+assert tuple(STRATEGY_CLASSES) == STRATEGIES, (
+    "strategy order must match features.vectors.STRATEGIES"
+)
 
 
 def build_strategies(instrument: Instrument) -> list[Strategy]:

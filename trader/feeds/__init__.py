@@ -36,7 +36,9 @@ def open_feed(
 
         if bus is None:
             raise ValueError("the kafka feed needs a bus")
-        return KafkaFeed(bus, symbols=symbols, from_beginning=from_beginning, on_dead_letter=on_dead_letter)
+        return KafkaFeed(
+            bus, symbols=symbols, from_beginning=from_beginning, on_dead_letter=on_dead_letter
+        )
     path = rest if kind in ("csv", "parquet") else spec
     if not path:
         raise ValueError(f"feed {spec!r}: give a path, e.g. csv:bars.csv")

@@ -130,7 +130,9 @@ def load_bars(
             first = int(bad[0])
             raise FeedDataError(where, first + 1, str(reasons[first]))
         if skipped is not None:
-            for reason, count in zip(*np.unique(reasons[bad].astype(str), return_counts=True), strict=True):
+            for reason, count in zip(
+                *np.unique(reasons[bad].astype(str), return_counts=True), strict=True
+            ):
                 skipped[str(reason)] = skipped.get(str(reason), 0) + int(count)
     keep = reasons == ""
     if symbols:
@@ -177,7 +179,13 @@ class FileFeed(Feed):
         super().__init__(f"file:{path}")
         skipped: dict[str, int] = {}
         self.frame = load_bars(
-            path, symbol=symbol, symbols=symbols, tz=tz, bar_ts=bar_ts, skip_bad=skip_bad, skipped=skipped
+            path,
+            symbol=symbol,
+            symbols=symbols,
+            tz=tz,
+            bar_ts=bar_ts,
+            skip_bad=skip_bad,
+            skipped=skipped,
         )
         for reason, count in skipped.items():
             self.stats.skip(reason, count)

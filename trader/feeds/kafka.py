@@ -48,7 +48,9 @@ class KafkaFeed(Feed):
         try:
             while True:
                 for record in await consumer.poll(timeout_ms=self.poll_timeout_ms):
-                    bar = self._accept(record.topic, record.partition, record.offset, record.key, record.value)
+                    bar = self._accept(
+                        record.topic, record.partition, record.offset, record.key, record.value
+                    )
                     if bar is not None:
                         yield bar
         finally:
@@ -74,8 +76,13 @@ class KafkaFeed(Feed):
             if self.on_dead_letter is not None:
                 self.on_dead_letter(
                     DeadLetter.from_record(
-                        topic=topic, partition=partition, offset=offset, key=key, value=value,
-                        error=exc, consumer="trader",
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        key=key,
+                        value=value,
+                        error=exc,
+                        consumer="trader",
                     )
                 )
             return None

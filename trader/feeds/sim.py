@@ -174,13 +174,21 @@ class SimFeed(Feed):
             inst = self.instruments[s]
             rho = p.correlation
             z = rho * market + math.sqrt(max(0.0, 1.0 - rho * rho)) * own[s]
-            z = np.where(regimes == HIGH_VOL, rho * fat + math.sqrt(max(0.0, 1 - rho * rho)) * own[s], z)
+            z = np.where(
+                regimes == HIGH_VOL, rho * fat + math.sqrt(max(0.0, 1 - rho * rho)) * own[s], z
+            )
             sigma = p.sigma_per_min * vol_scale * np.where(regimes == HIGH_VOL, 2.5, 1.0)
             drift = np.where(regimes == TREND, dirs * 0.15 * sigma, 0.0)
             x = state[s]
             anchor = anchors[s]
             logp = np.empty(n)
-            zl, sl, dl, rl, swl = z.tolist(), sigma.tolist(), drift.tolist(), regimes.tolist(), switched.tolist()
+            zl, sl, dl, rl, swl = (
+                z.tolist(),
+                sigma.tolist(),
+                drift.tolist(),
+                regimes.tolist(),
+                switched.tolist(),
+            )
             for k in range(n):
                 if swl[k]:
                     anchor = x
@@ -195,8 +203,14 @@ class SimFeed(Feed):
             prev_close[1:] = close[:-1]
             open_ = prev_close
             price_sigma = sigma * close
-            high = np.ceil((np.maximum(open_, close) + 0.6 * wick_up[s] * price_sigma) / tick - 1e-9) * tick
-            low = np.floor((np.minimum(open_, close) - 0.6 * wick_dn[s] * price_sigma) / tick + 1e-9) * tick
+            high = (
+                np.ceil((np.maximum(open_, close) + 0.6 * wick_up[s] * price_sigma) / tick - 1e-9)
+                * tick
+            )
+            low = (
+                np.floor((np.minimum(open_, close) - 0.6 * wick_dn[s] * price_sigma) / tick + 1e-9)
+                * tick
+            )
             low = np.maximum(low, tick)
             move = np.abs(z)
             volume = np.maximum(

@@ -1,0 +1,147 @@
+"""Backtest throughput with the three ONNX models loaded, and the trader's memory.
+
+The workload is `tradeloop backtest`'s code path: the sim feed (ES and NQ, the
+23-hour Globex day) streamed through the engine with models from
+`bench_decision.build_models` (built in a subprocess, so sklearn never enters this
+process and the RSS is the trader's), trades recorded, no lake output. 1M bars
+(quick: 50k). Baselines on the same bars: the feed alone, and backtesting.py
+running an SMA cross on the ES bars (a vectorised-indicator, per-bar-loop library
+that has no features, models, counterfactuals or events).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _build_models(directory: Path) -> None:
+    code = f"from bench.bench_decision import build_models; build_models({str(directory)!r})"
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def _backtesting_py(bars: list[Any]) -> tuple[int, float]:
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+    from backtesting.lib import crossover
+
+    frame = pd.DataFrame(
+        {
+            "Open": [b.open for b in bars],
+            "High": [b.high for b in bars],
+            "Low": [b.low for b in bars],
+            "Close": [b.close for b in bars],
+            "Volume": [b.volume for b in bars],
+        },
+        index=pd.to_datetime([b.ts_s for b in bars], unit="s"),
+    )
+
+    def sma(values: Any, n: int) -> Any:
+        return pd.Series(values).rolling(n).mean()
+
+    class SmaCross(Strategy):
+        def init(self) -> None:
+            self.fast = self.I(sma, self.data.Close, 9)
+            self.slow = self.I(sma, self.data.Close, 21)
+
+        def next(self) -> None:
+            if crossover(self.fast, self.slow):
+                self.position.close()
+                self.buy()
+            elif crossover(self.slow, self.fast):
+                self.position.close()
+                self.sell()
+
+    t0 = time.perf_counter()
+    Backtest(frame, SmaCross, cash=10_000_000, commission=0.0, finalize_trades=True).run()
+    return len(frame), time.perf_counter() - t0
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Time the engine over the sim feed with models; report bars/s and RSS."""
+    import psutil
+
+    from bench.harness import throughput
+    from infra.settings import Settings
+    from trader.backtest import TradeRecorder
+    from trader.engine import Engine, EngineConfig
+    from trader.feeds.sim import SimFeed
+    from trader.models import ModelHolder, ModelSet
+
+    n_bars = 50_000 if quick else 1_000_000
+    days = n_bars // (23 * 60 * 2) + 1
+    with tempfile.TemporaryDirectory() as tmp:
+        _build_models(Path(tmp))
+        models = ModelSet.from_dir(tmp)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    proc = psutil.Process()
+    rss_start = proc.memory_info().rss / 2**20
+
+    t0 = time.perf_counter()
+    feed_only = sum(
+        1 for _ in zip(range(n_bars), SimFeed(("ES", "NQ"), seed=1, days=days), strict=False)
+    )
+    feed_s = time.perf_counter() - t0
+
+    recorder = TradeRecorder()
+    engine = Engine(
+        settings,
+        EngineConfig(symbols=("ES", "NQ"), source="sim", run_id="bench", record_metrics=False),
+        ModelHolder(models),
+        sinks=[recorder],
+    )
+    t0 = time.perf_counter()
+    processed = engine.run(SimFeed(("ES", "NQ"), seed=1, days=days), max_bars=n_bars)
+    engine.finish()
+    elapsed = time.perf_counter() - t0
+    rss_end = proc.memory_info().rss / 2**20
+
+    es_bars = [
+        b
+        for _, b in zip(
+            range(n_bars // 2 if quick else 200_000),
+            (b for b in SimFeed(("ES",), seed=1, days=days)),
+            strict=False,
+        )
+    ]
+    bt_n, bt_s = _backtesting_py(es_bars)
+    decisions = sum(g.signals for (_, s), g in engine.stats.groups.items() if s == "ALL")
+    return {
+        "workload": (
+            f"{processed:,} sim bars (ES+NQ, 23h sessions) through the engine with 3 ONNX models "
+            f"(RandomForest/GradientBoosting/MLP), {decisions:,} decisions, {engine.events_emitted:,} events"
+        ),
+        "metrics": {
+            "bars_per_s": throughput(
+                processed,
+                elapsed,
+                "bars/s",
+                baseline="backtesting_py",
+                label="backtest with models (feed included)",
+            ),
+            "trader_rss_mb": {"value": rss_end, "unit": "MB", "label": "trader RSS after the run"},
+        },
+        "baseline": {
+            "feed_only": throughput(feed_only, feed_s, "bars/s", label="sim feed alone"),
+            "backtesting_py": throughput(
+                bt_n, bt_s, "bars/s", label=f"backtesting.py SMA cross, {bt_n:,} ES bars"
+            ),
+        },
+        "targets": {
+            "bars_per_s": {"stat": "value", "op": ">=", "value": 50_000, "unit": "bars/s"},
+            "trader_rss_mb": {"stat": "value", "op": "<", "value": 300, "unit": "MB"},
+        },
+        "rss_mb": {"trader": rss_end, "trader_at_start": rss_start},
+        "notes": "bars/s counts every bar of the 23-hour day; strategies run on all bars, entries only in regular hours",
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2, default=str))
