@@ -444,15 +444,22 @@ def render_markdown(doc: dict[str, Any]) -> str:
             continue
         r = e["result"]
         baselines = r.get("baseline", r.get("baselines", {}))
-        for name, metric in r["metrics"].items():
+        for i, (name, metric) in enumerate(r["metrics"].items()):
             unit = metric.get("unit", "")
             stat = _main_stat(metric)
             ratio = r["ratios"].get(name)
-            ratio_text = f"{ratio['value']:.2f}x {ratio['vs']}" if ratio else "-"
+            ratio_text = "-"
+            if ratio:
+                how = (
+                    f" ({ratio['stat']})"
+                    if ratio.get("stat") not in (None, "median", "value")
+                    else ""
+                )
+                ratio_text = f"{ratio['value']:.2f}x {ratio['vs']}{how}"
             target = r["targets"].get(name)
             met = "-" if not target else {True: "yes", False: "**no**", None: "?"}[target["met"]]
             lines.append("| " + " | ".join(_cell(c) for c in (
-                e["name"], r["workload"], metric.get("label", name),
+                e["name"], r["workload"] if i == 0 else "(same run)", metric.get("label", name),
                 _num(metric.get(stat or "median"), unit), _num(metric.get("p99"), unit),
                 ratio_text, target["text"] if target else "-", met,
             )) + " |")  # fmt: skip
