@@ -44,6 +44,7 @@ __all__ = [
     "MANIFEST_PREFIX",
     "Registry",
     "artifact_key",
+    "latest_key",
     "clean_metrics",
     "manifest_body",
     "manifest_json",
@@ -56,6 +57,15 @@ log = logging.getLogger(__name__)
 MANIFEST_PREFIX = "models/manifest/"
 LATEST_KEY = f"{MANIFEST_PREFIX}latest.json"
 _SEQ_RE = re.compile(r"^models/manifest/(\d+)\.json$")
+
+
+def latest_key(model_set: str = "default") -> str:
+    """Return where the newest manifest of a model set lives (`default`: latest.json)."""
+    if model_set == "default":
+        return LATEST_KEY
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_set):
+        raise ReleaseError(f"bad model set name {model_set!r}")
+    return f"{MANIFEST_PREFIX}sets/{model_set}/latest.json"
 
 
 def artifact_key(family: str, version: str) -> str:
@@ -138,20 +148,14 @@ class Registry:
             return None
         return decode(raw, ModelManifest)
 
-    def latest(self, model_set: str | None = None) -> ModelManifest | None:
-        """Return the newest manifest (of a model set, searching history if needed)."""
-        top = self._read(LATEST_KEY)
-        if top is None or model_set is None or top.model_set == model_set:
-            return top
-        for m in reversed(self.history()):
-            if m.model_set == model_set:
-                return m
-        return None
+    def latest(self, model_set: str = "default") -> ModelManifest | None:
+        """Return the newest manifest of a model set."""
+        return self._read(latest_key(model_set))
 
-    def latest_raw(self) -> bytes | None:
-        """Return the bytes of `latest.json`, if any."""
+    def latest_raw(self, model_set: str = "default") -> bytes | None:
+        """Return the bytes of a model set's latest manifest, if any."""
         try:
-            return self.store.get(LATEST_KEY)
+            return self.store.get(latest_key(model_set))
         except (ObjectNotFoundError, FileNotFoundError):
             return None
 
@@ -184,8 +188,7 @@ class Registry:
         """Return one more than the highest sequence in the history and in latest.json."""
         seqs = self.sequences()
         top = self._read(LATEST_KEY)
-        high = max([*seqs, top.sequence if top else 0, 0])
-        return high + 1
+        return max([*seqs, top.sequence if top else 0, 0]) + 1
 
     def fetch(self, art: Artifact) -> bytes:
         """Download an artifact (by URI and version) and check its size and sha256."""
@@ -249,7 +252,7 @@ class Registry:
         """
         if not manifest.signatures:
             raise ReleaseError("refusing to publish an unsigned manifest")
-        current = self._read(LATEST_KEY)
+        current = self.latest(manifest.model_set)
         if current is not None and current.sequence >= manifest.sequence:
             raise ReleaseError(
                 f"sequence {manifest.sequence} is not newer than the published {current.sequence}"
@@ -261,7 +264,7 @@ class Registry:
                 f"{key} already exists: another release took sequence {manifest.sequence}"
             )
         hist = self.store.put(key, body)
-        latest = self.store.put(LATEST_KEY, body)
+        latest = self.store.put(latest_key(manifest.model_set), body)
         topic_name: str | None = None
         offset: int | None = None
         error: str | None = None
@@ -335,7 +338,7 @@ def rollback(
 ) -> Published:
     """Publish a signed rollback: a new sequence whose artifacts are an earlier release's."""
     old = registry.find(target)
-    current = registry.latest()
+    current = registry.latest(old.model_set)
     if current is None:
         raise ReleaseError("nothing is released: there is nothing to roll back")
     if current.release == old.release:
