@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from infra.bus import KafkaBus
+from infra.bus import KafkaBus, Record
 from infra.settings import Settings
 from infra.stack import free_port
 from streams.events import Event, encode, event_key, topic_for
@@ -39,7 +39,7 @@ async def _commit_group(bus: KafkaBus, group: str, topic: str, wanted: int) -> d
     consumer = bus.consumer([bus.topic(topic)], group)
     await consumer.start()
     try:
-        got = []
+        got: list[Record] = []
         deadline = time.monotonic() + 30
         while len(got) < wanted and time.monotonic() < deadline:
             got += await consumer.poll(500)
