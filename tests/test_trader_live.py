@@ -20,8 +20,10 @@ from trader.live import TradeOptions, run_trade
 pytestmark = pytest.mark.kafka
 
 
-async def _read_topic(bus: KafkaBus, name: str, want: int, timeout_s: float = 20.0) -> list[bytes]:
-    consumer = bus.consumer([bus.topic(name)], None, from_beginning=True)
+async def _read_topics(
+    bus: KafkaBus, names: list[str], want: int, timeout_s: float = 20.0
+) -> list[bytes]:
+    consumer = bus.consumer([bus.topic(n) for n in names], None, from_beginning=True)
     await consumer.start()
     out: list[bytes] = []
     try:
@@ -41,7 +43,7 @@ def test_trade_sim_serves_the_api_and_drains_every_event(make_settings: Settings
     async def main() -> None:
         stop = asyncio.Event()
         opts = TradeOptions(
-            feed="sim", speed=0.0, api=True, http_port=port, run_id="live1", drain_timeout_s=60
+            feed="sim", speed=60_000.0, api=True, http_port=port, run_id="live1", drain_timeout_s=60
         )
         task = asyncio.create_task(run_trade(settings, opts, stop))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -73,11 +75,12 @@ def test_trade_sim_serves_the_api_and_drains_every_event(make_settings: Settings
     appended = seen["runtime"]["appended"]
     assert seen["runtime"]["depth"] == 0 and appended > 100
     bus = KafkaBus(settings)
-    signals = asyncio.run(_read_topic(bus, "signals", appended))
-    outcomes = asyncio.run(_read_topic(bus, "outcomes", appended))
-    assert len(signals) + len(outcomes) == appended
-    snap = decode(signals[0], SignalSnapshot)
-    assert snap.run_id == "live1" and snap.source == "sim"
+    records = asyncio.run(_read_topics(bus, ["signals", "outcomes"], appended))
+    assert len(records) == appended
+    events = [decode(r) for r in records]
+    snaps = [e for e in events if isinstance(e, SignalSnapshot)]
+    assert snaps and all(s.run_id == "live1" and s.source == "sim" for s in snaps)
+    assert len({e.event_id for e in events}) == appended
 
 
 def test_trade_kafka_feed_dead_letters_bad_bars(make_settings: SettingsFactory) -> None:
@@ -105,7 +108,7 @@ def test_trade_kafka_feed_dead_letters_bad_bars(make_settings: SettingsFactory) 
     assert runtime.engine.bars == 2000
     assert runtime.feed.stats.skipped == 2
     assert runtime.engine.source == "live"
-    dead = [decode(v, DeadLetter) for v in asyncio.run(_read_topic(bus, "dlq", 2))]
+    dead = [decode(v, DeadLetter) for v in asyncio.run(_read_topics(bus, ["dlq"], 2))]
     assert len(dead) == 2
     assert {d.payload() for d in dead} == {b"{not json", encode(bars[10])}
     assert all(d.source_topic == bus.topic("bars") for d in dead)
