@@ -61,8 +61,8 @@ def synthetic_frames(
     rng = np.random.default_rng(seed)
     n_bars = max(2, int(np.ceil(n_signals / _MEAN_CANDS * 1.15 / len(symbols))))
     parts = []
-    for si, sym in enumerate(symbols):
-        k = rng.choice(4, size=n_bars, p=_CAND_P)
+    for si in range(len(symbols)):
+        k = np.minimum(rng.choice(4, size=n_bars, p=_CAND_P), len(strategies))
         bar_idx = np.repeat(np.arange(n_bars), k)
         # distinct strategies per bar: a random permutation's first k entries
         perm = np.argsort(rng.random((n_bars, len(strategies))), axis=1)
