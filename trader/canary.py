@@ -204,6 +204,9 @@ class ModelRouter:
         self.on_promote: Callable[[ModelSet, str], None] | None = None
         #: Called with the result dict after a rollback.
         self.on_rollback: Callable[[dict[str, Any]], None] | None = None
+        #: Called with a model set that no longer serves, to free it off the decision path
+        #: (the hot swapper drops it in a worker thread); None: dropped here.
+        self.on_retire: Callable[[ModelSet], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, holder: ModelHolder, **kwargs: Any) -> ModelRouter:
@@ -390,19 +393,26 @@ class ModelRouter:
             self.rollback(verdict.reason)
         return verdict
 
-    def promote(self, reason: str = "promoted by hand") -> ModelSet | None:
-        """Make the challenger the champion now (one holder swap); return the old champion."""
+    def refresh(self) -> None:
+        """Re-read the holder after a swap made elsewhere (drops the old set's reference)."""
+        self._rebuild()
+
+    def promote(self, reason: str = "promoted by hand") -> None:
+        """Make the challenger the champion now (one holder swap)."""
         trial = self._trial
         if trial is None:
-            return None
-        old = self.holder.swap(trial.models)
+            return
+        self._retire(self.holder.swap(trial.models))
         self.promotions += 1
         self._finish("promoted", reason)
         self._rebuild()
         log.info("canary: promoted %s over %s (%s)", trial.release, trial.champion_release, reason)
         if self.on_promote is not None:
             self.on_promote(trial.models, reason)
-        return old
+
+    def _retire(self, models: ModelSet) -> None:
+        if self.on_retire is not None:
+            self.on_retire(models)
 
     def rollback(self, reason: str = "rolled back by hand") -> None:
         """Drop the challenger; the champion keeps serving."""
@@ -435,6 +445,9 @@ class ModelRouter:
         }
         self.history.append(result)
         self._trial = None
+        if outcome != "promoted":
+            self._route = _Route(self.mode, self._route.champion, None, self._route.threshold)
+            self._retire(trial.models)
         return result
 
     # reporting ------------------------------------------------------------

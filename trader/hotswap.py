@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections import Counter as CountMap
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: How long `tradeloop trade` waits for the start-up release before trading without one.
 STARTUP_WAIT_S = 30.0
+#: The GIL switch interval while a release is verified (see `_verify_yielding`).
+VERIFY_SWITCH_INTERVAL_S = 0.0005
 _SEEN_MAX = 512
 _BACKOFF_MAX_S = 30.0
 
@@ -83,6 +86,23 @@ class SwapMetrics:
     def bind_age(self, holder: ModelHolder) -> None:
         """Make `tradeloop_model_age_seconds` read the serving set at scrape time."""
         metrics.MODEL_AGE.set_function(lambda: holder.current.age_s())
+
+
+def _verify_yielding(
+    raw: bytes, serving: int, keyring: Keyring, settings: Settings, *, model_set: str
+) -> tuple[ModelManifest, ModelSet]:
+    """Run `verify_release` with a short GIL switch interval (restored after).
+
+    Each ONNX call of a decision releases the GIL and must win it back from this
+    worker (boto3, pydantic and JSON are Python-heavy); with the default 5 ms interval
+    a decision can wait several intervals. Releases are verified one at a time.
+    """
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(min(old, VERIFY_SWITCH_INTERVAL_S))
+    try:
+        return verify_release(raw, serving, keyring, settings, model_set=model_set)
+    finally:
+        sys.setswitchinterval(old)
 
 
 def kafka_configured(settings: Settings) -> bool:
@@ -144,6 +164,7 @@ class HotSwapper:
         if router is not None:
             router.on_promote = self._on_promote
             router.on_rollback = self._on_canary_rollback
+            router.on_retire = self.retire
 
     # the loops -------------------------------------------------------------
 
@@ -290,7 +311,7 @@ class HotSwapper:
             first = self.serving_sequence == 0 or initial
             try:
                 manifest, models = await asyncio.to_thread(
-                    verify_release,
+                    _verify_yielding,
                     raw,
                     self.serving_sequence,
                     self.keyring,
@@ -345,9 +366,26 @@ class HotSwapper:
             router.cancel(f"{manifest.kind} {manifest.release} (sequence {manifest.sequence})")
             self.challenger_manifest = None
         old = self.holder.swap(models)
+        if router is not None:
+            router.refresh()
+        replaced = old.release
+        self.retire(old)
+        del old
         self.serving_manifest = manifest
-        self._record_swap(models, source, manifest, replaced=old.release)
+        self._record_swap(models, source, manifest, replaced=replaced)
         return "swapped"
+
+    def retire(self, models: ModelSet) -> None:
+        """Free a set that no longer serves in a worker thread (its sessions take ms to free)."""
+        box = [models]
+        del models
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            box.clear()  # no loop (a synchronous caller): free it here
+            return
+        # Submitted on the next loop iteration, once the caller has dropped its references.
+        loop.call_soon(loop.run_in_executor, None, box.clear)
 
     def _record_swap(
         self, models: ModelSet, source: str, manifest: ModelManifest | None, *, replaced: str
