@@ -102,11 +102,9 @@ class WorkerApp:
         self.state = StreamFeatureState(store=self.table)
         self.pusher: OnlinePusher | None = None
         if options.feast:
-            from features.store import TradeloopFeatureStore
-
-            fs = TradeloopFeatureStore(settings)
-            fs.apply(force=False)
-            self.pusher = OnlinePusher(fs, self.metrics)
+            # Feast is imported and applied on the push thread at the first push, so
+            # the agents and the sink start consuming while it loads.
+            self.pusher = OnlinePusher(_LazyFeatureStore(settings), self.metrics)
         self.sink: LakeSink | None = None
         if options.sink:
             self.sink = LakeSink(
@@ -185,6 +183,10 @@ class WorkerApp:
             async def _stop_sink(sender: Any, **kwargs: Any) -> None:
                 self._sink_stop.set()
 
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _last_push(sender: Any, **kwargs: Any) -> None:
+            await self.push_pending()
+
         if self.options.metrics_port:
             self.metrics.serve(self.options.metrics_port)
 
@@ -195,6 +197,23 @@ class WorkerApp:
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()
+
+
+class _LazyFeatureStore:
+    """The Feast store, built (and applied) on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Any = None
+
+    def push_updates(self, updates: Any) -> int:
+        if self._store is None:
+            from features.store import TradeloopFeatureStore
+
+            store = TradeloopFeatureStore(self.settings)
+            store.apply(force=False)
+            self._store = store
+        return int(self._store.push_updates(updates))
 
 
 def create_app(settings: Settings, options: WorkerOptions | None = None) -> WorkerApp:
