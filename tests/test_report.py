@@ -211,3 +211,20 @@ def test_report_command_rejects_a_bad_date() -> None:
         [*TRADELOOP, "report", "--date", "May 2nd"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2 and "YYYY-MM-DD" in proc.stderr
+
+
+def test_report_accepts_the_trades_of_a_real_backtest(tmp_path: Path) -> None:
+    out = tmp_path / "bt"
+    proc = subprocess.run(
+        [*TRADELOOP, "backtest", "--feed", "sim", "--bars", "12000", "--out", str(out), "--no-plot"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    trades = pd.read_parquet(out / "trades.parquet")
+    assert len(trades) > 0
+    path = write_backtest_report(trades, tmp_path / "report", "sim backtest", None)
+    text = path.read_text()
+    assert f"<td>trades</td><td>{len(trades)}</td>" in text
+    assert {"equity curve", "drawdown", "R-multiple distribution", "trades per hour"} <= set(
+        _images(text)
+    )
