@@ -178,7 +178,7 @@ class Engine:
             if i == choice.chosen:
                 taken = reason == "taken"
                 decisions.append(
-                    Decision(
+                    Decision.model_construct(  # built from checked values: no re-validation
                         path=choice.path,  # type: ignore[arg-type]
                         taken=taken,
                         reason=reason,
@@ -192,12 +192,15 @@ class Engine:
                 )
             else:
                 decisions.append(
-                    Decision(
+                    Decision.model_construct(
                         path=choice.path,  # type: ignore[arg-type]
                         taken=False,
                         reason="not_chosen",
                         chosen_strategy=strategy,
                         probabilities=choice.probabilities,
+                        predicted_r=None,
+                        size_multiplier=1.0,
+                        contracts=0,
                         variant=variant,  # type: ignore[arg-type]
                     )
                 )
