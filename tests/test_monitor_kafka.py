@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -208,3 +209,16 @@ def test_monitor_reads_the_running_trader(make_settings: SettingsFactory, tmp_pa
         trader.terminate()
         trader.wait(60)
         log.close()
+
+
+def test_monitor_says_when_the_broker_is_down() -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    proc = subprocess.run(
+        [*TRADELOOP, "monitor", "--once", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "cannot reach Kafka" in proc.stderr and proc.stdout == ""
