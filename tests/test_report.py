@@ -90,6 +90,7 @@ def test_backtest_report_is_one_self_contained_file(tmp_path: Path) -> None:
     assert f"{total:,.2f}" in text
     # the serving models: release, families and their metrics (calibration keys are plotted)
     assert "rel-9" in text and "log_loss" in text and "mean_reward" in text
+    assert "gate: <b>release</b>" in text
     assert "calib_pred_0" not in text
     for strat in ("S2", "S3", "S6", "S11"):
         assert f"<td>{strat}</td>" in text

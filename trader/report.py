@@ -375,6 +375,14 @@ def _models_section(df: pd.DataFrame, models: Mapping[str, Any] | None) -> str:
             f"<p>release <b>{html.escape(models['release'])}</b>"
             f" (sequence {_fmt(models.get('sequence'))}, published {_fmt(models.get('ts_event'))})</p>"
         )
+        gate = models.get("gate")
+        if isinstance(gate, Mapping) and gate.get("decision"):
+            reasons = "; ".join(str(r) for r in gate.get("reasons") or ())
+            parts.append(
+                f"<p>gate: <b>{html.escape(str(gate['decision']))}</b>"
+                + (f" ({html.escape(reasons)})" if reasons else "")
+                + "</p>"
+            )
     if arts:
         for a in arts:
             metrics = {k: v for k, v in a["metrics"].items() if not CALIB_KEY.match(str(k))}
