@@ -110,6 +110,8 @@ class Outbox:
             seq = max(seq, first + count)
         self.next_seq = seq
         self._fh: Any = None
+        #: (segment, seq, byte offset) where the last read stopped; used while <= the cursor
+        self._resume: tuple[Path, int, int] | None = None
         self._fh_bytes = 0
         self._last_fsync = time.monotonic()
         self.appended = 0
@@ -196,13 +198,18 @@ class Outbox:
             end_seq = self.next_seq
         out: list[tuple[int, str, bytes | None, bytes]] = []
         seq = self.cursor
+        hint = self._resume
         for i, (first, path) in enumerate(segments):
             nxt = segments[i + 1][0] if i + 1 < len(segments) else end_seq
             if nxt <= seq:
                 continue
-            with open(path, "rb") as fh:
-                data = fh.read()
             pos, s = 0, first
+            if hint is not None and hint[0] == path and hint[1] <= seq:
+                s, pos = hint[1], hint[2]  # start where an earlier read stopped
+            with open(path, "rb") as fh:
+                fh.seek(pos)
+                data = fh.read()
+            base, pos = pos, 0
             while pos + _HEAD.size <= len(data) and s < end_seq and len(out) < max_records:
                 length, crc = _HEAD.unpack_from(data, pos)
                 end = pos + _HEAD.size + length
@@ -210,11 +217,12 @@ class Outbox:
                     break
                 body = data[pos + _HEAD.size : end]
                 if zlib.crc32(body) != crc:
-                    raise OutboxError(f"outbox: bad frame in {path.name} at byte {pos}")
+                    raise OutboxError(f"outbox: bad frame in {path.name} at byte {base + pos}")
                 if s >= seq and s not in self._acked_ahead:
                     topic, key, value = _unframe(body)
                     out.append((s, topic, key, value))
                 pos, s = end, s + 1
+                self._resume = (path, s, base + pos)
             if len(out) >= max_records:
                 break
         return out
