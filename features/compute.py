@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -503,8 +503,3 @@ def batch_features(
         out[:, j] = col
     out[: WARMUP_BARS - 1] = np.nan
     return out.astype(np.float32)
-
-
-def utc_datetime(ts_s: int) -> datetime:
-    """Return epoch seconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(ts_s, UTC)

@@ -45,5 +45,11 @@ def open_feed(
     from trader.feeds.files import FileFeed
 
     return FileFeed(
-        Path(path), symbol=symbol, symbols=symbols, tz=tz, bar_ts=bar_ts, skip_bad=skip_bad
+        Path(path),
+        symbol=symbol,
+        symbols=symbols,
+        tz=tz,
+        bar_ts=bar_ts,
+        skip_bad=skip_bad,
+        fmt=kind if kind in ("csv", "parquet") else None,
     )

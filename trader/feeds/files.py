@@ -29,11 +29,13 @@ TS_ALIASES = ("timestamp", "ts", "ts_event", "time", "datetime", "date")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path, fmt: str | None = None) -> pd.DataFrame:
     if not path.exists():
         raise FeedDataError(str(path), None, "file does not exist")
+    if fmt is None:
+        fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if fmt == "parquet":
             return pd.read_parquet(path)
         return pd.read_csv(path)
     except (ValueError, OSError) as exc:
@@ -72,11 +74,12 @@ def load_bars(
     interval_s: int | None = None,
     skip_bad: bool = False,
     skipped: dict[str, int] | None = None,
+    fmt: str | None = None,
 ) -> pd.DataFrame:
     """Load, check and sort bars; return columns symbol, ts_s, open..volume, interval_s."""
     path = Path(path)
     where = str(path)
-    df = _read(path)
+    df = _read(path, fmt)
     df.columns = [str(c).strip().lower() for c in df.columns]
     ts_col = next((c for c in TS_ALIASES if c in df.columns), None)
     missing = [c for c in (*PRICE_COLUMNS, "volume") if c not in df.columns]
@@ -175,6 +178,7 @@ class FileFeed(Feed):
         tz: str = "UTC",
         bar_ts: Literal["close", "open"] = "close",
         skip_bad: bool = False,
+        fmt: str | None = None,
     ) -> None:
         super().__init__(f"file:{path}")
         skipped: dict[str, int] = {}
@@ -186,6 +190,7 @@ class FileFeed(Feed):
             bar_ts=bar_ts,
             skip_bad=skip_bad,
             skipped=skipped,
+            fmt=fmt,
         )
         for reason, count in skipped.items():
             self.stats.skip(reason, count)

@@ -28,7 +28,6 @@ from trader.instruments import BUILTIN, Instrument
 __all__ = ["SimFeed", "SimParams"]
 
 TREND, MEAN_REVERSION, HIGH_VOL = 0, 1, 2
-REGIME_NAMES = ("trend", "mean_reversion", "high_vol")
 
 
 @dataclass(frozen=True, slots=True)
