@@ -58,7 +58,7 @@ def _symbols(value: str | None) -> tuple[str, ...]:
     type=float,
     default=1.0,
     show_default=True,
-    help="Bar-time seconds per wall second / 60 (1 = real time, 0 = as fast as possible); not for kafka.",
+    help="Market time runs X times the wall clock (1 real time, 60 a bar-minute per second, 0 as fast as possible); ignored for kafka.",
 )
 @click.option("--max-bars", type=int, default=None, help="Stop after this many bars.")
 @click.option(

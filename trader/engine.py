@@ -102,7 +102,6 @@ class Engine:
         }
         self.stats = TradeStats()
         self.today = TradeStats()
-        self.today_day = -1
         self.last_bar: dict[str, MarketBar] = {}
         self.bars = 0
         self.ignored_bars = 0

@@ -116,7 +116,7 @@ async def run_trade(
             symbols=opts.symbols,
             source=opts.source or feed.source,
             run_id=opts.run_id,
-            emit_bars=settings.emit_bars,
+            emit_bars=settings.emit_bars and not feed.live,  # never echo the bars topic
         ),
         holder,
         sinks=[outbox.sink],
