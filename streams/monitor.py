@@ -159,11 +159,17 @@ class MonitorRunner:
 
     async def _partitions(self) -> list[TopicPartition]:
         assert self._admin is not None
-        described = await asyncio.wait_for(
-            self._admin.describe_topics(list(self.topic_names.values())), ADMIN_TIMEOUT_S
+        # List first: describing a missing topic makes some brokers (Tansu) create it,
+        # with default configs, and the monitor must never change the system.
+        existing = set(await asyncio.wait_for(self._admin.list_topics(), ADMIN_TIMEOUT_S))
+        wanted = [t for t in self.topic_names.values() if t in existing]
+        missing = sorted(set(self.topic_names.values()) - existing)
+        described = (
+            await asyncio.wait_for(self._admin.describe_topics(wanted), ADMIN_TIMEOUT_S)
+            if wanted
+            else []
         )
         out: list[TopicPartition] = []
-        missing = []
         for topic in described:
             if topic.get("error_code"):
                 missing.append(topic["topic"])

@@ -222,3 +222,12 @@ def test_monitor_says_when_the_broker_is_down() -> None:
     )
     assert proc.returncode == 1
     assert "cannot reach Kafka" in proc.stderr and proc.stdout == ""
+
+
+def test_monitor_never_creates_topics(make_settings: SettingsFactory) -> None:
+    settings = make_settings()  # a fresh prefix: no topic exists yet
+    snap = _monitor(settings)
+    assert "topics not created yet" in " ".join(snap["lag"]["notes"])
+    assert all(t["messages"] == 0 for t in snap["topics"].values())
+    topics = asyncio.run(KafkaBus(settings).list_topics())
+    assert not [t for t in topics if t.startswith(settings.topic_prefix)]
