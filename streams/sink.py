@@ -61,7 +61,7 @@ def sink_store(settings: Settings) -> ObjectStore:
     lake = settings.lake
     if lake.startswith("s3://"):
         bucket, _, prefix = lake[len("s3://") :].partition("/")
-        client = s3_client(settings, connect_timeout=2, read_timeout=10)
+        client = s3_client(settings, connect_timeout=2, read_timeout=5)
         return S3ObjectStore(client, bucket, prefix)
     return store_for_uri(lake, settings)
 
@@ -126,6 +126,7 @@ class LakeSink:
         self.buffers: dict[TopicPartition, _Buffer] = {}
         self.events_written = 0
         self.flushes = 0
+        self.resumed_batches = 0
         self._lock = asyncio.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lake")
         self._consumer: AIOKafkaConsumer | None = None
@@ -281,6 +282,7 @@ class LakeSink:
                     )
                     if marker is not None and marker["last"] >= buf.start:
                         buf.forced_end = marker["last"]
+                        self.resumed_batches += 1
                         log.info("lake %s:%d resumes the batch %s", short, tp.partition, marker)
                     buf.marker_checked = True
                 last = buf.forced_end if buf.forced_end is not None else buf.end
