@@ -110,7 +110,7 @@ class TrainConfig:
                 base,
                 profile="small",
                 folds=2,
-                meta_trees=8,
+                meta_trees=16,
                 meta_max_depth=5,
                 meta_min_leaf=5,
                 exec_trees=12,

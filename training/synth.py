@@ -60,12 +60,25 @@ def synthetic_frames(
     """Return the signals, outcomes and features frames (lake columns, no payload)."""
     rng = np.random.default_rng(seed)
     n_bars = max(2, int(np.ceil(n_signals / _MEAN_CANDS * 1.15 / len(symbols))))
+    col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    market = rng.normal(size=(len(symbols), n_bars, len(FEATURE_NAMES)))
+    market[..., col["atr_14"]] = rng.uniform(2.0, 8.0, (len(symbols), n_bars))
+    market[..., col["atr_pct"]] = market[..., col["atr_14"]] / 5000.0
+    market[..., col["rsi_14"]] = rng.uniform(10, 90, (len(symbols), n_bars))
+    market[..., col["session_rth"]] = 1.0
+    market[..., col["session_open_30"]] = (rng.random((len(symbols), n_bars)) < 0.1).astype(float)
+
+    def driver(values: np.ndarray, s: str) -> np.ndarray:
+        v = values[..., col[DRIVERS[s]]]
+        return (v - 50.0) / 20.0 if DRIVERS[s] == "rsi_14" else v
+
     parts = []
     for si in range(len(symbols)):
         k = np.minimum(rng.choice(4, size=n_bars, p=_CAND_P), len(strategies))
         bar_idx = np.repeat(np.arange(n_bars), k)
-        # distinct strategies per bar: a random permutation's first k entries
-        perm = np.argsort(rng.random((n_bars, len(strategies))), axis=1)
+        # strategies fire when their condition is strong: the k with the largest noisy driver
+        score = np.column_stack([driver(market[si], s) for s in strategies])
+        perm = np.argsort(-(score + rng.normal(0, 1.0, score.shape)), axis=1)
         offs = np.concatenate([np.arange(c) for c in k]) if len(bar_idx) else np.zeros(0, int)
         strat_idx = perm[bar_idx, offs]
         parts.append(pd.DataFrame({"bar": bar_idx, "sym": si, "strat": strat_idx}))
@@ -73,24 +86,15 @@ def synthetic_frames(
     sig = sig.iloc[:n_signals].reset_index(drop=True)
     n = len(sig)
     bar_keys = sig["bar"].to_numpy() * len(symbols) + sig["sym"].to_numpy()
-    uniq, inverse = np.unique(bar_keys, return_inverse=True)
-    market = rng.normal(size=(len(uniq), len(FEATURE_NAMES))).astype(np.float64)
-    col = {name: i for i, name in enumerate(FEATURE_NAMES)}
-    market[:, col["atr_14"]] = rng.uniform(2.0, 8.0, len(uniq))
-    market[:, col["atr_pct"]] = market[:, col["atr_14"]] / 5000.0
-    market[:, col["rsi_14"]] = rng.uniform(10, 90, len(uniq))
-    market[:, col["session_rth"]] = 1.0
-    market[:, col["session_open_30"]] = (rng.random(len(uniq)) < 0.1).astype(float)
-    x = market[inverse]
+    x = market[sig["sym"].to_numpy(), sig["bar"].to_numpy()]
     ts = start + pd.to_timedelta(sig["bar"].to_numpy() * 60, unit="s")
     side = np.where(rng.random(n) < 0.5, 1.0, -1.0)
     strat = np.array(strategies)[sig["strat"].to_numpy()]
     drive = np.empty(n)
     for s in strategies:
         m = strat == s
-        v = x[m, col[DRIVERS[s]]]
-        drive[m] = (v - 50.0) / 20.0 if DRIVERS[s] == "rsi_14" else v
-    r = 1.1 * np.tanh(drive + 0.4 * side * x[:, col["ema_spread"]]) + rng.normal(0, 0.7, n)
+        drive[m] = driver(x[m], s)
+    r = 1.5 * np.tanh(drive + 0.4 * side * x[:, col["ema_spread"]]) + rng.normal(0, 0.5, n)
     r = np.clip(r, -1.3, 3.0)
     atr = x[:, col["atr_14"]]
     entry = np.where(sig["sym"].to_numpy() == 0, 5000.0, 18000.0) + rng.normal(0, 5, n)
