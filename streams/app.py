@@ -102,9 +102,11 @@ class WorkerApp:
         self.state = StreamFeatureState(store=self.table)
         self.pusher: OnlinePusher | None = None
         if options.feast:
-            # Feast is imported and applied on the push thread at the first push, so
-            # the agents and the sink start consuming while it loads.
-            self.pusher = OnlinePusher(_LazyFeatureStore(settings), self.metrics)
+            store = _LazyFeatureStore(settings)
+            # load Feast now: importing it later on the push thread starves the event
+            # loop (heartbeats, commits) for seconds
+            store.load()
+            self.pusher = OnlinePusher(store, self.metrics)
         self.sink: LakeSink | None = None
         if options.sink:
             self.sink = LakeSink(
@@ -200,20 +202,24 @@ class WorkerApp:
 
 
 class _LazyFeatureStore:
-    """The Feast store, built (and applied) on first use."""
+    """The Feast store, built (and applied, if the definitions changed) on first use."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._store: Any = None
 
-    def push_updates(self, updates: Any) -> int:
+    def load(self) -> Any:
         if self._store is None:
             from features.store import TradeloopFeatureStore
 
             store = TradeloopFeatureStore(self.settings)
             store.apply(force=False)
+            _ = store.store  # builds the SDK object (registry, online store config)
             self._store = store
-        return int(self._store.push_updates(updates))
+        return self._store
+
+    def push_updates(self, updates: Any) -> int:
+        return int(self.load().push_updates(updates))
 
 
 def create_app(settings: Settings, options: WorkerOptions | None = None) -> WorkerApp:

@@ -49,11 +49,13 @@ def wait_for(
     )
 
 
-async def _produce(settings: Settings, records: list[tuple[str, bytes | None, bytes]]) -> None:
+async def _produce(
+    settings: Settings, records: list[tuple[str, bytes | None, bytes | None]]
+) -> None:
     bus = KafkaBus(settings)
     await bus.ensure_topics()
     async with bus.producer(linger_ms=20, max_batch_size=256 * 1024) as producer:
-        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        by_topic: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
         for short, key, value in records:
             by_topic.setdefault(short, []).append((key, value))
         for short, recs in by_topic.items():
@@ -61,14 +63,19 @@ async def _produce(settings: Settings, records: list[tuple[str, bytes | None, by
                 await producer.send_many(bus.topic(short), recs[i : i + 5000])
 
 
-def produce(
-    settings: Settings,
-    events: Iterable[Event] = (),
-    raw: Iterable[tuple[str, bytes | None, bytes]] = (),
-) -> int:
-    """Produce events (keyed by symbol) and raw records (short topic, key, bytes); return count."""
-    records = [(topic_for(e), event_key(e), encode(e)) for e in events]
-    records += list(raw)
+Raw = tuple[str, bytes | None, bytes | None]  # short topic, key, value
+
+
+def as_record(item: Event | Raw) -> Raw:
+    """Return an event (keyed by its symbol) or a raw record as (short topic, key, value)."""
+    if isinstance(item, Event):
+        return topic_for(item), event_key(item), encode(item)
+    return item
+
+
+def produce(settings: Settings, items: Iterable[Event | Raw]) -> int:
+    """Produce events and raw records, keeping their order within each topic; return count."""
+    records = [as_record(i) for i in items]
     asyncio.run(_produce(settings, records))
     return len(records)
 

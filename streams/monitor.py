@@ -109,6 +109,7 @@ class MonitorRunner:
         self._admin: AIOKafkaAdminClient | None = None
         self._assigned: list[TopicPartition] = []
         self._missing: list[str] = []
+        self._first_assign_done = False
         self._start_ms: dict[str, int] = {}
         self._lag: dict[str, Any] = lag_summary([], supported=True, notes=["not fetched yet"])
         self._trader: dict[str, Any] = {"reachable": False, "note": "not fetched yet"}
@@ -149,6 +150,7 @@ class MonitorRunner:
             raise BrokerUnavailableError(self.bootstrap, exc) from None
         self._consumer, self._admin = consumer, admin
         await self._assign()
+        self._first_assign_done = True  # partitions found from now on are new topics
 
     async def stop(self) -> None:
         """Disconnect (there is nothing to commit)."""
@@ -189,10 +191,11 @@ class MonitorRunner:
         self._consumer.assign(tps)
         for tp, pos in keep.items():
             self._consumer.seek(tp, pos)
-        await self._seek(new)
+        await self._seek(new, appeared=self._first_assign_done)
         self._assigned = tps
 
-    async def _seek(self, tps: list[TopicPartition]) -> None:
+    async def _seek(self, tps: list[TopicPartition], appeared: bool = False) -> None:
+        """Seek new partitions; one that `appeared` after start is read from its beginning."""
         assert self._consumer is not None
         consumer = self._consumer
         by_time: dict[TopicPartition, int] = {}
@@ -201,8 +204,8 @@ class MonitorRunner:
         for tp in tps:
             short = self._short[tp.topic]
             when = self.start_time(short)
-            if short == "models":
-                to_begin.append(tp)
+            if short == "models" or (when is None and appeared):
+                to_begin.append(tp)  # a topic created while we watched is all new
             elif when is None:
                 to_end.append(tp)
             else:

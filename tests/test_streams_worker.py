@@ -1,9 +1,11 @@
-"""The streams worker end to end on the real broker and Redis: dead letters, stream
-features in Feast online, the lake, metrics, and a replay that rebuilds the online
-store exactly."""
+"""The streams worker end to end on the real broker and Redis: 10,000 malformed
+records mixed into the topics become dead letters without disturbing anything, stream
+features reach Feast online, every event lands in the lake once, metrics are served,
+and a replay of the lake rebuilds the online store exactly."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import urllib.request
@@ -14,8 +16,9 @@ from features.store import TradeloopFeatureStore
 from infra.lake import read_topic
 from infra.settings import Settings
 from infra.stack import free_port
-from streams.events import Bar, DeadLetter, FeatureUpdate, decode, encode
+from streams.events import Bar, DeadLetter, Event, FeatureUpdate, decode, encode
 from streams.harness import (
+    Raw,
     WorkerProcess,
     expected_online,
     lake_event_ids,
@@ -30,11 +33,11 @@ from tests.helpers import settings_env
 ENTITIES = [(s, k) for s in ("ES", "NQ") for k in ("S2", "S3", "S6", "S11")]
 
 
-def malformed(n: int) -> list[tuple[str, bytes | None, bytes]]:
+def malformed(n: int) -> list[Raw]:
     """Records that must become dead letters: junk, wrong contract, wrong key, bad values."""
     bar = next(e for e in synthetic_events(5) if isinstance(e, Bar))
     bad_bar = encode(bar).replace(b'"high":', b'"high":-', 1)
-    out: list[tuple[str, bytes | None, bytes]] = []
+    out: list[Raw] = []
     kinds = [
         ("bars", b"ES", b"not json at all"),
         ("signals", b"NQ", b"[1, 2, 3]"),
@@ -43,39 +46,65 @@ def malformed(n: int) -> list[tuple[str, bytes | None, bytes]]:
         ("bars", b"ES", bad_bar),
         ("signals", b"ES", b'{"schema": {"name": "signal_snapshot", "version": 99}}'),
         ("outcomes", b"ES", b"\xff\xfe\x00garbage"),
+        ("signals", b"NQ", None),  # a tombstone
     ]
     for i in range(n):
         topic, key, value = kinds[i % len(kinds)]
-        out.append((topic, key, value + (b" " * (i % 3))))
+        out.append((topic, key, None if value is None else value + (b" " * (i % 3))))
     return out
 
 
-def test_worker_end_to_end_and_replay_rebuilds_online_store(
+def mixed(events: list[Event], bad: list[Raw], seed: int = 3) -> list[Event | Raw]:
+    """Interleave bad records among the events (events keep their order)."""
+    rng = random.Random(seed)
+    out: list[Event | Raw] = list(events)
+    for rec in bad:
+        out.insert(rng.randrange(len(out) + 1), rec)
+    return out
+
+
+def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings(redis=True, FEAST_REPO_DIR=str(tmp_path / "repo"), TOPIC_PARTITIONS=2)
     events = list(synthetic_events(3000))
-    bad = malformed(70)
-    produce(settings, events, bad)
+    bad = malformed(10_000)
+    produce(settings, mixed(events, bad))
     port = free_port()
     worker = WorkerProcess(
         settings,
         tmp_path / "worker.log",
-        args=["--lake-batch-events", "500", "--lake-batch-seconds", "1", "--metrics-port", str(port)],
+        args=[
+            "--lake-batch-events",
+            "500",
+            "--lake-batch-seconds",
+            "1",
+            "--metrics-port",
+            str(port),
+        ],
         env=settings_env(settings),
     ).start()
     try:
         want_ids = {e.event_id for e in events}
-        wait_for(lambda: set(lake_event_ids(settings)) >= want_ids, 150, 1.0, "all events in the lake")
+        wait_for(
+            lambda: set(lake_event_ids(settings)) >= want_ids, 150, 1.0, "all events in the lake"
+        )
         counts = lake_event_ids(settings)
         assert set(counts) == want_ids and max(counts.values()) == 1
 
         # every malformed record is a dead letter with its original bytes and origin
-        dlq = wait_for(lambda: (t := read_topic(settings.lake, "dlq")).num_rows >= len(bad) and t, 60, 1.0, "dlq")
+        dlq = wait_for(
+            lambda: (t := read_topic(settings.lake, "dlq")).num_rows >= len(bad) and t,
+            90,
+            1.0,
+            "dlq",
+        )
         letters = [decode(p.encode(), DeadLetter) for p in dlq.column("payload").to_pylist()]
         assert len(letters) == len(bad)
-        assert sorted(dl.payload() for dl in letters) == sorted(v for _, _, v in bad)
-        assert all(dl.source_topic.startswith(settings.topic_prefix) and dl.reason for dl in letters)
+        assert sorted(dl.payload() for dl in letters) == sorted(v or b"" for _, _, v in bad)
+        assert all(
+            dl.source_topic.startswith(settings.topic_prefix) and dl.reason for dl in letters
+        )
         assert {dl.error_type for dl in letters} >= {"EventDecodeError", "KeyMismatchError"}
 
         # features: every update derived from the events, once, and online = recomputation
@@ -85,12 +114,16 @@ def test_worker_end_to_end_and_replay_rebuilds_online_store(
             for o in recompute([]).learn_many(events)  # type: ignore[arg-type]
             if isinstance(o, FeatureUpdate)
         }
-        wait_for(lambda: set(lake_event_ids(settings, ["features"])) >= want_updates, 60, 1.0, "features")
+        wait_for(
+            lambda: set(lake_event_ids(settings, ["features"])) >= want_updates, 60, 1.0, "features"
+        )
         fs = TradeloopFeatureStore(settings)
         expected = expected_online(state, ENTITIES)
         wait_for(lambda: online_values(fs, ENTITIES) == expected, 60, 1.0, "online = recomputation")
 
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        )
         for name in (
             'tradeloop_stream_events_in_total{topic="bars"}',
             'tradeloop_stream_events_out_total{topic="features"}',
@@ -118,7 +151,13 @@ def test_worker_end_to_end_and_replay_rebuilds_online_store(
         REDIS_URL=settings.redis_url.rsplit("/", 1)[0] + "/1",
     )
     replayed = subprocess.run(
-        [str(Path(sys.executable).with_name("tradeloop")), "replay", "--into", "features", "--no-progress"],
+        [
+            str(Path(sys.executable).with_name("tradeloop")),
+            "replay",
+            "--into",
+            "features",
+            "--no-progress",
+        ],
         env=settings_env(fresh),
         capture_output=True,
         text=True,
@@ -126,4 +165,8 @@ def test_worker_end_to_end_and_replay_rebuilds_online_store(
     )
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "replayed 3000 events" in replayed.stdout
-    assert online_values(TradeloopFeatureStore(fresh), ENTITIES) == online_values(fs, ENTITIES) == expected
+    assert (
+        online_values(TradeloopFeatureStore(fresh), ENTITIES)
+        == online_values(fs, ENTITIES)
+        == expected
+    )
