@@ -20,6 +20,7 @@ from infra.bus import KafkaBus, Record
 from infra.settings import Settings
 from infra.stack import free_port
 from streams.events import Event, encode, event_key, topic_for
+from streams.monitor import MonitorRunner
 from tests.conftest import SettingsFactory
 from tests.helpers import settings_env, unique
 from tests.test_monitor_events import bar, dead_letter, drift, manifest, outcome
@@ -231,3 +232,34 @@ def test_monitor_never_creates_topics(make_settings: SettingsFactory) -> None:
     assert all(t["messages"] == 0 for t in snap["topics"].values())
     topics = asyncio.run(KafkaBus(settings).list_topics())
     assert not [t for t in topics if t.startswith(settings.topic_prefix)]
+
+
+def test_a_live_monitor_picks_up_topics_created_after_it_started(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings()
+
+    async def scenario() -> dict[str, Any]:
+        runner = MonitorRunner(settings, trader_url=f"http://127.0.0.1:{free_port()}")
+        await runner.start()
+        try:
+            assert (await runner.refresh_lag())["notes"]  # nothing exists yet
+            bus = KafkaBus(settings)
+            await bus.ensure_topics()
+            now = datetime.now(UTC)
+            await _send(bus, [bar(now, "ES", 5000 + i) for i in range(4)])
+            await _send(bus, [outcome(now, "ES", "S2", 90.0, 0.6)])
+            await runner.refresh_lag()  # the live loop does this every few seconds
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                await runner.poll(200)
+                if runner.state.topics.get("bars", 0) == 4 and runner.state.topics.get("outcomes"):
+                    break
+            return runner.snapshot()
+        finally:
+            await runner.stop()
+
+    snap = asyncio.run(scenario())
+    assert snap["topics"]["bars"]["messages"] == 4
+    assert snap["pnl"]["total"]["pnl_usd"] == 90.0
+    assert snap["lag"]["notes"] == []
