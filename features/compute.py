@@ -56,6 +56,7 @@ _RING = 64  # >= 61 closes, a power of two
 _RESYNC_EVERY = 4096  # recompute running sums exactly this often (bounds float drift)
 _RESYNC_CYCLES = 128
 _MASK = _RING - 1
+_SLOW_RING = SLOPE_N + 2  # EMA21 of the last 7 bars (strategies look one bar further back)
 _ATR_ALPHA, _RSI_ALPHA = 1.0 / ATR_N, 1.0 / RSI_N
 _FAST_ALPHA, _SLOW_ALPHA = 2.0 / (EMA_FAST + 1), 2.0 / (EMA_SLOW + 1)
 _LONG_ALPHA = 2.0 / (LONG_VOL_SPAN + 1)
@@ -167,8 +168,14 @@ class MarketFeatures:
         "minute_et",
         "n",
         "open",
+        "prev_atr",
+        "prev_bb_mean",
+        "prev_bb_std",
+        "prev_ema_fast",
+        "prev_ema_slow",
         "prev_high_60",
         "prev_low_60",
+        "prev_rsi",
         "rsi",
         "rv",
         "symbol",
@@ -184,7 +191,7 @@ class MarketFeatures:
         self.n = 0
         self._clock = _EasternClock()
         self._closes = [0.0] * _RING
-        self._slow_hist = [0.0] * (SLOPE_N + 1)
+        self._slow_hist = [0.0] * _SLOW_RING
         self._absdiff = [0.0] * TREND_N
         self._absdiff_sum = 0.0
         self._rets = _Window(RV_N)
@@ -205,6 +212,10 @@ class MarketFeatures:
         self.rv = 0.0  # rv_30
         self.bb_mean = self.bb_std = 0.0  # 20-bar mean and population std of closes
         self.volume_z = 0.0  # 30-bar volume z-score of the current bar
+        #: The previous bar's values (strategies compare the two bars).
+        self.prev_ema_fast = self.prev_ema_slow = self.prev_atr = 0.0
+        self.prev_bb_mean = self.prev_bb_std = 0.0
+        self.prev_rsi = 50.0
         #: Highest high / lowest low of the 60 bars before the current one.
         self.prev_high_60 = math.nan
         self.prev_low_60 = math.nan
@@ -217,6 +228,10 @@ class MarketFeatures:
     def close_ago(self, k: int) -> float:
         """Return the close k bars before the current one (k < 64)."""
         return self._closes[(self.n - 1 - k) % _RING]
+
+    def slow_ago(self, k: int) -> float:
+        """Return EMA21 k bars before the current one (k <= 6)."""
+        return self._slow_hist[(self.n - 1 - k) % _SLOW_RING]
 
     def update(self, bar: Any) -> np.ndarray | None:
         """Add a bar (attributes open/high/low/close/volume and ts_s or ts_event).
@@ -233,6 +248,12 @@ class MarketFeatures:
         """Add one bar's values; return whether the features are ready."""
         n = self.n
         ring = self._closes
+        self.prev_ema_fast, self.prev_ema_slow, self.prev_atr = (
+            self.ema_fast,
+            self.ema_slow,
+            self.atr,
+        )
+        self.prev_bb_mean, self.prev_bb_std, self.prev_rsi = self.bb_mean, self.bb_std, self.rsi
         if n == 0:
             self.atr = h - lo
             self.ema_fast = self.ema_slow = c
@@ -274,7 +295,7 @@ class MarketFeatures:
             if n % _RESYNC_EVERY == 0:
                 self._absdiff_sum = math.fsum(absdiff)
         ring[n & _MASK] = c
-        self._slow_hist[n % (SLOPE_N + 1)] = self.ema_slow
+        self._slow_hist[n % _SLOW_RING] = self.ema_slow
         self.bb_std = math.sqrt(self._bb.push(c))
         self.bb_mean = self._bb.mean
         vsd = math.sqrt(self._vol.push(v))
@@ -338,7 +359,7 @@ class MarketFeatures:
             pctb, width = 0.5, 0.0
         if atr > 0.0:
             spread = (self.ema_fast - self.ema_slow) / atr
-            old_slow = self._slow_hist[(n - SLOPE_N) % (SLOPE_N + 1)]
+            old_slow = self._slow_hist[(n - SLOPE_N) % _SLOW_RING]
             slope = (self.ema_slow - old_slow) / atr
         else:
             spread = slope = 0.0

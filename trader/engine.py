@@ -105,7 +105,6 @@ class Engine:
         self.last_bar: dict[str, MarketBar] = {}
         self.bars = 0
         self.ignored_bars = 0
-        self.ignored_candidates = 0
         self.unfilled = 0
         self.events_emitted = 0
         self.realized_pnl_usd: dict[str, float] = dict.fromkeys(self.symbols, 0.0)
@@ -130,18 +129,18 @@ class Engine:
         if broker.open[bar.symbol] or broker.pending[bar.symbol]:
             for closed in broker.on_bar(bar, f.minute_et, f.in_rth):
                 self._closed(closed)
-        candidates = None
-        for strategy in self.strategies[bar.symbol]:
-            cand = strategy.on_bar(f)
-            if cand is not None:
-                if candidates is None:
-                    candidates = [cand]
-                else:
-                    candidates.append(cand)
-        if candidates is not None and ready:
-            if self.flatten and not (f.in_rth and f.minute_et <= LAST_ENTRY_MIN):
-                self.ignored_candidates += len(candidates)
-            else:
+        if ready and (
+            not self.flatten or (f.in_rth and f.minute_et <= LAST_ENTRY_MIN)
+        ):  # strategies keep no per-bar state: bars that cannot trade skip them
+            candidates = None
+            for strategy in self.strategies[bar.symbol]:
+                cand = strategy.on_bar(f)
+                if cand is not None:
+                    if candidates is None:
+                        candidates = [cand]
+                    else:
+                        candidates.append(cand)
+            if candidates is not None:
                 self._act(bar, f, candidates)
         if self.config.emit_bars:
             self._emit(bar.to_event(self.source))
@@ -149,11 +148,13 @@ class Engine:
         self.bars += 1
 
     def evaluate_bar(self, bar: MarketBar) -> list[Candidate]:
-        """Update features and strategies with a bar and return its candidates (no action)."""
+        """Update features with a bar and return the candidates `on_bar` would act on."""
         f = self.features[bar.symbol]
-        f.push(bar.ts_s, bar.open, bar.high, bar.low, bar.close, bar.volume)
-        out = [c for s in self.strategies[bar.symbol] if (c := s.on_bar(f)) is not None]
-        return out if f.ready else []
+        if not f.push(bar.ts_s, bar.open, bar.high, bar.low, bar.close, bar.volume):
+            return []
+        if self.flatten and not (f.in_rth and f.minute_et <= LAST_ENTRY_MIN):
+            return []
+        return [c for s in self.strategies[bar.symbol] if (c := s.on_bar(f)) is not None]
 
     def decide(self, symbol: str, candidates: list[Candidate]) -> tuple[Choice, list[Decision]]:
         """Run the decision path for a bar's candidates: models (or rules), then risk."""
@@ -395,7 +396,6 @@ class Engine:
             "bars": self.bars,
             "events": self.events_emitted,
             "ignored_bars": self.ignored_bars,
-            "ignored_candidates": self.ignored_candidates,
             "unfilled_orders": self.unfilled,
             "open_positions": len(self.broker.positions(counterfactual=False)),
             "open_counterfactuals": len(self.broker.positions(counterfactual=True)),

@@ -68,7 +68,13 @@ class Candidate:
 
 
 class Strategy:
-    """Base: subclasses implement `direction` (+1, -1 or 0) and keep their own state."""
+    """Base: subclasses implement `direction` (+1, -1 or 0) from the features alone.
+
+    A strategy keeps no per-bar state (edge triggers compare the current bar with
+    the previous one through `MarketFeatures.prev_*`), so skipping it on bars that
+    cannot trade changes none of its signals; only `min_gap_bars` counts from the
+    last signal it gave.
+    """
 
     __slots__ = ("_last_signal", "instrument")
 
@@ -106,50 +112,45 @@ class Strategy:
 class EmaCross(Strategy):
     """S2: fast/slow EMA cross with momentum confirmation."""
 
-    __slots__ = ("_prev_diff",)
+    __slots__ = ()
 
     id, name = "S2", "EmaCross"
     stop_atr, target_atr, min_gap_bars = 1.5, 2.5, 10
 
-    def __init__(self, instrument: Instrument) -> None:
-        super().__init__(instrument)
-        self._prev_diff = 0.0
-
     def direction(self, f: MarketFeatures) -> int:
-        diff = f.ema_fast - f.ema_slow
-        prev, self._prev_diff = self._prev_diff, diff
         if f.n < 6:
             return 0
-        move = f.close - f.close_ago(5)
-        if prev <= 0.0 < diff and move > 0.0:
+        diff = f.ema_fast - f.ema_slow
+        prev = f.prev_ema_fast - f.prev_ema_slow
+        if prev <= 0.0 < diff and f.close > f.close_ago(5):
             return 1
-        if prev >= 0.0 > diff and move < 0.0:
+        if prev >= 0.0 > diff and f.close < f.close_ago(5):
             return -1
         return 0
+
+
+def _band_state(close: float, mid: float, sd: float, rsi: float) -> int:
+    if sd > 0.0:
+        if close < mid - 2.0 * sd and rsi < 30.0:
+            return 1
+        if close > mid + 2.0 * sd and rsi > 70.0:
+            return -1
+    return 0
 
 
 class MeanReversion(Strategy):
     """S3: Bollinger band + RSI oversold/overbought."""
 
-    __slots__ = ("_prev",)
+    __slots__ = ()
 
     id, name = "S3", "MeanReversion"
     stop_atr, target_atr, min_gap_bars = 1.25, 1.5, 10
 
-    def __init__(self, instrument: Instrument) -> None:
-        super().__init__(instrument)
-        self._prev = 0
-
     def direction(self, f: MarketFeatures) -> int:
-        sd = f.bb_std
-        mid = f.bb_mean
-        state = 0
-        if sd > 0.0:
-            if f.close < mid - 2.0 * sd and f.rsi < 30.0:
-                state = 1
-            elif f.close > mid + 2.0 * sd and f.rsi > 70.0:
-                state = -1
-        prev, self._prev = self._prev, state
+        state = _band_state(f.close, f.bb_mean, f.bb_std, f.rsi)
+        if state == 0 or f.n < 2:
+            return 0
+        prev = _band_state(f.close_ago(1), f.prev_bb_mean, f.prev_bb_std, f.prev_rsi)
         return state if state != prev else 0
 
 
@@ -171,33 +172,38 @@ class Breakout(Strategy):
         return 0
 
 
+def _momentum_state(
+    slope: float, close: float, ema_fast: float, recent: float, before: float, atr: float
+) -> int:
+    if slope > 0.3 and close > ema_fast and recent > 0.5 * atr and recent > before:
+        return 1
+    if slope < -0.3 and close < ema_fast and recent < -0.5 * atr and recent < before:
+        return -1
+    return 0
+
+
 class Momentum(Strategy):
     """S11: trend continuation with acceleration."""
 
-    __slots__ = ("_prev", "_slow_hist")
+    __slots__ = ()
 
     id, name = "S11", "Momentum"
     stop_atr, target_atr, min_gap_bars = 2.0, 3.0, 20
 
-    def __init__(self, instrument: Instrument) -> None:
-        super().__init__(instrument)
-        self._prev = 0
-        self._slow_hist = [0.0] * 6
-
     def direction(self, f: MarketFeatures) -> int:
-        hist = self._slow_hist
-        hist[f.n % 6] = f.ema_slow
-        state = 0
         atr = f.atr
-        if f.n > 11 and atr > 0.0:
-            slope = (f.ema_slow - hist[(f.n - 5) % 6]) / atr
-            c, c5, c10 = f.close, f.close_ago(5), f.close_ago(10)
-            recent, before = c - c5, c5 - c10
-            if slope > 0.3 and c > f.ema_fast and recent > 0.5 * atr and recent > before:
-                state = 1
-            elif slope < -0.3 and c < f.ema_fast and recent < -0.5 * atr and recent < before:
-                state = -1
-        prev, self._prev = self._prev, state
+        if f.n < 13 or atr <= 0.0:
+            return 0
+        c, c5 = f.close, f.close_ago(5)
+        slope = (f.ema_slow - f.slow_ago(5)) / atr
+        state = _momentum_state(slope, c, f.ema_fast, c - c5, c5 - f.close_ago(10), atr)
+        if state == 0 or f.prev_atr <= 0.0:
+            return 0
+        p, p5 = f.close_ago(1), f.close_ago(6)
+        prev_slope = (f.prev_ema_slow - f.slow_ago(6)) / f.prev_atr
+        prev = _momentum_state(
+            prev_slope, p, f.prev_ema_fast, p - p5, p5 - f.close_ago(11), f.prev_atr
+        )
         return state if state != prev else 0
 
 
