@@ -236,3 +236,57 @@ def test_history_reads_a_lake_on_s3(make_settings: Callable[..., Settings], tmp_
         exp = expected_at(updates, "strategy_stats", o.symbol, o.strategy, o.ts_event)  # type: ignore[attr-defined]
         assert exp is not None and row.trade_count == exp["trade_count"]
         assert row.r_multiple == pytest.approx(o.r_multiple)  # type: ignore[attr-defined]
+
+
+def test_features_cli_apply_get_and_history_on_sqlite(
+    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from features.cli import features
+    from infra.settings import get_settings
+
+    settings = make_settings(
+        kafka=False, FEAST_REPO_DIR=str(tmp_path / "repo")
+    )  # no REDIS_URL: SQLite
+    events, updates, state = fill_lake(settings, n=800)
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        applied = runner.invoke(features, ["apply"], catch_exceptions=False)
+        assert applied.exit_code == 0 and "strategy_stats" in applied.output
+        assert TradeloopFeatureStore(settings).config()["online_store"]["type"] == "sqlite"
+        TradeloopFeatureStore(settings).push_updates(state.entity_rows())
+        got = runner.invoke(
+            features,
+            ["get", "--symbol", "NQ", "--strategy", "S3", "--json"],
+            catch_exceptions=False,
+        )
+        assert got.exit_code == 0, got.output
+        values = json.loads(got.output)
+        assert values["trade_count"]["value"] == state.strategy_values("NQ")["S3"]["trade_count"]
+        assert values["realized_vol"]["value"] == pytest.approx(
+            state.symbol_values("NQ")["realized_vol"]
+        )
+        assert values["trade_count"]["event_timestamp"].startswith("2024-")
+
+        out = tmp_path / "history.parquet"
+        hist = runner.invoke(features, ["history", "--out", str(out)], catch_exceptions=False)
+        assert hist.exit_code == 0, hist.output
+        frame = pd.read_parquet(out)
+        signals = [e for e in events if topic_for(e) == "signals"]
+        assert len(frame) == len(signals)
+        row = frame.iloc[-1]
+        exp = expected_at(
+            updates,
+            "strategy_stats",
+            row["symbol"],
+            row["strategy"],
+            row["event_timestamp"].to_pydatetime(),
+        )
+        assert exp is not None and row["win_rate"] == pytest.approx(exp["win_rate"])
+    finally:
+        get_settings.cache_clear()
