@@ -109,7 +109,9 @@ def test_unknown_key_id_is_rejected() -> None:
 def test_key_rotation_old_and_new_releases_verify_with_both_keys_listed() -> None:
     old = Keyring.from_settings(_settings(MANIFEST_HMAC_KEY="secret-1", MANIFEST_KEY_ID="k1"))
     new = Keyring.from_settings(
-        _settings(MANIFEST_HMAC_KEY="secret-2", MANIFEST_KEY_ID="k2", MANIFEST_VERIFY_KEYS="k1:secret-1")
+        _settings(
+            MANIFEST_HMAC_KEY="secret-2", MANIFEST_KEY_ID="k2", MANIFEST_VERIFY_KEYS="k1:secret-1"
+        )
     )
     m_old, m_new = sign_manifest(_manifest(), old), sign_manifest(_manifest(), new)
     trader = Keyring.from_settings(_settings(MANIFEST_VERIFY_KEYS="k1:secret-1,k2:secret-2"))
@@ -140,7 +142,7 @@ def test_ed25519_verifies_with_the_public_key_alone() -> None:
     with pytest.raises(SignatureError) as err:
         verify_manifest(tampered, public_only)
     assert err.value.code == "bad_signature"
-    other_private, other_public = generate_ed25519()
+    _other_private, other_public = generate_ed25519()
     stranger = Keyring.from_settings(_settings(MANIFEST_ED25519_PUBLIC_KEYS=f"ed1:{other_public}"))
     with pytest.raises(SignatureError):
         verify_manifest(signed, stranger)
@@ -162,7 +164,10 @@ def test_canonical_numbers_follow_ecmascript() -> None:
     }
     for value, text in expected.items():
         assert canonical_json(value).decode() == text, value
-    assert canonical_json({"b": 1, "a": [True, None, "\u00e9"]}) == '{"a":[true,null,"\u00e9"],"b":1}'.encode()
+    assert (
+        canonical_json({"b": 1, "a": [True, None, "\u00e9"]})
+        == '{"a":[true,null,"\u00e9"],"b":1}'.encode()
+    )
     with pytest.raises(ValueError):
         canonical_json(math.nan)
 
@@ -170,7 +175,9 @@ def test_canonical_numbers_follow_ecmascript() -> None:
 def test_nodejs_verifies_the_manifest_bytes_with_awkward_floats(tmp_path: Path) -> None:
     node = shutil.which("node")
     assert node, "node (v20) is required for the cross-language verification test"
-    ring = Keyring.from_settings(_settings(MANIFEST_HMAC_KEY="s3cr\u00e9t-key", MANIFEST_KEY_ID="k1"))
+    ring = Keyring.from_settings(
+        _settings(MANIFEST_HMAC_KEY="s3cr\u00e9t-key", MANIFEST_KEY_ID="k1")
+    )
     signed = sign_manifest(_manifest(), ring)
     path = tmp_path / "manifest.json"
     path.write_bytes(manifest_json(signed))
@@ -190,9 +197,16 @@ def test_nodejs_verifies_the_manifest_bytes_with_awkward_floats(tmp_path: Path) 
     obj["artifacts"][0]["metrics"]["tiny"] = 2e-7
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(obj))
-    proc = subprocess.run([node, str(FIXTURE_JS), str(bad), "k1=s3cr\u00e9t-key"], capture_output=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [node, str(FIXTURE_JS), str(bad), "k1=s3cr\u00e9t-key"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 1 and proc.stdout.decode().strip() == "bad_signature"
-    proc = subprocess.run([node, str(FIXTURE_JS), str(path), "k7=x"], capture_output=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [node, str(FIXTURE_JS), str(path), "k7=x"], capture_output=True, timeout=30, check=False
+    )
     assert proc.returncode == 2 and proc.stdout.decode().strip() == "unknown_key_id"
 
 

@@ -33,7 +33,9 @@ def _lake(tmp_path: Path, frames: dict[str, pd.DataFrame], name: str = "lake") -
 
 
 def _settings(tmp_path: Path, lake: str) -> Settings:
-    return Settings(LAKE_URI=lake, STORE_DIR=str(tmp_path / "store"), TOPIC_PREFIX=f"ds{tmp_path.name[-8:]}.")  # type: ignore[arg-type]
+    return Settings(
+        LAKE_URI=lake, STORE_DIR=str(tmp_path / "store"), TOPIC_PREFIX=f"ds{tmp_path.name[-8:]}."
+    )  # type: ignore[arg-type]
 
 
 def _stamps(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str, float], pd.Timestamp]:
@@ -41,14 +43,18 @@ def _stamps(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str, float], pd.
     f = frames["features"]
     return {
         (s, k, float(c)): pd.Timestamp(t)
-        for s, k, c, t in zip(f["symbol"], f["strategy"], f["trade_count"], f["ts_strategy_stats"], strict=True)
+        for s, k, c, t in zip(
+            f["symbol"], f["strategy"], f["trade_count"], f["ts_strategy_stats"], strict=True
+        )
     }
 
 
 def _count_at_or_before(frames: dict[str, pd.DataFrame], rows: pd.DataFrame) -> np.ndarray:
     f = frames["features"]
     out = np.zeros(len(rows))
-    for i, (sym, strat, ts) in enumerate(zip(rows["symbol"], rows["strategy"], rows["event_timestamp"], strict=True)):
+    for i, (sym, strat, ts) in enumerate(
+        zip(rows["symbol"], rows["strategy"], rows["event_timestamp"], strict=True)
+    ):
         m = (f["symbol"] == sym) & (f["strategy"] == strat) & (f["ts_strategy_stats"] <= ts)
         out[i] = float(m.sum())
     return out
@@ -60,7 +66,9 @@ def test_no_feature_value_stamped_after_a_signal_appears_in_its_row(tmp_path: Pa
     # several outcomes of one strategy can close in the same minute; Feast breaks such
     # ties arbitrarily, so this comparison keeps one feature row per (key, stamp)
     feats = frames["features"]
-    frames["features"] = feats.drop_duplicates(["symbol", "strategy", "ts_strategy_stats"], keep="last")
+    frames["features"] = feats.drop_duplicates(
+        ["symbol", "strategy", "ts_strategy_stats"], keep="last"
+    )
     frames["features"] = frames["features"].assign(
         trade_count=frames["features"].groupby(["symbol", "strategy"]).cumcount() + 1.0
     )
@@ -75,17 +83,23 @@ def test_no_feature_value_stamped_after_a_signal_appears_in_its_row(tmp_path: Pa
     a = by_feast.sort_values(key).reset_index(drop=True)
     b = by_asof.sort_values(key).reset_index(drop=True)
     for name in OWN_STREAM:
-        np.testing.assert_allclose(a[name].fillna(-1).to_numpy(float), b[name].fillna(-1).to_numpy(float))
+        np.testing.assert_allclose(
+            a[name].fillna(-1).to_numpy(float), b[name].fillna(-1).to_numpy(float)
+        )
     stamps = _stamps(frames)
     expected = _count_at_or_before(frames, b)
     got = b["trade_count"].fillna(0.0).to_numpy(float)
     np.testing.assert_array_equal(got, expected)  # the latest value at or before the signal
-    for sym, strat, count, ts in zip(b["symbol"], b["strategy"], b["trade_count"], b["event_timestamp"], strict=True):
+    for sym, strat, count, ts in zip(
+        b["symbol"], b["strategy"], b["trade_count"], b["event_timestamp"], strict=True
+    ):
         if not np.isnan(count):
             assert stamps[(sym, strat, float(count))] <= ts
     # some rows must have had later values available, or the test proves nothing
     latest = frames["features"].groupby(["symbol", "strategy"])["trade_count"].max()
-    assert (got < b.set_index(["symbol", "strategy"]).index.map(latest).to_numpy(float)).mean() > 0.5
+    assert (
+        got < b.set_index(["symbol", "strategy"]).index.map(latest).to_numpy(float)
+    ).mean() > 0.5
 
 
 def test_training_rows_carry_only_past_stream_values_with_ties(tmp_path: Path) -> None:
@@ -97,7 +111,9 @@ def test_training_rows_carry_only_past_stream_values_with_ties(tmp_path: Path) -
     s = data.signals
     np.testing.assert_array_equal(s["trade_count"].to_numpy(float), _count_at_or_before(frames, s))
     stamps = _stamps(frames)
-    for sym, strat, count, ts in zip(s["symbol"], s["strategy"], s["trade_count"], s["event_timestamp"], strict=True):
+    for sym, strat, count, ts in zip(
+        s["symbol"], s["strategy"], s["trade_count"], s["event_timestamp"], strict=True
+    ):
         if count > 0:
             assert stamps[(sym, strat, float(count))] <= ts
     # the meta columns of each decision point are the same as-of values, per strategy
@@ -105,7 +121,11 @@ def test_training_rows_carry_only_past_stream_values_with_ties(tmp_path: Path) -
     g = data.groups.sample(40, random_state=1)
     for _, row in g.iterrows():
         for strat in STRATEGIES:
-            past = f[(f["symbol"] == row["symbol"]) & (f["strategy"] == strat) & (f["ts_strategy_stats"] <= row["event_timestamp"])]
+            past = f[
+                (f["symbol"] == row["symbol"])
+                & (f["strategy"] == strat)
+                & (f["ts_strategy_stats"] <= row["event_timestamp"])
+            ]
             want = float(past["win_rate"].iloc[-1]) if len(past) else 0.0
             assert row[f"{strat}_win_rate"] == pytest.approx(want)
     assert list(META_FEATURE_NAMES) == [c for c in META_FEATURE_NAMES if c in data.groups.columns]
@@ -121,7 +141,11 @@ def test_meta_label_is_the_best_r_among_a_bars_candidates(tmp_path: Path) -> Non
     assert len(data.groups) == s.groupby(["symbol", "event_timestamp"]).ngroups
     for gid, rows in s.groupby("group"):
         best = rows["r_multiple"].max()
-        winners = [st for st in STRATEGIES if ((rows["strategy"] == st) & (rows["r_multiple"] == best)).any()]
+        winners = [
+            st
+            for st in STRATEGIES
+            if ((rows["strategy"] == st) & (rows["r_multiple"] == best)).any()
+        ]
         label = data.groups.loc[data.groups["group"] == gid, "label"].item()
         assert label == winners[0]
     # counterfactual outcomes are labels too: most bars have a non-taken candidate
@@ -129,7 +153,9 @@ def test_meta_label_is_the_best_r_among_a_bars_candidates(tmp_path: Path) -> Non
     # stop and reward/risk come from the snapshot prices and its ATR, as in the trader
     row = s.iloc[0]
     assert row["stop_atr"] == pytest.approx(abs(row["entry"] - row["stop"]) / row["atr_14"])
-    assert row["reward_risk"] == pytest.approx(abs(row["target"] - row["entry"]) / abs(row["entry"] - row["stop"]))
+    assert row["reward_risk"] == pytest.approx(
+        abs(row["target"] - row["entry"]) / abs(row["entry"] - row["stop"])
+    )
 
 
 def test_bad_data_ends_with_a_clear_error(tmp_path: Path) -> None:
@@ -147,7 +173,7 @@ def test_bad_data_ends_with_a_clear_error(tmp_path: Path) -> None:
     nan = synthetic_frames(300, seed=2)
     nan["signals"].loc[5, "rsi_14"] = np.nan
     lake = _lake(tmp_path, nan, "nan")
-    with pytest.raises(DataError, match="NaN market features.*rsi_14"):
+    with pytest.raises(DataError, match=r"NaN market features.*rsi_14"):
         build_training_data([("real", load_lake("real", lake, settings))], CFG, "asof")
 
     few = synthetic_frames(30, seed=2)
@@ -195,11 +221,15 @@ def _vendor_csv(path: Path, days: int = 6) -> Path:
                 o = price
                 c = max(1.0, o + rng.normal(0, 1.5))
                 h, lo = max(o, c) + abs(rng.normal(0, 0.75)), min(o, c) - abs(rng.normal(0, 0.75))
-                rows.append((t0 + dt.timedelta(minutes=i), "ES", o, h, lo, c, int(rng.integers(100, 5000))))
+                rows.append(
+                    (t0 + dt.timedelta(minutes=i), "ES", o, h, lo, c, int(rng.integers(100, 5000)))
+                )
                 price = c
             days -= 1
         day += dt.timedelta(days=1)
-    frame = pd.DataFrame(rows, columns=["timestamp", "symbol", "open", "high", "low", "close", "volume"])
+    frame = pd.DataFrame(
+        rows, columns=["timestamp", "symbol", "open", "high", "low", "close", "volume"]
+    )
     frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
     frame.to_csv(path, index=False)
     return path
@@ -228,4 +258,7 @@ def test_vendor_and_synthetic_bars_go_through_the_trader_backtest(tmp_path: Path
     # stream features were folded from each source's own outcomes: later signals see them
     assert (data.signals["trade_count"] > 0).any()
     s = data.signals
-    assert (s["trade_count"] <= s.groupby(["source_kind", "symbol", "strategy"]).cumcount() + s["trade_count"].max()).all()
+    assert (
+        s["trade_count"]
+        <= s.groupby(["source_kind", "symbol", "strategy"]).cumcount() + s["trade_count"].max()
+    ).all()

@@ -8,7 +8,15 @@ import pytest
 
 from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN, STRATEGIES
 from training.config import ExportError, TrainConfig
-from training.export import check_parity, export_exec, export_meta, graph_io, meta_native_proba, onnx_session, run_onnx
+from training.export import (
+    check_parity,
+    export_exec,
+    export_meta,
+    graph_io,
+    meta_native_proba,
+    onnx_session,
+    run_onnx,
+)
 from training.models import fit_exec, fit_meta, meta_metrics, sizer_metrics
 from training.sizer import SizerEnv, action_to_size, export_sizer, train_sizer
 
@@ -55,7 +63,9 @@ def test_parity_check_rejects_a_mismatch_and_a_broken_graph() -> None:
     with pytest.raises(ExportError, match="max abs diff"):
         check_parity("exec", blob, lambda v: model.predict(v).reshape(-1, 1) + 1e-3, x[:50])
     with pytest.raises(ExportError, match="cannot load"):
-        check_parity("exec", blob[: len(blob) // 2], lambda v: model.predict(v).reshape(-1, 1), x[:50])
+        check_parity(
+            "exec", blob[: len(blob) // 2], lambda v: model.predict(v).reshape(-1, 1), x[:50]
+        )
     with pytest.raises(ExportError, match="holdout rows"):
         check_parity("exec", blob, lambda v: v, x[:0])
 
@@ -73,14 +83,18 @@ def test_sizer_env_rewards_sized_r_minus_drawdown_and_size_penalties() -> None:
     assert rew2 == pytest.approx(-0.2 - 0.5 * 0.2 - 0.1 * 0.01)
     _o, _r, done, _t, _i = env.step(np.array([0.0]))
     assert done
-    assert action_to_size(np.array([-5.0, 0.0, 5.0])).tolist() == pytest.approx([SIZE_MIN, 1.05, SIZE_MAX])
+    assert action_to_size(np.array([-5.0, 0.0, 5.0])).tolist() == pytest.approx(
+        [SIZE_MIN, 1.05, SIZE_MAX]
+    )
 
 
 def test_sizer_learns_to_size_up_good_signals_and_its_graph_bounds_the_size() -> None:
     n = 3000
     obs = RNG.normal(size=(n, len(MODEL_FEATURES["sizer"]))).astype(np.float32)
     r = np.where(obs[:, 1] > 0, 1.0, -1.0) + RNG.normal(0, 0.3, n)  # predicted_r tells the sign
-    cfg = TrainConfig.for_profile("small", sizer_timesteps=8192, sizer_n_steps=512, sizer_batch_size=128, sizer_epochs=4)
+    cfg = TrainConfig.for_profile(
+        "small", sizer_timesteps=8192, sizer_n_steps=512, sizer_batch_size=128, sizer_epochs=4
+    )
     model = train_sizer(obs, r, cfg)
     blob = export_sizer(model)
     assert graph_io(blob) == (["obs"], ["size"])

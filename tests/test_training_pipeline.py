@@ -15,12 +15,12 @@ from features.vectors import MODEL_FEATURES
 from infra.objectstore import LocalObjectStore
 from infra.settings import Settings, get_settings
 from infra.signing import Keyring
+from trader.release import ReleaseRejected, verify_release
 from training.config import TrainConfig
 from training.datasets import load_lake
 from training.pipeline import run_training
 from training.release import Registry, verify_manifest
 from training.synth import _strategy_stats, synthetic_frames, write_frames
-from trader.release import ReleaseRejected, verify_release
 
 CFG = TrainConfig.for_profile("small")
 KEY = "pipeline-test-key-0123456789"
@@ -66,7 +66,9 @@ def _settings(tmp_path: Path, lake: str, **env: str) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def _run(settings: Settings, tmp_path: Path, name: str, cfg: TrainConfig = CFG, lake: str | None = None):  # type: ignore[no-untyped-def]
+def _run(
+    settings: Settings, tmp_path: Path, name: str, cfg: TrainConfig = CFG, lake: str | None = None
+):  # type: ignore[no-untyped-def]
     frames = load_lake("real", lake or settings.lake, settings)
     return run_training(
         settings,
@@ -78,7 +80,9 @@ def _run(settings: Settings, tmp_path: Path, name: str, cfg: TrainConfig = CFG, 
     )
 
 
-def test_first_run_releases_three_models_the_trader_accepts(tmp_path: Path, lakes: dict[str, str]) -> None:
+def test_first_run_releases_three_models_the_trader_accepts(
+    tmp_path: Path, lakes: dict[str, str]
+) -> None:
     settings = _settings(tmp_path, lakes["good"])
     result = _run(settings, tmp_path, "first")
     assert result.status == "released", result.message
@@ -105,7 +109,7 @@ def test_first_run_releases_three_models_the_trader_accepts(tmp_path: Path, lake
     raw = store.get("models/manifest/latest.json")
     assert raw == store.get("models/manifest/1.json")
     assert verify_manifest(raw, Keyring.from_settings(settings)) == "k1"
-    manifest, model_set = verify_release(raw, 0, Keyring.from_settings(settings), settings)
+    manifest, _model_set = verify_release(raw, 0, Keyring.from_settings(settings), settings)
     assert manifest.release == m.release
     with pytest.raises(ReleaseRejected) as err:
         verify_release(raw, 1, Keyring.from_settings(settings), settings)
@@ -121,7 +125,9 @@ def test_first_run_releases_three_models_the_trader_accepts(tmp_path: Path, lake
         assert (rep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_gate_keeps_the_champion_and_replaces_a_worse_one(tmp_path: Path, lakes: dict[str, str]) -> None:
+def test_gate_keeps_the_champion_and_replaces_a_worse_one(
+    tmp_path: Path, lakes: dict[str, str]
+) -> None:
     settings = _settings(tmp_path, lakes["noise"])
     first = _run(settings, tmp_path, "noise")
     assert first.status == "released"
@@ -190,7 +196,9 @@ def test_models_cli_list_show_verify_rollback(
         out = runner.invoke(models, ["verify"])
         assert out.exit_code == 0, out.output
         assert "signature ok" in out.output and out.output.count("probe ok") == 3
-        out = runner.invoke(models, ["rollback", first_release, "--reason", "bad fills", "--no-topic"])
+        out = runner.invoke(
+            models, ["rollback", first_release, "--reason", "bad fills", "--no-topic"]
+        )
         assert out.exit_code == 0, out.output
         reg = Registry(get_settings())
         latest = reg.latest()
@@ -205,7 +213,9 @@ def test_models_cli_list_show_verify_rollback(
         # tampering with the store's latest.json is caught by `models verify`
         obj = json.loads(raw)
         obj["artifacts"][0]["metrics"]["auc"] = 0.99
-        LocalObjectStore(tmp_path / "store").put("models/manifest/latest.json", json.dumps(obj).encode())
+        LocalObjectStore(tmp_path / "store").put(
+            "models/manifest/latest.json", json.dumps(obj).encode()
+        )
         out = runner.invoke(models, ["verify"])
         assert out.exit_code != 0 and "bad_signature" in out.output
         out = runner.invoke(models, ["rollback", "nope"])

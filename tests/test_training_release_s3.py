@@ -12,6 +12,7 @@ from infra.lake import read_topic
 from infra.objectstore import s3_client, store_for_uri
 from infra.signing import Keyring
 from streams.events import ModelManifest, decode
+from trader.release import verify_release
 from training.config import TrainConfig
 from training.datasets import load_lake
 from training.pipeline import run_training
@@ -24,7 +25,6 @@ from training.release import (
     verify_manifest,
 )
 from training.synth import write_synthetic_lake
-from trader.release import verify_release
 
 pytestmark = [pytest.mark.s3, pytest.mark.kafka]
 
@@ -56,7 +56,9 @@ def test_release_to_versioned_s3_and_the_models_topic(make_settings) -> None:  #
     assert pub.latest_uri == f"s3://{settings.bucket}/models/manifest/latest.json"
     client = s3_client(settings)
     for art in m.artifacts:
-        assert art.uri == f"s3://{settings.bucket}/models/{art.family}/{m.release}/{art.family}.onnx"
+        assert (
+            art.uri == f"s3://{settings.bucket}/models/{art.family}/{m.release}/{art.family}.onnx"
+        )
         assert art.s3_version_id  # the bucket is versioned
         head = client.head_object(
             Bucket=settings.bucket, Key=art.uri.split("/", 3)[3], VersionId=art.s3_version_id
@@ -87,7 +89,9 @@ def test_release_to_versioned_s3_and_the_models_topic(make_settings) -> None:  #
     records = asyncio.run(_consume_models(bus, 3))
     assert [decode(v, ModelManifest).sequence for _k, v in records] == [1, 2, 3]
     assert decode(records[-1][1], ModelManifest).kind == "rollback"
-    versions = client.list_object_versions(Bucket=settings.bucket, Prefix="models/manifest/latest.json")
+    versions = client.list_object_versions(
+        Bucket=settings.bucket, Prefix="models/manifest/latest.json"
+    )
     assert len(versions["Versions"]) == 3
     for art in back.manifest.artifacts:
         assert reg.fetch(art)  # the rolled-back bytes by version id, sha256 checked

@@ -58,7 +58,12 @@ def test_a_burst_of_drift_alerts_starts_one_run_early(make_settings) -> None:  #
         async with bus.producer() as producer:
             for i in range(3):  # a burst: one run after a second of quiet
                 alert = DriftAlert(
-                    ts_event=utc_now(), symbol="ES", strategy="S2", metric="r_multiple", detector="ADWIN", value=float(i)
+                    ts_event=utc_now(),
+                    symbol="ES",
+                    strategy="S2",
+                    metric="r_multiple",
+                    detector="ADWIN",
+                    value=float(i),
                 )
                 await producer.send(bus.topic("drift"), encode(alert), key=b"ES")
                 await asyncio.sleep(0.2)
@@ -76,7 +81,9 @@ def test_a_burst_of_drift_alerts_starts_one_run_early(make_settings) -> None:  #
 
 
 def test_skip_switch_turns_due_runs_into_logged_noops(
-    make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    make_settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     skip = tmp_path / "SKIP_TRAINING"
     settings = make_settings(kafka=False, SKIP_TRAINING_FILE=str(skip))

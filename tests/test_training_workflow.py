@@ -8,7 +8,13 @@ from typing import Any
 import yaml
 
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "train.yml"
-SEED_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "S3_BUCKET", "MANIFEST_HMAC_KEY")
+SEED_SECRETS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "S3_BUCKET",
+    "MANIFEST_HMAC_KEY",
+)
 
 
 def _load() -> dict[Any, Any]:
@@ -19,7 +25,7 @@ def _load() -> dict[Any, Any]:
 
 def test_triggers_every_30_minutes_and_on_demand() -> None:
     doc = _load()
-    on = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
+    on: dict[str, Any] = doc.get("on", doc.get(True)) or {}  # YAML 1.1 reads a bare `on` as true
     assert on["schedule"] == [{"cron": "*/30 * * * *"}]
     assert "workflow_dispatch" in on
     assert doc["concurrency"]["cancel-in-progress"] is False
@@ -29,7 +35,7 @@ def test_secrets_install_skip_switch_and_train_command() -> None:
     job = _load()["jobs"]["train"]
     env = job["env"]
     for name in SEED_SECRETS:
-        assert env[name] == "${{ secrets.%s }}" % name
+        assert env[name] == f"${{{{ secrets.{name} }}}}"
     assert env["SKIP_TRAINING_FILE"] == "SKIP_TRAINING"
     steps = job["steps"]
     names = [s.get("name", s.get("uses", "")) for s in steps]

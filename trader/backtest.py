@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from streams.events import Event, TradeOutcome
 
-__all__ = ["TradeRecorder", "print_summary", "write_equity_png", "write_trades"]
+__all__ = ["TradeRecorder", "print_summary", "write_equity_png", "write_summary", "write_trades"]
 
 TRADE_COLUMNS = (
     "event_id",

@@ -27,7 +27,9 @@ def _settings(**overrides: Any) -> Settings:
     return base.model_copy(update=update) if update else base
 
 
-def _model_sets(settings: Settings, per_symbol: bool, symbols: Sequence[str] | None) -> list[tuple[str, list[str] | None]]:
+def _model_sets(
+    settings: Settings, per_symbol: bool, symbols: Sequence[str] | None
+) -> list[tuple[str, list[str] | None]]:
     syms = list(symbols) if symbols else list(settings.symbols)
     sets: list[tuple[str, list[str] | None]] = [("default", syms)]
     if per_symbol:
@@ -74,9 +76,9 @@ def _run_all(
         ) as bar:
             task = bar.add_task("starting", total=None, set=model_set)
 
-            def step(text: str, _task: Any = task, _bar: Any = bar) -> None:
+            def step(text: str, _task: Any = task, _bar: Any = bar, _set: str = model_set) -> None:
                 _bar.update(_task, description=text)
-                log.info("[%s] %s", model_set, text)
+                log.info("[%s] %s", _set, text)
 
             result = run_training(
                 settings,
@@ -102,25 +104,77 @@ def _print_result(result: Any) -> None:
     if result.published is not None:
         p = result.published
         click.echo(f"  manifest {p.latest_uri} (history {p.manifest_uri})")
-        click.echo(f"  topic    {p.topic}@{p.topic_offset}" if p.topic else f"  topic    not published: {p.topic_error}")
+        click.echo(
+            f"  topic    {p.topic}@{p.topic_offset}"
+            if p.topic
+            else f"  topic    not published: {p.topic_error}"
+        )
     if result.report_dir is not None and result.status in ("released", "refused"):
         click.echo(f"  report   {result.report_dir}")
 
 
 @click.command()
 @click.option("--once", "once", is_flag=True, help="Run one training now and exit (default).")
-@click.option("--every", default=None, help="Run on this cadence (e.g. 30m) until stopped; drift alerts start a run early.")
-@click.option("--per-symbol", is_flag=True, help="Also train one model set per symbol (model set = symbol).")
+@click.option(
+    "--every",
+    default=None,
+    help="Run on this cadence (e.g. 30m) until stopped; drift alerts start a run early.",
+)
+@click.option(
+    "--per-symbol", is_flag=True, help="Also train one model set per symbol (model set = symbol)."
+)
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: SYMBOLS).")
-@click.option("--since", default=None, help="Only signals newer than this (e.g. 30d); default: the whole lake.")
-@click.option("--profile", type=click.Choice(["standard", "small"]), default=None, help="Model sizes (default: TRAIN_PROFILE).")
-@click.option("--vendor-data", default=None, help="Vendor bars (CSV/parquet, comma-separated) to backtest into training data.")
-@click.option("--synthetic-bars", type=int, default=None, help="Simulated bars to backtest into training data (0: none).")
-@click.option("--report-dir", default=None, help="Where run reports go (default: TRAIN_REPORT_DIR or {home}/reports/training).")
-@click.option("--no-topic", is_flag=True, help="Write the manifest to the store only, not to the models topic.")
-@click.option("--pit-engine", type=click.Choice(["auto", "feast", "asof"]), default="auto", show_default=True, help="Point-in-time join: Feast historical, the as-of join over the same dataset, or auto by size.")
-@click.option("--drift/--no-drift", default=True, show_default=True, help="With --every: start a run when a DriftAlert arrives.")
-@click.option("--debounce", default="30s", show_default=True, help="With --every: quiet time after the last drift alert before a run.")
+@click.option(
+    "--since",
+    default=None,
+    help="Only signals newer than this (e.g. 30d); default: the whole lake.",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["standard", "small"]),
+    default=None,
+    help="Model sizes (default: TRAIN_PROFILE).",
+)
+@click.option(
+    "--vendor-data",
+    default=None,
+    help="Vendor bars (CSV/parquet, comma-separated) to backtest into training data.",
+)
+@click.option(
+    "--synthetic-bars",
+    type=int,
+    default=None,
+    help="Simulated bars to backtest into training data (0: none).",
+)
+@click.option(
+    "--report-dir",
+    default=None,
+    help="Where run reports go (default: TRAIN_REPORT_DIR or {home}/reports/training).",
+)
+@click.option(
+    "--no-topic",
+    is_flag=True,
+    help="Write the manifest to the store only, not to the models topic.",
+)
+@click.option(
+    "--pit-engine",
+    type=click.Choice(["auto", "feast", "asof"]),
+    default="auto",
+    show_default=True,
+    help="Point-in-time join: Feast historical, the as-of join over the same dataset, or auto by size.",
+)
+@click.option(
+    "--drift/--no-drift",
+    default=True,
+    show_default=True,
+    help="With --every: start a run when a DriftAlert arrives.",
+)
+@click.option(
+    "--debounce",
+    default="30s",
+    show_default=True,
+    help="With --every: quiet time after the last drift alert before a run.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress display.")
 def train(
     once: bool,
@@ -171,7 +225,9 @@ def train(
         debounce_s = parse_duration(debounce)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    click.echo(f"training every {every} (drift {'on' if drift else 'off'}, debounce {debounce}); Ctrl-C stops")
+    click.echo(
+        f"training every {every} (drift {'on' if drift else 'off'}, debounce {debounce}); Ctrl-C stops"
+    )
     try:
         stats = asyncio.run(
             train_loop(
@@ -183,7 +239,9 @@ def train(
                 min_gap_s=min(60.0, every_s),
             )
         )
-        click.echo(f"stopped: {len(stats.runs)} runs, {stats.skipped} skipped, {stats.failed} failed")
+        click.echo(
+            f"stopped: {len(stats.runs)} runs, {stats.skipped} skipped, {stats.failed} failed"
+        )
     except KeyboardInterrupt:
         click.echo("stopped")
 
@@ -224,7 +282,9 @@ def list_(as_json: bool) -> None:
     rows = [_summary(m) for m in reg.history()]
     latest = reg.latest()
     if as_json:
-        click.echo(json.dumps({"latest": latest.release if latest else None, "releases": rows}, indent=2))
+        click.echo(
+            json.dumps({"latest": latest.release if latest else None, "releases": rows}, indent=2)
+        )
         return
     if not rows:
         click.echo(f"no releases in {reg.store.uri('models/manifest/')}")
@@ -232,7 +292,9 @@ def list_(as_json: bool) -> None:
     for r in rows:
         mark = "*" if latest is not None and r["release"] == latest.release else " "
         arts = " ".join(f"{k}={v}" for k, v in r["artifacts"].items())
-        click.echo(f"{mark} {r['sequence']:>5}  {r['release']:<26} {r['model_set']:<8} {r['kind']:<8} {r['gate'] or '-':<8} {arts}")
+        click.echo(
+            f"{mark} {r['sequence']:>5}  {r['release']:<26} {r['model_set']:<8} {r['kind']:<8} {r['gate'] or '-':<8} {arts}"
+        )
 
 
 def _resolve(ref: str | None) -> Any:
@@ -258,7 +320,9 @@ def show(ref: str | None, as_json: bool) -> None:
         click.echo(json.dumps(m.model_dump(mode="json", by_alias=True), indent=2))
         return
     s = _summary(m)
-    click.echo(f"release {s['release']}  sequence {s['sequence']}  model set {s['model_set']}  kind {s['kind']}")
+    click.echo(
+        f"release {s['release']}  sequence {s['sequence']}  model set {s['model_set']}  kind {s['kind']}"
+    )
     click.echo(f"window  {m.train_window_start} .. {m.train_window_end}   key id {m.key_id}")
     if m.gate:
         click.echo(f"gate    {m.gate.decision}")
@@ -290,7 +354,9 @@ def verify(ref: str | None) -> None:
     for art in m.artifacts:
         try:
             blob = reg.fetch(art)
-            out = run_onnx(onnx_session(blob), art.family, np.asarray([art.probe_input], dtype=np.float32))
+            out = run_onnx(
+                onnx_session(blob), art.family, np.asarray([art.probe_input], dtype=np.float32)
+            )
         except (ReleaseError, TrainingError) as exc:
             raise click.ClickException(f"{m.release}: {exc}") from None
         diff = float(np.max(np.abs(out.reshape(-1) - np.asarray(art.probe_output))))
@@ -311,9 +377,17 @@ def rollback(ref: str, reason: str, no_topic: bool) -> None:
 
     reg = _registry()
     try:
-        pub = do_rollback(reg, ref, Keyring.from_settings(reg.settings), reason=reason, topic=not no_topic)
+        pub = do_rollback(
+            reg, ref, Keyring.from_settings(reg.settings), reason=reason, topic=not no_topic
+        )
     except ReleaseError as exc:
         raise click.ClickException(str(exc)) from None
     m = pub.manifest
-    click.echo(f"rolled back: {m.release} (sequence {m.sequence}) serves {ref}'s models; replaces {m.rollback_of}")
-    click.echo(f"  topic {pub.topic}@{pub.topic_offset}" if pub.topic else f"  topic not published: {pub.topic_error}")
+    click.echo(
+        f"rolled back: {m.release} (sequence {m.sequence}) serves {ref}'s models; replaces {m.rollback_of}"
+    )
+    click.echo(
+        f"  topic {pub.topic}@{pub.topic_offset}"
+        if pub.topic
+        else f"  topic not published: {pub.topic_error}"
+    )

@@ -10,6 +10,7 @@ logged no-op while it exists. A failed run is logged and the loop goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -54,7 +55,9 @@ class LoopStats:
     alerts: int = 0
 
 
-async def _drift_listener(settings: Settings, on_alert: Callable[[Any], None], ready: asyncio.Event) -> None:
+async def _drift_listener(
+    settings: Settings, on_alert: Callable[[Any], None], ready: asyncio.Event
+) -> None:
     """Consume the drift topic from its end and call `on_alert` per DriftAlert."""
     from infra.bus import KafkaBus
     from streams.events import DriftAlert, EventDecodeError, decode
@@ -62,7 +65,9 @@ async def _drift_listener(settings: Settings, on_alert: Callable[[Any], None], r
     bus = KafkaBus(settings)
     await bus.ensure_topics(bus.topic_settings(["drift"]))
     consumer = bus.consumer(
-        [bus.topic("drift")], group_id=f"tradeloop-train-{uuid.uuid4().hex[:8]}", from_beginning=False
+        [bus.topic("drift")],
+        group_id=f"tradeloop-train-{uuid.uuid4().hex[:8]}",
+        from_beginning=False,
     )
     await consumer.start()
     try:
@@ -75,7 +80,7 @@ async def _drift_listener(settings: Settings, on_alert: Callable[[Any], None], r
         while True:
             for rec in await consumer.poll(timeout_ms=500):
                 try:
-                    ev = decode(rec.value or b"")
+                    ev: Any = decode(rec.value or b"")
                 except EventDecodeError as exc:
                     log.warning("drift topic: undecodable record at offset %s: %s", rec.offset, exc)
                     continue
@@ -107,7 +112,13 @@ async def train_loop(
     def on_alert(alert: Any) -> None:
         stats.alerts += 1
         last_alert[0] = time.monotonic()
-        log.info("drift alert %s/%s %s: training will start after %.0fs of quiet", alert.symbol, alert.strategy, alert.metric, debounce_s)
+        log.info(
+            "drift alert %s/%s %s: training will start after %.0fs of quiet",
+            alert.symbol,
+            alert.strategy,
+            alert.metric,
+            debounce_s,
+        )
         wake.set()
 
     listener: asyncio.Task[None] | None = None
@@ -121,7 +132,10 @@ async def train_loop(
     try:
         while not stop.is_set():
             if listener is not None and listener.done() and listener.exception() is not None:
-                log.error("drift listener stopped: %s; continuing on the schedule only", listener.exception())
+                log.error(
+                    "drift listener stopped: %s; continuing on the schedule only",
+                    listener.exception(),
+                )
                 listener = None
             now = time.monotonic()
             trigger = ""
@@ -138,7 +152,11 @@ async def train_loop(
                 next_due = now + every_s
                 if skip_switch(settings) is not None:
                     stats.skipped += 1
-                    log.info("skip switch %s exists: %s run skipped", settings.skip_training_file, trigger)
+                    log.info(
+                        "skip switch %s exists: %s run skipped",
+                        settings.skip_training_file,
+                        trigger,
+                    )
                 else:
                     stats.runs.append(trigger)
                     try:
@@ -152,15 +170,11 @@ async def train_loop(
             timeout = max(0.05, min(next_due - time.monotonic(), 1.0))
             if pending_drift:
                 timeout = min(timeout, 0.2)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
     finally:
         if listener is not None:
             listener.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
-            except (asyncio.CancelledError, Exception):  # noqa: S110
-                pass
     return stats

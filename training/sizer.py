@@ -105,7 +105,7 @@ class _Exportable(nn.Module):
         self.action_net = action_net
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        z = (obs - self.mean) * self.scale
+        z = (obs - self.get_buffer("mean")) * self.get_buffer("scale")
         a = torch.clamp(self.action_net(self.policy_net(z)), -1.0, 1.0)
         return a * _HALF_SPAN + (SIZE_MIN + _HALF_SPAN)
 
@@ -190,7 +190,7 @@ def export_sizer(model: SizerModel) -> bytes:
         torch.onnx.export(
             module,
             (dummy,),
-            buf,
+            buf,  # type: ignore[arg-type]
             input_names=["obs"],
             output_names=["size"],
             dynamic_axes={"obs": {0: "n"}, "size": {0: "n"}},

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from infra.settings import Settings
 from training.config import DataError
@@ -99,7 +100,7 @@ def derive_stream_features(lake: str, settings: Settings) -> int:
     events: list[SignalSnapshot | TradeOutcome] = []
     for topic in ("signals", "outcomes"):
         for _p, _o, body in iter_payloads(lake, topic, settings=settings, store=store):
-            ev = decode(body)
+            ev: Any = decode(body)
             if isinstance(ev, SignalSnapshot | TradeOutcome):
                 events.append(ev)
     events.sort(key=lambda e: (e.ts_event, 0 if isinstance(e, TradeOutcome) else 1))
