@@ -277,10 +277,7 @@ def run_demo(
 
         with _phase(run, "trader finishing and the lake catching up"):
             run.health = _health(http_port)
-            trader = run.children["trader"]
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                trader.wait(timeout=120)
-            run.stop("trader")
+            run.stop("trader", timeout_s=60)  # SIGTERM: close positions, drain the outbox
             sizes = asyncio.run(bus.topic_sizes([bus.topic("signals")]))
             _wait(
                 "every signal in the lake",
@@ -401,7 +398,12 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--bars", default=4000, show_default=True, help="Sim bars per symbol for the trader.")
+@click.option(
+    "--bars",
+    default=200_000,
+    show_default=True,
+    help="Most sim bars the trader plays (it is stopped after round 2).",
+)
 @click.option("--speed", default=1800.0, show_default=True, help="Sim pacing: x wall clock.")
 @click.option(
     "--train-after",
@@ -417,14 +419,38 @@ def print_summary(summary: dict[str, Any]) -> None:
     show_default=True,
     help="Seconds on release 1 before round 2.",
 )
+@click.option(
+    "--synthetic-bars",
+    default=20_000,
+    show_default=True,
+    help="Simulated bars each training round adds to the real data (the seed's synthetic source).",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["small", "standard"]),
+    default="small",
+    show_default=True,
+    help="Training profile of the demo's rounds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(
-    bars: int, speed: float, train_after_s: float, second_after_s: float, as_json: bool
+    bars: int,
+    speed: float,
+    train_after_s: float,
+    second_after_s: float,
+    synthetic_bars: int,
+    profile: str,
+    as_json: bool,
 ) -> None:
     """Run the whole loop end to end on the embedded stack."""
+    train_args = ("--synthetic-bars", str(synthetic_bars), "--profile", profile, "--no-progress")
     try:
         summary = run_demo(
-            bars=bars, speed=speed, train_after_s=train_after_s, second_round_after_s=second_after_s
+            bars=bars,
+            speed=speed,
+            train_after_s=train_after_s,
+            second_round_after_s=second_after_s,
+            train_args=train_args,
         )
     except DemoError as exc:
         raise click.ClickException(
