@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from infra.lake import LAKE_TOPICS
 from infra.settings import Settings
 
 import faust  # isort: skip
-from features.stream import StreamFeatureState
+from features.stream import KeyState, StreamFeatureState
 from streams.events import Event, encode, event_key, topic_for
 from streams.metrics import StreamMetrics
 from streams.online import OnlinePusher
@@ -96,10 +97,10 @@ class WorkerApp:
             "stream_state",
             partitions=settings.topic_partitions,
             key_type=str,
+            value_type=bytes,
         )
-        # pieces are KeyState objects (river statistics): pickled in the changelog
-        self.table.value_serializer = "pickle"  # type: ignore[attr-defined]
-        self.state = StreamFeatureState(store=self.table)
+        self.pieces = PickledTable(self.table)
+        self.state = StreamFeatureState(store=self.pieces)
         self.pusher: OnlinePusher | None = None
         if options.feast:
             store = _LazyFeatureStore(settings)
@@ -141,7 +142,7 @@ class WorkerApp:
             return 0
         owned = self.source_partitions()
         n = 0
-        for key, piece in list(self.table.items()):
+        for key, piece in list(self.pieces.items()):
             parts = {int(p.rsplit(":", 1)[1]) for p in piece.positions}
             if parts & owned:
                 self.pusher.add(self.state.latest(key))
@@ -170,8 +171,13 @@ class WorkerApp:
         async def _push_online() -> None:
             await self.push_pending()
 
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+            self.pieces.forget()
+
         @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-        async def _on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+        async def _on_rebalance_complete(sender: Any, *args: Any, **kwargs: Any) -> None:
+            self.pieces.forget()  # the table was recovered from its changelog
             self.resync()
 
         if self.sink is not None:
@@ -182,11 +188,11 @@ class WorkerApp:
                 await sink.run(self._sink_stop)
 
             @app.on_before_shutdown.connect  # type: ignore[arg-type]
-            async def _stop_sink(sender: Any, **kwargs: Any) -> None:
+            async def _stop_sink(sender: Any, *args: Any, **kwargs: Any) -> None:
                 self._sink_stop.set()
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
-        async def _last_push(sender: Any, **kwargs: Any) -> None:
+        async def _last_push(sender: Any, *args: Any, **kwargs: Any) -> None:
             await self.push_pending()
 
         if self.options.metrics_port:
@@ -199,6 +205,46 @@ class WorkerApp:
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()
+
+
+class PickledTable(MutableMapping[str, KeyState]):
+    """A Faust table of pickled `KeyState` bytes, seen as a mapping of objects.
+
+    The table (and its changelog) holds bytes; decoded pieces are cached until the
+    next rebalance, when the table may have been recovered from the changelog.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._cache: dict[str, KeyState] = {}
+
+    def forget(self) -> None:
+        """Drop the decoded pieces."""
+        self._cache.clear()
+
+    def __getitem__(self, key: str) -> KeyState:
+        piece = self._cache.get(key)
+        if piece is None:
+            blob = self.table[key]
+            if blob is None:
+                raise KeyError(key)
+            piece = KeyState.from_bytes(blob)
+            self._cache[key] = piece
+        return piece
+
+    def __setitem__(self, key: str, piece: KeyState) -> None:
+        self._cache[key] = piece
+        self.table[key] = piece.to_bytes()  # writes the changelog
+
+    def __delitem__(self, key: str) -> None:
+        self._cache.pop(key, None)
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.table.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table)
 
 
 class _LazyFeatureStore:
