@@ -112,3 +112,25 @@ def test_trade_kafka_feed_dead_letters_bad_bars(make_settings: SettingsFactory) 
     assert len(dead) == 2
     assert {d.payload() for d in dead} == {b"{not json", encode(bars[10])}
     assert all(d.source_topic == bus.topic("bars") for d in dead)
+
+
+def test_a_failing_bar_is_counted_and_trading_goes_on(
+    make_settings: SettingsFactory, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from trader.engine import Engine
+
+    original = Engine.on_bar
+    calls = {"n": 0}
+
+    def flaky(self: Engine, bar) -> None:  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 100:
+            raise RuntimeError("boom")
+        original(self, bar)
+
+    monkeypatch.setattr(Engine, "on_bar", flaky)
+    settings: Settings = make_settings(kafka=True)
+    opts = TradeOptions(feed="sim", speed=0.0, api=False, max_bars=500, drain_timeout_s=20)
+    runtime = asyncio.run(asyncio.wait_for(run_trade(settings, opts), 120))
+    assert runtime.bar_errors == 1 and "boom" in (runtime.last_bar_error or "")
+    assert runtime.engine.bars == 499

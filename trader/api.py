@@ -49,6 +49,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 runtime.swapper.rejections if runtime.swapper else runtime.rejections
             ),
             "engine": runtime.engine.status(),
+            "bar_errors": {"count": runtime.bar_errors, "last": runtime.last_bar_error},
         }
 
     @app.get("/healthz/canary")

@@ -161,7 +161,12 @@ async def run_trade(
                 break
             if pacer.speed > 0:
                 await pacer.await_due(bar.ts_s)
-            engine.on_bar(bar)
+            try:
+                engine.on_bar(bar)
+            except Exception as exc:  # one bad bar must not stop the trader: count, log, go on
+                runtime.bar_errors += 1
+                runtime.last_bar_error = f"{bar!r}: {type(exc).__name__}: {exc}"[:500]
+                log.exception("bar %r failed; trading goes on", bar)
             drainer.notify()
             n += 1
             if opts.max_bars is not None and n >= opts.max_bars:

@@ -64,6 +64,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     rejections: dict[str, int] = field(default_factory=dict)
     last_rejected: dict[str, Any] | None = None
+    bar_errors: int = 0  # bars whose processing raised (logged; trading went on)
+    last_bar_error: str | None = None
     swapper: HotSwapper | None = None  # follows model releases (None: fixed models)
     router: ModelRouter | None = None  # canary routing (None: CANARY_MODE=off)
 
