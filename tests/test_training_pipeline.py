@@ -222,3 +222,27 @@ def test_models_cli_list_show_verify_rollback(
         assert out.exit_code != 0 and "no release 'nope'" in out.output
     finally:
         get_settings.cache_clear()
+
+
+def test_per_symbol_model_set_has_its_own_latest(tmp_path: Path, lakes: dict[str, str]) -> None:
+    settings = _settings(tmp_path, lakes["good"])
+    assert _run(settings, tmp_path, "both").status == "released"
+    es = load_lake("real", settings.lake, settings, symbols=["ES"])
+    assert set(es.signals["symbol"]) == {"ES"}
+    result = run_training(
+        settings,
+        CFG,
+        lakes=[("real", es)],
+        model_set="ES",
+        publish_topic=False,
+        pit_engine="asof",
+        report_dir=tmp_path / "report-es",
+    )
+    assert result.status == "released", result.message
+    reg = Registry(settings)
+    es_latest, default_latest = reg.latest("ES"), reg.latest()
+    assert es_latest is not None and default_latest is not None
+    assert (es_latest.model_set, es_latest.sequence) == ("ES", 2)  # sequences are global
+    assert (default_latest.model_set, default_latest.sequence) == ("default", 1)
+    assert es_latest.gate is not None and es_latest.gate.decision == "first"
+    assert LocalObjectStore(tmp_path / "store").exists("models/manifest/sets/ES/latest.json")

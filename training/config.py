@@ -81,6 +81,7 @@ class TrainConfig:
     exec_max_depth: int = 3
     exec_learning_rate: float = 0.05
     exec_subsample: float = 0.5
+    exec_max_features: float = 0.5
     exec_max_rows: int = 40_000
     # sizer: PPO on a 2x32 tanh MLP
     sizer_timesteps: int = 20_000

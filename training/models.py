@@ -68,6 +68,7 @@ def fit_exec(
         max_depth=cfg.exec_max_depth,
         learning_rate=cfg.exec_learning_rate,
         subsample=cfg.exec_subsample,
+        max_features=cfg.exec_max_features,
         min_samples_leaf=20 if cfg.profile == "standard" else 5,
         random_state=cfg.seed,
     )
