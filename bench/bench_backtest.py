@@ -114,7 +114,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "workload": (
             f"{processed:,} sim bars (ES+NQ, 23h sessions) through the engine with 3 ONNX models "
-            f"(RandomForest/GradientBoosting/MLP), {decisions:,} decisions, {engine.events_emitted:,} events"
+            f"(training's standard sizes), {decisions:,} decisions, {engine.events_emitted:,} events"
         ),
         "metrics": {
             "bars_per_s": throughput(

@@ -1,9 +1,9 @@
 """Decision-path latency with three ONNX models against three bare onnxruntime calls.
 
 The models are built here (not by training) with the production IO names of
-`features.vectors.MODEL_IO` and realistic shapes: a RandomForest meta classifier
-and a GradientBoosting execution model (sklearn -> skl2onnx, as training does) and
-a two-layer MLP sizer (onnx.helper) ending in [0.1, 2.0].
+`features.vectors.MODEL_IO` and training's model sizes (`training.config`): a
+RandomForest meta classifier and a GradientBoosting execution model (sklearn ->
+skl2onnx, as training does) and a tanh MLP sizer (onnx.helper) ending in [0.1, 2.0].
 
 `run(quick)` runs the sim feed through the engine's features and strategies and,
 on every bar with candidates, times `Engine.decide` (feature vector, stream
@@ -23,7 +23,9 @@ import numpy as np
 from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN, STRATEGIES
 
 
-def _meta_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) -> bytes:
+def _meta_onnx(
+    rng: np.random.Generator, n_rows: int, n_trees: int, depth: int, min_leaf: int
+) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.ensemble import RandomForestClassifier
@@ -31,7 +33,9 @@ def _meta_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) 
     width = len(MODEL_FEATURES["meta"])
     x = rng.normal(size=(n_rows, width)).astype(np.float32)
     y = (np.argmax(x[:, :4] + 0.5 * rng.normal(size=(n_rows, 4)), axis=1)).astype(np.int64)
-    clf = RandomForestClassifier(n_estimators=n_trees, max_depth=depth, random_state=0).fit(x, y)
+    clf = RandomForestClassifier(
+        n_estimators=n_trees, max_depth=depth, min_samples_leaf=min_leaf, random_state=0
+    ).fit(x, y)
     onx = convert_sklearn(
         clf,
         initial_types=[(MODEL_IO["meta"]["input"], FloatTensorType([None, width]))],
@@ -64,26 +68,32 @@ def _exec_onnx(rng: np.random.Generator, n_rows: int, n_trees: int, depth: int) 
     return bytes(onx.SerializeToString())
 
 
-def _sizer_onnx(rng: np.random.Generator, hidden: int) -> bytes:
+def _sizer_onnx(rng: np.random.Generator, hidden: tuple[int, ...]) -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     width = len(MODEL_FEATURES["sizer"])
-    w1 = (rng.normal(size=(width, hidden)) / np.sqrt(width)).astype(np.float32)
-    w2 = (rng.normal(size=(hidden, 1)) / np.sqrt(hidden)).astype(np.float32)
-    inits = [
-        numpy_helper.from_array(w1, "w1"),
-        numpy_helper.from_array(np.zeros(hidden, np.float32), "b1"),
-        numpy_helper.from_array(w2, "w2"),
-        numpy_helper.from_array(np.zeros(1, np.float32), "b2"),
+    inits = []
+    nodes = []
+    prev, src = width, MODEL_IO["sizer"]["input"]
+    for k, units in enumerate((*hidden, 1)):
+        w = (rng.normal(size=(prev, units)) / np.sqrt(prev)).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{k}"),
+            numpy_helper.from_array(np.zeros(units, np.float32), f"b{k}"),
+        ]
+        nodes.append(helper.make_node("Gemm", [src, f"w{k}", f"b{k}"], [f"h{k}"]))
+        src = f"h{k}"
+        if k < len(hidden):
+            nodes.append(helper.make_node("Tanh", [src], [f"a{k}"]))
+            src = f"a{k}"
+        prev = units
+    inits += [
         numpy_helper.from_array(np.array([SIZE_MAX - SIZE_MIN], np.float32), "scale"),
         numpy_helper.from_array(np.array([SIZE_MIN], np.float32), "low"),
     ]
-    nodes = [
-        helper.make_node("Gemm", ["obs", "w1", "b1"], ["h1"]),
-        helper.make_node("Tanh", ["h1"], ["a1"]),
-        helper.make_node("Gemm", ["a1", "w2", "b2"], ["h2"]),
-        helper.make_node("Sigmoid", ["h2"], ["s"]),
+    nodes += [
+        helper.make_node("Sigmoid", [src], ["s"]),
         helper.make_node("Mul", ["s", "scale"], ["m"]),
         helper.make_node("Add", ["m", "low"], [MODEL_IO["sizer"]["output"]]),
     ]
@@ -107,16 +117,21 @@ def _sizer_onnx(rng: np.random.Generator, hidden: int) -> bytes:
 def build_models(out_dir: str | Path, *, small: bool = False, seed: int = 0) -> dict[str, Path]:
     """Write meta.onnx, exec.onnx and sizer.onnx (production IO names) into `out_dir`.
 
-    `small` builds tiny models quickly (tests); otherwise the sizes are realistic:
-    100 trees of depth 8 (meta), 150 stages of depth 3 (exec), 64 hidden units (sizer).
+    The sizes are training's (`training.config.TrainConfig`, standard profile:
+    RandomForest 50 trees depth 8, GradientBoosting 100 stages depth 3, a 2x32 tanh
+    MLP sizer); `small` uses its small (test) profile.
     """
+    from training.config import TrainConfig
+
+    cfg = TrainConfig.for_profile("small" if small else "standard")
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rows = 800 if small else 20_000
     blobs = {
-        "meta": _meta_onnx(rng, 600 if small else 5000, 8 if small else 100, 4 if small else 8),
-        "exec": _exec_onnx(rng, 600 if small else 5000, 10 if small else 150, 2 if small else 3),
-        "sizer": _sizer_onnx(rng, 8 if small else 64),
+        "meta": _meta_onnx(rng, rows, cfg.meta_trees, cfg.meta_max_depth, cfg.meta_min_leaf),
+        "exec": _exec_onnx(rng, rows, cfg.exec_trees, cfg.exec_max_depth),
+        "sizer": _sizer_onnx(rng, tuple(cfg.sizer_hidden)),
     }
     paths = {}
     for family, blob in blobs.items():
@@ -198,9 +213,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         bare_cpu, "us", scale=1e6, label="3 bare onnxruntime calls, thread CPU time"
     )
     sizes = (
-        "tiny models"
+        "training's small-profile models"
         if quick
-        else "RandomForest 100 trees depth 8, GradientBoosting 150 stages depth 3, MLP 11-64-1"
+        else "training's standard sizes: RandomForest 50 trees depth 8, GradientBoosting 100 stages depth 3, MLP 11-32-32-1"
     )
     return {
         "workload": f"{len(path_times)} sim-feed decisions (ES, NQ), batch 1, {sizes}",
