@@ -263,6 +263,12 @@ def test_two_workers_share_partitions_and_hand_over_without_loss(
         produce(settings, events[2000:4000])
         wait_for(lambda: sum(lake_event_ids(settings).values()) >= 3000, 120, 0.5, "progress")
         assert two.stop() == 0  # graceful: its partitions move to the other worker
+
+        def owns_all() -> bool:
+            resyncs = [line for line in one.log().splitlines() if "resync:" in line]
+            return bool(resyncs) and "partitions [0, 1, 2, 3]" in resyncs[-1]
+
+        wait_for(owns_all, 90, 0.5, "the remaining worker owns every partition")
         produce(settings, events[4000:])
         wait_landed(settings, events, 180)
         wait_online(settings, events, 90)
