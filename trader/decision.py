@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,8 +48,7 @@ _STRATEGY_INDEX = {s: i for i, s in enumerate(STRATEGIES)}
 _EMPTY: Mapping[str, float] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(NamedTuple):
     """What the models (or rules) said for one bar's candidates of one symbol."""
 
     path: str
