@@ -170,3 +170,31 @@ def test_trade_keeps_trading_without_a_broker(tmp_path: Path, monkeypatch) -> No
     depth = int(output.rsplit("outbox depth ", 1)[1].split()[0])
     assert depth > 0  # everything stays spooled for the next run
     assert list((tmp_path / "spool").glob("seg-*.log"))
+
+
+def test_backtest_writes_bars_to_the_lake_with_emit_bars(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from infra.settings import get_settings
+
+    monkeypatch.setenv("EMIT_BARS", "1")
+    get_settings.cache_clear()
+    try:
+        code, output = _invoke(
+            "backtest",
+            "--feed",
+            "sim",
+            "--bars",
+            "3000",
+            "--symbols",
+            "ES",
+            "--out",
+            str(tmp_path / "o"),
+            "--events-out",
+            str(tmp_path / "lake"),
+            "--no-plot",
+            "--no-progress",
+        )
+    finally:
+        get_settings.cache_clear()
+    assert code == 0, output
+    bars = read_topic(str(tmp_path / "lake"), "bars")
+    assert bars.num_rows == 3000 and set(bars.column("source").to_pylist()) == {"sim"}

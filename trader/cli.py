@@ -244,7 +244,13 @@ def backtest(
         sinks.append(lake)
     engine = Engine(
         settings,
-        EngineConfig(symbols=syms, source=source or feed.source, run_id=run, record_metrics=False),
+        EngineConfig(
+            symbols=syms,
+            source=source or feed.source,
+            run_id=run,
+            emit_bars=settings.emit_bars,  # EMIT_BARS=1: bars go to the sinks (and the lake) too
+            record_metrics=False,
+        ),
         ModelHolder(models),
         sinks=sinks,
     )
