@@ -68,23 +68,6 @@ def _utc_offset_s(ts_s: int) -> int:
     return int(datetime.fromtimestamp(ts_s, EASTERN).utcoffset().total_seconds())  # type: ignore[union-attr]
 
 
-class _EasternClock:
-    """Map epoch seconds to US/Eastern wall time, caching the offset per UTC hour."""
-
-    __slots__ = ("_hour", "_offset")
-
-    def __init__(self) -> None:
-        self._hour = -1
-        self._offset = 0
-
-    def offset(self, ts_s: int) -> int:
-        hour = ts_s // 3600  # DST changes happen on whole UTC hours
-        if hour != self._hour:
-            self._hour = hour
-            self._offset = _utc_offset_s(ts_s)
-        return self._offset
-
-
 def et_clock(ts_s: int) -> tuple[int, int, int]:
     """Return (minute of day, weekday Mon=0, trading day number) in US/Eastern.
 
@@ -147,12 +130,13 @@ class MarketFeatures:
         "_absdiff",
         "_absdiff_sum",
         "_bb",
-        "_clock",
         "_closes",
         "_maxq",
         "_minq",
         "_rets",
         "_slow_hist",
+        "_tz_hour",
+        "_tz_offset",
         "_vol",
         "atr",
         "avg_gain",
@@ -189,7 +173,8 @@ class MarketFeatures:
     def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
         self.n = 0
-        self._clock = _EasternClock()
+        self._tz_hour = -1  # UTC hour whose US/Eastern offset is cached (DST turns on whole hours)
+        self._tz_offset = 0
         self._closes = [0.0] * _RING
         self._slow_hist = [0.0] * _SLOW_RING
         self._absdiff = [0.0] * TREND_N
@@ -323,11 +308,10 @@ class MarketFeatures:
         self.ts_s = ts_s
         self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
         hour = ts_s // 3600
-        clock = self._clock
-        if hour != clock._hour:
-            clock._hour = hour
-            clock._offset = _utc_offset_s(ts_s)
-        local = ts_s + clock._offset
+        if hour != self._tz_hour:
+            self._tz_hour = hour
+            self._tz_offset = _utc_offset_s(ts_s)
+        local = ts_s + self._tz_offset
         self.minute_et = (local % 86400) // 60
         self.weekday = (local // 86400 + 3) % 7
         self.trading_day = (local + 21600) // 86400
