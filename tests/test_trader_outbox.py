@@ -60,6 +60,16 @@ def test_torn_tail_is_cut_and_segments_roll_and_are_deleted(tmp_path: Path) -> N
     assert [r[0] for r in ob.read(100)] == [18, 19]
 
 
+def test_an_empty_segment_left_by_a_crash_is_reused_once(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path)
+    _fill(ob, 3)
+    ob.close()
+    (tmp_path / f"seg-{3:016d}.log").touch()  # rolled, then died before the first write
+    ob = Outbox(tmp_path)
+    _fill(ob, 2, start=3)
+    assert [r[3] for r in ob.read(10)] == [f"v{i}".encode() for i in range(5)]
+
+
 def test_reads_resume_in_order_through_partial_commits_and_rolls(tmp_path: Path) -> None:
     ob = Outbox(tmp_path, segment_bytes=300)
     _fill(ob, 60)

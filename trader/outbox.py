@@ -173,7 +173,8 @@ class Outbox:
         path = self.dir / f"seg-{self.next_seq:016d}.log"
         self._fh = open(path, "ab")  # noqa: SIM115 (held open across appends)
         self._fh_bytes = path.stat().st_size
-        self._segments.append((self.next_seq, path))
+        if not self._segments or self._segments[-1][1] != path:  # an empty one left by a crash
+            self._segments.append((self.next_seq, path))
 
     def close(self) -> None:
         """Flush, fsync and close the current segment."""
