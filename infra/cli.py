@@ -84,10 +84,22 @@ def cli(log_level: str) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def config(as_json: bool) -> None:
+@click.option("--markdown", is_flag=True, help="Print every setting, its default and meaning as a table.")
+def config(as_json: bool, markdown: bool) -> None:
     """Print the effective settings with secrets masked."""
-    from infra.settings import get_settings
+    from infra.settings import Settings, get_settings
 
+    if markdown:
+        click.echo("| variable | default | meaning |\n|---|---|---|")
+        for field in Settings.model_fields.values():
+            default = field.default
+            if hasattr(default, "get_secret_value"):
+                default = "(secret, unset)"
+            elif isinstance(default, tuple):
+                default = ",".join(default)
+            shown = f"`{default}`" if default not in ("", None) else ""
+            click.echo(f"| `{field.validation_alias}` | {shown} | {field.description} |")
+        return
     values: dict[str, Any] = get_settings().masked()
     if as_json:
         click.echo(json.dumps(values, indent=2, default=str))

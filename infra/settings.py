@@ -37,100 +37,295 @@ class Settings(BaseSettings):
 
     # Markets
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=("ES", "NQ"), validation_alias="SYMBOLS"
+        default=("ES", "NQ"),
+        validation_alias="SYMBOLS",
+        description="Comma-separated symbols to trade and train (seed: `ES,NQ`).",
     )
-    instruments_json: str = Field(default="", validation_alias="INSTRUMENTS_JSON")
+    instruments_json: str = Field(
+        default="",
+        validation_alias="INSTRUMENTS_JSON",
+        description='Extra instruments as JSON, e.g. `{"MES": {"tick_size": 0.25, "tick_value_usd": 1.25}}`; ES and NQ are built in.',
+    )
 
     # Kafka
-    kafka_bootstrap_servers: str = Field(default="", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
-    topic_prefix: str = Field(default="tradeloop.", validation_alias="TOPIC_PREFIX")
-    topic_partitions: int = Field(default=4, ge=1, validation_alias="TOPIC_PARTITIONS")
+    kafka_bootstrap_servers: str = Field(
+        default="",
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="Kafka brokers; empty: the embedded stack's broker (`.tradeloop/stack.json`), else `localhost:9092`.",
+    )
+    topic_prefix: str = Field(
+        default="tradeloop.",
+        validation_alias="TOPIC_PREFIX",
+        description="Prefix of every topic name.",
+    )
+    topic_partitions: int = Field(
+        default=4,
+        ge=1,
+        validation_alias="TOPIC_PARTITIONS",
+        description="Partitions of created topics (`models` always has one).",
+    )
     kafka_request_timeout_ms: int = Field(
-        default=10_000, validation_alias="KAFKA_REQUEST_TIMEOUT_MS"
+        default=10_000,
+        validation_alias="KAFKA_REQUEST_TIMEOUT_MS",
+        description="Kafka request timeout.",
     )
     kafka_session_timeout_ms: int = Field(
-        default=10_000, validation_alias="KAFKA_SESSION_TIMEOUT_MS"
+        default=10_000,
+        validation_alias="KAFKA_SESSION_TIMEOUT_MS",
+        description="Consumer-group session timeout.",
     )
-    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, validation_alias="TOPIC_RETENTION_MS")
+    retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000,
+        validation_alias="TOPIC_RETENTION_MS",
+        description="Retention of the non-compacted topics.",
+    )
 
     # Object storage (S3 or a local directory)
-    s3_bucket: str = Field(default="", validation_alias="S3_BUCKET")
-    s3_endpoint_url: str = Field(default="", validation_alias="S3_ENDPOINT_URL")
-    aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
+    s3_bucket: str = Field(
+        default="",
+        validation_alias="S3_BUCKET",
+        description="Versioned bucket for models and the lake (seed name); empty and no endpoint: a local directory.",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        validation_alias="S3_ENDPOINT_URL",
+        description="S3 endpoint (MinIO, moto); empty: AWS, or the embedded stack's moto server.",
+    )
+    aws_region: str = Field(
+        default="us-east-1", validation_alias="AWS_REGION", description="AWS region (seed name)."
+    )
     aws_access_key_id: SecretStr = Field(
-        default=SecretStr(""), validation_alias="AWS_ACCESS_KEY_ID"
+        default=SecretStr(""),
+        validation_alias="AWS_ACCESS_KEY_ID",
+        description="S3 access key (secret; seed name).",
     )
     aws_secret_access_key: SecretStr = Field(
-        default=SecretStr(""), validation_alias="AWS_SECRET_ACCESS_KEY"
+        default=SecretStr(""),
+        validation_alias="AWS_SECRET_ACCESS_KEY",
+        description="S3 secret key (secret; seed name).",
     )
-    cdn_base_url: str = Field(default="", validation_alias="CDN_BASE_URL")
-    lake_uri: str = Field(default="", validation_alias="LAKE_URI")
-    store_dir: str = Field(default="", validation_alias="STORE_DIR")
+    cdn_base_url: str = Field(
+        default="",
+        validation_alias="CDN_BASE_URL",
+        description="Optional public base URL for model downloads (seed name); informational.",
+    )
+    lake_uri: str = Field(
+        default="",
+        validation_alias="LAKE_URI",
+        description="Event lake root: `s3://bucket/prefix` or a local path; default `s3://$S3_BUCKET/lake` or `.tradeloop/lake`.",
+    )
+    store_dir: str = Field(
+        default="",
+        validation_alias="STORE_DIR",
+        description="Local object-store directory when S3 is not configured; default `.tradeloop/store`.",
+    )
 
     # Feature store
-    redis_url: str = Field(default="", validation_alias="REDIS_URL")
-    feast_repo_dir: str = Field(default="", validation_alias="FEAST_REPO_DIR")
+    redis_url: str = Field(
+        default="",
+        validation_alias="REDIS_URL",
+        description="Feast online store on Redis; empty: SQLite under the state directory.",
+    )
+    feast_repo_dir: str = Field(
+        default="",
+        validation_alias="FEAST_REPO_DIR",
+        description="Feast repo directory; default the packaged `features/repo`.",
+    )
 
     # Models and manifests
     manifest_hmac_key: SecretStr = Field(
-        default=SecretStr(""), validation_alias="MANIFEST_HMAC_KEY"
+        default=SecretStr(""),
+        validation_alias="MANIFEST_HMAC_KEY",
+        description="HMAC-SHA256 key that signs releases (secret; seed name).",
     )
-    manifest_key_id: str = Field(default="k1", validation_alias="MANIFEST_KEY_ID")
+    manifest_key_id: str = Field(
+        default="k1",
+        validation_alias="MANIFEST_KEY_ID",
+        description="Key id recorded with signatures made by MANIFEST_HMAC_KEY.",
+    )
     manifest_verify_keys: SecretStr = Field(
-        default=SecretStr(""), validation_alias="MANIFEST_VERIFY_KEYS"
+        default=SecretStr(""),
+        validation_alias="MANIFEST_VERIFY_KEYS",
+        description="More HMAC verification keys as `id:key,id:key` for rotation (secret).",
     )
     manifest_ed25519_private_key: SecretStr = Field(
-        default=SecretStr(""), validation_alias="MANIFEST_ED25519_PRIVATE_KEY"
+        default=SecretStr(""),
+        validation_alias="MANIFEST_ED25519_PRIVATE_KEY",
+        description="Optional Ed25519 signing key `id:base64` (secret; trainer only).",
     )
     manifest_ed25519_public_keys: str = Field(
-        default="", validation_alias="MANIFEST_ED25519_PUBLIC_KEYS"
+        default="",
+        validation_alias="MANIFEST_ED25519_PUBLIC_KEYS",
+        description="Ed25519 verification keys `id:base64,...` (a trader can verify without a key that signs).",
     )
-    model_poll_sec: float = Field(default=7200.0, gt=0, validation_alias="MODEL_POLL_SEC")
-    rl_enabled: bool = Field(default=True, validation_alias="RL_ENABLED")
-    rl_onnx: str = Field(default="", validation_alias="RL_ONNX")
-    meta_onnx: str = Field(default="", validation_alias="META_ONNX")
-    exec_onnx: str = Field(default="", validation_alias="EXEC_ONNX")
-    models_dir: str = Field(default="", validation_alias="MODELS_DIR")
+    model_poll_sec: float = Field(
+        default=7200.0,
+        gt=0,
+        validation_alias="MODEL_POLL_SEC",
+        description="Seconds between polls of `models/manifest/latest.json` (seed name; the topic is followed live).",
+    )
+    rl_enabled: bool = Field(
+        default=True,
+        validation_alias="RL_ENABLED",
+        description="Use the RL position sizer (seed name); off: multiplier 1.0.",
+    )
+    rl_onnx: str = Field(
+        default="",
+        validation_alias="RL_ONNX",
+        description="Path of an RL sizer ONNX file to serve at start (seed name).",
+    )
+    meta_onnx: str = Field(
+        default="",
+        validation_alias="META_ONNX",
+        description="Path of a meta classifier ONNX file to serve at start.",
+    )
+    exec_onnx: str = Field(
+        default="",
+        validation_alias="EXEC_ONNX",
+        description="Path of an execution-quality ONNX file to serve at start.",
+    )
+    models_dir: str = Field(
+        default="",
+        validation_alias="MODELS_DIR",
+        description="Directory of ONNX files to serve at start (`{family}.onnx` or `{family}/{version}/`).",
+    )
     canary_mode: Literal["off", "shadow", "canary"] = Field(
-        default="off", validation_alias="CANARY_MODE"
+        default="off",
+        validation_alias="CANARY_MODE",
+        description="`off`, `shadow` (score beside the champion) or `canary` (challenger decides a share).",
     )
-    canary_share: float = Field(default=0.2, ge=0.0, le=1.0, validation_alias="CANARY_SHARE")
-    canary_min_decisions: int = Field(default=50, ge=1, validation_alias="CANARY_MIN_DECISIONS")
-    canary_window_sec: float = Field(default=1800.0, gt=0, validation_alias="CANARY_WINDOW_SEC")
+    canary_share: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        validation_alias="CANARY_SHARE",
+        description="Share of decisions the challenger takes in canary mode.",
+    )
+    canary_min_decisions: int = Field(
+        default=50,
+        ge=1,
+        validation_alias="CANARY_MIN_DECISIONS",
+        description="Resolved challenger decisions before a canary verdict.",
+    )
+    canary_window_sec: float = Field(
+        default=1800.0,
+        gt=0,
+        validation_alias="CANARY_WINDOW_SEC",
+        description="Longest canary trial before a verdict.",
+    )
 
     # Training
-    train_every: str = Field(default="30m", validation_alias="TRAIN_EVERY")
-    skip_training_file: str = Field(default="SKIP_TRAINING", validation_alias="SKIP_TRAINING_FILE")
+    train_every: str = Field(
+        default="30m",
+        validation_alias="TRAIN_EVERY",
+        description="Training cadence for `tradeloop train --every` (seed: 30 minutes).",
+    )
+    skip_training_file: str = Field(
+        default="SKIP_TRAINING",
+        validation_alias="SKIP_TRAINING_FILE",
+        description="A file whose presence skips scheduled training (the seed's skip switch).",
+    )
     train_profile: Literal["standard", "small"] = Field(
-        default="standard", validation_alias="TRAIN_PROFILE"
+        default="standard",
+        validation_alias="TRAIN_PROFILE",
+        description="`standard` model sizes or `small` (tests and the demo).",
     )
     train_source_weights: str = Field(
-        default="real:1.0,vendor:0.5,synthetic:0.25", validation_alias="TRAIN_SOURCE_WEIGHTS"
+        default="real:1.0,vendor:0.5,synthetic:0.25",
+        validation_alias="TRAIN_SOURCE_WEIGHTS",
+        description="Sample weights per source, `real:1,vendor:0.5,synthetic:0.25`.",
     )
-    train_vendor_data: str = Field(default="", validation_alias="TRAIN_VENDOR_DATA")
-    train_synthetic_bars: int = Field(default=0, ge=0, validation_alias="TRAIN_SYNTHETIC_BARS")
-    train_report_dir: str = Field(default="", validation_alias="TRAIN_REPORT_DIR")
+    train_vendor_data: str = Field(
+        default="",
+        validation_alias="TRAIN_VENDOR_DATA",
+        description="Vendor bar files (CSV/parquet, comma-separated) backtested into training data.",
+    )
+    train_synthetic_bars: int = Field(
+        default=0,
+        ge=0,
+        validation_alias="TRAIN_SYNTHETIC_BARS",
+        description="Simulated bars backtested into training data (0: none).",
+    )
+    train_report_dir: str = Field(
+        default="",
+        validation_alias="TRAIN_REPORT_DIR",
+        description="Where training run reports go; default `.tradeloop/reports/training`.",
+    )
 
     # Trader risk
-    base_risk_usd: float = Field(default=500.0, gt=0, validation_alias="BASE_RISK_USD")
+    base_risk_usd: float = Field(
+        default=500.0,
+        gt=0,
+        validation_alias="BASE_RISK_USD",
+        description="Dollar risk of a 1.0x position (contracts = risk / stop distance x multiplier).",
+    )
     max_contracts_per_symbol: int = Field(
-        default=4, ge=1, validation_alias="MAX_CONTRACTS_PER_SYMBOL"
+        default=4,
+        ge=1,
+        validation_alias="MAX_CONTRACTS_PER_SYMBOL",
+        description="Contract cap per symbol.",
     )
-    max_open_positions: int = Field(default=2, ge=1, validation_alias="MAX_OPEN_POSITIONS")
-    max_daily_loss_usd: float = Field(default=2000.0, gt=0, validation_alias="MAX_DAILY_LOSS_USD")
-    loss_streak_cooldown: int = Field(default=3, ge=1, validation_alias="LOSS_STREAK_COOLDOWN")
-    cooldown_bars: int = Field(default=15, ge=0, validation_alias="COOLDOWN_BARS")
-    flatten_at_session_end: bool = Field(default=True, validation_alias="FLATTEN_AT_SESSION_END")
-    slippage_ticks: float = Field(default=1.0, ge=0, validation_alias="SLIPPAGE_TICKS")
+    max_open_positions: int = Field(
+        default=2,
+        ge=1,
+        validation_alias="MAX_OPEN_POSITIONS",
+        description="Open positions across symbols.",
+    )
+    max_daily_loss_usd: float = Field(
+        default=2000.0,
+        gt=0,
+        validation_alias="MAX_DAILY_LOSS_USD",
+        description="Realised loss that halts new entries for the day.",
+    )
+    loss_streak_cooldown: int = Field(
+        default=3,
+        ge=1,
+        validation_alias="LOSS_STREAK_COOLDOWN",
+        description="Consecutive losses that start a cooldown.",
+    )
+    cooldown_bars: int = Field(
+        default=15,
+        ge=0,
+        validation_alias="COOLDOWN_BARS",
+        description="Bars without new entries after a loss streak.",
+    )
+    flatten_at_session_end: bool = Field(
+        default=True,
+        validation_alias="FLATTEN_AT_SESSION_END",
+        description="Close open positions at the end of the RTH session.",
+    )
+    slippage_ticks: float = Field(
+        default=1.0,
+        ge=0,
+        validation_alias="SLIPPAGE_TICKS",
+        description="Paper fills: ticks of slippage against the order.",
+    )
     commission_per_contract_usd: float = Field(
-        default=2.25, ge=0, validation_alias="COMMISSION_PER_CONTRACT_USD"
+        default=2.25,
+        ge=0,
+        validation_alias="COMMISSION_PER_CONTRACT_USD",
+        description="Paper fills: commission per contract per side.",
     )
-    outbox_dir: str = Field(default="", validation_alias="OUTBOX_DIR")
-    emit_bars: bool = Field(default=False, validation_alias="EMIT_BARS")
+    outbox_dir: str = Field(
+        default="",
+        validation_alias="OUTBOX_DIR",
+        description="The trader's durable spool; default `.tradeloop/outbox`.",
+    )
+    emit_bars: bool = Field(
+        default=False,
+        validation_alias="EMIT_BARS",
+        description="Also publish every bar to the `bars` topic.",
+    )
 
     # HTTP
-    http_host: str = Field(default="127.0.0.1", validation_alias="HTTP_HOST")
-    http_port: int = Field(default=8080, validation_alias="HTTP_PORT")
+    http_host: str = Field(
+        default="127.0.0.1",
+        validation_alias="HTTP_HOST",
+        description="Bind address of the trader API and the workers' metrics.",
+    )
+    http_port: int = Field(
+        default=8080, validation_alias="HTTP_PORT", description="Port of the trader's HTTP API."
+    )
 
     @field_validator("symbols", mode="before")
     @classmethod
