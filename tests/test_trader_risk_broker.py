@@ -144,3 +144,22 @@ def test_daily_loss_halts_until_next_day_and_streak_cools_down() -> None:
     assert rm2.check("ES", 1, 10.0, T0 + 9 * 60) == (0, "cooldown")
     assert rm2.check("ES", 1, 10.0, T0 + 10 * 60)[1] == "taken"
     assert rm2.rejections == {"cooldown": 1}
+
+
+def test_instruments_from_settings() -> None:
+    from infra.settings import Settings
+    from trader.instruments import InstrumentError, instruments_from_settings, require
+
+    s = Settings(
+        _env_file=None, INSTRUMENTS_JSON='{"mes": {"tick_size": 0.25, "point_value_usd": 5}}'
+    )  # type: ignore[call-arg]
+    inst = instruments_from_settings(s)
+    assert inst["ES"].tick_value_usd == 12.5 and inst["NQ"].tick_value_usd == 5.0
+    assert inst["MES"].point_value_usd == 5.0 and inst["MES"].round_price(5000.13) == 5000.25
+    require(inst, ["ES", "MES"])
+    with pytest.raises(InstrumentError, match="YM"):
+        require(inst, ["YM"])
+    with pytest.raises(InstrumentError, match="point_value_usd"):
+        instruments_from_settings(
+            Settings(_env_file=None, INSTRUMENTS_JSON='{"X": {"tick_size": 1}}')
+        )  # type: ignore[call-arg]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 from infra.settings import Settings
@@ -31,14 +30,6 @@ class Instrument:
     def round_price(self, price: float) -> float:
         """Return the price rounded to the nearest tick."""
         return round(price / self.tick_size) * self.tick_size
-
-    def floor_price(self, price: float) -> float:
-        """Return the price rounded down to the tick grid."""
-        return math.floor(price / self.tick_size + 1e-9) * self.tick_size
-
-    def ceil_price(self, price: float) -> float:
-        """Return the price rounded up to the tick grid."""
-        return math.ceil(price / self.tick_size - 1e-9) * self.tick_size
 
 
 BUILTIN: dict[str, Instrument] = {
