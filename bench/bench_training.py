@@ -143,8 +143,8 @@ def run(quick: bool) -> dict[str, Any]:
         "baseline": baseline,
         "targets": targets,
         "details": details,
-        "notes": "Model sizes: RF 50 trees depth 8 on the most recent 150k decision points; "
-        "GB 100 depth-3 trees (Huber, subsample 0.5) on the most recent 40k signals; PPO 20k steps, "
+        "notes": "Model sizes: RF 50 trees depth 8 (each on a half bootstrap) on the most recent 100k decision points; "
+        "GB 100 depth-3 trees (Huber, subsample 0.5, max features 0.5) on the most recent 40k signals; PPO 20k steps, "
         "2x32 tanh MLP. Lake generation time is not counted (details.generate_s).",
     }
 

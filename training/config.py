@@ -75,7 +75,8 @@ class TrainConfig:
     meta_trees: int = 50
     meta_max_depth: int = 8
     meta_min_leaf: int = 20
-    meta_max_rows: int = 150_000
+    meta_max_rows: int = 100_000
+    meta_max_samples: float = 0.5  # bootstrap share of the rows each tree sees
     # exec: GradientBoostingRegressor
     exec_trees: int = 100
     exec_max_depth: int = 3

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.vectors import (
     EXEC_FEATURE_NAMES,
@@ -110,19 +111,61 @@ def load_lake(
     symbols: Sequence[str] | None = None,
 ) -> LakeFrames:
     """Read a lake's signals and outcomes (outcomes of any time after `start`)."""
-    from infra.lake import read_topic
-
-    sig = read_topic(lake, "signals", start, end, settings).to_pandas()
-    out = read_topic(lake, "outcomes", start, None, settings).to_pandas()
-    for frame, cols, topic in ((sig, _SIGNAL_COLS, "signals"), (out, _OUTCOME_COLS, "outcomes")):
-        missing = [c for c in cols if c not in frame.columns]
-        if missing:
-            raise DataError(f"{name} lake {lake}: {topic} lack columns {missing}")
-    sig = sig[_SIGNAL_COLS].drop_duplicates("event_id", keep="last")
+    sig = read_columns(lake, "signals", _SIGNAL_COLS, settings, start, end).to_pandas()
+    out = read_columns(lake, "outcomes", _OUTCOME_COLS, settings, start, None).to_pandas()
+    sig = sig.drop_duplicates("event_id", keep="last")
     out = out[_OUTCOME_COLS].drop_duplicates("signal_id", keep="last")
     if symbols:
         sig = sig[sig["symbol"].isin(list(symbols))]
     return LakeFrames(name, lake, sig.reset_index(drop=True), out.reset_index(drop=True), settings)
+
+
+def read_columns(
+    lake: str,
+    topic: str,
+    columns: Sequence[str],
+    settings: Settings,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> pa.Table:
+    """Read some columns of a topic's lake files (as `infra.lake.read_topic`, minus the rest).
+
+    Rows keep the lake order (partition, offset); `start <= event_timestamp < end`.
+    The wide columns (`payload` above all) are never read.
+    """
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from infra.lake import TS, list_files, schema_for
+    from infra.objectstore import store_for_uri
+
+    store = store_for_uri(lake, settings)
+    files = list_files(store, topic, start, end)
+    wanted = list(dict.fromkeys([*columns, "kafka_partition", "kafka_offset", "event_timestamp"]))
+    missing = [c for c in wanted if c not in schema_for(topic).names]
+    if missing:
+        raise DataError(f"lake {lake}: {topic} has no columns {missing}")
+    if not files:
+        return schema_for(topic).empty_table().select(wanted)
+
+    def load(info: Mapping[str, object]) -> pa.Table:
+        return pq.read_table(io.BytesIO(store.get(str(info["key"]))), columns=wanted)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        table = pa.concat_tables(list(pool.map(load, files)), promote_options="default")
+    ts = table.column("event_timestamp")
+    mask = None
+    if start is not None:
+        mask = pc.greater_equal(ts, pa.scalar(start.astimezone(dt.UTC), TS))
+    if end is not None:
+        upper = pc.less(ts, pa.scalar(end.astimezone(dt.UTC), TS))
+        mask = upper if mask is None else pc.and_(mask, upper)
+    if mask is not None:
+        table = table.filter(mask)
+    return table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
 
 
 def _feature_rows(lake: str, settings: Settings) -> pd.DataFrame:
@@ -133,15 +176,8 @@ def _feature_rows(lake: str, settings: Settings) -> pd.DataFrame:
     """
     import pyarrow.compute as pc
 
-    from infra.lake import list_files, read_topic
-    from infra.objectstore import store_for_uri
-
-    store = store_for_uri(lake, settings)
     cols = ["symbol", "strategy", f"ts_{STREAM_VIEW}", *OWN_STREAM]
-    if not list_files(store, "features"):
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
-    table = read_topic(lake, "features", settings=settings, store=store)
-    table = table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+    table = read_columns(lake, "features", cols, settings)
     table = table.filter(pc.is_valid(table.column(f"ts_{STREAM_VIEW}")))
     return table.select(cols).to_pandas()
 
@@ -189,11 +225,7 @@ def join_stream_features(
     view reads; `auto` picks Feast unless its join would be too large.
     """
     feats = _feature_rows(lake, settings)
-    chosen = engine
-    if engine == "auto":
-        keys = max(1, feats.groupby(["symbol", "strategy"]).ngroups) if len(feats) else 1
-        pairs = len(entity) * max(1, len(feats) // keys)
-        chosen = "feast" if pairs <= FEAST_MAX_PAIRS else "asof"
+    chosen = _choose_engine(engine, len(entity), feats)
     if chosen == "asof":
         return _asof_join(entity, feats), "asof"
     from features.store import TradeloopFeatureStore
@@ -214,12 +246,82 @@ def join_stream_features(
 
 def _repo_dir(settings: Settings, lake: str) -> str | None:
     """Return a private Feast repo directory for a lake other than the configured one."""
-    if lake == settings.lake and not settings.feast_repo_dir:
-        return None
+    if lake == settings.lake:
+        return None  # the configured repo (FEAST_REPO_DIR or the package's)
     import hashlib
 
     tag = hashlib.sha256(lake.encode()).hexdigest()[:12]
     return str(settings.home / "training" / "feast" / tag)
+
+
+def stream_wide(
+    points: pd.DataFrame, lake: str, settings: Settings, engine: PitEngine = "auto"
+) -> tuple[pd.DataFrame, str]:
+    """Return one row per decision point (symbol, event_timestamp) with `{S}_{feature}` columns.
+
+    Each value is every strategy's stream feature as of the point (0.0 before its
+    first outcome). The as-of engine joins once per strategy; Feast joins the long
+    entity frame (4 rows per point) and pivots.
+    """
+    pts = points.drop_duplicates().reset_index(drop=True)
+    pts["event_timestamp"] = pd.to_datetime(pts["event_timestamp"], utc=True).astype(
+        "datetime64[us, UTC]"
+    )
+    cols = [f"{s}_{n}" for s in STRATEGIES for n in OWN_STREAM]
+    feats = _feature_rows(lake, settings)
+    chosen = _choose_engine(engine, len(pts) * len(STRATEGIES), feats)
+    if chosen == "feast":
+        long, _ = join_stream_features(_entity_frame(pts), lake, settings, "feast")
+        long["event_timestamp"] = pd.to_datetime(long["event_timestamp"], utc=True).astype(
+            "datetime64[us, UTC]"
+        )
+        wide = long.pivot_table(
+            index=["symbol", "event_timestamp"],
+            columns="strategy",
+            values=list(OWN_STREAM),
+            aggfunc="last",
+            dropna=False,
+        )
+        wide.columns = [f"{s}_{n}" for n, s in wide.columns]
+        out = pts.merge(wide.reset_index(), on=["symbol", "event_timestamp"], how="left")
+    else:
+        out = pts.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+        ts_col = f"ts_{STREAM_VIEW}"
+        right_all = feats.rename(columns={ts_col: "__fts"})
+        right_all["__fts"] = pd.to_datetime(right_all["__fts"], utc=True).astype(
+            "datetime64[us, UTC]"
+        )
+        for s in STRATEGIES:
+            right = right_all[right_all["strategy"] == s].drop(columns="strategy")
+            right = right.sort_values("__fts", kind="stable").rename(
+                columns={n: f"{s}_{n}" for n in OWN_STREAM}
+            )
+            if right.empty:
+                for n in OWN_STREAM:
+                    out[f"{s}_{n}"] = np.nan
+                continue
+            out = pd.merge_asof(
+                out,
+                right,
+                left_on="event_timestamp",
+                right_on="__fts",
+                by="symbol",
+                direction="backward",
+                allow_exact_matches=True,
+            ).drop(columns="__fts")
+    for c in cols:
+        if c not in out.columns:
+            out[c] = np.nan
+    out[cols] = out[cols].astype("float64").fillna(0.0)
+    return out[["symbol", "event_timestamp", *cols]], chosen
+
+
+def _choose_engine(engine: PitEngine, entity_rows: int, feats: pd.DataFrame) -> str:
+    if engine != "auto":
+        return engine
+    keys = max(1, feats.groupby(["symbol", "strategy"]).ngroups) if len(feats) else 1
+    pairs = entity_rows * max(1, len(feats) // keys)
+    return "feast" if pairs <= FEAST_MAX_PAIRS else "asof"
 
 
 def _entity_frame(signals: pd.DataFrame) -> pd.DataFrame:
@@ -249,29 +351,29 @@ def assemble(
         "datetime64[us, UTC]"
     )
     rows["exit_ts"] = pd.to_datetime(rows["exit_ts"], utc=True).astype("datetime64[us, UTC]")
-    entity = _entity_frame(rows)
-    joined, used = join_stream_features(entity, frames.lake, frames.settings, engine)
-    joined["event_timestamp"] = pd.to_datetime(joined["event_timestamp"], utc=True).astype(
-        "datetime64[us, UTC]"
+    wide, used = stream_wide(
+        rows[["symbol", "event_timestamp"]], frames.lake, frames.settings, engine
     )
-    joined[list(OWN_STREAM)] = joined[list(OWN_STREAM)].astype("float64").fillna(0.0)
-    own = joined.rename(columns={n: n for n in OWN_STREAM})
-    rows = rows.merge(own, on=["symbol", "strategy", "event_timestamp"], how="left")
-    wide = joined.pivot_table(
-        index=["symbol", "event_timestamp"],
-        columns="strategy",
-        values=["win_rate", "ewm_r"],
-        aggfunc="last",
-    )
-    wide.columns = [f"{s}_{n}" for n, s in wide.columns]
-    for s in STRATEGIES:
-        for n in ("win_rate", "ewm_r"):
-            if f"{s}_{n}" not in wide.columns:
-                wide[f"{s}_{n}"] = 0.0
-    rows = rows.merge(wide.reset_index(), on=["symbol", "event_timestamp"], how="left")
+    rows = rows.merge(wide, on=["symbol", "event_timestamp"], how="left")
+    # the signal's own strategy's values, picked from the wide columns
+    strat_idx = rows["strategy"].map({s: i for i, s in enumerate(STRATEGIES)}).to_numpy()
+    if np.isnan(strat_idx.astype(float)).any():
+        unknown = sorted(set(rows.loc[pd.isna(strat_idx), "strategy"]))
+        raise DataError(
+            f"{frames.name}: signals of unknown strategies {unknown} (expected {list(STRATEGIES)})"
+        )
+    pick = np.arange(len(rows))
+    for n in OWN_STREAM:
+        block = rows[[f"{s}_{n}" for s in STRATEGIES]].to_numpy(dtype=np.float64)
+        rows[n] = block[pick, strat_idx.astype(int)]
     rows["source_kind"] = source
     rows["weight"] = float(weight)
     return rows, used, counts
+
+
+def _epoch_us(col: pd.Series) -> np.ndarray:
+    """Return UTC timestamps as int64 microseconds since the epoch (no object arrays)."""
+    return np.asarray(pd.DatetimeIndex(col).as_unit("us").asi8, dtype=np.int64)
 
 
 def _finish(rows: pd.DataFrame) -> TrainingData:
@@ -295,28 +397,40 @@ def _finish(rows: pd.DataFrame) -> TrainingData:
         / np.where(stop_d > 0, stop_d, 1.0),
         0.0,
     )
-    for s in STRATEGIES:
-        rows[f"is_{s}"] = (rows["strategy"] == s).astype("float64")
-    rows = rows.sort_values(["event_timestamp", "symbol", "event_id"], kind="stable").reset_index(
-        drop=True
-    )
+    rank = rows["strategy"].map({s: i for i, s in enumerate(STRATEGIES)}).to_numpy(dtype=np.int64)
+    for i, s in enumerate(STRATEGIES):
+        rows[f"is_{s}"] = (rank == i).astype("float64")
+    # decision points: (source, run, symbol, bar); integer codes keep the sorts numeric
+    src = pd.factorize(
+        rows["source_kind"].astype(str)
+        + "|"
+        + rows["run_id"].astype(str)
+        + "|"
+        + rows["symbol"].astype(str)
+    )[0]
+    ts_ns = _epoch_us(rows["event_timestamp"])
+    order = np.lexsort((src, ts_ns))
+    rows = rows.iloc[order].reset_index(drop=True)
+    ts_ns, src, rank = ts_ns[order], src[order], rank[order]
+    new_group = np.r_[True, (ts_ns[1:] != ts_ns[:-1]) | (src[1:] != src[:-1])]
+    group = np.cumsum(new_group) - 1
     exec_cols = rows.rename(columns={"side": "side_name"}).rename(columns={"side_num": "side"})
-    group_key = ["source_kind", "run_id", "symbol", "event_timestamp"]
-    exec_cols["group"] = exec_cols.groupby(group_key, sort=False).ngroup()
-    rank = {s: i for i, s in enumerate(STRATEGIES)}
-    exec_cols["__rank"] = exec_cols["strategy"].map(rank)
-    best = exec_cols.sort_values(
-        ["group", "r_multiple", "__rank"], ascending=[True, False, True], kind="stable"
-    )
-    best = best.drop_duplicates("group", keep="first")
-    exit_max = exec_cols.groupby("group")["exit_ts"].max()
+    exec_cols["group"] = group
+    r = exec_cols["r_multiple"].to_numpy(dtype=np.float64)
+    # the best candidate per group: highest R, ties to the first strategy in STRATEGIES
+    by_best = np.lexsort((rank, -r, group))
+    first = np.r_[True, group[by_best][1:] != group[by_best][:-1]]
+    best_idx = by_best[first]
+    exit_us = _epoch_us(exec_cols["exit_ts"])
+    exit_max = np.maximum.reduceat(exit_us, np.flatnonzero(new_group))
+    best = exec_cols.iloc[best_idx]
     groups = best[
         ["group", "event_timestamp", "symbol", "source_kind", "weight", *META_FEATURE_NAMES]
-    ].copy()
+    ].reset_index(drop=True)
     groups["label"] = best["strategy"].to_numpy()
-    groups["best_r"] = best["r_multiple"].to_numpy()
-    groups["exit_ts"] = exit_max.loc[groups["group"]].to_numpy()
-    groups = groups.sort_values(["event_timestamp", "group"], kind="stable").reset_index(drop=True)
+    groups["best_r"] = r[best_idx]
+    groups["exit_ts"] = pd.to_datetime(exit_max[groups["group"].to_numpy()], unit="us", utc=True)
+    exec_cols["__rank"] = rank
     signals = exec_cols.drop(columns="__rank")
     missing = [c for c in EXEC_FEATURE_NAMES if c not in signals.columns]
     if missing:

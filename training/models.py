@@ -50,6 +50,7 @@ def fit_meta(
         min_samples_leaf=cfg.meta_min_leaf,
         max_features="sqrt",
         class_weight=None,
+        max_samples=cfg.meta_max_samples if len(y) >= 100 else None,
         n_jobs=n_jobs,
         random_state=cfg.seed,
     )
