@@ -31,9 +31,8 @@ async def handle(worker: WorkerApp, short: str, event: Any) -> None:
     )
     if result.dead_letter is not None:
         dl = result.dead_letter
-        await worker.topics["dlq"].send(key=msg.topic.encode(), value=encode(dl), force=True)
+        await worker.send("dlq", msg.topic.encode(), encode(dl))
         worker.metrics.dead_letters.labels(topic=short).inc()
-        worker.metrics.events_out.labels(topic="dlq").inc()
         return
     for out in result.outputs:
         await worker.emit(out)

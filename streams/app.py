@@ -8,9 +8,10 @@ One process runs:
 - a task running the lake sink (`streams.sink.LakeSink`) on its own consumer group;
 - a Prometheus endpoint.
 
-Exactly-once folding: Faust flushes its producer (changelog included) before it
-commits source offsets, and every table piece records the positions it applied,
-so a record re-read after a crash is not folded twice. After each rebalance the
+Exactly-once folding: the changed table pieces are written right before every
+offset commit, and Faust flushes its producer (changelog included) before it
+commits; every piece records the positions it applied, so a record re-read after
+a crash is not folded twice (`streams.state_table`). After each rebalance the
 worker pushes the latest values of every key it owns, which repairs online rows
 whose push was lost with a killed process.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,13 @@ from infra.lake import LAKE_TOPICS
 from infra.settings import Settings
 
 import faust  # isort: skip
-from features.stream import KeyState, StreamFeatureState
+from features.stream import StreamFeatureState
 from streams.events import Event, encode, event_key, topic_for
 from streams.metrics import StreamMetrics
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
 from streams.sink import LakeSink
+from streams.state_table import CommitHook, PickledTable
 
 __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
 
@@ -64,6 +65,9 @@ class WorkerApp:
         self.options = options
         self.group_id = options.group_id or f"{settings.topic_prefix}streams"
         self.metrics = StreamMetrics()
+        self._out = {
+            t: self.metrics.events_out.labels(topic=t) for t in ("features", "drift", "dlq")
+        }
         session_s = settings.kafka_session_timeout_ms / 1000.0
         datadir = settings.home / "faust" / f"{self.group_id}-{os.getpid()}"
         self.app = faust.App(
@@ -84,6 +88,10 @@ class WorkerApp:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_linger=0.005,
+            # changelog pieces are a few KiB each: small batches make every agent
+            # wait on the producer buffer
+            producer_max_batch_size=512 * 1024,
+            producer_max_request_size=4 * 1024 * 1024,
             stream_wait_empty=False,
             web_enabled=False,
             table_cleanup_interval=3600.0,
@@ -101,6 +109,7 @@ class WorkerApp:
         )
         self.pieces = PickledTable(self.table)
         self.state = StreamFeatureState(store=self.pieces)
+        self.app.sensors.add(CommitHook(self.pieces))
         self.pusher: OnlinePusher | None = None
         if options.feast:
             store = _LazyFeatureStore(settings)
@@ -126,8 +135,26 @@ class WorkerApp:
     async def emit(self, event: Event) -> None:
         """Produce an output event on its topic (flushed before Faust commits)."""
         short = topic_for(event)
-        await self.topics[short].send(key=event_key(event), value=encode(event), force=True)
-        self.metrics.events_out.labels(topic=short).inc()
+        await self.send(short, event_key(event), encode(event))
+
+    async def send(self, short: str, key: bytes, value: bytes) -> None:
+        """Hand a record to Faust's producer (Faust flushes it before every commit).
+
+        This skips Faust's per-message Topic machinery, which costs more than the
+        rest of the event's processing; a failed delivery stops the worker
+        (fail-stop), so no later commit can cover a lost output.
+        """
+        fut = await self.app.producer.send(
+            self.settings.topic(short), key, value, partition=None, timestamp=None, headers=None
+        )
+        fut.add_done_callback(self._delivered)  # type: ignore[attr-defined]
+        self._out[short].inc()
+
+    def _delivered(self, fut: Any) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is not None or fut.cancelled():
+            log.critical("an output record was not delivered (%r); stopping the worker", exc)
+            os._exit(70)
 
     # Wiring ---------------------------------------------------------------
 
@@ -205,46 +232,6 @@ class WorkerApp:
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()
-
-
-class PickledTable(MutableMapping[str, KeyState]):
-    """A Faust table of pickled `KeyState` bytes, seen as a mapping of objects.
-
-    The table (and its changelog) holds bytes; decoded pieces are cached until the
-    next rebalance, when the table may have been recovered from the changelog.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        self._cache: dict[str, KeyState] = {}
-
-    def forget(self) -> None:
-        """Drop the decoded pieces."""
-        self._cache.clear()
-
-    def __getitem__(self, key: str) -> KeyState:
-        piece = self._cache.get(key)
-        if piece is None:
-            blob = self.table[key]
-            if blob is None:
-                raise KeyError(key)
-            piece = KeyState.from_bytes(blob)
-            self._cache[key] = piece
-        return piece
-
-    def __setitem__(self, key: str, piece: KeyState) -> None:
-        self._cache[key] = piece
-        self.table[key] = piece.to_bytes()  # writes the changelog
-
-    def __delitem__(self, key: str) -> None:
-        self._cache.pop(key, None)
-        del self.table[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self.table.keys()))
-
-    def __len__(self) -> int:
-        return len(self.table)
 
 
 class _LazyFeatureStore:
