@@ -60,7 +60,8 @@ async def _produce(
             by_topic.setdefault(short, []).append((key, value))
         for short, recs in by_topic.items():
             for i in range(0, len(recs), 5000):
-                await producer.send_many(bus.topic(short), recs[i : i + 5000])
+                # a None value is a tombstone (aiokafka accepts it)
+                await producer.send_many(bus.topic(short), recs[i : i + 5000])  # type: ignore[arg-type]
 
 
 Raw = tuple[str, bytes | None, bytes | None]  # short topic, key, value
