@@ -34,7 +34,7 @@ def _lake(root: Path, n: int, seed: int) -> tuple[str, float]:
     return str(root), time.perf_counter() - t0
 
 
-def _measure(base: Path, n: int) -> dict[str, float]:
+def _measure(base: Path, n: int) -> dict[str, Any]:
     from infra.settings import Settings
     from training.config import TrainConfig
     from training.datasets import build_training_data, load_lake
@@ -50,7 +50,9 @@ def _measure(base: Path, n: int) -> dict[str, float]:
     trained = fit_all(data, cfg)
     train_s = time.perf_counter() - t0
     t = trained.timings_s
+    latency = _onnx_latency(trained)
     return {
+        **latency,
         "rows": float(len(data.signals)),
         "groups": float(len(data.groups)),
         "generate_s": gen_s,
@@ -65,6 +67,30 @@ def _measure(base: Path, n: int) -> dict[str, float]:
         "exec_mae_baseline": trained.exec.holdout_metrics["mae_baseline"],
         "sharpe_uplift": trained.sizer.holdout_metrics["sharpe_uplift"],
     }
+
+
+def _onnx_latency(trained: Any, calls: int = 3000) -> dict[str, Any]:
+    """Return per-call single-row onnxruntime latencies (us) of the three exports."""
+    import numpy as np
+
+    from features.vectors import MODEL_IO
+    from training.export import onnx_session
+
+    out: dict[str, Any] = {}
+    for fam in (trained.meta, trained.exec, trained.sizer):
+        sess = onnx_session(fam.exported.onnx_bytes)
+        row = np.asarray([fam.exported.probe_input], dtype=np.float32)
+        io = MODEL_IO[fam.family]
+        for _ in range(200):
+            sess.run([io["output"]], {io["input"]: row})
+        samples = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            sess.run([io["output"]], {io["input"]: row})
+            samples.append(time.perf_counter() - t0)
+        out[f"onnx_{fam.family}_samples"] = samples
+        out[f"onnx_{fam.family}_bytes"] = float(len(fam.exported.onnx_bytes))
+    return out
 
 
 def _feast_vs_asof(base: Path, n: int = 2000) -> tuple[float, float]:
@@ -86,6 +112,8 @@ def _feast_vs_asof(base: Path, n: int = 2000) -> tuple[float, float]:
 
 def run(quick: bool) -> dict[str, Any]:
     """Measure the dataset build and the trainings (quick: 20k signals only)."""
+    from bench.harness import summarize
+
     sizes = [20_000] if quick else [100_000, 1_000_000]
     metrics: dict[str, Any] = {}
     baseline: dict[str, Any] = {}
@@ -95,6 +123,17 @@ def run(quick: bool) -> dict[str, Any]:
         base = Path(tmp)
         for n in sizes:
             m = _measure(base, n)
+            if n == sizes[-1]:
+                for fam in ("meta", "exec", "sizer"):
+                    metrics[f"onnx_{fam}_call"] = summarize(
+                        m.pop(f"onnx_{fam}_samples"),
+                        "us",
+                        scale=1e6,
+                        label=f"onnxruntime {fam} call, 1 row ({int(m[f'onnx_{fam}_bytes']):,} B model)",
+                    )
+            else:
+                for fam in ("meta", "exec", "sizer"):
+                    m.pop(f"onnx_{fam}_samples")
             details[str(n)] = m
             tag = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}m"
             metrics[f"dataset_{tag}"] = {
