@@ -19,6 +19,7 @@ from training.datasets import (
     build_training_data,
     join_stream_features,
     load_lake,
+    stream_wide,
 )
 from training.sources import collect_sources
 from training.synth import synthetic_frames, write_frames
@@ -95,6 +96,15 @@ def test_no_feature_value_stamped_after_a_signal_appears_in_its_row(tmp_path: Pa
     ):
         if not np.isnan(count):
             assert stamps[(sym, strat, float(count))] <= ts
+    # the wide per-decision-point frames the trainers use agree too (pivot vs per-strategy join)
+    points = fr.signals[["symbol", "event_timestamp"]]
+    wide_f, _ = stream_wide(points, lake, settings, "feast")
+    wide_a, _ = stream_wide(points, lake, settings, "asof")
+    key2 = ["symbol", "event_timestamp"]
+    wf = wide_f.sort_values(key2).reset_index(drop=True)
+    wa = wide_a.sort_values(key2).reset_index(drop=True)
+    assert list(wf.columns) == list(wa.columns) and len(wf) == len(wa)
+    np.testing.assert_allclose(wf.iloc[:, 2:].to_numpy(float), wa.iloc[:, 2:].to_numpy(float))
     # some rows must have had later values available, or the test proves nothing
     latest = frames["features"].groupby(["symbol", "strategy"])["trade_count"].max()
     assert (

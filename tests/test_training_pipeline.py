@@ -246,3 +246,43 @@ def test_per_symbol_model_set_has_its_own_latest(tmp_path: Path, lakes: dict[str
     assert (default_latest.model_set, default_latest.sequence) == ("default", 1)
     assert es_latest.gate is not None and es_latest.gate.decision == "first"
     assert LocalObjectStore(tmp_path / "store").exists("models/manifest/sets/ES/latest.json")
+
+
+def test_train_once_cli_releases_and_fails_on_bad_data(
+    tmp_path: Path, lakes: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.cli import train
+
+    env = {
+        "LAKE_URI": lakes["good"],
+        "STORE_DIR": str(tmp_path / "store"),
+        "MANIFEST_HMAC_KEY": KEY,
+        "TOPIC_PREFIX": f"cli{tmp_path.name[-6:]}.",
+        "TRAIN_REPORT_DIR": str(tmp_path / "reports"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        args = [
+            "--once",
+            "--profile",
+            "small",
+            "--no-progress",
+            "--pit-engine",
+            "asof",
+            "--no-topic",
+        ]
+        out = CliRunner().invoke(train, args)
+        assert out.exit_code == 0, out.output
+        assert "[default] released" in out.output and "meta   release" in out.output
+        reports = list((tmp_path / "reports").iterdir())
+        assert len(reports) == 1 and (reports[0] / "run.json").exists()
+        assert Registry(get_settings()).latest() is not None
+        monkeypatch.setenv("LAKE_URI", lakes["nan"])
+        get_settings.cache_clear()
+        out = CliRunner().invoke(train, args)
+        assert out.exit_code == 1 and "failed: NaN market features" in out.output
+    finally:
+        get_settings.cache_clear()
