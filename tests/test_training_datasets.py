@@ -34,9 +34,12 @@ def _lake(tmp_path: Path, frames: dict[str, pd.DataFrame], name: str = "lake") -
 
 
 def _settings(tmp_path: Path, lake: str) -> Settings:
-    return Settings(
-        LAKE_URI=lake, STORE_DIR=str(tmp_path / "store"), TOPIC_PREFIX=f"ds{tmp_path.name[-8:]}."
-    )  # type: ignore[arg-type]
+    return Settings(  # type: ignore[call-arg]
+        LAKE_URI=lake,
+        STORE_DIR=str(tmp_path / "store"),
+        TOPIC_PREFIX=f"ds{tmp_path.name[-8:]}.",
+        FEAST_REPO_DIR=str(tmp_path / "feast_repo"),  # a private Feast repo, not the package's
+    )
 
 
 def _stamps(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str, float], pd.Timestamp]:
