@@ -297,12 +297,12 @@ def list_(as_json: bool) -> None:
         )
 
 
-def _resolve(ref: str | None) -> Any:
+def _resolve(ref: str | None, model_set: str = "default") -> Any:
     from training.config import ReleaseError
 
     reg = _registry()
     try:
-        m = reg.find(ref) if ref else reg.latest()
+        m = reg.find(ref) if ref else reg.latest(model_set)
     except ReleaseError as exc:
         raise click.ClickException(str(exc)) from None
     if m is None:
@@ -313,9 +313,12 @@ def _resolve(ref: str | None) -> Any:
 @models.command()
 @click.argument("ref", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest JSON.")
-def show(ref: str | None, as_json: bool) -> None:
+@click.option(
+    "--model-set", default="default", show_default=True, help="Whose latest release, without REF."
+)
+def show(ref: str | None, as_json: bool, model_set: str) -> None:
     """Show a release (by release string or sequence; default: the latest)."""
-    _reg, m = _resolve(ref)
+    _reg, m = _resolve(ref, model_set)
     if as_json:
         click.echo(json.dumps(m.model_dump(mode="json", by_alias=True), indent=2))
         return
@@ -336,7 +339,10 @@ def show(ref: str | None, as_json: bool) -> None:
 
 @models.command()
 @click.argument("ref", required=False)
-def verify(ref: str | None) -> None:
+@click.option(
+    "--model-set", default="default", show_default=True, help="Whose latest release, without REF."
+)
+def verify(ref: str | None, model_set: str) -> None:
     """Verify a release: signature, every artifact's sha256, ONNX load and probe."""
     import numpy as np
 
@@ -345,7 +351,7 @@ def verify(ref: str | None) -> None:
     from training.export import onnx_session, run_onnx
     from training.release import verify_manifest
 
-    reg, m = _resolve(ref)
+    reg, m = _resolve(ref, model_set)
     try:
         kid = verify_manifest(m, Keyring.from_settings(reg.settings))
     except SignatureError as exc:
