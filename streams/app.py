@@ -36,7 +36,7 @@ from streams.metrics import StreamMetrics
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
 from streams.sink import LakeSink
-from streams.state_table import CommitHook, PickledTable
+from streams.state_table import CommitHook, PickledTable, install_full_flush
 
 __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
 
@@ -107,6 +107,7 @@ class WorkerApp:
             key_type=str,
             value_type=bytes,
         )
+        install_full_flush()
         self.pieces = PickledTable(self.table)
         self.state = StreamFeatureState(store=self.pieces)
         self.app.sensors.add(CommitHook(self.pieces))

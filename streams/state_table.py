@@ -16,10 +16,28 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from faust.sensors import Sensor
+from faust.transport.producer import ProducerBuffer
 
 from features.stream import KeyState
 
-__all__ = ["CommitHook", "PickledTable"]
+__all__ = ["CommitHook", "PickledTable", "install_full_flush"]
+
+
+async def _flush_until_empty(self: ProducerBuffer) -> None:
+    """Drain Faust's producer buffer completely (`flush_atmost` gives up after 0.1 s)."""
+    while self.size:
+        await self.flush_atmost(None)
+
+
+def install_full_flush() -> None:
+    """Make Faust's pre-commit flush wait for every buffered record (changelog included).
+
+    Faust's `ProducerBuffer.flush` returns as soon as no record was handed to the
+    client for 0.1 s, even with records still queued; the offsets commit would then
+    cover state whose changelog records were never sent. Idempotent.
+    """
+    if ProducerBuffer.flush is not _flush_until_empty:
+        ProducerBuffer.flush = _flush_until_empty  # type: ignore[method-assign]
 
 
 def piece_partition(piece: KeyState) -> int:

@@ -94,3 +94,27 @@ def test_a_sink_dying_between_upload_and_commit_lands_nothing_twice(
     for spans in ranges.values():
         spans.sort()
         assert all(a[1] < b[0] for a, b in itertools.pairwise(spans)), spans
+
+
+def test_replay_reads_a_kafka_time_range_through_the_agents_function(
+    make_settings: Callable[..., Settings],
+) -> None:
+    import datetime as dt
+
+    from streams.harness import recompute
+    from streams.replay import kafka_records, replay_into_features
+
+    settings = make_settings(TOPIC_PARTITIONS=2)
+    events = list(synthetic_events(600))
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    produce(settings, events)
+    records = kafka_records(settings, ["bars", "signals", "outcomes"], before, None)
+    assert len(records) == len(events)
+    result = replay_into_features(settings, records, push=False)
+    assert result.events == len(events) and result.dead_letters == 0
+    want = recompute(events)
+    for symbol in ("ES", "NQ"):
+        assert result.state.strategy_values(symbol) == want.strategy_values(symbol)
+        assert result.state.symbol_values(symbol) == want.symbol_values(symbol)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    assert kafka_records(settings, ["bars"], later, None) == []
