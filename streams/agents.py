@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from features.stream import key_for
 from streams.events import encode
 from streams.processing import SOURCE_TOPICS, process_record
 
@@ -34,6 +35,8 @@ async def handle(worker: WorkerApp, short: str, event: Any) -> None:
         await worker.send("dlq", msg.topic.encode(), encode(dl))
         worker.metrics.dead_letters.labels(topic=short).inc()
         return
+    assert result.event is not None
+    await worker.persist_state(key_for(result.event))  # type: ignore[arg-type]  # before the ack
     for out in result.outputs:
         await worker.emit(out)
     if worker.pusher is not None:

@@ -8,10 +8,11 @@ One process runs:
 - a task running the lake sink (`streams.sink.LakeSink`) on its own consumer group;
 - a Prometheus endpoint.
 
-Exactly-once folding: the changed table pieces are written right before every
-offset commit, and Faust flushes its producer (changelog included) before it
-commits; every piece records the positions it applied, so a record re-read after
-a crash is not folded twice (`streams.state_table`). After each rebalance the
+Exactly-once folding: the piece an event changed is handed to the changelog
+before the event is acknowledged, and Faust flushes its producer (fully: see
+`install_full_flush`) before it commits; every piece records the positions it
+applied, so a record re-read after a crash is not folded twice
+(`streams.state_table`). After each rebalance the
 worker pushes the latest values of every key it owns, which repairs online rows
 whose push was lost with a killed process.
 """
@@ -36,7 +37,7 @@ from streams.metrics import StreamMetrics
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
 from streams.sink import LakeSink
-from streams.state_table import CommitHook, PickledTable, install_full_flush
+from streams.state_table import PickledTable, install_full_flush
 
 __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
 
@@ -110,7 +111,6 @@ class WorkerApp:
         install_full_flush()
         self.pieces = PickledTable(self.table)
         self.state = StreamFeatureState(store=self.pieces)
-        self.app.sensors.add(CommitHook(self.pieces))
         self.pusher: OnlinePusher | None = None
         if options.feast:
             store = _LazyFeatureStore(settings)
@@ -137,6 +137,16 @@ class WorkerApp:
         """Produce an output event on its topic (flushed before Faust commits)."""
         short = topic_for(event)
         await self.send(short, event_key(event), encode(event))
+
+    async def persist_state(self, key: str) -> None:
+        """Hand the piece the current event changed to the changelog."""
+        await self.pieces.persist(key, self._send_changelog)
+
+    async def _send_changelog(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+        fut = await self.app.producer.send(
+            topic, key, value, partition=partition, timestamp=None, headers=None
+        )
+        fut.add_done_callback(self._delivered)  # type: ignore[attr-defined]
 
     async def send(self, short: str, key: bytes, value: bytes) -> None:
         """Hand a record to Faust's producer (Faust flushes it before every commit).

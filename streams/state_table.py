@@ -1,26 +1,27 @@
-"""The stream feature state in a Faust table: pickled pieces, written at commit time.
+"""The stream feature state in a Faust table: pickled pieces in a changelog.
 
 The Faust table (memory store, changelog topic) holds each `KeyState` piece as
-bytes. Folding an event only marks its piece dirty; right before every Faust offset
-commit (`on_commit_initiated`, which runs before Faust flushes its producer and
-commits), the dirty pieces are written to the table and sent to the changelog on
-their source partition. So the changelog is durable up to every committed offset,
-with one changelog record per changed key per commit instead of one per event.
+bytes. Folding an event marks its piece dirty; before the agent finishes the event
+(so before Faust can acknowledge it) `persist` hands the piece to the producer,
+addressed to the changelog partition of its source partition. Faust flushes the
+producer before it commits offsets, so the changelog covers every committed offset.
 Pieces carry the positions they applied, so a piece that already includes records
 beyond the committed offset is still exact: those records are skipped when re-read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+import json
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
-from faust.sensors import Sensor
 from faust.transport.producer import ProducerBuffer
 
 from features.stream import KeyState
 
-__all__ = ["CommitHook", "PickledTable", "install_full_flush"]
+__all__ = ["PickledTable", "install_full_flush"]
+
+Send = Callable[[str, bytes, bytes, int], Awaitable[None]]
 
 
 async def _flush_until_empty(self: ProducerBuffer) -> None:
@@ -56,24 +57,27 @@ class PickledTable(MutableMapping[str, KeyState]):
         self._dirty: set[str] = set()
         self.changelog_writes = 0
 
-    def flush(self) -> int:
-        """Write dirty pieces to the table and its changelog; return how many."""
-        n = 0
-        for key in sorted(self._dirty):
-            piece = self._cache.get(key)
-            if piece is None:
-                continue
-            blob = piece.to_bytes()
-            self.table.data[key] = blob
-            self.table.send_changelog(piece_partition(piece), key, blob)
-            n += 1
-        self._dirty.clear()
-        self.changelog_writes += n
-        return n
+    async def persist(self, key: str, send: Send) -> bool:
+        """Write a changed piece to the table and hand it to the changelog.
+
+        Call it before the event that changed the piece can be acknowledged; when
+        the returned awaitable is done the record is in the producer's buffer, which
+        Faust flushes before every commit. Return False if the piece was unchanged.
+        """
+        if key not in self._dirty:
+            return False
+        self._dirty.discard(key)
+        piece = self._cache[key]
+        blob = piece.to_bytes()
+        self.table.data[key] = blob
+        # the table's key codec is JSON (a str key), its value codec raw bytes
+        topic = self.table.changelog_topic.get_topic_name()
+        await send(topic, json.dumps(key).encode(), blob, piece_partition(piece))
+        self.changelog_writes += 1
+        return True
 
     def forget(self) -> None:
-        """Flush, then drop the decoded pieces (the table may be recovered next)."""
-        self.flush()
+        """Drop the decoded pieces (the table may be recovered from its changelog next)."""
         self._cache.clear()
 
     def __getitem__(self, key: str) -> KeyState:
@@ -106,15 +110,3 @@ class PickledTable(MutableMapping[str, KeyState]):
 
     def __len__(self) -> int:
         return len(self._keys())
-
-
-class CommitHook(Sensor):  # type: ignore[misc]
-    """A Faust sensor that writes the dirty pieces before every offset commit."""
-
-    def __init__(self, pieces: PickledTable, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.pieces = pieces
-
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        self.pieces.flush()
-        return None
