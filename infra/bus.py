@@ -276,8 +276,15 @@ class KafkaBus:
         finally:
             await admin.close()
 
-    async def topic_sizes(self, names: Iterable[str]) -> dict[str, int]:
-        """Return the number of records in each topic (end minus beginning offsets)."""
+    async def count_records(self, names: Iterable[str]) -> dict[str, int]:
+        """Count the records in each topic by reading it from the beginning to its end.
+
+        Exact on every broker (offset arithmetic is not: gaps, compaction, and
+        Tansu's log-start offsets); meant for demo and audit sizes, not huge topics.
+        """
+        return {name: await self._count(name) for name in names}
+
+    async def _count(self, name: str) -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         try:
             await consumer.start()
@@ -285,20 +292,18 @@ class KafkaBus:
             await consumer.stop()
             raise BrokerUnavailableError(self.bootstrap, exc) from None
         try:
-            sizes: dict[str, int] = {}
-            for name in names:
-                parts = consumer.partitions_for_topic(name) or set()
-                if not parts:
-                    await consumer._client.force_metadata_update()
-                    parts = consumer.partitions_for_topic(name) or set()
-                tps = [TopicPartition(name, p) for p in parts]
-                if not tps:
-                    sizes[name] = 0
-                    continue
-                ends = await consumer.end_offsets(tps)
-                starts = await consumer.beginning_offsets(tps)
-                sizes[name] = sum(ends[tp] - starts[tp] for tp in tps)
-            return sizes
+            await consumer.topics()  # loads metadata of every topic
+            tps = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
+            if not tps:
+                return 0
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            count = 0
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(timeout_ms=1000)
+                count += sum(len(msgs) for msgs in batch.values())
+            return count
         finally:
             await consumer.stop()
 

@@ -278,7 +278,7 @@ def run_demo(
         with _phase(run, "trader finishing and the lake catching up"):
             run.health = _health(http_port)
             run.stop("trader", timeout_s=60)  # SIGTERM: close positions, drain the outbox
-            sizes = asyncio.run(bus.topic_sizes([bus.topic("signals")]))
+            sizes = asyncio.run(bus.count_records([bus.topic("signals")]))
             _wait(
                 "every signal in the lake",
                 lambda: _lake_table(settings, "signals").num_rows >= sizes[bus.topic("signals")],
@@ -302,7 +302,7 @@ def _reachable(bootstrap: str, settings: Settings) -> bool:
 
 
 def _summary(run: DemoRun, settings: Settings, bus: KafkaBus) -> dict[str, Any]:
-    sizes = asyncio.run(bus.topic_sizes([bus.topic(t) for t in TOPICS]))
+    sizes = asyncio.run(bus.count_records([bus.topic(t) for t in TOPICS]))
     lake = {
         t: _lake_table(settings, t).num_rows
         for t in ("bars", "signals", "outcomes", "features", "drift", "dlq")

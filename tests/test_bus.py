@@ -101,3 +101,14 @@ def test_unreachable_broker_gives_one_clear_line() -> None:
     assert bootstrap in message and "tradeloop stack up" in message and "\n" not in message
     with pytest.raises(BrokerUnavailableError):
         asyncio.run(bus.check())
+
+
+def test_count_records_is_exact_across_empty_and_full_topics(bus: KafkaBus) -> None:
+    asyncio.run(bus.ensure_topics(bus.topic_settings(["bars", "signals", "outcomes"])))
+    asyncio.run(
+        _produce(
+            bus, bus.topic("signals"), [bar(i, symbol="ES" if i % 2 else "NQ") for i in range(7)]
+        )
+    )
+    counts = asyncio.run(bus.count_records([bus.topic(t) for t in ("bars", "signals", "outcomes")]))
+    assert counts == {bus.topic("bars"): 0, bus.topic("signals"): 7, bus.topic("outcomes"): 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,9 +10,34 @@ from pathlib import Path
 
 import pytest
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from infra.lake import read_topic
+from infra.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.helpers import settings_env
+
+
+async def _topic_ids(settings: Settings, topic: str) -> list[str]:
+    """Read a whole topic from the beginning (no group) and return its event ids."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        name = f"{settings.topic_prefix}{topic}"
+        tps = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        ids: list[str] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                ids.extend(json.loads(m.value)["event_id"] for m in msgs)
+        return ids
+    finally:
+        await consumer.stop()
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.s3, pytest.mark.redis]
 
@@ -45,12 +71,21 @@ def test_shortened_demo_swaps_and_lands_every_signal_once(
     # every signal of the run is in the lake exactly once
     signals = read_topic(settings.lake, "signals", settings=settings)
     ids = signals.column("event_id").to_pylist()
-    assert len(ids) == len(set(ids)) == summary["events_per_topic"]["signals"] > 0
+    kafka_ids = asyncio.run(_topic_ids(settings, "signals"))
+    assert len(ids) == len(set(ids)) > 0, "a signal landed twice"
+    assert len(kafka_ids) == len(set(kafka_ids)), "a signal was sent twice"
+    assert set(ids) == set(kafka_ids), (set(ids) ^ set(kafka_ids), summary["events_per_topic"])
     outcomes = read_topic(settings.lake, "outcomes", settings=settings)
-    assert outcomes.num_rows == summary["events_per_topic"]["outcomes"]
+    outcome_ids = asyncio.run(_topic_ids(settings, "outcomes"))
+    assert sorted(outcomes.column("event_id").to_pylist()) == sorted(outcome_ids)
+    counted = {t: summary["events_per_topic"][t] for t in ("signals", "outcomes")}
+    assert counted == {"signals": len(kafka_ids), "outcomes": len(outcome_ids)}
     assert summary["lake_rows"]["features"] > 0
 
     # every artifact of every release lies in the versioned bucket
     for release in summary["releases"]:
         assert set(release["artifacts"]) == {"meta", "exec", "sizer"}
-        assert all(uri.startswith(f"s3://{settings.bucket}/models/") for uri in release["artifacts"].values())
+        assert all(
+            uri.startswith(f"s3://{settings.bucket}/models/")
+            for uri in release["artifacts"].values()
+        )
