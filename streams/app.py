@@ -34,6 +34,7 @@ import faust  # isort: skip
 from features.stream import StreamFeatureState
 from streams.events import Event, encode, event_key, topic_for
 from streams.metrics import StreamMetrics
+from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
 from streams.sink import LakeSink
@@ -109,6 +110,7 @@ class WorkerApp:
             value_type=bytes,
         )
         install_full_flush()
+        install_faust_highwater_fix(settings.bootstrap_servers)
         self.pieces = PickledTable(self.table)
         self.state = StreamFeatureState(store=self.pieces)
         self.pusher: OnlinePusher | None = None

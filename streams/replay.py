@@ -22,6 +22,7 @@ from infra.lake import iter_payloads, read_topic
 from infra.objectstore import store_for_uri
 from infra.settings import Settings
 from streams.events import decode, event_key
+from streams.offsets import true_end_offsets
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS, process_record
 
@@ -94,23 +95,22 @@ async def _kafka_records(
             parts = consumer.partitions_for_topic(full) or set()
             if not parts:
                 await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(full) or set()
+                parts = consumer.partitions_for_topic(full) or set(range(settings.topic_partitions))
             tps = [TopicPartition(full, p) for p in sorted(parts)]
             if not tps:
                 continue
             consumer.assign(tps)
             begin = await consumer.beginning_offsets(tps)
-            finish = await consumer.end_offsets(tps)
+            finish = await true_end_offsets(
+                settings.bootstrap_servers, tps, await consumer.end_offsets(tps)
+            )
             if start is not None:
                 found = await consumer.offsets_for_times(
                     {tp: int(start.timestamp() * 1000) for tp in tps}
                 )
                 begin = {tp: (found[tp].offset if found.get(tp) else finish[tp]) for tp in tps}
-            if end is not None:
-                found = await consumer.offsets_for_times(
-                    {tp: int(end.timestamp() * 1000) for tp in tps}
-                )
-                finish = {tp: (found[tp].offset if found.get(tp) else finish[tp]) for tp in tps}
+            # the end is found by record timestamps below: some brokers answer
+            # OffsetsForTimes with a batch's base offset, which may lie before it
             for tp in tps:
                 if begin[tp] >= finish[tp]:
                     continue
@@ -126,6 +126,10 @@ async def _kafka_records(
                         if m.offset >= finish[tp]:
                             done = True
                             break
+                        if start is not None and m.timestamp < int(start.timestamp() * 1000):
+                            continue
+                        if end is not None and m.timestamp >= int(end.timestamp() * 1000):
+                            continue
                         out.append((short, tp.partition, m.offset, m.value or b""))
                     if msgs[-1].offset + 1 >= finish[tp]:
                         done = True

@@ -1,0 +1,63 @@
+"""True end offsets, also on brokers whose ListOffsets reports a batch's base offset.
+
+Tansu (the embedded and test broker) answers ListOffsets(latest) with the base
+offset of the last record batch + 1 instead of the last offset + 1; fetch responses
+carry the right high watermark. Faust's table recovery reads changelogs up to
+ListOffsets' answer, so on Tansu it would stop before the newest records of the
+last batch and recover stale state. `true_end_offsets` probes the last batch with a
+fetch and takes the larger of the two answers (on Apache Kafka they agree);
+`install_faust_highwater_fix` makes Faust's recovery use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+__all__ = ["install_faust_highwater_fix", "true_end_offsets"]
+
+
+async def true_end_offsets(
+    bootstrap: str, tps: Iterable[TopicPartition], reported: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Return the end offset of each partition: max(ListOffsets, a fetch's high watermark)."""
+    out = {tp: int(reported.get(tp) or 0) for tp in tps}
+    probe_tps = [tp for tp, end in out.items() if end > 0]
+    if not probe_tps:
+        return out
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await probe.start()
+    try:
+        for tp in probe_tps:
+            probe.assign([tp])
+            probe.seek(tp, out[tp] - 1)
+            await probe.getmany(tp, timeout_ms=2000, max_records=1)
+            hw = probe.highwater(tp)
+            if hw is not None and hw > out[tp]:
+                out[tp] = int(hw)
+    finally:
+        await probe.stop()
+    return out
+
+
+def install_faust_highwater_fix(bootstrap: str) -> None:
+    """Make Faust's recovery read changelogs to their true end (idempotent)."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls: Any = driver.AIOKafkaConsumerThread
+    if getattr(cls._highwaters, "_tradeloop_fix", False):
+        return
+    original = cls._highwaters
+
+    async def _highwaters(
+        self: Any, partitions: list[TopicPartition]
+    ) -> Mapping[TopicPartition, int]:
+        reported = await original(self, partitions)
+        if self.consumer.in_transaction:
+            return reported
+        return await true_end_offsets(bootstrap, partitions, reported)
+
+    _highwaters._tradeloop_fix = True  # type: ignore[attr-defined]
+    cls._highwaters = _highwaters
