@@ -35,7 +35,7 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import drift, stats, utils
+from river import stats, utils
 
 from features.vectors import STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES
 from streams.events import Bar, DriftAlert, FeatureUpdate, SignalSnapshot, TradeOutcome
@@ -127,8 +127,8 @@ class KeyState:
     last_drift: tuple[float, str] | None = None
 
     @classmethod
-    def new(cls, key: str) -> KeyState:
-        """Return an empty state for a key."""
+    def new(cls, key: str, *, detect_drift: bool = True) -> KeyState:
+        """Return an empty state for a key (without a drift detector if asked)."""
         parts = key.split("|")
         kind, symbol = parts[0], parts[1]
         strategy = parts[2] if len(parts) > 2 else ""
@@ -141,8 +141,9 @@ class KeyState:
                 "cum_r": 0.0,
                 "peak_r": 0.0,
                 "count": 0,
-                "adwin": drift.ADWIN(delta=ADWIN_DELTA),
             }
+            if detect_drift:
+                ks.stats["adwin"] = _adwin()
         elif kind == "s":
             ks.stats = {"rate": utils.TimeRolling(stats.Sum, period=SIGNAL_PERIOD)}
         elif kind == "b":
@@ -174,6 +175,13 @@ class KeyState:
         return ks
 
 
+def _adwin() -> Any:
+    # river.drift imports scikit-learn and pandas: only processes that detect drift pay for it.
+    from river.drift import ADWIN
+
+    return ADWIN(delta=ADWIN_DELTA)
+
+
 def _fold_outcome(ks: KeyState, ev: TradeOutcome) -> tuple[float, str] | None:
     s = ks.stats
     r = float(ev.r_multiple)
@@ -183,8 +191,9 @@ def _fold_outcome(ks: KeyState, ev: TradeOutcome) -> tuple[float, str] | None:
     s["cum_r"] = s["cum_r"] + r
     s["peak_r"] = max(s["peak_r"], s["cum_r"])
     s["count"] = s["count"] + 1
-    adwin: drift.ADWIN = s["adwin"]
-    adwin.update(r)
+    adwin = s.get("adwin")
+    if adwin is not None:
+        adwin.update(r)
     ks.values = {
         "win_rate": float(s["win"].get()),
         "mean_r": float(s["r"].get()),
@@ -192,7 +201,7 @@ def _fold_outcome(ks: KeyState, ev: TradeOutcome) -> tuple[float, str] | None:
         "drawdown_r": float(s["peak_r"] - s["cum_r"]),
         "trade_count": float(s["count"]),
     }
-    if adwin.drift_detected:
+    if adwin is not None and adwin.drift_detected:
         return (
             ks.values["mean_r"],
             f"ADWIN(delta={ADWIN_DELTA}) on r_multiple after {s['count']} trades; "
@@ -233,8 +242,11 @@ def _fold_bar(ks: KeyState, ev: Bar) -> None:
 class StreamFeatureState:
     """Per-key online statistics; `learn` folds one event, the getters read values."""
 
-    def __init__(self, store: MutableMapping[str, KeyState] | None = None) -> None:
+    def __init__(
+        self, store: MutableMapping[str, KeyState] | None = None, *, detect_drift: bool = True
+    ) -> None:
         self.store: MutableMapping[str, KeyState] = store if store is not None else {}
+        self.detect_drift = detect_drift
 
     # Folding -----------------------------------------------------------
 
@@ -247,7 +259,7 @@ class StreamFeatureState:
         key = key_for(event)
         ks = self.store.get(key)
         if ks is None:
-            ks = KeyState.new(key)
+            ks = KeyState.new(key, detect_drift=self.detect_drift)
         if source is not None:
             pos = f"{source.topic}:{source.partition}"
             done = ks.positions.get(pos)

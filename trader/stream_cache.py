@@ -22,7 +22,7 @@ class StreamCache:
     """Stream features per symbol and strategy, learned from the trader's events."""
 
     def __init__(self, state: StreamFeatureState | None = None) -> None:
-        self.state = state if state is not None else StreamFeatureState()
+        self.state = state if state is not None else StreamFeatureState(detect_drift=False)
         self._strategy: dict[str, Mapping[str, Mapping[str, float]]] = {}
         self._symbol: dict[str, Mapping[str, float]] = {}
 
