@@ -20,9 +20,12 @@ __all__ = ["install_faust_highwater_fix", "true_end_offsets"]
 
 
 async def true_end_offsets(
-    bootstrap: str, tps: Iterable[TopicPartition], reported: Mapping[TopicPartition, int]
-) -> dict[TopicPartition, int]:
-    """Return the end offset of each partition: max(ListOffsets, a fetch's high watermark)."""
+    bootstrap: str, tps: Iterable[Any], reported: Mapping[Any, int]
+) -> dict[Any, int]:
+    """Return the end offset of each partition: max(ListOffsets, a fetch's high watermark).
+
+    `tps` may be aiokafka `TopicPartition`s or Faust `TP`s; the result uses the same keys.
+    """
     out = {tp: int(reported.get(tp) or 0) for tp in tps}
     probe_tps = [tp for tp, end in out.items() if end > 0]
     if not probe_tps:
@@ -31,10 +34,11 @@ async def true_end_offsets(
     await probe.start()
     try:
         for tp in probe_tps:
-            probe.assign([tp])
-            probe.seek(tp, out[tp] - 1)
-            await probe.getmany(tp, timeout_ms=2000, max_records=1)
-            hw = probe.highwater(tp)
+            ktp = TopicPartition(tp.topic, tp.partition)
+            probe.assign([ktp])
+            probe.seek(ktp, out[tp] - 1)
+            await probe.getmany(ktp, timeout_ms=2000, max_records=1)
+            hw = probe.highwater(ktp)
             if hw is not None and hw > out[tp]:
                 out[tp] = int(hw)
     finally:
