@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.events import topic_settings
+
 HMAC_KEY = "bench-hmac-key-0123456789abcdef"
 AFTER_SWAP_S = 0.05
 
@@ -136,7 +138,7 @@ async def _scenario(settings: Any, sets: list[dict[str, bytes]], quick: bool) ->
     interval_s = 0.002
     raws = [_release(settings, sets[k % 2], k + 1) for k in range(releases + 1)]
     bus = KafkaBus(settings)
-    await bus.ensure_topics(bus.topic_settings(["models"]))
+    await bus.ensure_topics(topic_settings(bus, ["models"]))
     producer = await bus.producer().start()
     # release 1 is on the topic before the trader starts: the start-up path
     await producer.send(bus.topic("models"), raws[0], key=b"default")

@@ -89,7 +89,7 @@ def history(
 
     from features.store import TradeloopFeatureStore
     from infra.lake import read_topic
-    from streams.replay import parse_time
+    from infra.timeutil import parse_time
 
     settings = get_settings()
     if entities_path is not None:

@@ -219,26 +219,12 @@ class KafkaBus:
         opts.update(overrides)
         return BusConsumer(tuple(topics), opts, self.bootstrap)
 
-    def topic_settings(self, names: Iterable[str] | None = None) -> list[TopicSetting]:
-        """Return the topics of DESIGN.md (or the named ones) with their configs."""
-        from streams.events import TOPICS  # a late import: infra must not depend on streams
+    async def ensure_topics(self, topics: Iterable[TopicSetting]) -> list[str]:
+        """Create missing topics with their configs; return the names created.
 
-        chosen = list(names) if names is not None else list(TOPICS)
-        out = []
-        for name in chosen:
-            spec = TOPICS[name]
-            out.append(
-                TopicSetting(
-                    self.topic(name),
-                    1 if spec.compacted else self.settings.topic_partitions,
-                    spec.config(self.settings.retention_ms),
-                )
-            )
-        return out
-
-    async def ensure_topics(self, topics: Iterable[TopicSetting] | None = None) -> list[str]:
-        """Create missing topics with their configs; return the names created."""
-        wanted = list(topics) if topics is not None else self.topic_settings()
+        The topic specs live with the contracts: `streams.events.topic_settings(bus)`.
+        """
+        wanted = list(topics)
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap,
             request_timeout_ms=self.settings.kafka_request_timeout_ms,

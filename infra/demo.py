@@ -229,7 +229,6 @@ def run_demo(
                 bootstrap = proc.address
             run.env = _demo_env(settings, home, http_port, bootstrap)
             bus = KafkaBus(settings, bootstrap=bootstrap)
-            asyncio.run(bus.ensure_topics())
 
         with _phase(run, "streams worker and trader started"):
             run.spawn("streams", "streams", "worker")

@@ -32,7 +32,7 @@ from infra.settings import Settings
 
 import faust  # isort: skip
 from features.stream import StreamFeatureState
-from streams.events import Event, encode, event_key, topic_for
+from streams.events import Event, encode, event_key, topic_for, topic_settings
 from streams.metrics import StreamMetrics
 from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
@@ -272,5 +272,7 @@ def create_app(settings: Settings, options: WorkerOptions | None = None) -> Work
     """Build the worker (creating the topics first)."""
     from infra.bus import KafkaBus
 
-    asyncio.run(KafkaBus(settings).ensure_topics())
+    topics_bus = KafkaBus(settings)
+
+    asyncio.run(topics_bus.ensure_topics(topic_settings(topics_bus)))
     return WorkerApp(settings, options or WorkerOptions())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
@@ -46,6 +47,7 @@ __all__ = [
     "event_key",
     "new_event_id",
     "topic_for",
+    "topic_settings",
     "utc_now",
 ]
 
@@ -392,6 +394,21 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("dlq", DeadLetter, key="source_topic"),
     )
 }
+
+
+def topic_settings(bus: Any, names: Iterable[str] | None = None) -> list[Any]:
+    """Return `infra.bus.TopicSetting`s of the named topics (all by default) for a bus."""
+    from infra.bus import TopicSetting
+
+    chosen = list(names) if names is not None else list(TOPICS)
+    out = []
+    for name in chosen:
+        spec = TOPICS[name]
+        partitions = 1 if spec.compacted else bus.settings.topic_partitions
+        out.append(
+            TopicSetting(bus.topic(name), partitions, spec.config(bus.settings.retention_ms))
+        )
+    return out
 
 
 def event_key(event: Event) -> bytes:

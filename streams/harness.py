@@ -21,7 +21,7 @@ from infra.bus import KafkaBus
 from infra.lake import read_topic
 from infra.objectstore import store_for_uri
 from infra.settings import Settings
-from streams.events import Event, encode, event_key, topic_for
+from streams.events import Event, encode, event_key, topic_for, topic_settings
 
 __all__ = [
     "WorkerProcess",
@@ -53,7 +53,7 @@ async def _produce(
     settings: Settings, records: list[tuple[str, bytes | None, bytes | None]]
 ) -> None:
     bus = KafkaBus(settings)
-    await bus.ensure_topics()
+    await bus.ensure_topics(topic_settings(bus))
     async with bus.producer(linger_ms=20, max_batch_size=256 * 1024) as producer:
         by_topic: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
         for short, key, value in records:
@@ -119,6 +119,7 @@ class WorkerProcess:
         self.group_id = group_id
         self.args = list(args)
         self.env = dict(env) if env is not None else settings_env(settings)
+        self.env.setdefault("PYTHONUNBUFFERED", "1")  # the log survives a SIGKILL
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:

@@ -6,12 +6,12 @@ broker facts (end offsets, committed offsets), so every number is testable.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
+from infra.timeutil import parse_time
 from streams.events import (
     DeadLetter,
     DriftAlert,
@@ -35,28 +35,13 @@ __all__ = [
 #: How many dead letters and drift alerts the snapshot keeps.
 LATEST_N = 10
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_since(text: str, now: datetime) -> datetime:
-    """Return the UTC time meant by `15m`, `2h`, `1d` (ago) or an ISO timestamp.
-
-    A naive ISO timestamp is taken as UTC. Raise `ValueError` naming the input.
-    """
-    match = _RELATIVE.match(text)
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2).lower()])
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"--from {text!r}: expected a duration such as 15m, 2h, 1d or an ISO time "
-            "such as 2024-05-01T13:30:00Z"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC)
+    """Return the UTC time meant by `--from`: `15m`, `2h`, `1d` (ago) or an ISO time."""
+    when = parse_time(text, now, what="--from")
+    if when is None:
+        raise ValueError("--from '': expected a duration such as 15m or an ISO time")
+    return when
 
 
 def day_start(now: datetime) -> datetime:

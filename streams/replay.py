@@ -21,7 +21,8 @@ from infra.bus import KafkaBus
 from infra.lake import iter_payloads, read_topic
 from infra.objectstore import store_for_uri
 from infra.settings import Settings
-from streams.events import decode, event_key
+from infra.timeutil import parse_time
+from streams.events import decode, event_key, topic_settings
 from streams.offsets import true_end_offsets
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS, process_record
@@ -37,14 +38,6 @@ __all__ = [
 
 Record = tuple[str, int, int, bytes]  # short topic, partition, offset, value
 Progress = Callable[[int], None]
-
-
-def parse_time(text: str | None) -> dt.datetime | None:
-    """Parse `2024-03-04`, `2024-03-04T14:30` or an ISO time (UTC if no zone)."""
-    if not text:
-        return None
-    ts = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
 @dataclass
@@ -199,7 +192,7 @@ def replay_into_kafka(
     bus = KafkaBus(settings, prefix=target_prefix)
 
     async def run() -> None:
-        await bus.ensure_topics(bus.topic_settings((*SOURCE_TOPICS, "features", "drift", "dlq")))
+        await bus.ensure_topics(topic_settings(bus, (*SOURCE_TOPICS, "features", "drift", "dlq")))
         async with bus.producer() as producer:
             chunk: dict[str, list[tuple[bytes | None, bytes]]] = {}
             for short, _, _, value in records:

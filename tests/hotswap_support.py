@@ -26,7 +26,7 @@ from infra.bus import KafkaBus
 from infra.objectstore import object_store
 from infra.settings import Settings
 from infra.signing import Keyring, sign_body
-from streams.events import Artifact, GateResult, ModelManifest
+from streams.events import Artifact, GateResult, ModelManifest, topic_settings
 from trader.release import LATEST_MANIFEST_KEY
 
 FAMILIES = ("meta", "exec", "sizer")
@@ -196,7 +196,7 @@ class Publisher:
 
     async def to_topic(self, raw: bytes, key: str | None = None) -> None:
         bus = KafkaBus(self.settings)
-        await bus.ensure_topics(bus.topic_settings(["models"]))
+        await bus.ensure_topics(topic_settings(bus, ["models"]))
         async with bus.producer() as producer:
             await producer.send(bus.topic("models"), raw, key=(key or self.model_set).encode())
 

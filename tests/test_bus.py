@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from infra.bus import BrokerUnavailableError, KafkaBus, next_offsets
 from infra.settings import Settings
 from infra.stack import free_port
-from streams.events import Bar, decode, encode, event_key
+from streams.events import Bar, decode, encode, event_key, topic_settings
 from tests.factories import bar
 from tests.helpers import unique
 
@@ -38,18 +38,18 @@ async def _consume(
 
 
 def test_topics_are_created_with_their_configs(bus: KafkaBus) -> None:
-    created = asyncio.run(bus.ensure_topics())
+    created = asyncio.run(bus.ensure_topics(topic_settings(bus)))
     assert sorted(created) == sorted(
         bus.topic(n) for n in ("bars", "signals", "outcomes", "features", "drift", "models", "dlq")
     )
-    assert asyncio.run(bus.ensure_topics()) == []  # idempotent
-    settings = {t.name: t for t in bus.topic_settings()}
+    assert asyncio.run(bus.ensure_topics(topic_settings(bus))) == []  # idempotent
+    settings = {t.name: t for t in topic_settings(bus)}
     assert settings[bus.topic("models")].config == {"cleanup.policy": "compact"}
     assert settings[bus.topic("bars")].config["cleanup.policy"] == "delete"
 
 
 def test_produce_then_consume_with_a_group(bus: KafkaBus) -> None:
-    asyncio.run(bus.ensure_topics(bus.topic_settings(["bars"])))
+    asyncio.run(bus.ensure_topics(topic_settings(bus, ["bars"])))
     events = [bar(i, symbol="ES" if i % 2 else "NQ") for i in range(50)]
     asyncio.run(_produce(bus, bus.topic("bars"), events))
     got = asyncio.run(_consume(bus, bus.topic("bars"), unique("g"), want=50))
@@ -62,7 +62,7 @@ def test_produce_then_consume_with_a_group(bus: KafkaBus) -> None:
 
 def test_restarted_consumer_resumes_from_committed_offset(bus: KafkaBus) -> None:
     topic = bus.topic("bars")
-    asyncio.run(bus.ensure_topics(bus.topic_settings(["bars"])))
+    asyncio.run(bus.ensure_topics(topic_settings(bus, ["bars"])))
     first = [bar(i) for i in range(20)]
     asyncio.run(_produce(bus, topic, first))
     group = unique("g")
@@ -75,7 +75,7 @@ def test_restarted_consumer_resumes_from_committed_offset(bus: KafkaBus) -> None
 
 def test_a_second_client_library_reads_what_the_bus_wrote(bus: KafkaBus) -> None:
     topic = bus.topic("bars")
-    asyncio.run(bus.ensure_topics(bus.topic_settings(["bars"])))
+    asyncio.run(bus.ensure_topics(topic_settings(bus, ["bars"])))
     events = [bar(i) for i in range(10)]
     asyncio.run(_produce(bus, topic, events))
     consumer = Consumer(
@@ -104,7 +104,7 @@ def test_unreachable_broker_gives_one_clear_line() -> None:
 
 
 def test_count_records_is_exact_across_empty_and_full_topics(bus: KafkaBus) -> None:
-    asyncio.run(bus.ensure_topics(bus.topic_settings(["bars", "signals", "outcomes"])))
+    asyncio.run(bus.ensure_topics(topic_settings(bus, ["bars", "signals", "outcomes"])))
     asyncio.run(
         _produce(
             bus, bus.topic("signals"), [bar(i, symbol="ES" if i % 2 else "NQ") for i in range(7)]

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.lake import read_topic

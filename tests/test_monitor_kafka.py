@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from infra.bus import KafkaBus, Record
 from infra.settings import Settings
 from infra.stack import free_port
-from streams.events import Event, encode, event_key, topic_for
+from streams.events import Event, encode, event_key, topic_for, topic_settings
 from streams.monitor import MonitorRunner
 from tests.conftest import SettingsFactory
 from tests.helpers import settings_env, unique
@@ -81,7 +81,7 @@ def _monitor(settings: Settings, *args: str) -> dict[str, Any]:
 def test_monitor_once_json_reports_what_was_produced(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     bus = KafkaBus(settings)
-    asyncio.run(bus.ensure_topics())
+    asyncio.run(bus.ensure_topics(topic_settings(bus)))
     now = datetime.now(UTC)
     events: list[Event] = [
         outcome(now, "ES", "S2", 250.0, 1.0),
@@ -142,7 +142,7 @@ def test_monitor_once_json_reports_what_was_produced(make_settings: SettingsFact
 def test_monitor_starts_at_the_end_or_at_a_time(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     bus = KafkaBus(settings)
-    asyncio.run(bus.ensure_topics())
+    asyncio.run(bus.ensure_topics(topic_settings(bus)))
     now = datetime.now(UTC)
     asyncio.run(_send(bus, [bar(now, "ES", 5000 + i) for i in range(5)]))
     asyncio.run(_send(bus, [outcome(now, "ES", "S6", 80.0, 0.4)]))
@@ -177,7 +177,8 @@ def test_monitor_rejects_a_bad_from() -> None:
 
 def test_monitor_reads_the_running_trader(make_settings: SettingsFactory, tmp_path: Path) -> None:
     settings = make_settings()
-    asyncio.run(KafkaBus(settings).ensure_topics())
+    topics_bus = KafkaBus(settings)
+    asyncio.run(topics_bus.ensure_topics(topic_settings(topics_bus)))
     env = settings_env(settings)
     env["HTTP_PORT"] = str(free_port())
     log = (tmp_path / "trader.log").open("wb")
@@ -245,7 +246,7 @@ def test_a_live_monitor_picks_up_topics_created_after_it_started(
         try:
             assert (await runner.refresh_lag())["notes"]  # nothing exists yet
             bus = KafkaBus(settings)
-            await bus.ensure_topics()
+            await bus.ensure_topics(topic_settings(bus))
             now = datetime.now(UTC)
             await _send(bus, [bar(now, "ES", 5000 + i) for i in range(4)])
             await _send(bus, [outcome(now, "ES", "S2", 90.0, 0.6)])

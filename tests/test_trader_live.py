@@ -12,7 +12,7 @@ import pytest
 from infra.bus import KafkaBus
 from infra.settings import Settings
 from infra.stack import free_port
-from streams.events import DeadLetter, SignalSnapshot, decode, encode, event_key
+from streams.events import DeadLetter, SignalSnapshot, decode, encode, event_key, topic_settings
 from tests.conftest import SettingsFactory
 from trader.feeds.sim import SimFeed
 from trader.live import TradeOptions, run_trade
@@ -89,7 +89,7 @@ def test_trade_kafka_feed_dead_letters_bad_bars(make_settings: SettingsFactory) 
     bars = [b.to_event("vendor") for b in itertools.islice(iter(SimFeed(("ES",), seed=8)), 2000)]
 
     async def produce() -> None:
-        await bus.ensure_topics(bus.topic_settings(["bars"]))
+        await bus.ensure_topics(topic_settings(bus, ["bars"]))
         async with bus.producer() as producer:
             await producer.send_many(
                 bus.topic("bars"), [(event_key(b), encode(b)) for b in bars[:1000]]

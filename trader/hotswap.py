@@ -38,7 +38,7 @@ from infra.bus import BusConsumer, KafkaBus
 from infra.objectstore import ObjectNotFoundError, object_store
 from infra.settings import Settings, stack_state
 from infra.signing import Keyring
-from streams.events import ModelManifest
+from streams.events import ModelManifest, topic_settings
 from trader import metrics
 from trader.canary import ModelRouter
 from trader.models import ModelHolder, ModelSet
@@ -237,7 +237,7 @@ class HotSwapper:
             self._error("latest_json", exc)
 
     async def _connect(self) -> BusConsumer:
-        await self.bus.ensure_topics(self.bus.topic_settings(["models"]))
+        await self.bus.ensure_topics(topic_settings(self.bus, ["models"]))
         self._connections += 1
         group = f"{self.group_base}-{self._connections}"
         consumer = self.bus.consumer([self.topic], group, from_beginning=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.bus import BusProducer, KafkaBus
-from streams.events import Event, encode, event_key
+from streams.events import Event, encode, event_key, topic_settings
 
 __all__ = ["Outbox", "OutboxDrainer", "OutboxError"]
 
@@ -357,7 +357,7 @@ class OutboxDrainer:
         try:
             await asyncio.wait_for(
                 self.bus.ensure_topics(
-                    self.bus.topic_settings(["bars", "signals", "outcomes", "dlq"])
+                    topic_settings(self.bus, ["bars", "signals", "outcomes", "dlq"])
                 ),
                 self.send_timeout_s,
             )

@@ -36,7 +36,15 @@ from infra.objectstore import (
 )
 from infra.settings import Settings
 from infra.signing import Keyring, sign_body, verify_body
-from streams.events import Artifact, GateResult, ModelManifest, Signature, decode, utc_now
+from streams.events import (
+    Artifact,
+    GateResult,
+    ModelManifest,
+    Signature,
+    decode,
+    topic_settings,
+    utc_now,
+)
 from training.config import ReleaseError
 
 __all__ = [
@@ -289,7 +297,7 @@ class Registry:
         from infra.bus import KafkaBus
 
         bus = KafkaBus(self.settings)
-        await bus.ensure_topics(bus.topic_settings(["models"]))
+        await bus.ensure_topics(topic_settings(bus, ["models"]))
         name = bus.topic("models")
         async with bus.producer() as producer:
             _p, offset = await producer.send(name, body, key=manifest.model_set.encode())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,22 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
+from infra.timeutil import parse_duration
+from streams.events import topic_settings
 
 __all__ = ["LoopStats", "parse_duration", "skip_switch", "train_loop"]
 
 log = logging.getLogger(__name__)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Parse `30m`, `90s`, `2h`, `1d` or plain seconds into seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
-    if not m:
-        raise ValueError(f"duration {text!r}: use a number with s, m, h or d (e.g. 30m)")
-    value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    if value <= 0:
-        raise ValueError(f"duration {text!r} must be positive")
-    return value
 
 
 def skip_switch(settings: Settings) -> Path | None:
@@ -63,7 +52,7 @@ async def _drift_listener(
     from streams.events import DriftAlert, EventDecodeError, decode
 
     bus = KafkaBus(settings)
-    await bus.ensure_topics(bus.topic_settings(["drift"]))
+    await bus.ensure_topics(topic_settings(bus, ["drift"]))
     consumer = bus.consumer(
         [bus.topic("drift")],
         group_id=f"tradeloop-train-{uuid.uuid4().hex[:8]}",
