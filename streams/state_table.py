@@ -67,7 +67,9 @@ class PickledTable(MutableMapping[str, KeyState]):
         if key not in self._dirty:
             return False
         self._dirty.discard(key)
-        piece = self._cache[key]
+        piece = self._cache.get(key)
+        if piece is None:
+            return False
         blob = piece.to_bytes()
         self.table.data[key] = blob
         # the table's key codec is JSON (a str key), its value codec raw bytes
@@ -77,8 +79,12 @@ class PickledTable(MutableMapping[str, KeyState]):
         return True
 
     def forget(self) -> None:
-        """Drop the decoded pieces (the table may be recovered from its changelog next)."""
-        self._cache.clear()
+        """Drop the decoded pieces (the table may be recovered from its changelog next).
+
+        A piece changed by an event still in flight stays: it is newer than anything
+        in the table, and that event's `persist` still has to send it.
+        """
+        self._cache = {k: v for k, v in self._cache.items() if k in self._dirty}
 
     def __getitem__(self, key: str) -> KeyState:
         piece = self._cache.get(key)
