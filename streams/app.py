@@ -187,6 +187,7 @@ class WorkerApp:
             if parts & owned:
                 self.pusher.add(self.state.latest(key))
                 n += 1
+                log.debug("resync %s at %s", key, piece.positions)
         log.info("resync: queued the latest values of %d keys (partitions %s)", n, sorted(owned))
         return n
 
