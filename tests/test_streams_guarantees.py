@@ -54,9 +54,19 @@ def wait_landed(settings: Settings, events: list[Event], timeout_s: float) -> No
 def wait_online(settings: Settings, events: list[Event], timeout_s: float) -> None:
     fs = TradeloopFeatureStore(settings)
     expected = expected_online(recompute(events), ENTITIES)
-    wait_for(
-        lambda: online_values(fs, ENTITIES) == expected, timeout_s, 1.0, "online = recomputation"
-    )
+    try:
+        wait_for(lambda: online_values(fs, ENTITIES) == expected, timeout_s, 1.0, "online parity")
+    except TimeoutError:
+        got = online_values(fs, ENTITIES)
+        diffs = [
+            f"{entity} {name}: online {got[entity].get(name)!r} != recomputed {value!r}"
+            for entity, row in expected.items()
+            for name, value in row.items()
+            if got[entity].get(name) != value
+        ]
+        raise AssertionError(
+            "online values differ from a recomputation:\n" + "\n".join(diffs)
+        ) from None
 
 
 def test_kill_9_three_times_lands_every_event_once_and_online_equals_recomputation(
