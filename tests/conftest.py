@@ -37,7 +37,14 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 from infra.bus import KafkaBus  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from infra.stack import ManagedProcess, start_moto, start_tansu  # noqa: E402
-from tests.helpers import REDIS_HOST, REDIS_PORT, TEST_BUCKET, TEST_HMAC_KEY, unique  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    REDIS_HOST,
+    REDIS_PORT,
+    TEST_BUCKET,
+    TEST_HMAC_KEY,
+    s3_bucket_for,
+    unique,
+)
 
 
 @pytest.fixture(scope="session")
@@ -97,10 +104,12 @@ def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFac
         if kafka:
             values["KAFKA_BOOTSTRAP_SERVERS"] = request.getfixturevalue("kafka_broker").address
         if s3:
-            prefix = unique("p")
-            values["S3_ENDPOINT_URL"] = request.getfixturevalue("s3_server").address
-            values["S3_BUCKET"] = TEST_BUCKET
-            values["LAKE_URI"] = f"s3://{TEST_BUCKET}/{prefix}/lake"
+            # a versioned bucket of its own: releases (models/manifest/...) never mix across tests
+            endpoint = request.getfixturevalue("s3_server").address
+            bucket = s3_bucket_for(endpoint, unique("tl-"))
+            values["S3_ENDPOINT_URL"] = endpoint
+            values["S3_BUCKET"] = bucket
+            values["LAKE_URI"] = f"s3://{bucket}/lake"
         else:
             values["LAKE_URI"] = str(tmp_path / "lake")
         if redis:

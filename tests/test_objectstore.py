@@ -53,7 +53,7 @@ def test_store_for_uri(tmp_path: Path, make_settings: SettingsFactory) -> None:
     assert isinstance(store_for_uri(str(tmp_path)), LocalObjectStore)
     settings = make_settings(kafka=False, s3=True)
     s3 = store_for_uri(settings.lake, settings)
-    assert isinstance(s3, S3ObjectStore) and s3.uri("a").startswith("s3://tradeloop-test/")
+    assert isinstance(s3, S3ObjectStore) and s3.uri("a").startswith(f"s3://{settings.bucket}/")
     with pytest.raises(ValueError, match="unsupported"):
         store_for_uri("ftp://x/y")
 

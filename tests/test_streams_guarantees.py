@@ -30,7 +30,7 @@ from streams.harness import (
     wait_for,
 )
 from streams.synth import synthetic_events
-from tests.helpers import TEST_BUCKET, settings_env, unique
+from tests.helpers import TEST_BUCKET, s3_bucket_for, settings_env, unique
 
 ENTITIES = [(s, k) for s in ("ES", "NQ") for k in ("S2", "S3", "S6", "S11")]
 FAST = ["--lake-batch-events", "300", "--lake-batch-seconds", "0.5", "--metrics-port", "0"]
@@ -90,8 +90,10 @@ def killed_run(
         KAFKA_BOOTSTRAP_SERVERS=request.getfixturevalue("kafka_broker").address,
         KAFKA_SESSION_TIMEOUT_MS=6000,
         S3_ENDPOINT_URL=request.getfixturevalue("s3_server").address,
-        S3_BUCKET=TEST_BUCKET,
-        LAKE_URI=f"s3://{TEST_BUCKET}/{unique('p')}/lake",
+        S3_BUCKET=(
+            bucket := s3_bucket_for(request.getfixturevalue("s3_server").address, unique("tl-"))
+        ),
+        LAKE_URI=f"s3://{bucket}/lake",
         REDIS_URL=request.getfixturevalue("redis_url"),
         STORE_DIR=str(tmp_path / "store"),
         FEAST_REPO_DIR=str(tmp_path / "repo"),
