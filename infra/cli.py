@@ -84,7 +84,9 @@ def cli(log_level: str) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--markdown", is_flag=True, help="Print every setting, its default and meaning as a table.")
+@click.option(
+    "--markdown", is_flag=True, help="Print every setting, its default and meaning as a table."
+)
 def config(as_json: bool, markdown: bool) -> None:
     """Print the effective settings with secrets masked."""
     from infra.settings import Settings, get_settings
