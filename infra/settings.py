@@ -411,6 +411,27 @@ def mask_secret(raw: str) -> str:
     return "********" if raw else "(unset)"
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Return this process's environment changed to reproduce `settings` in a subprocess."""
+    env = dict(os.environ)
+    for name, fld in Settings.model_fields.items():
+        alias = fld.validation_alias
+        if not isinstance(alias, str):
+            continue
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        if isinstance(value, bool):
+            value = "1" if value else "0"
+        if value in ("", None):
+            env.pop(alias, None)
+        else:
+            env[alias] = str(value)
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Return the process-wide settings (read once)."""

@@ -6,7 +6,6 @@ Used by the guarantee tests and the benchmarks; everything talks to real service
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from features.stream import StreamFeatureState
 from infra.bus import KafkaBus
 from infra.lake import read_topic
 from infra.objectstore import store_for_uri
-from infra.settings import Settings
+from infra.settings import Settings, settings_env
 from streams.events import Event, encode, event_key, topic_for, topic_settings
 
 __all__ = [
@@ -79,27 +78,6 @@ def produce(settings: Settings, items: Iterable[Event | Raw]) -> int:
     records = [as_record(i) for i in items]
     asyncio.run(_produce(settings, records))
     return len(records)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Return the environment that reproduces these settings in a subprocess."""
-    env = dict(os.environ)
-    for name, fld in Settings.model_fields.items():
-        alias = fld.validation_alias
-        if not isinstance(alias, str):
-            continue
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        if isinstance(value, bool):
-            value = "1" if value else "0"
-        if value in ("", None):
-            env.pop(alias, None)
-        else:
-            env[alias] = str(value)
-    return env
 
 
 class WorkerProcess:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infra.settings import Settings
+from infra.settings import Settings, settings_env
 from training.config import DataError
 from training.datasets import LakeFrames, load_lake
 
@@ -27,27 +26,6 @@ __all__ = ["backtest_to_lake", "collect_sources", "derive_stream_features", "set
 
 log = logging.getLogger(__name__)
 BACKTEST_TIMEOUT_S = 1800
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Return an environment that reproduces these settings in a subprocess."""
-    env = dict(os.environ)
-    for name, fld in Settings.model_fields.items():
-        alias = fld.validation_alias
-        if not isinstance(alias, str):
-            continue
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        if isinstance(value, bool):
-            value = "1" if value else "0"
-        if value in ("", None):
-            env.pop(alias, None)
-            continue
-        env[alias] = str(value)
-    return env
 
 
 def backtest_to_lake(settings: Settings, args: Sequence[str], lake_dir: Path, source: str) -> Path:
