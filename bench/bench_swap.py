@@ -20,18 +20,14 @@ issue 6: no decision delayed beyond 2x the steady-state p99.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.util
 import os
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from streams.events import topic_settings
 
@@ -58,58 +54,13 @@ def _model_sets(quick: bool) -> list[dict[str, bytes]]:
     return sets
 
 
-def _probe(family: str, blob: bytes) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    import onnxruntime as ort
-
-    from features.vectors import MODEL_FEATURES, MODEL_IO
-
-    width = len(MODEL_FEATURES[family])
-    row = np.random.default_rng(5).normal(size=(1, width)).astype(np.float32)
-    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    out = sess.run([MODEL_IO[family]["output"]], {MODEL_IO[family]["input"]: row})[0]
-    return tuple(row.reshape(-1).astype(float)), tuple(np.asarray(out).reshape(-1).astype(float))
-
-
 def _release(settings: Any, blobs: dict[str, bytes], sequence: int) -> bytes:
-    """Upload a set under models/{family}/{version}/ and return the signed manifest bytes."""
-    import orjson
+    """Upload a set under models/{family}/b{sequence}/ and return the signed manifest bytes."""
+    from tests.hotswap_support import release_bytes
 
-    from features.vectors import MODEL_FEATURES, MODEL_IO
-    from infra.objectstore import object_store
-    from infra.signing import Keyring, sign_body
-    from streams.events import Artifact, ModelManifest
-
-    store = object_store(settings)
-    version = f"b{sequence}"
-    arts = []
-    for family, blob in blobs.items():
-        stored = store.put(f"models/{family}/{version}/model.onnx", blob)
-        pin, pout = _probe(family, blob)
-        arts.append(
-            Artifact(
-                family=family,
-                version=version,
-                uri=stored.uri,
-                s3_version_id=stored.version_id,
-                sha256=hashlib.sha256(blob).hexdigest(),
-                size_bytes=len(blob),
-                input_names=(MODEL_IO[family]["input"],),
-                output_names=(MODEL_IO[family]["output"],),
-                feature_names=MODEL_FEATURES[family],
-                probe_input=pin,
-                probe_output=pout,
-            )
-        )
-    manifest = ModelManifest(
-        ts_event=datetime.now(UTC),
-        release=f"bench-{sequence}",
-        sequence=sequence,
-        artifacts=tuple(arts),
-        key_id="k1",
+    return release_bytes(
+        settings, sequence, blobs=blobs, release=f"bench-{sequence}", version=f"b{sequence}"
     )
-    body = manifest.model_dump(mode="json", by_alias=True)
-    body.pop("signatures")
-    return orjson.dumps({**body, "signatures": sign_body(body, Keyring.from_settings(settings))})
 
 
 async def _scenario(settings: Any, sets: list[dict[str, bytes]], quick: bool) -> dict[str, Any]:
