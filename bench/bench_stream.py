@@ -9,6 +9,14 @@ both folded by the agents and committed to the lake (read from the worker's
 Prometheus counters). The ceiling is a bare aiokafka loop reading the same records
 from the same broker in the same run.
 
+The peer is Quix Streams (`bench.stream_peers`, its own process): the same records,
+the same per-record step (`streams.processing.process_record`: validate, fold
+into `StreamFeatureState` per symbol and strategy, exactly-once positions), state
+in Quix's RocksDB store with changelog topics, outputs produced to a topic. It does
+no Feast push and no lake, so it compares with the worker's features path. Its
+final feature values are read back from its output topic and checked against a
+from-scratch fold of the same events.
+
 Run: `.venv/bin/python -m bench.bench_stream [--quick]`.
 """
 
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +39,7 @@ from infra.settings import Settings
 from streams.harness import WorkerProcess
 
 SOURCE = ("bars", "signals", "outcomes")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -69,17 +79,88 @@ async def _bare_consume(settings: Settings, n: int) -> float:
     await consumer.start()
     try:
         seen = 0
-        start = None
+        start: float | None = None
+        first = 0  # records of the first batch: consumed before the clock starts
         while seen < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for msgs in batch.values():
-                if msgs and start is None:
-                    start = time.perf_counter()
-                seen += len(msgs)
+            batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
+            got = sum(len(msgs) for msgs in batch.values())
+            if got and start is None:
+                start, first = time.perf_counter(), got
+            seen += got
         assert start is not None
-        return n / (time.perf_counter() - start)
+        return (n - first) / (time.perf_counter() - start)
     finally:
         await consumer.stop()
+
+
+def _run_quix(settings: Settings, n: int, tmp: Path, timeout_s: float) -> dict[str, Any]:
+    """Run the Quix Streams peer in its own process; return its report (with `error` on failure)."""
+    out = tmp / "quix.json"
+    argv = [
+        sys.executable, "-m", "bench.stream_peers", "quix",
+        "--bootstrap", settings.bootstrap_servers, "--prefix", settings.topic_prefix,
+        "--count", str(n), "--partitions", str(settings.topic_partitions),
+        "--session-timeout-ms", str(settings.kafka_session_timeout_ms),
+        "--state-dir", str(tmp / "quix-state"), "--timeout", str(timeout_s), "--out", str(out),
+    ]  # fmt: skip
+    with open(tmp / "quix.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            proc.wait(timeout_s + 120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    tail = (tmp / "quix.log").read_text(errors="replace")[-1500:]
+    if not out.exists():
+        return {"error": f"exit code {proc.returncode}, no report; log tail: {tail}"}
+    report: dict[str, Any] = json.loads(out.read_text())
+    if "error" in report:
+        report["error"] += f"; log tail: {tail}"
+    return report
+
+
+async def _read_outputs(settings: Settings, topic: str, n: int) -> dict[tuple[str, str, str], Any]:
+    """Return the last FeatureUpdate values per (view, symbol, strategy) of an output topic."""
+    from streams.events import FeatureUpdate, decode
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"check-{os.getpid()}-{time.time_ns()}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    last: dict[tuple[str, str, str], Any] = {}
+    try:
+        seen, idle = 0, 0
+        while seen < n and idle < 10:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            idle = 0 if batch else idle + 1
+            for msgs in batch.values():
+                for msg in msgs:
+                    seen += 1
+                    ev = decode(msg.value)
+                    if isinstance(ev, FeatureUpdate):
+                        last[(ev.feature_view, ev.symbol, ev.strategy)] = ev.values
+    finally:
+        await consumer.stop()
+    return last
+
+
+def _quix_matches(settings: Settings, report: dict[str, Any], events: list[Any]) -> str:
+    """Compare the peer's final feature values with a from-scratch fold; say how they compare."""
+    from streams.harness import recompute
+
+    expected = {
+        (u.feature_view, u.symbol, u.strategy): u.values for u in recompute(events).entity_rows()
+    }
+    got = asyncio.run(_read_outputs(settings, report["output_topic"], int(report["outputs"])))
+    wrong = sorted(k for k in expected if got.get(k) != expected[k])
+    if not wrong:
+        return f"its final values of all {len(expected)} keys equal a from-scratch fold"
+    return f"its final values differ from a from-scratch fold on {len(wrong)} of {len(expected)} keys: {wrong[:3]}"
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -160,12 +241,43 @@ def run(quick: bool = False) -> dict[str, Any]:
         files = int(
             sum(v for k, v in m.items() if k.startswith("tradeloop_lake_files_written_total"))
         )
+        worker.stop()  # idle from here on; the baseline and the peer get the CPU
         bare = asyncio.run(_bare_consume(settings, n))
+        quix = _run_quix(settings, n, tmp, timeout_s=300 if quick else 1800)
+        metrics: dict[str, Any] = {}
+        if "error" in quix:
+            quix_note = f"Quix Streams: NOT MEASURED - {quix['error'][:600]}"
+        else:
+            metrics["quix_streams"] = throughput(
+                n,
+                quix["fold_s"],
+                "events/s",
+                baseline="aiokafka_loop",
+                label=(
+                    f"Quix Streams {quix['quixstreams']}: validate, fold (RocksDB state + changelog), "
+                    "emit; no Feast, no lake"
+                ),
+            )
+            worker_features = n / (done_agents - first)
+            quix_note = (
+                f"Quix Streams {quix['quixstreams']} (confluent-kafka {quix['confluent_kafka']}, "
+                f"librdkafka {quix['librdkafka']}) ran in its own process with a fresh consumer group "
+                f"(session.timeout.ms {settings.kafka_session_timeout_ms}), commit_interval 1 s, "
+                f"at-least-once, changelog topics on; {quix['outputs']:,} outputs; it reached "
+                f"{quix['events_per_s'] / worker_features:.2f}x the worker's features path; "
+                f"{_quix_matches(settings, quix, events)}; group join and state setup before "
+                f"the first record {quix.get('join_s', 0):.1f} s (outside the clock), final checkpoint "
+                f"{quix['final_checkpoint_s']:.2f} s. On Tansu the first JoinGroup after librdkafka's "
+                "KIP-394 member-id round trip is answered only after half the session timeout "
+                "(23 s at librdkafka's default 45 s), so the peer passes the bench's session timeout"
+            )
         return {
             "workload": (
                 f"{n:,} synthetic events (bars, signals, outcomes; ES, NQ) on {settings.topic_partitions} "
                 "partitions; one worker: validate -> river stream features -> FeatureUpdate -> Feast "
-                "online (Redis) -> parquet lake (local dir), offsets committed after upload"
+                "online (Redis) -> parquet lake (local dir), offsets committed after upload; then, on the "
+                "same broker and records, a bare aiokafka loop and a Quix Streams app running the same "
+                "per-record step (validate, fold per symbol and strategy, emit)"
             ),
             "metrics": {
                 "end_to_end": throughput(
@@ -194,6 +306,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "unit": "ms/push",
                     "label": f"mean Feast online push ({int(pushes)} batched pushes)",
                 },
+                **metrics,
             },
             "baseline": {
                 "aiokafka_loop": {
@@ -205,11 +318,16 @@ def run(quick: bool = False) -> dict[str, Any]:
             "targets": {
                 "end_to_end": {"stat": "value", "op": ">=", "value": 20_000, "unit": "events/s"}
             },
-            "rss_mb": {"streams_worker": rss_mb},
+            "rss_mb": {
+                "streams_worker": rss_mb,
+                **({"quix_streams": quix["peak_rss_mb"]} if "peak_rss_mb" in quix else {}),
+            },
             "notes": (
                 f"produce rate {n / produce_s:,.0f} events/s (before the clock starts); "
                 f"{emitted:,} FeatureUpdates emitted, {files:,} lake files; "
-                "the worker is one Python process (Faust agents and the lake sink share one event loop)."
+                "the worker is one Python process (Faust agents and the lake sink share one event loop). "
+                + quix_note
+                + "."
             ),
         }
     finally:
