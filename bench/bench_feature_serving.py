@@ -7,6 +7,14 @@ the baseline, the same Redis hashes directly with redis-py (one pipelined HMGET 
 view key, the fields Feast wrote). The broker is started as for every benchmark but
 plays no part in a read.
 
+Next to them, the trader's in-process cache (`trader.stream_cache.StreamCache`),
+fed with the same events in the same process, reads the same entity's same 8
+features the way the decision path does (`strategy_values(symbol)[strategy]` and
+`symbol_values(symbol)`): a warm read (the common case between two learned
+events) and a miss (the recompute from `StreamFeatureState` that follows every
+learned signal or outcome for that symbol). All paths are checked to return the
+same values for every entity.
+
 Run: `.venv/bin/python -m bench.bench_feature_serving [--quick]`.
 """
 
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -21,6 +30,15 @@ from pathlib import Path
 from typing import Any
 
 STRATEGIES = ("S2", "S3", "S6", "S11")
+
+
+def _cache_read(
+    cache: Any, symbol: str, strategy: str, names: tuple[tuple[str, ...], tuple[str, ...]]
+) -> list[float]:
+    """Read one entity's stream features from the trader's cache, as the decision path does."""
+    row = cache.strategy_values(symbol)[strategy]
+    sym_row = cache.symbol_values(symbol)
+    return [row[k] for k in names[0]] + [sym_row[k] for k in names[1]]
 
 
 def _redis_reader(
@@ -58,9 +76,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     from bench.harness import summarize
     from features.store import TradeloopFeatureStore
     from features.stream import StreamFeatureState
+    from features.vectors import STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES
     from infra.settings import Settings
     from infra.stack import start_tansu
     from streams.synth import synthetic_events
+    from trader.stream_cache import StreamCache
 
     n = 300 if quick else 5000
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -76,8 +96,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         )
         fs = TradeloopFeatureStore(settings)
         fs.apply()
+        events = list(synthetic_events(4000))
         state = StreamFeatureState()
-        state.learn_many(list(synthetic_events(4000)))  # type: ignore[arg-type]
+        state.learn_many(events)  # type: ignore[arg-type]
         fs.push_updates(state.entity_rows())
 
         entities = [(s, k) for s in ("ES", "NQ") for k in STRATEGIES]
@@ -108,6 +129,33 @@ def run(quick: bool = False) -> dict[str, Any]:
                     values.append(v.double_val)
             direct.append(time.perf_counter() - t0)
 
+        # the trader's cache, fed with the same events (bars too, so the per-symbol
+        # features exist; the trader itself feeds only signals and outcomes)
+        cache = StreamCache()
+        names = (STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES)
+        for ev in events:
+            cache.learn(ev)  # type: ignore[arg-type]
+        for sym, strat in entities:  # every path returns the same values
+            online = fs.online(sym, strat)
+            row = _cache_read(cache, sym, strat, names)
+            want = [online[k][0] for k in (*STRATEGY_STREAM_FEATURES, *SYMBOL_STREAM_FEATURES)]
+            assert row == want, (sym, strat, row, want)
+        warm: list[float] = []
+        for i in range(n):
+            sym, strat = entities[i % len(entities)]
+            t0 = time.perf_counter()
+            _cache_read(cache, sym, strat, names)
+            warm.append(time.perf_counter() - t0)
+        miss: list[float] = []
+        cached = cache.state
+        for i in range(n):
+            sym, strat = entities[i % len(entities)]
+            t0 = time.perf_counter()
+            row = cached.strategy_values(sym)[strat]
+            sym_row = cached.symbol_values(sym)
+            [row[k] for k in names[0]] + [sym_row[k] for k in names[1]]
+            miss.append(time.perf_counter() - t0)
+
         # both paths read the same values
         sym, strat = entities[0]
         _, reads = readers[entities[0]]
@@ -117,7 +165,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         assert got[0] == online["win_rate"][0], (got, online)
 
         return {
-            "workload": f"{n:,} reads of one entity's 8 stream features (3 feature views), Redis on loopback",
+            "workload": (
+                f"{n:,} reads of one entity's 8 stream features (3 feature views) per path, "
+                "cycling 2 symbols x 4 strategies; Redis on loopback; the trader's cache in process"
+            ),
             "metrics": {
                 "feast_online_read": summarize(
                     sdk,
@@ -125,6 +176,20 @@ def run(quick: bool = False) -> dict[str, Any]:
                     scale=1e6,
                     baseline="redis_direct",
                     label="Feast SDK get_online_features (TradeloopFeatureStore.online)",
+                ),
+                "stream_cache_read": summarize(
+                    warm,
+                    "us",
+                    scale=1e6,
+                    baseline="redis_direct",
+                    label="trader StreamCache read (warm: strategy_values + symbol_values)",
+                ),
+                "stream_cache_miss": summarize(
+                    miss,
+                    "us",
+                    scale=1e6,
+                    baseline="redis_direct",
+                    label="trader StreamCache miss (recompute after a learned event)",
                 ),
             },
             "baseline": {
@@ -135,8 +200,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                     label="redis-py pipelined HMGET of the same keys + decode",
                 ),
             },
-            "notes": "same process, same keys, same Redis; the SDK adds registry lookups, "
-            "entity-key serialisation and response building on top of the Redis round trip.",
+            "notes": (
+                "same process, same keys, same Redis; the SDK adds registry lookups, "
+                "entity-key serialisation and response building on top of the Redis round trip. "
+                "The trader's StreamCache was fed the same 4,000 events (bars included, so the "
+                "per-symbol features exist) and returned the same 8 values as Feast for all 8 "
+                "entities; it holds only what its own process learned (no network, no other "
+                f"writer): Feast SDK / warm cache = {statistics.median(sdk) / statistics.median(warm):,.0f}x, "
+                f"Feast SDK / cache miss = {statistics.median(sdk) / statistics.median(miss):,.0f}x (medians)."
+            ),
         }
     finally:
         broker.stop()
