@@ -267,7 +267,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 f"{quix['events_per_s'] / worker_features:.2f}x the worker's features path; "
                 f"{_quix_matches(settings, quix, events)}; group join and state setup before "
                 f"the first record {quix.get('join_s', 0):.1f} s (outside the clock), final checkpoint "
-                f"{quix['final_checkpoint_s']:.2f} s. On Tansu the first JoinGroup after librdkafka's "
+                f"{quix['final_checkpoint_s']:.2f} s; RSS after the run {quix['rss_mb']:,.0f} MB, peak "
+                f"{quix['peak_rss_mb']:,.0f} MB (the worker's RSS is read after its run too). On Tansu the first JoinGroup after librdkafka's "
                 "KIP-394 member-id round trip is answered only after half the session timeout "
                 "(23 s at librdkafka's default 45 s), so the peer passes the bench's session timeout"
             )
@@ -320,7 +321,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             },
             "rss_mb": {
                 "streams_worker": rss_mb,
-                **({"quix_streams": quix["peak_rss_mb"]} if "peak_rss_mb" in quix else {}),
+                **({"quix_streams": quix["rss_mb"]} if "rss_mb" in quix else {}),
             },
             "notes": (
                 f"produce rate {n / produce_s:,.0f} events/s (before the clock starts); "
