@@ -38,7 +38,14 @@ from typing import Any
 from river import stats, utils
 
 from features.vectors import STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES
-from streams.events import Bar, DriftAlert, FeatureUpdate, SignalSnapshot, TradeOutcome
+from streams.events import (
+    Bar,
+    DriftAlert,
+    FeatureUpdate,
+    SchemaRef,
+    SignalSnapshot,
+    TradeOutcome,
+)
 
 __all__ = [
     "OUTCOME_FEATURES",
@@ -73,6 +80,9 @@ VIEW_FEATURES: dict[str, tuple[str, ...]] = {
     SIGNAL_VIEW: SIGNAL_FEATURES,
     SYMBOL_VIEW: SYMBOL_FEATURES,
 }
+_FEATURE_UPDATE_SCHEMA = SchemaRef(
+    name=FeatureUpdate.SCHEMA_NAME, version=FeatureUpdate.SCHEMA_VERSION
+)
 _KIND_VIEW = {"o": OUTCOME_VIEW, "s": SIGNAL_VIEW, "b": SYMBOL_VIEW}
 
 StreamEvent = Bar | SignalSnapshot | TradeOutcome
@@ -247,6 +257,8 @@ class StreamFeatureState:
     ) -> None:
         self.store: MutableMapping[str, KeyState] = store if store is not None else {}
         self.detect_drift = detect_drift
+        if detect_drift:
+            _adwin()  # import river.drift now, not on the first outcome mid-stream
 
     # Folding -----------------------------------------------------------
 
@@ -297,7 +309,9 @@ class StreamFeatureState:
     def _outputs(self, ks: KeyState) -> list[Output]:
         assert ks.last_ts_event is not None and ks.last_ts_init is not None
         out: list[Output] = [
-            FeatureUpdate(
+            # built from already-validated values: skip validation on the hot path
+            FeatureUpdate.model_construct(
+                schema_=_FEATURE_UPDATE_SCHEMA,
                 event_id=derived_id(ks.last_event_id, ks.view),
                 ts_event=ks.last_ts_event,
                 ts_init=ks.last_ts_init,

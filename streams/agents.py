@@ -1,46 +1,52 @@
-"""Thin Faust agents: each record goes through `streams.processing.process_record`."""
+"""Thin Faust agents: each batch of records goes through `streams.processing.process_record`.
+
+An agent takes the events Faust has buffered (up to `batch_max` or `batch_within_s`),
+folds them in order, hands every changed state piece to the changelog once per batch
+and emits the outputs; Faust acks the batch's events only after this returns.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from features.stream import key_for
 from streams.events import encode
 from streams.processing import SOURCE_TOPICS, process_record
 
 if TYPE_CHECKING:
     from streams.app import WorkerApp
 
-__all__ = ["handle", "register_agents"]
+__all__ = ["handle_batch", "register_agents"]
 
 
-async def handle(worker: WorkerApp, short: str, event: Any) -> None:
-    """Validate, fold, emit and queue the online push of one Faust event."""
-    msg = event.message
-    worker.metrics.events_in.labels(topic=short).inc()
-    ts = msg.timestamp
-    result = process_record(
-        worker.state,
-        short,
-        msg.topic,
-        msg.partition,
-        msg.offset,
-        msg.key,
-        msg.value,
-        consumer=worker.group_id,
-        timestamp_ms=int(ts * 1000) if ts else None,
-    )
-    if result.dead_letter is not None:
-        dl = result.dead_letter
-        await worker.send("dlq", msg.topic.encode(), encode(dl))
-        worker.metrics.dead_letters.labels(topic=short).inc()
-        return
-    assert result.event is not None
-    await worker.persist_state(key_for(result.event))  # type: ignore[arg-type]  # before the ack
-    for out in result.outputs:
+async def handle_batch(worker: WorkerApp, short: str, events: Sequence[Any]) -> None:
+    """Validate, fold, persist, emit and queue the online pushes of Faust events."""
+    worker.metrics.events_in.labels(topic=short).inc(len(events))
+    outputs: list[Any] = []
+    for event in events:
+        msg = event.message
+        ts = msg.timestamp
+        result = process_record(
+            worker.state,
+            short,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            msg.key,
+            msg.value,
+            consumer=worker.group_id,
+            timestamp_ms=int(ts * 1000) if ts else None,
+        )
+        if result.dead_letter is not None:
+            await worker.send("dlq", msg.topic.encode(), encode(result.dead_letter))
+            worker.metrics.dead_letters.labels(topic=short).inc()
+            continue
+        outputs.extend(result.outputs)
+    await worker.persist_changed()  # before Faust acks the batch
+    for out in outputs:
         await worker.emit(out)
     if worker.pusher is not None:
-        worker.pusher.add(result.outputs)
+        worker.pusher.add(outputs)
 
 
 def register_agents(worker: WorkerApp) -> None:
@@ -50,9 +56,11 @@ def register_agents(worker: WorkerApp) -> None:
 
 
 def _agent(worker: WorkerApp, short: str) -> None:
+    size, within = worker.options.batch_max, worker.options.batch_within_s
+
     async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            await handle(worker, short, event)
+        async for events in stream.take_events(size, within=within):
+            await handle_batch(worker, short, events)
 
     agent.__name__ = f"fold_{short}"
     agent.__qualname__ = f"fold_{short}"

@@ -5,7 +5,8 @@ One process runs:
   fold it into the stream features held in a Faust table with a changelog, emit
   `FeatureUpdate`/`DriftAlert` events and queue online pushes;
 - a timer that pushes the queued rows to the Feast online store in batches;
-- a task running the lake sink (`streams.sink.LakeSink`) on its own consumer group;
+- the lake sink (`streams.sink.LakeSink`, own consumer group) in a child process on
+  its own core (`streams.sink_process`), its counters mirrored into this /metrics;
 - a Prometheus endpoint.
 
 Exactly-once folding: the piece an event changed is handed to the changelog
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from infra import kafka_compat as _kafka_compat  # noqa: F401  (before Faust makes producers)
-from infra.lake import LAKE_TOPICS
 from infra.settings import Settings
 
 import faust  # isort: skip
@@ -37,7 +37,7 @@ from streams.metrics import StreamMetrics
 from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
-from streams.sink import LakeSink
+from streams.sink_process import SinkOptions, SinkProcess
 from streams.state_table import PickledTable, install_full_flush
 
 __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
@@ -55,6 +55,8 @@ class WorkerOptions:
     lake_batch_seconds: float = 5.0
     push_interval_s: float = 0.5
     commit_interval_s: float = 1.0
+    batch_max: int = 1000
+    batch_within_s: float = 0.05
     feast: bool = True
     sink: bool = True
 
@@ -120,17 +122,19 @@ class WorkerApp:
             # loop (heartbeats, commits) for seconds
             store.load()
             self.pusher = OnlinePusher(store, self.metrics)
-        self.sink: LakeSink | None = None
+        self.sink: SinkProcess | None = None
         if options.sink:
-            self.sink = LakeSink(
-                settings,
-                group_id=f"{self.group_id}-lake",
-                topics=LAKE_TOPICS,
-                batch_events=options.lake_batch_events,
-                batch_seconds=options.lake_batch_seconds,
-                metrics=self.metrics,
+            from infra.settings import settings_env
+
+            self.sink = SinkProcess(
+                settings_env(settings),
+                SinkOptions(
+                    group_id=f"{self.group_id}-lake",
+                    batch_events=options.lake_batch_events,
+                    batch_seconds=options.lake_batch_seconds,
+                ),
+                self.metrics,
             )
-        self._sink_stop = asyncio.Event()
         self._wire()
 
     # Sending --------------------------------------------------------------
@@ -140,9 +144,9 @@ class WorkerApp:
         short = topic_for(event)
         await self.send(short, event_key(event), encode(event))
 
-    async def persist_state(self, key: str) -> None:
-        """Hand the piece the current event changed to the changelog."""
-        await self.pieces.persist(key, self._send_changelog)
+    async def persist_changed(self) -> int:
+        """Hand every state piece changed since the last call to the changelog."""
+        return await self.pieces.persist_dirty(self._send_changelog)
 
     async def _send_changelog(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
         fut = await self.app.producer.send(
@@ -226,11 +230,11 @@ class WorkerApp:
 
             @app.task
             async def _lake_sink() -> None:
-                await sink.run(self._sink_stop)
+                await sink.run()
 
             @app.on_before_shutdown.connect  # type: ignore[arg-type]
             async def _stop_sink(sender: Any, *args: Any, **kwargs: Any) -> None:
-                self._sink_stop.set()
+                await sink.stop()
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _last_push(sender: Any, *args: Any, **kwargs: Any) -> None:

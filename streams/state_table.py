@@ -78,6 +78,13 @@ class PickledTable(MutableMapping[str, KeyState]):
         self.changelog_writes += 1
         return True
 
+    async def persist_dirty(self, send: Send) -> int:
+        """Persist every changed piece (see `persist`); return how many were sent."""
+        n = 0
+        for key in sorted(self._dirty):
+            n += await self.persist(key, send)
+        return n
+
     def forget(self) -> None:
         """Drop the decoded pieces (the table may be recovered from its changelog next).
 
