@@ -141,7 +141,7 @@ async def _read_outputs(settings: Settings, topic: str, n: int) -> dict[tuple[st
             for msgs in batch.values():
                 for msg in msgs:
                     seen += 1
-                    ev = decode(msg.value)
+                    ev: Any = decode(msg.value)
                     if isinstance(ev, FeatureUpdate):
                         last[(ev.feature_view, ev.symbol, ev.strategy)] = ev.values
     finally:
