@@ -6,6 +6,8 @@ Used by the guarantee tests and the benchmarks; everything talks to real service
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -125,10 +127,17 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the worker (no cleanup at all)."""
+        """SIGKILL the worker (no cleanup at all) and whatever it started."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        # the worker leads its own session: this reaches its lake sink child too
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM the worker and wait; SIGKILL if it does not exit."""
@@ -141,6 +150,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._kill_group()
         return self.proc.returncode
 
     def log(self) -> str:

@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from features.store import TradeloopFeatureStore
 from infra.lake import read_topic
 from infra.settings import Settings
@@ -170,3 +172,51 @@ def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store
         == online_values(fs, ENTITIES)
         == expected
     )
+
+
+def _sink_children(worker: WorkerProcess) -> list[psutil.Process]:
+    assert worker.proc is not None
+    return [
+        p
+        for p in psutil.Process(worker.proc.pid).children()
+        if "streams.sink_process" in " ".join(p.cmdline())
+    ]
+
+
+def test_lake_sink_child_is_restarted_and_dies_with_the_worker(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(TOPIC_PARTITIONS=1)
+    worker = WorkerProcess(
+        settings,
+        tmp_path / "worker.log",
+        args=["--no-feast", "--metrics-port", "0", "--lake-batch-seconds", "0.5"],
+        env=settings_env(settings),
+    ).start()
+    try:
+        first = wait_for(lambda: _sink_children(worker), 90, 0.3, "sink child")[0]
+        first.kill()  # the child dies on its own: the worker starts another
+        second = wait_for(
+            lambda: [p for p in _sink_children(worker) if p.pid != first.pid], 30, 0.3, "restart"
+        )[0]
+        wait_for(
+            lambda: "lake sink assigned" in worker.log().split("restarting")[-1],
+            60,
+            0.3,
+            "reassigned",
+        )
+        events = list(synthetic_events(200))
+        produce(settings, events)
+        wait_for(
+            lambda: set(lake_event_ids(settings)) >= {e.event_id for e in events},
+            60,
+            0.5,
+            "events landed by the restarted sink",
+        )
+        assert "the lake sink process exited" in worker.log()
+        worker.kill()  # SIGKILL: the child must not outlive the worker
+        wait_for(
+            lambda: not second.is_running() or second.status() == "zombie", 10, 0.1, "child gone"
+        )
+    finally:
+        worker.stop()
