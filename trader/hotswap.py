@@ -7,10 +7,12 @@
   end and tries the newest release first; when the topic holds none for this model
   set it reads `models/manifest/latest.json` from the object store.
 - It polls `latest.json` every `MODEL_POLL_SEC` as a fallback (also while Kafka is down).
-- Every release goes through `trader.release.verify_release` in a worker thread
-  (download, sha256, load and probe never run on the decision path); an accepted one
-  replaces the serving set with one `ModelHolder.swap` on the event loop, between two
-  decisions, or goes on trial through the `ModelRouter` when a canary mode is set.
+- Every release is verified off the event loop (`trader.release_helper.verify_off_loop`):
+  the manifest checks in a low-priority thread, the download and a trial load in a
+  helper process, then the sha256 of the returned bytes, the load and the probe back
+  in the thread. Nothing of it runs on the decision path. An accepted release replaces the serving set with one
+  `ModelHolder.swap` on the event loop, between two decisions, or goes on trial through
+  the `ModelRouter` when a canary mode is set.
 - A rejected release changes nothing: it is counted by code, logged without secrets,
   kept as `last_rejection` and shown by `status()` (for `/healthz`) and Prometheus.
 - Nothing raises out of the loop: errors are counted, logged and retried with backoff.
@@ -24,7 +26,6 @@ import hashlib
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 from collections import Counter as CountMap
@@ -48,8 +49,8 @@ from trader.release import (
     ReleaseRejected,
     describe_keyring,
     peek_sequence,
-    verify_release,
 )
+from trader.release_helper import ReleaseHelper, shared_helper, verify_off_loop
 
 __all__ = ["STARTUP_WAIT_S", "HotSwapper", "SwapMetrics", "kafka_configured"]
 
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 
 #: How long `tradeloop trade` waits for the start-up release before trading without one.
 STARTUP_WAIT_S = 30.0
-#: The GIL switch interval while a release is verified (see `_verify_yielding`).
-VERIFY_SWITCH_INTERVAL_S = 0.0005
 _SEEN_MAX = 512
 _BACKOFF_MAX_S = 30.0
 
@@ -88,23 +87,6 @@ class SwapMetrics:
         metrics.MODEL_AGE.set_function(lambda: holder.current.age_s())
 
 
-def _verify_yielding(
-    raw: bytes, serving: int, keyring: Keyring, settings: Settings, *, model_set: str
-) -> tuple[ModelManifest, ModelSet]:
-    """Run `verify_release` with a short GIL switch interval (restored after).
-
-    Each ONNX call of a decision releases the GIL and must win it back from this
-    worker (boto3, pydantic and JSON are Python-heavy); with the default 5 ms interval
-    a decision can wait several intervals. Releases are verified one at a time.
-    """
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(min(old, VERIFY_SWITCH_INTERVAL_S))
-    try:
-        return verify_release(raw, serving, keyring, settings, model_set=model_set)
-    finally:
-        sys.setswitchinterval(old)
-
-
 def kafka_configured(settings: Settings) -> bool:
     """Say whether a broker is configured: KAFKA_BOOTSTRAP_SERVERS or the embedded stack."""
     kafka = stack_state().get("kafka") or {}
@@ -131,6 +113,8 @@ class HotSwapper:
         group_id: str | None = None,
         poll_sec: float | None = None,
         metrics: SwapMetrics | None = None,
+        helper: ReleaseHelper | None = None,
+        isolate: bool = True,
     ) -> None:
         self.settings = settings
         self.holder = holder
@@ -141,6 +125,8 @@ class HotSwapper:
         self.group_base = group_id or _default_group(settings)
         self.poll_sec = poll_sec if poll_sec is not None else settings.model_poll_sec
         self.metrics = metrics if metrics is not None else SwapMetrics()
+        #: The helper process that fetches releases; None: fetch in the worker thread.
+        self.helper = (helper or shared_helper()) if isolate else None
         self.bus = KafkaBus(settings)
         self.topic = self.bus.topic("models")
         #: The highest sequence accepted (serving, or on trial as the challenger).
@@ -171,6 +157,8 @@ class HotSwapper:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Follow releases until `stop` is set (or the task is cancelled); never raises."""
         stop = stop or asyncio.Event()
+        if self.helper is not None:  # spawn and warm it while the topic is read
+            await asyncio.to_thread(self.helper.start, self.settings)
         tasks = [asyncio.create_task(self._poll_loop(stop), name="models-poll")]
         if self.use_kafka:
             tasks.append(asyncio.create_task(self._kafka_loop(stop), name="models-topic"))
@@ -310,13 +298,13 @@ class HotSwapper:
                 return "duplicate"
             first = self.serving_sequence == 0 or initial
             try:
-                manifest, models = await asyncio.to_thread(
-                    _verify_yielding,
+                manifest, models = await verify_off_loop(
                     raw,
                     self.serving_sequence,
                     self.keyring,
                     self.settings,
                     model_set=self.model_set,
+                    helper=self.helper,
                 )
             except ReleaseRejected as rej:
                 if self._is_serving(rej):  # e.g. latest.json naming the serving release

@@ -53,7 +53,11 @@ __all__ = [
     "REJECTION_CODES",
     "TRANSIENT_CODES",
     "ReleaseRejected",
+    "check_blobs",
+    "check_manifest",
     "fetch_artifact",
+    "fetch_blobs",
+    "load_checked",
     "peek_sequence",
     "verify_release",
 ]
@@ -226,22 +230,23 @@ def _local_path(uri: str) -> Path:
     return Path(parsed.path if parsed.scheme == "file" else uri)
 
 
-def fetch_artifact(art: Artifact, settings: Settings) -> bytes:
+def fetch_artifact(art: Artifact, settings: Settings, *, client: Any = None) -> bytes:
     """Download an artifact's bytes (S3 by bucket, key and version id, or a local path).
 
-    A relative URI is a key in the configured object store. Raise `ObjectNotFoundError`
-    (or the store's error) when the bytes cannot be had.
+    A relative URI is a key in the configured object store. `client` is a boto3 S3
+    client to reuse (default: a new one). Raise `ObjectNotFoundError` (or the store's
+    error) when the bytes cannot be had.
     """
     parsed = urlparse(art.uri)
     if parsed.scheme == "s3":
-        store = S3ObjectStore(s3_client(settings), parsed.netloc)
+        store = S3ObjectStore(client or s3_client(settings), parsed.netloc)
         return store.get(parsed.path.lstrip("/"), art.s3_version_id)
     if parsed.scheme not in ("", "file"):
         raise ObjectNotFoundError(f"unsupported artifact URI scheme {parsed.scheme!r}")
     path = _local_path(art.uri)
     if not path.is_absolute():
         if settings.uses_s3:
-            store_s3 = S3ObjectStore(s3_client(settings), settings.bucket)
+            store_s3 = S3ObjectStore(client or s3_client(settings), settings.bucket)
             return store_s3.get(art.uri, art.s3_version_id)
         return LocalObjectStore(settings.store_root).get(art.uri, art.s3_version_id)
     root = settings.store_root
@@ -258,32 +263,58 @@ def fetch_artifact(art: Artifact, settings: Settings) -> bytes:
         raise ObjectNotFoundError(str(path)) from None
 
 
-def _download(manifest: ModelManifest, settings: Settings) -> dict[str, bytes]:
+def fetch_blobs(
+    manifest: ModelManifest, settings: Settings, *, client: Any = None
+) -> dict[str, bytes]:
+    """Download every artifact of a verified manifest and check its size and sha256.
+
+    Raise `ReleaseRejected` (`missing_artifact`, `sha_mismatch`).
+    """
     blobs: dict[str, bytes] = {}
     for art in manifest.artifacts:
         try:
-            blob = fetch_artifact(art, settings)
+            blob = fetch_artifact(art, settings, client=client)
         except ObjectNotFoundError as exc:
             raise _rejected(manifest, "missing_artifact", f"{art.family}: {exc}") from None
         except Exception as exc:  # the store is unreachable or refused: may pass later
             raise _rejected(
                 manifest, "missing_artifact", f"{art.family}: {type(exc).__name__}: {exc}"
             ) from None
-        if len(blob) != art.size_bytes:
-            raise _rejected(
-                manifest,
-                "sha_mismatch",
-                f"{art.family}: {len(blob)} bytes, manifest says {art.size_bytes}",
-            )
-        digest = hashlib.sha256(blob).hexdigest()
-        if not hmac.compare_digest(digest, art.sha256):
-            raise _rejected(
-                manifest,
-                "sha_mismatch",
-                f"{art.family}: sha256 {digest[:16]}… differs from {art.sha256[:16]}…",
-            )
+        _check_blob(manifest, art, blob)
         blobs[art.family] = blob
     return blobs
+
+
+def check_blobs(manifest: ModelManifest, blobs: Mapping[str, bytes]) -> None:
+    """Check that `blobs` holds exactly the manifest's artifacts, by size and sha256.
+
+    Raise `ReleaseRejected` (`missing_artifact`, `sha_mismatch`). hashlib frees the GIL
+    while it hashes, so this costs the decision loop next to nothing.
+    """
+    for art in manifest.artifacts:
+        blob = blobs.get(art.family)
+        if blob is None:
+            raise _rejected(manifest, "missing_artifact", f"{art.family}: no bytes")
+        _check_blob(manifest, art, blob)
+    extra = sorted(set(blobs) - {a.family for a in manifest.artifacts})
+    if extra:
+        raise _rejected(manifest, "sha_mismatch", f"bytes for unlisted families {extra}")
+
+
+def _check_blob(manifest: ModelManifest, art: Artifact, blob: bytes) -> None:
+    if len(blob) != art.size_bytes:
+        raise _rejected(
+            manifest,
+            "sha_mismatch",
+            f"{art.family}: {len(blob)} bytes, manifest says {art.size_bytes}",
+        )
+    digest = hashlib.sha256(blob).hexdigest()
+    if not hmac.compare_digest(digest, art.sha256):
+        raise _rejected(
+            manifest,
+            "sha_mismatch",
+            f"{art.family}: sha256 {digest[:16]}… differs from {art.sha256[:16]}…",
+        )
 
 
 def _load(manifest: ModelManifest, blobs: Mapping[str, bytes]) -> ModelSet:
@@ -347,6 +378,18 @@ def verify_release(
     Blocking: run it in a worker thread. Raise `ReleaseRejected` on the first failed
     check (see the module docstring for the codes, in order).
     """
+    manifest = check_manifest(raw, serving_sequence, keyring, model_set=model_set)
+    blobs = fetch_blobs(manifest, settings)
+    return manifest, load_checked(manifest, blobs)
+
+
+def check_manifest(
+    raw: bytes, serving_sequence: int, keyring: Keyring, *, model_set: str | None = None
+) -> ModelManifest:
+    """Run the checks that need no artifact: `malformed` to `feature_mismatch`.
+
+    Return the verified manifest; raise `ReleaseRejected` on the first failed check.
+    """
     parsed = _parse(raw)
     manifest = _verify_signature(parsed, raw, keyring)
     if not manifest.artifacts:
@@ -368,10 +411,17 @@ def verify_release(
         )
     for art in manifest.artifacts:
         _check_contract(art)
-    blobs = _download(manifest, settings)
+    return manifest
+
+
+def load_checked(manifest: ModelManifest, blobs: Mapping[str, bytes]) -> ModelSet:
+    """Load checked bytes into a `ModelSet` and score the probes (which also warms it).
+
+    Raise `ReleaseRejected` (`load_failed`, `feature_mismatch`, `probe_mismatch`).
+    """
     models = _load(manifest, blobs)
     _probe(manifest, models)
-    return manifest, models
+    return models
 
 
 def describe_keyring(keyring: Keyring) -> dict[str, list[str]]:
