@@ -138,11 +138,6 @@ def test_kill_9_three_times_lands_every_event_once(killed_run: KilledRun) -> Non
     assert_exactly_once(killed_run.settings, killed_run.events)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue #4 open): in about a third of runs Faust's recovered table "
-    "misses a run of bars after kill -9 while its committed offset stays behind",
-)
 def test_kill_9_three_times_online_equals_recomputation(killed_run: KilledRun) -> None:
     wait_online(killed_run.settings, killed_run.events, 5)
 
