@@ -8,8 +8,10 @@ builders as `bench_decision`), and runs, in one asyncio loop:
   three ONNX calls, sizing, risk) every `interval` on sim-feed candidates, timing
   each decision and its lateness against its schedule;
 - a `HotSwapper` following the `models` topic (its own consumer group), verifying
-  each release (signature, download from S3 by version id, sha256, load, probe) in
-  a worker thread and swapping between two decisions;
+  each release as it does in production (signature in its verification thread;
+  download from S3 by version id, sha256, trial load and probe in its helper process;
+  sha256, load and probe of the returned bytes back in the thread) and swapping
+  between two decisions;
 - a publisher that uploads and publishes signed releases, alternating the two sets.
 
 Decisions from each publish until 50 ms after the first decision by the new
@@ -171,13 +173,13 @@ async def _scenario(settings: Any, sets: list[dict[str, bytes]], quick: bool) ->
 
 def _verify_times(settings: Any, raw: bytes, n: int) -> list[float]:
     from infra.signing import Keyring
-    from trader.release import verify_release
+    from trader.release_helper import shared_helper, verify_isolated
 
     keyring = Keyring.from_settings(settings)
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        verify_release(raw, 0, keyring, settings)
+        verify_isolated(raw, 0, keyring, settings, helper=shared_helper())
         out.append(time.perf_counter() - t0)
     return out
 
@@ -245,7 +247,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                 res["firsts"], "ms", scale=1e3, label="manifest published -> first decision by it"
             ),
             "verify_release": summarize(
-                verify, "ms", scale=1e3, label="verify + download + load + probe (worker thread)"
+                verify,
+                "ms",
+                scale=1e3,
+                label="verify + download + load + probe (helper process, then the trader)",
             ),
             "decide_during_swap": swap,
             "decide_worst_during_swap": worst,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,7 +26,7 @@ from trader.hotswap import HotSwapper
 from trader.models import ModelHolder
 from trader.release import ReleaseRejected, check_manifest
 from trader.release_helper import (
-    VERIFY_THREAD_NICE,
+    VERIFY_SWITCH_INTERVAL_S,
     HelperUnavailable,
     ReleaseHelper,
     verify_isolated,
@@ -146,20 +147,20 @@ def test_a_dead_helper_is_replaced(s3_settings: Settings) -> None:
         own.close()
 
 
-def test_verification_runs_in_a_lower_priority_thread(s3_settings: Settings) -> None:
+def test_verification_runs_off_the_event_loop_thread(s3_settings: Settings) -> None:
     raw = release_bytes(s3_settings, 1)
     keyring = Keyring.from_settings(s3_settings)
-    seen: dict[str, int] = {}
+    seen: dict[str, Any] = {}
     original = check_manifest
 
     def spy(*args: Any, **kwargs: Any) -> ModelManifest:
-        tid = threading.get_native_id()
-        seen["nice"] = os.getpriority(os.PRIO_PROCESS, tid)
-        seen["tid"] = tid
+        seen["thread"] = threading.current_thread().name
+        seen["switch_s"] = sys.getswitchinterval()
         return original(*args, **kwargs)
 
     import trader.release_helper as rh
 
+    before = sys.getswitchinterval()
     rh.check_manifest = spy  # type: ignore[assignment]
     try:
         manifest, _ = asyncio.run(
@@ -168,10 +169,9 @@ def test_verification_runs_in_a_lower_priority_thread(s3_settings: Settings) -> 
     finally:
         rh.check_manifest = original  # type: ignore[assignment]
     assert manifest.release == "r1"
-    assert seen["tid"] != threading.get_native_id()
-    assert seen["nice"] == min(
-        19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + VERIFY_THREAD_NICE
-    )
+    assert seen["thread"].startswith("models-verify")
+    assert seen["switch_s"] == min(before, VERIFY_SWITCH_INTERVAL_S)
+    assert sys.getswitchinterval() == before
 
 
 def test_a_swapper_without_isolation_still_swaps(s3_settings: Settings) -> None:

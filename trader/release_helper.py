@@ -13,9 +13,10 @@ decides what it serves (`verify_isolated`):
 3. it loads and probes those very bytes (`load_checked`), which also warms the new
    sessions before they serve.
 
-`verify_off_loop` runs all of it in one dedicated verification thread at a lower CPU
-priority (`VERIFY_THREAD_NICE`, Linux) with a short GIL switch interval, so the
-decision loop wins both the CPU and the GIL back quickly.
+`verify_off_loop` runs all of it in one dedicated verification thread with a short GIL
+switch interval, so a decision wins the GIL back quickly. (The thread keeps the
+trader's CPU priority: a lower one measured no better, and a low-priority thread that
+holds the GIL can keep a decision waiting while it is not scheduled.)
 
 If the helper cannot be started, the release is fetched in the verification thread
 instead. If it dies while checking a release (a crash in a native library), one fresh
@@ -31,6 +32,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -57,7 +59,6 @@ __all__ = [
     "FETCH_TIMEOUT_S",
     "HELPER_NICE",
     "VERIFY_SWITCH_INTERVAL_S",
-    "VERIFY_THREAD_NICE",
     "HelperCrashed",
     "HelperUnavailable",
     "ReleaseHelper",
@@ -72,8 +73,6 @@ log = logging.getLogger(__name__)
 HELPER_NICE = 10
 #: Longest wait for the helper to fetch and check one release.
 FETCH_TIMEOUT_S = 300.0
-#: The verification thread's `nice` increment over the trader's (Linux: per thread).
-VERIFY_THREAD_NICE = 10
 #: The GIL switch interval while a release is verified (restored after).
 VERIFY_SWITCH_INTERVAL_S = 0.0005
 
@@ -97,6 +96,8 @@ def _main_thread_nice() -> int:
 
 
 def _child_init(nice: int) -> None:
+    # Ctrl-C is the trader's to handle; the helper exits when the trader closes its pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, nice)
 
@@ -255,13 +256,6 @@ def verify_isolated(
     return manifest, load_checked(manifest, blobs)
 
 
-def _lower_thread_priority() -> None:
-    """Lower this thread's CPU priority (Linux threads have their own nice value)."""
-    with contextlib.suppress(OSError):
-        nice = min(19, _main_thread_nice() + VERIFY_THREAD_NICE)
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
 _verify_thread: ThreadPoolExecutor | None = None
 _verify_thread_lock = threading.Lock()
 
@@ -273,7 +267,6 @@ def _verification_thread() -> ThreadPoolExecutor:
             _verify_thread = ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix="models-verify",
-                initializer=_lower_thread_priority,
             )
         return _verify_thread
 
@@ -314,7 +307,7 @@ async def verify_off_loop(
     model_set: str | None = None,
     helper: ReleaseHelper | None = None,
 ) -> tuple[ModelManifest, ModelSet]:
-    """Verify a release in the low-priority verification thread; return manifest and models.
+    """Verify a release in the verification thread; return the manifest and the models.
 
     With a `helper`, as `verify_isolated`; without, all of `verify_release` in the thread.
     Releases are verified one at a time. Raise `ReleaseRejected` like `verify_release`.
