@@ -175,6 +175,8 @@ async def run_trade(
         if swap_task is not None:
             swap_stop.set()
             await swap_task
+        if swapper is not None and swapper.helper is not None:
+            await asyncio.to_thread(swapper.helper.close)  # the release helper process
         await feed.aclose()
         engine.finish()
         drained = await asyncio.to_thread(drainer.stop, opts.drain_timeout_s)
