@@ -20,7 +20,6 @@ import pytest
 from infra.settings import Settings
 from infra.signing import Keyring
 from streams.events import ModelManifest
-from tests.helpers import s3_bucket_for, unique
 from tests.hotswap_support import build_blobs, release_bytes
 from trader.hotswap import HotSwapper
 from trader.models import ModelHolder
@@ -37,10 +36,9 @@ pytestmark = pytest.mark.s3
 
 
 @pytest.fixture
-def s3_settings(make_settings: Callable[..., Settings], s3_server: Any) -> Settings:
+def s3_settings(make_settings: Callable[..., Settings]) -> Settings:
     """Settings on moto S3 with a fresh versioned bucket of the test's own."""
-    bucket = s3_bucket_for(s3_server.address, unique("hh"))
-    return make_settings(kafka=False, s3=True, S3_BUCKET=bucket)
+    return make_settings(kafka=False, s3=True)
 
 
 @pytest.fixture(scope="module")

@@ -40,10 +40,9 @@ pytestmark = pytest.mark.s3
 
 
 @pytest.fixture
-def s3_settings(make_settings: Callable[..., Settings], s3_server: Any) -> Settings:
+def s3_settings(make_settings: Callable[..., Settings]) -> Settings:
     """Settings on moto S3 with a fresh versioned bucket of the test's own."""
-    bucket = s3_bucket_for(s3_server.address, unique("hs"))
-    return make_settings(kafka=False, s3=True, S3_BUCKET=bucket)
+    return make_settings(kafka=False, s3=True)
 
 
 class Serving:
