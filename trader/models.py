@@ -9,12 +9,14 @@ always runs on one consistent set.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,69 @@ import onnxruntime as ort
 from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN, STRATEGIES
 from infra.settings import Settings
 
-__all__ = ["EMPTY", "LoadedModel", "ModelHolder", "ModelLoadError", "ModelSet", "session_options"]
+__all__ = [
+    "EMPTY",
+    "LoadedModel",
+    "ModelHolder",
+    "ModelLoadError",
+    "ModelSet",
+    "background_loads",
+    "session_options",
+]
 
 FAMILIES: tuple[str, ...] = ("meta", "exec", "sizer")
+#: How much lower a background load builds its sessions at (`nice` increment).
+BACKGROUND_NICE = 10
+
+_background = threading.local()
+
+
+@contextlib.contextmanager
+def background_loads() -> Iterator[None]:
+    """Build sessions in this thread at a lower CPU priority while onnxruntime works.
+
+    Only the native session build (which runs without the GIL) is lowered; the thread
+    is back at its own priority before it runs Python again, so it never holds the
+    GIL at the low priority for longer than one system call.
+    """
+    old = getattr(_background, "on", False)
+    _background.on = True
+    try:
+        yield
+    finally:
+        _background.on = old
+
+
+def _can_raise_to(nice: int) -> bool:
+    """Say whether this process may set a thread's nice value back to `nice`."""
+    if os.geteuid() == 0:
+        return True
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or 20 - soft <= nice
+
+
+@contextlib.contextmanager
+def _lowered() -> Iterator[None]:
+    if not getattr(_background, "on", False):
+        yield
+        return
+    tid = threading.get_native_id()
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, tid)
+        if not _can_raise_to(nice):  # it would stay low: build at the thread's priority
+            yield
+            return
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + BACKGROUND_NICE))
+    except OSError:  # not Linux, or not allowed: build at the thread's priority
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # raising it back to its own value is allowed
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 class ModelLoadError(ValueError):
@@ -71,9 +133,10 @@ class LoadedModel:
         io = MODEL_IO[family]
         width = len(MODEL_FEATURES[family])
         try:
-            sess = ort.InferenceSession(
-                blob, sess_options=session_options(), providers=["CPUExecutionProvider"]
-            )
+            with _lowered():
+                sess = ort.InferenceSession(
+                    blob, sess_options=session_options(), providers=["CPUExecutionProvider"]
+                )
         except Exception as exc:  # onnxruntime raises several private exception types
             raise ModelLoadError(family, f"onnxruntime cannot load it: {exc}") from None
         inputs = {i.name: i for i in sess.get_inputs()}

@@ -15,8 +15,9 @@ decides what it serves (`verify_isolated`):
 
 `verify_off_loop` runs all of it in one dedicated verification thread with a short GIL
 switch interval, so a decision wins the GIL back quickly. (The thread keeps the
-trader's CPU priority: a lower one measured no better, and a low-priority thread that
-holds the GIL can keep a decision waiting while it is not scheduled.)
+trader's CPU priority while it runs Python: a low-priority thread that holds the GIL
+can keep a decision waiting while it is not scheduled. Only the native session builds,
+which run without the GIL, are lowered: `trader.models.background_loads`.)
 
 If the helper cannot be started, the release is fetched in the verification thread
 instead. If it dies while checking a release (a crash in a native library), one fresh
@@ -45,7 +46,7 @@ from infra.objectstore import s3_client
 from infra.settings import Settings
 from infra.signing import Keyring
 from streams.events import ModelManifest
-from trader.models import ModelSet
+from trader.models import ModelSet, background_loads
 from trader.release import (
     ReleaseRejected,
     check_blobs,
@@ -289,11 +290,12 @@ def _verify_yielding(
     old = sys.getswitchinterval()
     sys.setswitchinterval(min(old, VERIFY_SWITCH_INTERVAL_S))
     try:
-        if helper is None:
-            return verify_release(raw, serving_sequence, keyring, settings, model_set=model_set)
-        return verify_isolated(
-            raw, serving_sequence, keyring, settings, model_set=model_set, helper=helper
-        )
+        with background_loads():
+            if helper is None:
+                return verify_release(raw, serving_sequence, keyring, settings, model_set=model_set)
+            return verify_isolated(
+                raw, serving_sequence, keyring, settings, model_set=model_set, helper=helper
+            )
     finally:
         sys.setswitchinterval(old)
 
