@@ -1,16 +1,16 @@
 """The Faust app of the streams worker: topics, the state table, pushes and the lake sink.
 
 One process runs:
-- three agents (bars, signals, outcomes; `streams.agents`) that validate each record,
-  fold it into the stream features held in a Faust table with a changelog, emit
-  `FeatureUpdate`/`DriftAlert` events and queue online pushes;
+- three agents (bars, signals, outcomes; `streams.agents`) that take batches of
+  records, validate each, fold it into the stream features held in a Faust table
+  with a changelog, emit `FeatureUpdate`/`DriftAlert` events and queue online pushes;
 - a timer that pushes the queued rows to the Feast online store in batches;
 - the lake sink (`streams.sink.LakeSink`, own consumer group) in a child process on
   its own core (`streams.sink_process`), its counters mirrored into this /metrics;
 - a Prometheus endpoint.
 
-Exactly-once folding: the piece an event changed is handed to the changelog
-before the event is acknowledged, and Faust flushes its producer (fully: see
+Exactly-once folding: every piece a batch changed is handed to the changelog
+before any event of the batch is acknowledged, and Faust flushes its producer (fully: see
 `install_full_flush`) before it commits; every piece records the positions it
 applied, so a record re-read after a crash is not folded twice
 (`streams.state_table`). After each rebalance the
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import kafka_compat as _kafka_compat  # noqa: F401  (before Faust makes producers)
-from infra.settings import Settings
+from infra.settings import Settings, settings_env
 
 import faust  # isort: skip
 from features.stream import StreamFeatureState
@@ -124,8 +124,6 @@ class WorkerApp:
             self.pusher = OnlinePusher(store, self.metrics)
         self.sink: SinkProcess | None = None
         if options.sink:
-            from infra.settings import settings_env
-
             self.sink = SinkProcess(
                 settings_env(settings),
                 SinkOptions(
