@@ -162,6 +162,7 @@ def _demo_env(settings: Settings, home: Path, http_port: int, bootstrap: str) ->
     env.setdefault("MODEL_POLL_SEC", "5")
     env["HTTP_PORT"] = str(http_port)
     env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
+    env.setdefault("EMIT_BARS", "1")  # bars feed the per-symbol stream features and the lake
     if not settings.manifest_hmac_key.get_secret_value():
         key_file = home / "demo-hmac.key"
         if not key_file.exists():
