@@ -21,7 +21,6 @@ __all__ = ["handle_batch", "register_agents"]
 
 async def handle_batch(worker: WorkerApp, short: str, events: Sequence[Any]) -> None:
     """Validate, fold, persist, emit and queue the online pushes of Faust events."""
-    worker.metrics.events_in.labels(topic=short).inc(len(events))
     outputs: list[Any] = []
     for event in events:
         msg = event.message
@@ -47,6 +46,7 @@ async def handle_batch(worker: WorkerApp, short: str, events: Sequence[Any]) -> 
         await worker.emit(out)
     if worker.pusher is not None:
         worker.pusher.add(outputs)
+    worker.metrics.events_in.labels(topic=short).inc(len(events))  # folded and emitted
 
 
 def register_agents(worker: WorkerApp) -> None:
