@@ -175,12 +175,25 @@ def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store
 
 
 def _sink_children(worker: WorkerProcess) -> list[psutil.Process]:
+    """Return the worker's live lake sink children (a killed one may be a zombie for a moment)."""
     assert worker.proc is not None
-    return [
-        p
-        for p in psutil.Process(worker.proc.pid).children()
-        if "streams.sink_process" in " ".join(p.cmdline())
-    ]
+    out = []
+    for child in psutil.Process(worker.proc.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "streams.sink_process" in " ".join(
+                child.cmdline()
+            ):
+                out.append(child)
+        except psutil.Error:  # it exited while we looked
+            continue
+    return out
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 def test_lake_sink_child_is_restarted_and_dies_with_the_worker(
@@ -215,8 +228,6 @@ def test_lake_sink_child_is_restarted_and_dies_with_the_worker(
         )
         assert "the lake sink process exited" in worker.log()
         worker.kill()  # SIGKILL: the child must not outlive the worker
-        wait_for(
-            lambda: not second.is_running() or second.status() == "zombie", 10, 0.1, "child gone"
-        )
+        wait_for(lambda: _gone(second), 10, 0.1, "child gone")
     finally:
         worker.stop()
