@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-SOURCE = ("bars", "signals", "outcomes")
-
 
 def measure(bootstrap: str, prefix: str, n: int, timeout_s: float = 600.0) -> float:
     """Run the empty Faust worker over the first n source records; return events/s."""
@@ -40,6 +38,7 @@ def measure(bootstrap: str, prefix: str, n: int, timeout_s: float = 600.0) -> fl
 
 def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
     from infra import kafka_compat as _kafka_compat  # noqa: F401
+    from streams.processing import SOURCE_TOPICS
 
     import faust  # isort: skip
 
@@ -67,7 +66,7 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
             Path(out).write_text(json.dumps({"events_per_s": rate}))
             os._exit(0)
 
-    for short in SOURCE:
+    for short in SOURCE_TOPICS:
         topic = app.topic(f"{prefix}{short}", key_type=bytes, value_type=bytes)
 
         async def agent(stream: object) -> None:

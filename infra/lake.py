@@ -20,7 +20,7 @@ import datetime as dt
 import io
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "lake_key",
     "list_files",
     "parse_key",
+    "read_files",
     "read_topic",
     "schema_for",
     "to_table",
@@ -383,9 +384,27 @@ def read_topic(
     files = list_files(store, topic, start, end)
     if not files:
         return schema_for(topic).empty_table()
+    return read_files(store, files, start=start, end=end).sort_by(
+        [
+            ("event_timestamp", "ascending"),
+            ("kafka_partition", "ascending"),
+            ("kafka_offset", "ascending"),
+        ]
+    )
 
-    def load(info: LakeFile) -> pa.Table:
-        return pq.read_table(io.BytesIO(store.get(info["key"])))
+
+def read_files(
+    store: ObjectStore,
+    files: Iterable[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> pa.Table:
+    """Read lake files (in parallel) into one table; keep start <= event_timestamp < end."""
+
+    def load(info: Mapping[str, Any]) -> pa.Table:
+        return pq.read_table(io.BytesIO(store.get(str(info["key"]))), columns=columns)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         tables = list(pool.map(load, files))
@@ -399,13 +418,7 @@ def read_topic(
         mask = upper if mask is None else pc.and_(mask, upper)
     if mask is not None:
         table = table.filter(mask)
-    return table.sort_by(
-        [
-            ("event_timestamp", "ascending"),
-            ("kafka_partition", "ascending"),
-            ("kafka_offset", "ascending"),
-        ]
-    )
+    return table
 
 
 def iter_payloads(

@@ -72,24 +72,24 @@ def _can_raise_to(nice: int) -> bool:
 
 @contextlib.contextmanager
 def _lowered() -> Iterator[None]:
-    if not getattr(_background, "on", False):
-        yield
-        return
-    tid = threading.get_native_id()
-    try:
-        nice = os.getpriority(os.PRIO_PROCESS, tid)
-        if not _can_raise_to(nice):  # it would stay low: build at the thread's priority
-            yield
-            return
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + BACKGROUND_NICE))
-    except OSError:  # not Linux, or not allowed: build at the thread's priority
-        yield
-        return
+    tid: int | None = None
+    nice = 0
+    if getattr(_background, "on", False):
+        try:
+            tid = threading.get_native_id()
+            nice = os.getpriority(os.PRIO_PROCESS, tid)
+            if _can_raise_to(nice):
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + BACKGROUND_NICE))
+            else:  # it would stay low: build at the thread's priority
+                tid = None
+        except OSError:  # not Linux, or not allowed: build at the thread's priority
+            tid = None
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):  # raising it back to its own value is allowed
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        if tid is not None:
+            with contextlib.suppress(OSError):  # raising it back to its own value is allowed
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 class ModelLoadError(ValueError):

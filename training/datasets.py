@@ -133,13 +133,7 @@ def read_columns(
     Rows keep the lake order (partition, offset); `start <= event_timestamp < end`.
     The wide columns (`payload` above all) are never read.
     """
-    import io
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from infra.lake import TS, list_files, schema_for
+    from infra.lake import list_files, read_files, schema_for
     from infra.objectstore import store_for_uri
 
     store = store_for_uri(lake, settings)
@@ -150,21 +144,7 @@ def read_columns(
         raise DataError(f"lake {lake}: {topic} has no columns {missing}")
     if not files:
         return schema_for(topic).empty_table().select(wanted)
-
-    def load(info: Mapping[str, object]) -> pa.Table:
-        return pq.read_table(io.BytesIO(store.get(str(info["key"]))), columns=wanted)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        table = pa.concat_tables(list(pool.map(load, files)), promote_options="default")
-    ts = table.column("event_timestamp")
-    mask = None
-    if start is not None:
-        mask = pc.greater_equal(ts, pa.scalar(start.astimezone(dt.UTC), TS))
-    if end is not None:
-        upper = pc.less(ts, pa.scalar(end.astimezone(dt.UTC), TS))
-        mask = upper if mask is None else pc.and_(mask, upper)
-    if mask is not None:
-        table = table.filter(mask)
+    table = read_files(store, files, wanted, start=start, end=end)
     return table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
 
 
