@@ -12,8 +12,8 @@ import datetime as dt
 import hashlib
 import importlib.util
 import re
-import shutil
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -60,6 +60,15 @@ def redis_connection_string(url: str) -> str:
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
     return ",".join(parts)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace a file in one step (processes rendering one repo at once never collide)."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(data)
+    tmp = Path(f.name)
+    tmp.chmod(0o644)  # as a plain write would leave it (the temporary file starts private)
+    tmp.replace(path)
 
 
 class TradeloopFeatureStore:
@@ -119,13 +128,11 @@ class TradeloopFeatureStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.repo_dir != PACKAGE_REPO:
             for name in REPO_FILES:
-                shutil.copyfile(PACKAGE_REPO / name, self.repo_dir / name)
+                _write_atomic(self.repo_dir / name, (PACKAGE_REPO / name).read_bytes())
         path = self.repo_dir / "feature_store.yaml"
         text = "# Rendered from settings by `tradeloop features apply`; edits are overwritten.\n"
         text += yaml.safe_dump(self.config(), sort_keys=False)
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        _write_atomic(path, text.encode())
         self._fs = None
         return path
 
