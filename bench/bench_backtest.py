@@ -69,9 +69,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     from bench.harness import throughput
     from infra.settings import Settings
     from trader.backtest import TradeRecorder
-    from trader.engine import Engine, EngineConfig
+    from trader.core.engine import Engine, EngineConfig
+    from trader.delivery.models import ModelHolder, ModelSet
     from trader.feeds.sim import SimFeed
-    from trader.models import ModelHolder, ModelSet
 
     n_bars = 50_000 if quick else 1_000_000
     days = n_bars // (23 * 60 * 2) + 1

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN, STRATEGIES
+from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN
+from infra.contracts import STRATEGIES
 
 
 def _meta_onnx(
@@ -146,9 +147,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     import tempfile
 
     from infra.settings import Settings
-    from trader.engine import Engine, EngineConfig
+    from trader.core.engine import Engine, EngineConfig
+    from trader.delivery.models import ModelHolder, ModelSet
     from trader.feeds.sim import SimFeed
-    from trader.models import ModelHolder, ModelSet
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = build_models(tmp, small=quick)

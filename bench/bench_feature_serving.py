@@ -7,7 +7,7 @@ the baseline, the same Redis hashes directly with redis-py (one pipelined HMGET 
 view key, the fields Feast wrote). The broker is started as for every benchmark but
 plays no part in a read.
 
-Next to them, the trader's in-process cache (`trader.stream_cache.StreamCache`),
+Next to them, the trader's in-process cache (`trader.core.stream_cache.StreamCache`),
 fed with the same events in the same process, reads the same entity's same 8
 features the way the decision path does (`strategy_values(symbol)[strategy]` and
 `symbol_values(symbol)`): a warm read (the common case between two learned
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("S2", "S3", "S6", "S11")
+from infra.contracts import STRATEGIES
 
 
 def _cache_read(
@@ -76,11 +76,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     from bench.harness import summarize
     from features.store import TradeloopFeatureStore
     from features.stream import StreamFeatureState
-    from features.vectors import STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES
+    from infra.contracts import STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES
     from infra.settings import Settings
     from infra.stack import start_tansu
     from streams.synth import synthetic_events
-    from trader.stream_cache import StreamCache
+    from trader.core.stream_cache import StreamCache
 
     n = 300 if quick else 5000
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))

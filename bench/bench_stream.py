@@ -126,7 +126,7 @@ def _run_quix(settings: Settings, n: int, tmp: Path, timeout_s: float) -> dict[s
 
 async def _read_outputs(settings: Settings, topic: str, n: int) -> dict[tuple[str, str, str], Any]:
     """Return the last FeatureUpdate values per (view, symbol, strategy) of an output topic."""
-    from streams.events import FeatureUpdate, decode
+    from infra.contracts import FeatureUpdate, decode
 
     consumer = AIOKafkaConsumer(
         topic,

@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streams.events import topic_settings
+from infra.bus import topic_settings
 
 HMAC_KEY = "bench-hmac-key-0123456789abcdef"
 AFTER_SWAP_S = 0.05
@@ -67,10 +67,10 @@ def _release(settings: Any, blobs: dict[str, bytes], sequence: int) -> bytes:
 
 async def _scenario(settings: Any, sets: list[dict[str, bytes]], quick: bool) -> dict[str, Any]:
     from infra.bus import KafkaBus
-    from trader.engine import Engine, EngineConfig
+    from trader.core.engine import Engine, EngineConfig
+    from trader.delivery.hotswap import HotSwapper
+    from trader.delivery.models import ModelHolder
     from trader.feeds.sim import SimFeed
-    from trader.hotswap import HotSwapper
-    from trader.models import ModelHolder
 
     holder = ModelHolder()
     engine = Engine(
@@ -187,7 +187,7 @@ async def _scenario(settings: Any, sets: list[dict[str, bytes]], quick: bool) ->
 
 def _verify_times(settings: Any, raw: bytes, n: int) -> list[float]:
     from infra.signing import Keyring
-    from trader.release_helper import shared_helper, verify_isolated
+    from trader.delivery.release_helper import shared_helper, verify_isolated
 
     keyring = Keyring.from_settings(settings)
     out = []

@@ -98,7 +98,7 @@ def run_quix(
     from quixstreams.state.rocksdb import RocksDBOptions
 
     from features.stream import StreamFeatureState
-    from streams.events import encode
+    from infra.contracts import encode
     from streams.processing import process_record
 
     group = f"{prefix}quix-{time.time_ns()}"

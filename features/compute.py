@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from features.vectors import FEATURE_NAMES
+from infra.contracts import FEATURE_NAMES
 
 __all__ = [
     "FEATURE_NAMES",

@@ -37,14 +37,20 @@ from typing import Any
 
 from river import stats, utils
 
-from features.vectors import STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES
-from streams.events import (
+from infra.contracts import (
     Bar,
     DriftAlert,
     FeatureUpdate,
     SchemaRef,
     SignalSnapshot,
     TradeOutcome,
+)
+from infra.contracts.vocab import (
+    OUTCOME_STREAM_FEATURES,
+    SIGNAL_STREAM_FEATURES,
+    STRATEGY_STREAM_FEATURES,
+    STREAM_VIEWS,
+    SYMBOL_STREAM_FEATURES,
 )
 
 __all__ = [
@@ -70,11 +76,11 @@ EMA_SLOW_FADING = 2.0 / 31.0
 REGIME_THRESHOLD = 1.0
 ADWIN_DELTA = 0.002
 
-OUTCOME_VIEW, SIGNAL_VIEW, SYMBOL_VIEW = "strategy_stats", "signal_stats", "symbol_stats"
-VIEWS: tuple[str, ...] = (OUTCOME_VIEW, SIGNAL_VIEW, SYMBOL_VIEW)
-OUTCOME_FEATURES: tuple[str, ...] = tuple(n for n in STRATEGY_STREAM_FEATURES if n != "signal_rate")
-SIGNAL_FEATURES: tuple[str, ...] = ("signal_rate",)
-SYMBOL_FEATURES: tuple[str, ...] = tuple(SYMBOL_STREAM_FEATURES)
+OUTCOME_VIEW, SIGNAL_VIEW, SYMBOL_VIEW = STREAM_VIEWS
+VIEWS: tuple[str, ...] = STREAM_VIEWS
+OUTCOME_FEATURES: tuple[str, ...] = OUTCOME_STREAM_FEATURES
+SIGNAL_FEATURES: tuple[str, ...] = SIGNAL_STREAM_FEATURES
+SYMBOL_FEATURES: tuple[str, ...] = SYMBOL_STREAM_FEATURES
 VIEW_FEATURES: dict[str, tuple[str, ...]] = {
     OUTCOME_VIEW: OUTCOME_FEATURES,
     SIGNAL_VIEW: SIGNAL_FEATURES,

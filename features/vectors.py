@@ -10,43 +10,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-STRATEGIES: tuple[str, ...] = ("S2", "S3", "S6", "S11")
-
-#: Snapshot features computed per bar by `features.compute` (seed design's 17 and more).
-FEATURE_NAMES: tuple[str, ...] = (
-    "ret_1",
-    "ret_5",
-    "ret_15",
-    "ret_60",
-    "atr_14",
-    "atr_pct",
-    "rv_30",
-    "rsi_14",
-    "bb_pctb_20",
-    "bb_width_20",
-    "ema_spread",
-    "ema_slope",
-    "volume_z_30",
-    "range_pos_60",
-    "tod_sin",
-    "tod_cos",
-    "session_rth",
-    "session_open_30",
-    "regime_trend",
-    "regime_vol",
+from infra.contracts.vocab import (
+    FEATURE_NAMES,
+    STRATEGIES,
 )
-
-#: Stream features per (symbol, strategy), computed from outcomes (`features.stream`).
-STRATEGY_STREAM_FEATURES: tuple[str, ...] = (
-    "win_rate",
-    "mean_r",
-    "ewm_r",
-    "drawdown_r",
-    "trade_count",
-    "signal_rate",
-)
-#: Stream features per symbol.
-SYMBOL_STREAM_FEATURES: tuple[str, ...] = ("realized_vol", "regime")
 
 META_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + tuple(
     f"{s}_{name}" for s in STRATEGIES for name in ("win_rate", "ewm_r")

@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from infra import kafka_compat as _kafka_compat  # noqa: F401  (registers InitProducerId v3)
+from infra.contracts.topics import TOPICS
 from infra.settings import Settings, get_settings
 
 __all__ = ["BrokerUnavailableError", "BusConsumer", "BusProducer", "KafkaBus", "Record"]
@@ -222,7 +223,7 @@ class KafkaBus:
     async def ensure_topics(self, topics: Iterable[TopicSetting]) -> list[str]:
         """Create missing topics with their configs; return the names created.
 
-        The topic specs live with the contracts: `streams.events.topic_settings(bus)`.
+        The topic specs live with the contracts: `topic_settings(bus)` below.
         """
         wanted = list(topics)
         admin = AIOKafkaAdminClient(
@@ -299,3 +300,16 @@ class KafkaBus:
             await self.list_topics()
         except KafkaError as exc:
             raise BrokerUnavailableError(self.bootstrap, exc) from None
+
+
+def topic_settings(bus: KafkaBus, names: Iterable[str] | None = None) -> list[TopicSetting]:
+    """Return the `TopicSetting`s of the named topics (all by default) for a bus."""
+    chosen = list(names) if names is not None else list(TOPICS)
+    out = []
+    for name in chosen:
+        spec = TOPICS[name]
+        partitions = 1 if spec.compacted else bus.settings.topic_partitions
+        out.append(
+            TopicSetting(bus.topic(name), partitions, spec.config(bus.settings.retention_ms))
+        )
+    return out

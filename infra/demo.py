@@ -29,11 +29,11 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.bus import KafkaBus
+from infra.contracts import LAKE_TOPICS, MANIFEST_PREFIX, TOPICS
 from infra.objectstore import ObjectNotFoundError, object_store
 from infra.settings import Settings, home_dir, stack_state
 from infra.stack import ManagedProcess, free_port, start_tansu
 
-TOPICS = ("bars", "signals", "outcomes", "features", "drift", "models", "dlq")
 console = Console(stderr=True)
 
 
@@ -140,7 +140,7 @@ def _serving_release(health: dict[str, Any]) -> str:
 def _manifests(settings: Settings) -> list[dict[str, Any]]:
     store = object_store(settings)
     out = []
-    for key in store.list("models/manifest/"):
+    for key in store.list(MANIFEST_PREFIX):
         name = key.rsplit("/", 1)[-1]
         if name == "latest.json" or not name.endswith(".json"):
             continue
@@ -303,10 +303,7 @@ def _reachable(bootstrap: str, settings: Settings) -> bool:
 
 def _summary(run: DemoRun, settings: Settings, bus: KafkaBus) -> dict[str, Any]:
     sizes = asyncio.run(bus.count_records([bus.topic(t) for t in TOPICS]))
-    lake = {
-        t: _lake_table(settings, t).num_rows
-        for t in ("bars", "signals", "outcomes", "features", "drift", "dlq")
-    }
+    lake = {t: _lake_table(settings, t).num_rows for t in LAKE_TOPICS}
     outcomes = _lake_table(settings, "outcomes").to_pandas()
     per: list[dict[str, Any]] = []
     if not outcomes.empty:

@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from infra.contracts.topics import LAKE_TOPICS
+from infra.contracts.vocab import FEATURE_NAMES, STRATEGIES, STREAM_FEATURE_COLUMNS, STREAM_VIEWS
 from infra.objectstore import ObjectStore, store_for_uri
 from infra.settings import Settings
 
 __all__ = [
     "LAKE_TOPICS",
     "NO_SYMBOL",
-    "SNAPSHOT_FEATURE_NAMES",
     "STREAM_FEATURE_COLUMNS",
     "STREAM_VIEWS",
     "LakeFile",
@@ -50,48 +51,7 @@ __all__ = [
     "write_batch",
 ]
 
-#: Topics the streams worker sinks to the lake.
-LAKE_TOPICS: tuple[str, ...] = ("bars", "signals", "outcomes", "features", "drift", "dlq")
 NO_SYMBOL = "_"
-
-#: Snapshot feature names (mirror of features.vectors.FEATURE_NAMES; a test keeps them equal).
-SNAPSHOT_FEATURE_NAMES: tuple[str, ...] = (
-    "ret_1",
-    "ret_5",
-    "ret_15",
-    "ret_60",
-    "atr_14",
-    "atr_pct",
-    "rv_30",
-    "rsi_14",
-    "bb_pctb_20",
-    "bb_width_20",
-    "ema_spread",
-    "ema_slope",
-    "volume_z_30",
-    "range_pos_60",
-    "tod_sin",
-    "tod_cos",
-    "session_rth",
-    "session_open_30",
-    "regime_trend",
-    "regime_vol",
-)
-#: Stream feature values (mirror of the stream feature names in features.vectors).
-STREAM_FEATURE_COLUMNS: tuple[str, ...] = (
-    "win_rate",
-    "mean_r",
-    "ewm_r",
-    "drawdown_r",
-    "trade_count",
-    "signal_rate",
-    "realized_vol",
-    "regime",
-)
-#: Stream feature views (mirror of features.stream.VIEWS); each gets a `ts_{view}` column
-#: set only on its own rows, so one Feast file source per view sees only its rows.
-STREAM_VIEWS: tuple[str, ...] = ("strategy_stats", "signal_stats", "symbol_stats")
-STRATEGY_IDS: tuple[str, ...] = ("S2", "S3", "S6", "S11")
 
 TS = pa.timestamp("us", tz="UTC")
 _KEY_RE = re.compile(
@@ -203,10 +163,10 @@ _TOPIC_COLUMNS: dict[str, list[tuple[str, pa.DataType, Getter]]] = {
         ("size_multiplier", _F64, _decision("size_multiplier")),
         ("contracts", _I64, _decision("contracts")),
         ("variant", _STR, _decision("variant")),
-        *((f"prob_{s}", _F64, _prob(s)) for s in STRATEGY_IDS),
+        *((f"prob_{s}", _F64, _prob(s)) for s in STRATEGIES),
         ("candidates", _STR, _json("candidates")),
         ("model_versions", _STR, _json("model_versions")),
-        *((n, _F64, _snapshot(n)) for n in SNAPSHOT_FEATURE_NAMES),
+        *((n, _F64, _snapshot(n)) for n in FEATURE_NAMES),
     ],
     "outcomes": [
         ("signal_id", _STR, _get("signal_id")),
@@ -433,7 +393,7 @@ def iter_payloads(
     """Yield (partition, offset, original JSON bytes) in (partition, offset) order.
 
     Per-partition order is the order the worker saw, which is what stream features
-    depend on; decode the bytes with `streams.events.decode`.
+    depend on; decode the bytes with `infra.contracts.decode`.
     """
     table = read_topic(lake_uri, topic, start, end, settings, store=store)
     table = table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])

@@ -8,18 +8,33 @@ and emits the outputs; Faust acks the batch's events only after this returns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from streams.events import encode
+from features.stream import StreamFeatureState
+from infra.contracts import Event, encode
+from streams.metrics import StreamMetrics
 from streams.processing import SOURCE_TOPICS, process_record
 
-if TYPE_CHECKING:
-    from streams.app import WorkerApp
-
-__all__ = ["handle_batch", "register_agents"]
+__all__ = ["AgentHost", "handle_batch", "register_agents"]
 
 
-async def handle_batch(worker: WorkerApp, short: str, events: Sequence[Any]) -> None:
+class AgentHost(Protocol):
+    """What the agents need of the worker (`streams.app.WorkerApp` provides it)."""
+
+    app: Any
+    topics: dict[str, Any]
+    options: Any
+    group_id: str
+    state: StreamFeatureState
+    metrics: StreamMetrics
+    pusher: Any
+
+    async def send(self, short: str, key: bytes, value: bytes) -> None: ...
+    async def emit(self, event: Event) -> None: ...
+    async def persist_changed(self) -> int: ...
+
+
+async def handle_batch(worker: AgentHost, short: str, events: Sequence[Any]) -> None:
     """Validate, fold, persist, emit and queue the online pushes of Faust events."""
     outputs: list[Any] = []
     for event in events:
@@ -49,13 +64,13 @@ async def handle_batch(worker: WorkerApp, short: str, events: Sequence[Any]) -> 
     worker.metrics.events_in.labels(topic=short).inc(len(events))  # folded and emitted
 
 
-def register_agents(worker: WorkerApp) -> None:
+def register_agents(worker: AgentHost) -> None:
     """Attach one agent per source topic to the worker's Faust app."""
     for short in SOURCE_TOPICS:
         _agent(worker, short)
 
 
-def _agent(worker: WorkerApp, short: str) -> None:
+def _agent(worker: AgentHost, short: str) -> None:
     size, within = worker.options.batch_max, worker.options.batch_within_s
 
     async def agent(stream: Any) -> None:

@@ -32,7 +32,8 @@ from infra.settings import Settings, settings_env
 
 import faust  # isort: skip
 from features.stream import StreamFeatureState
-from streams.events import Event, encode, event_key, topic_for, topic_settings
+from infra.bus import topic_settings
+from infra.contracts import LAKE_TOPICS, Event, encode, event_key, topic_for
 from streams.metrics import StreamMetrics
 from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
@@ -103,7 +104,7 @@ class WorkerApp:
         )
         self.topics: dict[str, Any] = {
             name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
-            for name in ("bars", "signals", "outcomes", "features", "drift", "dlq")
+            for name in LAKE_TOPICS
         }
         self.table = self.app.Table(
             "stream_state",

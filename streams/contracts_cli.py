@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from streams.events import TOPICS, json_schemas
+from infra.contracts import TOPICS, json_schemas
 
 
 @click.group()

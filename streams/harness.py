@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from features.stream import StreamFeatureState
-from infra.bus import KafkaBus
+from infra.bus import KafkaBus, topic_settings
+from infra.contracts import Event, encode, event_key, topic_for
 from infra.lake import read_topic
 from infra.objectstore import store_for_uri
 from infra.settings import Settings, settings_env
-from streams.events import Event, encode, event_key, topic_for, topic_settings
 
 __all__ = [
     "WorkerProcess",

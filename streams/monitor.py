@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
 from infra.bus import BrokerUnavailableError
+from infra.contracts import TOPICS
 from infra.settings import Settings, get_settings
-from streams.events import TOPICS
 from streams.monitor_state import (
     MonitorState,
     compute_lag,

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from infra.timeutil import parse_time
-from streams.events import (
+from infra.contracts import (
     DeadLetter,
     DriftAlert,
     Event,
@@ -21,6 +20,7 @@ from streams.events import (
     TradeOutcome,
     decode,
 )
+from infra.timeutil import parse_time
 
 __all__ = [
     "LagRow",

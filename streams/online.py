@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from streams.events import FeatureUpdate
+from infra.contracts import FeatureUpdate
 from streams.metrics import StreamMetrics
 
 __all__ = ["OnlinePusher"]

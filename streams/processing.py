@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from features.stream import Output, Source, StreamFeatureState, derived_id
-from streams.events import DeadLetter, Event
+from infra.contracts import DeadLetter, Event
 from streams.validate import Rejected, validate_record
 
 __all__ = ["Processed", "process_record"]

@@ -17,12 +17,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from features.stream import StreamFeatureState
-from infra.bus import KafkaBus
+from infra.bus import KafkaBus, topic_settings
+from infra.contracts import decode, event_key
 from infra.lake import iter_payloads, read_topic
 from infra.objectstore import store_for_uri
 from infra.settings import Settings
 from infra.timeutil import parse_time
-from streams.events import decode, event_key, topic_settings
 from streams.offsets import true_end_offsets
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS, process_record

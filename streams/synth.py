@@ -7,16 +7,18 @@ import math
 import random
 from collections.abc import Iterator
 
-from streams.events import Bar, Decision, Event, SignalSnapshot, TradeOutcome
+from infra.contracts import (
+    FEATURE_NAMES,
+    STRATEGIES,
+    Bar,
+    Decision,
+    Event,
+    SignalSnapshot,
+    TradeOutcome,
+)
 
 __all__ = ["FEATURE_NAMES", "synthetic_events"]
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "ret_1", "ret_5", "ret_15", "ret_60", "atr_14", "atr_pct", "rv_30", "rsi_14",
-    "bb_pctb_20", "bb_width_20", "ema_spread", "ema_slope", "volume_z_30", "range_pos_60",
-    "tod_sin", "tod_cos", "session_rth", "session_open_30", "regime_trend", "regime_vol",
-)  # fmt: skip
-STRATEGIES = ("S2", "S3", "S6", "S11")
 START = dt.datetime(2024, 3, 4, 14, 30, tzinfo=dt.UTC)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.events import TOPICS, DeadLetter, Event, EventDecodeError, decode, event_key
+from infra.contracts import TOPICS, DeadLetter, Event, EventDecodeError, decode, event_key
 
 __all__ = ["KeyMismatchError", "Rejected", "validate_record"]
 

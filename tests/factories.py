@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from features.vectors import FEATURE_NAMES
-from streams.events import (
+from infra.contracts import (
+    FEATURE_NAMES,
     Artifact,
     Bar,
     DeadLetter,

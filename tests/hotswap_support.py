@@ -22,12 +22,12 @@ import onnxruntime as ort
 import orjson
 
 from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN
-from infra.bus import KafkaBus
+from infra.bus import KafkaBus, topic_settings
+from infra.contracts import Artifact, GateResult, ModelManifest
 from infra.objectstore import object_store
 from infra.settings import Settings
 from infra.signing import Keyring, sign_body
-from streams.events import Artifact, GateResult, ModelManifest, topic_settings
-from trader.release import LATEST_MANIFEST_KEY
+from trader.delivery.release import LATEST_MANIFEST_KEY
 
 FAMILIES = ("meta", "exec", "sizer")
 

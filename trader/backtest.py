@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streams.events import Event, TradeOutcome
+from infra.contracts import Event, TradeOutcome
 
 __all__ = ["TradeRecorder", "print_summary", "write_equity_png", "write_summary", "write_trades"]
 

@@ -105,9 +105,9 @@ def trade(
     bar_ts: str,
 ) -> None:
     """Run the paper trader on a feed, spooling events to Kafka through the outbox."""
+    from trader.delivery.models import ModelLoadError
     from trader.feeds.base import FeedDataError
     from trader.live import TradeOptions, run_trade
-    from trader.models import ModelLoadError
 
     settings = get_settings()
     opts = TradeOptions(
@@ -202,10 +202,10 @@ def backtest(
         write_summary,
         write_trades,
     )
-    from trader.engine import Engine, EngineConfig
-    from trader.events_out import LakeSink
+    from trader.core.engine import Engine, EngineConfig
+    from trader.delivery.models import ModelHolder, ModelLoadError, ModelSet
     from trader.feeds import FeedDataError, open_feed
-    from trader.models import ModelHolder, ModelLoadError, ModelSet
+    from trader.io.events_out import LakeSink
 
     if bool(data) == bool(feed_spec):
         raise click.UsageError("give exactly one of --data PATH or --feed SPEC")

@@ -20,16 +20,16 @@ from typing import Any
 import uvicorn
 
 from infra.bus import KafkaBus
+from infra.contracts import DeadLetter
 from infra.settings import Settings
-from streams.events import DeadLetter
 from trader import metrics
-from trader.api import create_app
-from trader.canary import ModelRouter
-from trader.engine import Engine, EngineConfig
+from trader.core.engine import Engine, EngineConfig
+from trader.delivery.canary import ModelRouter
+from trader.delivery.hotswap import STARTUP_WAIT_S, HotSwapper, kafka_configured
+from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds import Feed, Pacer, open_feed
-from trader.hotswap import STARTUP_WAIT_S, HotSwapper, kafka_configured
-from trader.models import ModelHolder, ModelSet
-from trader.outbox import Outbox, OutboxDrainer
+from trader.io.api import create_app
+from trader.io.outbox import Outbox, OutboxDrainer
 from trader.runtime import Runtime
 
 __all__ = ["TradeOptions", "outbox_dir", "run_trade"]
@@ -107,7 +107,7 @@ async def run_trade(
         outbox.append_event("dlq", dl)
 
     feed = build_feed(opts, bus, dead_letter)
-    # hot swap + canary (trader/hotswap.py, trader/canary.py)
+    # hot swap + canary (trader/delivery/hotswap.py, trader/delivery/canary.py)
     router = ModelRouter.from_settings(settings, holder) if settings.canary_mode != "off" else None
     swapper = HotSwapper(settings, holder, router=router) if kafka_configured(settings) else None
     engine = Engine(

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
+from infra.contracts import LATEST_MANIFEST_KEY
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -45,7 +47,7 @@ __all__ = [
 REQUIRED_COLUMNS: tuple[str, ...] = ("strategy", "pnl_usd", "r_multiple", "exit_ts")
 #: Artifact metric keys holding a reliability curve: `calib_pred_{i}` / `calib_obs_{i}`.
 CALIB_KEY = re.compile(r"^calib_(pred|obs)_(\d+)$")
-MANIFEST_KEY = "models/manifest/latest.json"
+MANIFEST_KEY = LATEST_MANIFEST_KEY
 
 
 class ReportInputError(ValueError):
@@ -494,9 +496,15 @@ def load_day(
     """
     import pandas as pd
 
+    from infra.contracts import (
+        EventDecodeError,
+        ModelManifest,
+        SignalSnapshot,
+        TradeOutcome,
+        decode,
+    )
     from infra.lake import read_topic
     from infra.objectstore import ObjectNotFoundError, object_store
-    from streams.events import EventDecodeError, ModelManifest, SignalSnapshot, TradeOutcome, decode
 
     notes: list[str] = []
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)

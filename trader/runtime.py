@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from infra.settings import Settings
 from trader import metrics
-from trader.engine import Engine
+from trader.core.engine import Engine
+from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds.base import Feed
-from trader.models import ModelHolder, ModelSet
-from trader.outbox import Outbox, OutboxDrainer
+from trader.io.outbox import Outbox, OutboxDrainer
 
-if TYPE_CHECKING:  # hot swap and canary (trader/hotswap.py, trader/canary.py)
-    from trader.canary import ModelRouter
-    from trader.hotswap import HotSwapper
+if TYPE_CHECKING:  # hot swap and canary (trader/delivery/hotswap.py, trader/delivery/canary.py)
+    from trader.delivery.canary import ModelRouter
+    from trader.delivery.hotswap import HotSwapper
 
 __all__ = ["Runtime", "build_info"]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from infra.contracts import MANIFEST_PREFIX
 from infra.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,7 @@ def list_(as_json: bool) -> None:
         )
         return
     if not rows:
-        click.echo(f"no releases in {reg.store.uri('models/manifest/')}")
+        click.echo(f"no releases in {reg.store.uri(MANIFEST_PREFIX)}")
         return
     for r in rows:
         mark = "*" if latest is not None and r["release"] == latest.release else " "

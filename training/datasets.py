@@ -29,12 +29,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.vectors import (
-    EXEC_FEATURE_NAMES,
-    FEATURE_NAMES,
-    META_FEATURE_NAMES,
-    STRATEGIES,
-)
+from features.vectors import EXEC_FEATURE_NAMES, META_FEATURE_NAMES
+from infra.contracts import FEATURE_NAMES, STRATEGIES
 from infra.settings import Settings
 from training.config import DataError, TrainConfig
 

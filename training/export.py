@@ -16,7 +16,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from features.vectors import MODEL_FEATURES, MODEL_IO, STRATEGIES
+from features.vectors import MODEL_FEATURES, MODEL_IO
+from infra.contracts import STRATEGIES
 from training.config import ExportError
 
 __all__ = [

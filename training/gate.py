@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.vectors import MODEL_FEATURES, MODEL_IO
-from streams.events import Artifact, ModelManifest
+from infra.contracts import Artifact, ModelManifest
 from training.config import ReleaseError, TrainingError
 from training.export import onnx_session, run_onnx
 

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
 from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
 
-from features.vectors import STRATEGIES
+from infra.contracts import STRATEGIES
 from training.config import DataError, TrainConfig
 
 __all__ = [

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.vectors import SIZER_FEATURE_NAMES, STRATEGIES
+from features.vectors import SIZER_FEATURE_NAMES
+from infra.contracts import STRATEGIES, Artifact, GateResult, ModelManifest
 from infra.settings import Settings
 from infra.signing import Keyring
-from streams.events import Artifact, GateResult, ModelManifest
 from training import export as ex
 from training import models as md
 from training.config import DataError, TrainConfig, TrainingError
@@ -35,37 +35,12 @@ from training.datasets import PitEngine, TrainingData, build_training_data
 from training.gate import Verdict, champion_scores, judge
 from training.release import Published, Registry, build_manifest, release_name, sign_manifest
 from training.sizer import export_sizer, train_sizer
+from training.trained import FamilyResult, TrainedSet
 
 __all__ = ["RunResult", "TrainedSet", "fit_all", "run_training", "sizer_obs"]
 
 log = logging.getLogger(__name__)
 Step = Callable[[str], None]
-
-
-@dataclass
-class FamilyResult:
-    """A trained challenger: its export, holdout scores and metrics per fold."""
-
-    family: str
-    exported: ex.Exported
-    holdout_metrics: dict[str, float]
-    fold_metrics: list[dict[str, float]]
-    model: Any
-    holdout_scores: np.ndarray
-
-
-@dataclass
-class TrainedSet:
-    """Everything `fit_all` produced (before the gate)."""
-
-    data: TrainingData
-    meta: FamilyResult
-    exec: FamilyResult
-    sizer: FamilyResult
-    holdout_start: dt.datetime
-    timings_s: dict[str, float] = field(default_factory=dict)
-    holdout_groups: pd.DataFrame | None = None
-    holdout_signals: pd.DataFrame | None = None
 
 
 @dataclass

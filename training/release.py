@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,17 @@ from urllib.parse import urlparse
 import orjson
 
 from features.vectors import MODEL_FEATURES, MODEL_IO
+from infra.bus import topic_settings
+from infra.contracts import Artifact, GateResult, ModelManifest, Signature, decode, utc_now
+from infra.contracts.keys import (
+    DEFAULT_MODEL_SET,
+    LATEST_MANIFEST_KEY,
+    MANIFEST_PREFIX,
+    MANIFEST_SEQ_RE,
+    artifact_key,
+    latest_manifest_key,
+    manifest_key,
+)
 from infra.objectstore import (
     LocalObjectStore,
     ObjectNotFoundError,
@@ -36,15 +46,6 @@ from infra.objectstore import (
 )
 from infra.settings import Settings
 from infra.signing import Keyring, sign_body, verify_body
-from streams.events import (
-    Artifact,
-    GateResult,
-    ModelManifest,
-    Signature,
-    decode,
-    topic_settings,
-    utc_now,
-)
 from training.config import ReleaseError
 
 __all__ = [
@@ -62,23 +63,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST_PREFIX = "models/manifest/"
-LATEST_KEY = f"{MANIFEST_PREFIX}latest.json"
-_SEQ_RE = re.compile(r"^models/manifest/(\d+)\.json$")
+LATEST_KEY = LATEST_MANIFEST_KEY
 
 
-def latest_key(model_set: str = "default") -> str:
+def latest_key(model_set: str = DEFAULT_MODEL_SET) -> str:
     """Return where the newest manifest of a model set lives (`default`: latest.json)."""
-    if model_set == "default":
-        return LATEST_KEY
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_set):
-        raise ReleaseError(f"bad model set name {model_set!r}")
-    return f"{MANIFEST_PREFIX}sets/{model_set}/latest.json"
-
-
-def artifact_key(family: str, version: str) -> str:
-    """Return the store key of a family's ONNX file in a version."""
-    return f"models/{family}/{version}/{family}.onnx"
+    try:
+        return latest_manifest_key(model_set)
+    except ValueError as exc:
+        raise ReleaseError(str(exc)) from None
 
 
 def clean_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -171,7 +164,7 @@ class Registry:
         """Return every sequence number with a manifest in the history, ascending."""
         out = []
         for key in self.store.list(MANIFEST_PREFIX):
-            m = _SEQ_RE.match(key)
+            m = MANIFEST_SEQ_RE.match(key)
             if m:
                 out.append(int(m.group(1)))
         return sorted(out)
@@ -180,7 +173,7 @@ class Registry:
         """Return every manifest in the history, by sequence."""
         out = []
         for seq in self.sequences():
-            m = self._read(f"{MANIFEST_PREFIX}{seq}.json")
+            m = self._read(manifest_key(seq))
             if m is not None:
                 out.append(m)
         return out
@@ -266,7 +259,7 @@ class Registry:
                 f"sequence {manifest.sequence} is not newer than the published {current.sequence}"
             )
         body = manifest_json(manifest)
-        key = f"{MANIFEST_PREFIX}{manifest.sequence}.json"
+        key = manifest_key(manifest.sequence)
         if self.store.exists(key):
             raise ReleaseError(
                 f"{key} already exists: another release took sequence {manifest.sequence}"

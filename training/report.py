@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features.vectors import EXEC_FEATURE_NAMES, META_FEATURE_NAMES, STRATEGIES
+from features.vectors import EXEC_FEATURE_NAMES, META_FEATURE_NAMES
+from infra.contracts import STRATEGIES
 
 if TYPE_CHECKING:
-    from streams.events import ModelManifest
+    from infra.contracts import ModelManifest
     from training.gate import Verdict
-    from training.pipeline import TrainedSet
+    from training.trained import TrainedSet
 
 __all__ = ["write_report"]
 

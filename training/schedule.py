@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.bus import topic_settings
 from infra.settings import Settings
 from infra.timeutil import parse_duration
-from streams.events import topic_settings
 
 __all__ = ["LoopStats", "parse_duration", "skip_switch", "train_loop"]
 
@@ -49,7 +49,7 @@ async def _drift_listener(
 ) -> None:
     """Consume the drift topic from its end and call `on_alert` per DriftAlert."""
     from infra.bus import KafkaBus
-    from streams.events import DriftAlert, EventDecodeError, decode
+    from infra.contracts import DriftAlert, EventDecodeError, decode
 
     bus = KafkaBus(settings)
     await bus.ensure_topics(topic_settings(bus, ["drift"]))

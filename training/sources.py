@@ -68,9 +68,9 @@ def derive_stream_features(lake: str, settings: Settings) -> int:
     the order a streams worker sees them in. Return the number of updates written.
     """
     from features.stream import StreamFeatureState
+    from infra.contracts import SignalSnapshot, TradeOutcome, decode
     from infra.lake import iter_payloads, list_files, write_batch
     from infra.objectstore import store_for_uri
-    from streams.events import SignalSnapshot, TradeOutcome, decode
 
     store = store_for_uri(lake, settings)
     if list_files(store, "features"):

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.vectors import FEATURE_NAMES, STRATEGIES
+from infra.contracts import FEATURE_NAMES, STRATEGIES
 from infra.lake import lake_key, schema_for
 from infra.objectstore import ObjectStore
 
@@ -198,7 +198,7 @@ def _strategy_stats(outcomes: pd.DataFrame) -> pd.DataFrame:
 
 def _payloads(topic: str, frame: pd.DataFrame) -> list[str]:
     """Build each row's wire JSON (the event as the trader would have encoded it)."""
-    from streams.events import FeatureUpdate, SignalSnapshot, TradeOutcome, encode
+    from infra.contracts import FeatureUpdate, SignalSnapshot, TradeOutcome, encode
 
     out: list[str] = []
     recs = frame.to_dict("records")

@@ -20,17 +20,14 @@ from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Bool, Float64, Int64, String
 
+from infra.contracts.vocab import FEATURE_NAMES, STRATEGIES, STREAM_VIEW_FEATURES
+
 HERE = Path(__file__).resolve().parent
 TTL = timedelta(days=3650)
 
-STRATEGY_STATS = ("win_rate", "mean_r", "ewm_r", "drawdown_r", "trade_count")
-SIGNAL_STATS = ("signal_rate",)
-SYMBOL_STATS = ("realized_vol", "regime")
-SNAPSHOT_FEATURES = (
-    "ret_1", "ret_5", "ret_15", "ret_60", "atr_14", "atr_pct", "rv_30", "rsi_14",
-    "bb_pctb_20", "bb_width_20", "ema_spread", "ema_slope", "volume_z_30", "range_pos_60",
-    "tod_sin", "tod_cos", "session_rth", "session_open_30", "regime_trend", "regime_vol",
-)  # fmt: skip
+STRATEGY_STATS = STREAM_VIEW_FEATURES["strategy_stats"]
+SIGNAL_STATS = STREAM_VIEW_FEATURES["signal_stats"]
+SYMBOL_STATS = STREAM_VIEW_FEATURES["symbol_stats"]
 
 
 def _config() -> dict[str, Any]:
@@ -97,11 +94,11 @@ signal_snapshots = FeatureView(
     entities=[symbol, strategy],
     ttl=TTL,
     schema=[
-        *_floats(SNAPSHOT_FEATURES),
+        *_floats(FEATURE_NAMES),
         Field(name="taken", dtype=Bool),
         Field(name="predicted_r", dtype=Float64),
         Field(name="size_multiplier", dtype=Float64),
-        *_floats(tuple(f"prob_{s}" for s in ("S2", "S3", "S6", "S11"))),
+        *_floats(tuple(f"prob_{s}" for s in STRATEGIES)),
         Field(name="side", dtype=String),
     ],
     source=signals_source,
@@ -143,8 +140,4 @@ OBJECTS: list[Any] = [
     outcomes_source,
     trade_outcomes,
 ]
-STREAM_VIEWS = {
-    "strategy_stats": STRATEGY_STATS,
-    "signal_stats": SIGNAL_STATS,
-    "symbol_stats": SYMBOL_STATS,
-}
+STREAM_VIEWS = STREAM_VIEW_FEATURES

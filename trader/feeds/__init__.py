@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from trader.feeds.base import Feed, FeedDataError, FeedStats, MarketBar, Pacer
+from trader.core.bar import MarketBar
+from trader.feeds.base import Feed, FeedDataError, FeedStats, Pacer
 
 __all__ = ["Feed", "FeedDataError", "FeedStats", "MarketBar", "Pacer", "open_feed"]
 

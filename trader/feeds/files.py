@@ -21,7 +21,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from trader.feeds.base import Feed, FeedDataError, MarketBar
+from trader.core.bar import MarketBar
+from trader.feeds.base import Feed, FeedDataError
 
 __all__ = ["FileFeed", "load_bars"]
 

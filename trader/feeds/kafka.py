@@ -6,8 +6,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from infra.bus import BusConsumer, KafkaBus
-from streams.events import Bar, DeadLetter, EventDecodeError, decode
-from trader.feeds.base import Feed, FeedDataError, MarketBar
+from infra.contracts import Bar, DeadLetter, EventDecodeError, decode
+from trader.core.bar import MarketBar
+from trader.feeds.base import Feed, FeedDataError
 
 __all__ = ["KafkaFeed"]
 

@@ -22,8 +22,9 @@ from typing import Literal
 import numpy as np
 
 from features.compute import EASTERN
-from trader.feeds.base import Feed, MarketBar
-from trader.instruments import BUILTIN, Instrument
+from trader.core.bar import MarketBar
+from trader.core.instruments import BUILTIN, Instrument
+from trader.feeds.base import Feed
 
 __all__ = ["SimFeed", "SimParams"]
 

@@ -1,0 +1,69 @@
+"""Topic specs: each topic's short name, contract, key and retention, spelled once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.contracts.events import (
+    Bar,
+    DeadLetter,
+    DriftAlert,
+    Event,
+    FeatureUpdate,
+    ModelManifest,
+    SignalSnapshot,
+    TradeOutcome,
+)
+
+__all__ = ["LAKE_TOPICS", "TOPICS", "TopicSpec", "event_key", "topic_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic's short name, its contract and its broker config."""
+
+    name: str
+    contract: type[Event]
+    key: str
+    compacted: bool = False
+
+    def config(self, retention_ms: int) -> dict[str, str]:
+        """Return the topic config for topic creation."""
+        if self.compacted:
+            return {"cleanup.policy": "compact"}
+        return {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
+
+
+TOPICS: dict[str, TopicSpec] = {
+    s.name: s
+    for s in (
+        TopicSpec("bars", Bar, key="symbol"),
+        TopicSpec("signals", SignalSnapshot, key="symbol"),
+        TopicSpec("outcomes", TradeOutcome, key="symbol"),
+        TopicSpec("features", FeatureUpdate, key="symbol"),
+        TopicSpec("drift", DriftAlert, key="symbol"),
+        TopicSpec("models", ModelManifest, key="model_set", compacted=True),
+        TopicSpec("dlq", DeadLetter, key="source_topic"),
+    )
+}
+
+
+def event_key(event: Event) -> bytes:
+    """Return the partition key of an event: its symbol (a manifest: its model set)."""
+    for attr in ("symbol", "model_set", "source_topic"):
+        value = getattr(event, attr, None)
+        if value:
+            return str(value).encode()
+    return event.event_id.encode()
+
+
+def topic_for(event: Event) -> str:
+    """Return the short topic name an event belongs on."""
+    for spec in TOPICS.values():
+        if isinstance(event, spec.contract):
+            return spec.name
+    raise KeyError(f"no topic carries {type(event).__name__}")
+
+
+#: Topics the streams worker sinks to the lake (every topic but the compacted `models`).
+LAKE_TOPICS: tuple[str, ...] = tuple(n for n, s in TOPICS.items() if not s.compacted)

@@ -1,0 +1,1 @@
+"""The test kit: synthetic events, lakes, bars and the worker harness."""

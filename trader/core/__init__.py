@@ -1,0 +1,1 @@
+"""The hot path: the engine, bars, instruments, strategies, decisions, risk and statistics."""

@@ -1,0 +1,160 @@
+"""Per-bar decisions: candidates -> meta choice -> predicted R -> size -> contracts.
+
+With models (`path="models"`): the meta classifier scores `meta_vector` and the
+candidate whose strategy has the highest probability is chosen; the execution
+model predicts its R-multiple from `exec_vector` (a prediction <= `min_predicted_r`
+skips it); the RL sizer maps `sizer_vector` to a multiplier clamped to [0.1, 2.0]
+(1.0 when `RL_ENABLED=0` or no sizer is loaded). A family that is not loaded
+falls back to its rule below; the path is "models" as soon as one model is loaded.
+
+Rules (`path="rules"`, no models): the first candidate in the fixed priority
+S6 Breakout > S2 EmaCross > S11 Momentum > S3 MeanReversion is chosen, nothing is
+predicted, the multiplier is 1.0.
+
+Contracts = round(BASE_RISK_USD / (stop distance x point value) x multiplier),
+before the risk limits cap them. Every input row is a preallocated float32 buffer
+reused across decisions; `holder.current` is read once per decision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from features.compute import MarketFeatures
+from features.vectors import (
+    MODEL_FEATURES,
+    SIZE_MAX,
+    SIZE_MIN,
+    exec_vector,
+    meta_vector,
+    sizer_vector,
+)
+from infra.contracts import FEATURE_NAMES, STRATEGIES
+from trader.core.instruments import Instrument
+from trader.core.strategies import Candidate
+from trader.core.stream_cache import StreamCache
+from trader.delivery.models import ModelHolder, ModelSet
+
+__all__ = ["RULE_PRIORITY", "Choice", "Decider"]
+
+RULE_PRIORITY: tuple[str, ...] = ("S6", "S2", "S11", "S3")
+_RULE_RANK = {s: i for i, s in enumerate(RULE_PRIORITY)}
+_STRATEGY_INDEX = {s: i for i, s in enumerate(STRATEGIES)}
+_EMPTY: Mapping[str, float] = {}
+
+
+class Choice(NamedTuple):
+    """What the models (or rules) said for one bar's candidates of one symbol."""
+
+    path: str
+    chosen: int  # index into the candidates
+    probabilities: dict[str, float]
+    predicted_r: float | None
+    multiplier: float
+    contracts: int  # before risk caps
+    model_versions: dict[str, str]
+    features: tuple[float, ...]
+    skip_reason: str | None  # set when the models veto the chosen candidate
+
+
+class Decider:
+    """Turn a bar's candidates into a `Choice`, reusing preallocated input rows."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        cache: StreamCache,
+        *,
+        rl_enabled: bool = True,
+        base_risk_usd: float = 500.0,
+        min_predicted_r: float = 0.0,
+    ) -> None:
+        self.holder = holder
+        self.cache = cache
+        self.rl_enabled = rl_enabled
+        self.base_risk_usd = base_risk_usd
+        self.min_predicted_r = min_predicted_r
+        self.market_row = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
+        self.meta_row = np.zeros((1, len(MODEL_FEATURES["meta"])), dtype=np.float32)
+        self.exec_row = np.zeros((1, len(MODEL_FEATURES["exec"])), dtype=np.float32)
+        self.sizer_row = np.zeros((1, len(MODEL_FEATURES["sizer"])), dtype=np.float32)
+
+    def decide(
+        self,
+        symbol: str,
+        candidates: Sequence[Candidate],
+        f: MarketFeatures,
+        instrument: Instrument,
+        models: ModelSet | None = None,
+    ) -> Choice:
+        """Choose one candidate and size it; never raises on model output.
+
+        `models` is the set the canary router chose (default: `holder.current`).
+        """
+        if models is None:  # hot swap/canary: a routed set decides when given
+            models = self.holder.current
+        market = f.vector(self.market_row)
+        features = tuple(market.tolist())
+        stream = self.cache.strategy_values(symbol)
+        probabilities: dict[str, float] = {}
+        meta = models.meta
+        if meta is not None:
+            meta_vector(market, stream, out=self.meta_row[0])
+            probs = meta.run(self.meta_row).reshape(-1).tolist()
+            probabilities = {s: float(p) for s, p in zip(STRATEGIES, probs, strict=False)}
+            chosen, best = 0, -1.0
+            for i, c in enumerate(candidates):
+                p = probs[_STRATEGY_INDEX[c.strategy]]
+                if p > best:
+                    chosen, best = i, p
+            meta_prob = probabilities[candidates[chosen].strategy]
+        else:
+            chosen = min(range(len(candidates)), key=lambda i: _RULE_RANK[candidates[i].strategy])
+            meta_prob = 1.0 / len(candidates)
+        cand = candidates[chosen]
+        own = stream.get(cand.strategy, _EMPTY)
+        stop_atr = cand.stop_atr
+        reward_risk = cand.reward_risk
+        predicted_r: float | None = None
+        skip: str | None = None
+        ex = models.exec
+        if ex is not None:
+            exec_vector(
+                market, cand.strategy, cand.side, stop_atr, reward_risk, own, out=self.exec_row[0]
+            )
+            predicted_r = float(ex.run(self.exec_row).reshape(-1)[0])
+            if not math.isfinite(predicted_r):
+                predicted_r, skip = None, "model_output_invalid"
+            elif predicted_r <= self.min_predicted_r:
+                skip = "low_predicted_r"
+        multiplier = 1.0
+        sizer = models.sizer
+        if sizer is not None and self.rl_enabled:
+            sizer_vector(
+                market,
+                meta_prob,
+                predicted_r or 0.0,
+                cand.side,
+                stop_atr,
+                own,
+                out=self.sizer_row[0],
+            )
+            raw = float(sizer.run(self.sizer_row).reshape(-1)[0])
+            multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if math.isfinite(raw) else 1.0
+        stop_usd = cand.stop_distance * instrument.point_value_usd
+        contracts = round(self.base_risk_usd / stop_usd * multiplier) if stop_usd > 0 else 0
+        return Choice(
+            path="rules" if models.empty else "models",
+            chosen=chosen,
+            probabilities=probabilities,
+            predicted_r=predicted_r,
+            multiplier=multiplier,
+            contracts=contracts,
+            model_versions=models.versions,
+            features=features,
+            skip_reason=skip,
+        )

@@ -1,0 +1,50 @@
+"""In-process stream features for decisions, fed with the trader's own events.
+
+The trader feeds every signal and outcome it emits to this cache, so the stream
+features a decision sees (per-strategy win rate, EW R, ...) are the same in a
+backtest, live and in a replay. The computation is `features.stream.StreamFeatureState`
+(the streams workers use the same class). Values are cached per symbol and
+recomputed only after something was learned, keeping the decision path cheap.
+Bars are not fed: no model input uses the per-symbol stream features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from features.stream import StreamFeatureState
+from infra.contracts import DriftAlert, FeatureUpdate, SignalSnapshot, TradeOutcome
+
+__all__ = ["StreamCache"]
+
+
+class StreamCache:
+    """Stream features per symbol and strategy, learned from the trader's events."""
+
+    def __init__(self, state: StreamFeatureState | None = None) -> None:
+        self.state = state if state is not None else StreamFeatureState(detect_drift=False)
+        self._strategy: dict[str, Mapping[str, Mapping[str, float]]] = {}
+        self._symbol: dict[str, Mapping[str, float]] = {}
+
+    def learn(self, event: SignalSnapshot | TradeOutcome) -> list[FeatureUpdate | DriftAlert]:
+        """Learn from a signal or outcome; return the feature updates and drift alerts."""
+        out = list(self.state.learn(event))
+        symbol = getattr(event, "symbol", None)
+        if symbol is not None:
+            self._strategy.pop(symbol, None)
+            self._symbol.pop(symbol, None)
+        return out
+
+    def strategy_values(self, symbol: str) -> Mapping[str, Mapping[str, float]]:
+        """Return strategy -> feature name -> value for a symbol."""
+        cached = self._strategy.get(symbol)
+        if cached is None:
+            cached = self._strategy[symbol] = self.state.strategy_values(symbol)
+        return cached
+
+    def symbol_values(self, symbol: str) -> Mapping[str, float]:
+        """Return the per-symbol stream features."""
+        cached = self._symbol.get(symbol)
+        if cached is None:
+            cached = self._symbol[symbol] = self.state.symbol_values(symbol)
+        return cached

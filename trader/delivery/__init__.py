@@ -1,0 +1,1 @@
+"""Model delivery: release verification, the helper process, hot swap and the canary."""

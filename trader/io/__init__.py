@@ -1,0 +1,1 @@
+"""The trader's edges: the durable outbox, the lake writer and the HTTP API."""

@@ -1,0 +1,408 @@
+"""A durable outbox: an append-only spool on disk, drained to Kafka in the background.
+
+Trading appends events to segment files (`seg-{first_seq:016d}.log`, frames of
+`u32 length | u32 crc32 | u16 topic | topic | u16 key | key | value`) and never
+waits for Kafka. A drain thread with its own event loop reads the spool from the
+persisted cursor, sends records in spool order through `infra.bus`, and advances
+the cursor (`cursor.json`, replaced atomically) only for records the broker
+acknowledged. Records acknowledged out of order after a failed one are remembered
+in the cursor file and not sent again. With the broker down the spool grows; on
+reconnect (a fresh idempotent producer, topics ensured) it drains in order.
+
+Guarantees: nothing appended is lost (frames are flushed to the OS on append and
+fsynced every `fsync_interval_s` and on close; a torn tail frame after a crash is
+cut off on open), and no record is sent twice while the process lives. A process
+crash between an ack and the cursor write can resend that one batch; the event's
+`event_id` is the dedup key for that case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from infra.bus import BusProducer, KafkaBus, topic_settings
+from infra.contracts import Event, encode, event_key
+
+__all__ = ["Outbox", "OutboxDrainer", "OutboxError"]
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct("<II")
+_LEN16 = struct.Struct("<H")
+SEGMENT_BYTES = 16 * 1024 * 1024
+
+
+class OutboxError(RuntimeError):
+    """Raise when the spool directory cannot be used."""
+
+
+def _frame(topic: str, key: bytes | None, value: bytes) -> bytes:
+    t = topic.encode()
+    k = key or b""
+    body = b"".join((_LEN16.pack(len(t)), t, _LEN16.pack(len(k)), k, value))
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def _unframe(body: bytes) -> tuple[str, bytes | None, bytes]:
+    (tl,) = _LEN16.unpack_from(body, 0)
+    topic = body[2 : 2 + tl].decode()
+    (kl,) = _LEN16.unpack_from(body, 2 + tl)
+    start = 4 + tl
+    key = body[start : start + kl] or None
+    return topic, key, body[start + kl :]
+
+
+def _scan(path: Path) -> tuple[int, int]:
+    """Return (valid records, valid bytes) of a segment; stop at the first bad frame."""
+    count = pos = 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    while pos + _HEAD.size <= len(data):
+        length, crc = _HEAD.unpack_from(data, pos)
+        end = pos + _HEAD.size + length
+        if end > len(data) or zlib.crc32(data[pos + _HEAD.size : end]) != crc:
+            break
+        count += 1
+        pos = end
+    return count, pos
+
+
+class Outbox:
+    """The spool: `append` from the trading thread, `read`/`commit` from the drainer."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        fsync_interval_s: float = 1.0,
+    ) -> None:
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"cannot create outbox directory {self.dir}: {exc}") from None
+        self.segment_bytes = segment_bytes
+        self.fsync_interval_s = fsync_interval_s
+        self._lock = threading.Lock()
+        self.cursor, self._acked_ahead = self._load_cursor()
+        self._segments: list[tuple[int, Path]] = []
+        seq = self.cursor
+        for path in sorted(self.dir.glob("seg-*.log")):
+            first = int(path.stem.split("-")[1])
+            count, valid = _scan(path)
+            if path.stat().st_size != valid:
+                log.warning("outbox: cutting a torn tail off %s at byte %d", path.name, valid)
+                with open(path, "r+b") as fh:
+                    fh.truncate(valid)
+            self._segments.append((first, path))
+            seq = max(seq, first + count)
+        self.next_seq = seq
+        self._fh: Any = None
+        #: (segment, seq, byte offset) where the last read stopped; used while <= the cursor
+        self._resume: tuple[Path, int, int] | None = None
+        self._fh_bytes = 0
+        self._last_fsync = time.monotonic()
+        self.appended = 0
+
+    # cursor -------------------------------------------------------------
+
+    def _load_cursor(self) -> tuple[int, set[int]]:
+        path = self.dir / "cursor.json"
+        try:
+            raw = json.loads(path.read_text())
+            return int(raw["next_seq"]), {int(s) for s in raw.get("acked_ahead", [])}
+        except FileNotFoundError:
+            return 0, set()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OutboxError(f"{path} is corrupt ({exc}); inspect it before restarting") from None
+
+    def _save_cursor(self) -> None:
+        path = self.dir / "cursor.json"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"next_seq": self.cursor, "acked_ahead": sorted(self._acked_ahead)}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    # writing (trading thread) -------------------------------------------
+
+    def append(self, topic: str, key: bytes | None, value: bytes) -> int:
+        """Append one record; return its sequence number. Never touches the network."""
+        frame = _frame(topic, key, value)
+        with self._lock:
+            if self._fh is None or self._fh_bytes + len(frame) > self.segment_bytes:
+                self._roll()
+            self._fh.write(frame)
+            self._fh.flush()
+            self._fh_bytes += len(frame)
+            seq = self.next_seq
+            self.next_seq = seq + 1
+            self.appended += 1
+            now = time.monotonic()
+            if now - self._last_fsync >= self.fsync_interval_s:
+                os.fsync(self._fh.fileno())
+                self._last_fsync = now
+        return seq
+
+    def append_event(self, topic: str, event: Event) -> int:
+        """Append an event under its short topic name, keyed like the bus."""
+        return self.append(topic, event_key(event), encode(event))
+
+    def sink(self, topic: str, event: Event) -> None:
+        """Engine sink: spool every emitted event."""
+        self.append_event(topic, event)
+
+    def _roll(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        path = self.dir / f"seg-{self.next_seq:016d}.log"
+        self._fh = open(path, "ab")  # noqa: SIM115 (held open across appends)
+        self._fh_bytes = path.stat().st_size
+        if not self._segments or self._segments[-1][1] != path:  # an empty one left by a crash
+            self._segments.append((self.next_seq, path))
+
+    def close(self) -> None:
+        """Flush, fsync and close the current segment."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                self._fh = None
+
+    # reading (drain thread) ---------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Return how many records wait for an ack."""
+        return self.next_seq - self.cursor - len(self._acked_ahead)
+
+    def read(self, max_records: int = 500) -> list[tuple[int, str, bytes | None, bytes]]:
+        """Return up to `max_records` unacknowledged records from the cursor on, in order."""
+        with self._lock:
+            segments = list(self._segments)
+            end_seq = self.next_seq
+        out: list[tuple[int, str, bytes | None, bytes]] = []
+        seq = self.cursor
+        hint = self._resume
+        for i, (first, path) in enumerate(segments):
+            nxt = segments[i + 1][0] if i + 1 < len(segments) else end_seq
+            if nxt <= seq:
+                continue
+            pos, s = 0, first
+            if hint is not None and hint[0] == path and hint[1] <= seq:
+                s, pos = hint[1], hint[2]  # start where an earlier read stopped
+            with open(path, "rb") as fh:
+                fh.seek(pos)
+                data = fh.read()
+            base, pos = pos, 0
+            while pos + _HEAD.size <= len(data) and s < end_seq and len(out) < max_records:
+                length, crc = _HEAD.unpack_from(data, pos)
+                end = pos + _HEAD.size + length
+                if end > len(data):
+                    break
+                body = data[pos + _HEAD.size : end]
+                if zlib.crc32(body) != crc:
+                    raise OutboxError(f"outbox: bad frame in {path.name} at byte {base + pos}")
+                if s >= seq and s not in self._acked_ahead:
+                    topic, key, value = _unframe(body)
+                    out.append((s, topic, key, value))
+                pos, s = end, s + 1
+                self._resume = (path, s, base + pos)
+            if len(out) >= max_records:
+                break
+        return out
+
+    def commit(self, acked: list[int]) -> None:
+        """Record acknowledged sequence numbers; advance and persist the cursor."""
+        if not acked:
+            return
+        ahead = self._acked_ahead
+        ahead.update(acked)
+        cur = self.cursor
+        while cur in ahead:
+            ahead.discard(cur)
+            cur += 1
+        self.cursor = cur
+        self._save_cursor()
+        self._delete_drained()
+
+    def _delete_drained(self) -> None:
+        with self._lock:
+            while len(self._segments) > 1 and self._segments[1][0] <= self.cursor:
+                _, path = self._segments.pop(0)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+class OutboxDrainer:
+    """A background thread that sends the spool to Kafka in order and commits acks."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        bus: KafkaBus,
+        *,
+        batch: int = 500,
+        retry_s: float = 1.0,
+        send_timeout_s: float = 15.0,
+        on_sent: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.bus = bus
+        self.batch = batch
+        self.retry_s = retry_s
+        self.send_timeout_s = send_timeout_s
+        self.on_sent = on_sent
+        self.link = "connecting"
+        self.last_error = ""
+        self.sent = 0
+        self.failures = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="outbox-drain", daemon=True)
+        self._drain_deadline: float | None = None
+
+    def start(self) -> OutboxDrainer:
+        """Start the drain thread."""
+        self._thread.start()
+        return self
+
+    def notify(self) -> None:
+        """Wake the drainer (new records were appended)."""
+        self._wake.set()
+
+    def stop(self, drain_timeout_s: float = 10.0) -> bool:
+        """Drain what is spooled for up to `drain_timeout_s`, then stop; return True if empty."""
+        self._drain_deadline = time.monotonic() + drain_timeout_s
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(drain_timeout_s + self.send_timeout_s + 5.0)
+        return self.outbox.depth == 0
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Wait until the spool is empty (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.outbox.depth == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.02)
+        return self.outbox.depth == 0
+
+    def status(self) -> dict[str, Any]:
+        """Return the link state for /healthz."""
+        return {
+            "link": self.link,
+            "bootstrap": self.bus.bootstrap,
+            "last_error": self.last_error,
+            "sent": self.sent,
+            "failures": self.failures,
+        }
+
+    def _main(self) -> None:
+        asyncio.run(self._loop())
+
+    def _stopping(self) -> bool:
+        if not self._stop.is_set():
+            return False
+        return self.outbox.depth == 0 or (
+            self._drain_deadline is not None and time.monotonic() > self._drain_deadline
+        )
+
+    async def _loop(self) -> None:
+        producer: BusProducer | None = None
+        try:
+            while not self._stopping():
+                if self.outbox.depth == 0:
+                    await asyncio.to_thread(self._wake.wait, 0.2)
+                    self._wake.clear()
+                    continue
+                if producer is None:
+                    producer = await self._connect()
+                    if producer is None:
+                        await asyncio.to_thread(self._stop.wait, self.retry_s)
+                        continue
+                try:
+                    await self._send_batch(producer)
+                except Exception as exc:  # any send failure: reconnect and resend from the cursor
+                    self.failures += 1
+                    self.link = "down"
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                    log.warning("outbox: send failed (%s); retrying", self.last_error)
+                    await self._close(producer)
+                    producer = None
+                    await asyncio.to_thread(self._stop.wait, self.retry_s)
+        finally:
+            if producer is not None:
+                await self._close(producer)
+            self.link = "stopped"
+
+    async def _connect(self) -> BusProducer | None:
+        try:
+            await asyncio.wait_for(
+                self.bus.ensure_topics(
+                    topic_settings(self.bus, ["bars", "signals", "outcomes", "dlq"])
+                ),
+                self.send_timeout_s,
+            )
+            producer = self.bus.producer(linger_ms=0, client_id="tradeloop-trader-outbox")
+            await asyncio.wait_for(producer.start(), self.send_timeout_s)
+        except Exception as exc:  # broker down or unreachable: keep spooling
+            self.link = "down"
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            return None
+        self.link = "up"
+        self.last_error = ""
+        return producer
+
+    async def _close(self, producer: BusProducer) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5.0)
+
+    async def _send_batch(self, producer: BusProducer) -> None:
+        records = self.outbox.read(self.batch)
+        if not records:
+            return
+        # enqueue in spool order on the underlying aiokafka producer, then collect
+        # each record's ack separately so a partial failure commits exactly the acked ones
+        raw = producer._producer
+        futures = []
+        for _, topic, key, value in records:
+            futures.append(await raw.send(self.bus.topic(topic), value=value, key=key))
+        done, _pending = await asyncio.wait(futures, timeout=self.send_timeout_s)
+        acked: list[int] = []
+        counts: dict[str, int] = {}
+        failure: BaseException | None = None
+        for (seq, topic, _, _), fut in zip(records, futures, strict=True):
+            if fut in done and not fut.cancelled() and fut.exception() is None:
+                acked.append(seq)
+                counts[topic] = counts.get(topic, 0) + 1
+            elif failure is None:
+                failure = (
+                    fut.exception()
+                    if fut in done and not fut.cancelled()
+                    else TimeoutError(f"no ack within {self.send_timeout_s}s")
+                )
+        self.outbox.commit(acked)
+        self.sent += len(acked)
+        if self.on_sent is not None:
+            for topic, n in counts.items():
+                self.on_sent(topic, n)
+        if failure is not None:
+            raise failure

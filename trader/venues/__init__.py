@@ -1,0 +1,1 @@
+"""Order routing: the venue interface, the paper venue and adapters for real brokers."""
