@@ -47,6 +47,8 @@ __all__ = [
 EASTERN = ZoneInfo("America/New_York")
 RTH_OPEN_MIN, RTH_CLOSE_MIN = 9 * 60 + 30, 16 * 60
 OPEN_WINDOW_MIN = 30
+#: No entries in the last minutes of the regular session.
+ENTRY_CUTOFF_MIN = 5
 EMA_FAST, EMA_SLOW = 9, 21
 ATR_N, RSI_N, BB_N, RV_N, VOL_N, RANGE_N, TREND_N, SLOPE_N = 14, 14, 20, 30, 30, 60, 30, 5
 LONG_VOL_SPAN = 390
@@ -322,6 +324,21 @@ class MarketFeatures:
     def in_rth(self) -> bool:
         """Say whether the current bar closes inside regular trading hours."""
         return self.weekday < 5 and RTH_OPEN_MIN < self.minute_et <= RTH_CLOSE_MIN
+
+    @property
+    def minutes_to_close(self) -> int:
+        """Return the minutes from the current bar's close to the regular-session close."""
+        return RTH_CLOSE_MIN - self.minute_et
+
+    @property
+    def entries_allowed(self) -> bool:
+        """Say whether a trade may open on this bar with flattening at the session close."""
+        return self.in_rth and self.minutes_to_close >= ENTRY_CUTOFF_MIN
+
+    @property
+    def in_session(self) -> bool:
+        """Say whether the exchange is open at the current bar (any hour of the session)."""
+        return True
 
     def values(self) -> list[float]:
         """Return the current features as Python floats (valid once ready)."""

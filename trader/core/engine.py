@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from features.compute import RTH_CLOSE_MIN, MarketFeatures
+from features.compute import MarketFeatures
 from infra.contracts import FEATURE_NAMES, Decision, Event, SignalSnapshot, TradeOutcome, topic_for
 from infra.settings import Settings
 from trader import metrics
@@ -32,13 +32,11 @@ from trader.delivery.canary import ModelRouter
 from trader.delivery.models import ModelHolder
 from trader.venues.paper import Closed, PaperBroker, Position
 
-__all__ = ["LAST_ENTRY_MIN", "Engine", "EngineConfig", "Sink"]
+__all__ = ["Engine", "EngineConfig", "Sink"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, Event], None]
-#: With flattening, the last bar (ET minute of its close) that may open a trade.
-LAST_ENTRY_MIN = RTH_CLOSE_MIN - 5
 
 
 @dataclass(frozen=True)
@@ -126,11 +124,10 @@ class Engine:
             self.today = TradeStats()
         broker = self.broker
         if broker.open[bar.symbol] or broker.pending[bar.symbol]:
-            for closed in broker.on_bar(bar, f.minute_et, f.in_rth):
+            for closed in broker.on_bar(bar, f.minutes_to_close, f.in_rth):
                 self._closed(closed)
-        if ready and (
-            not self.flatten or (f.in_rth and f.minute_et <= LAST_ENTRY_MIN)
-        ):  # strategies keep no per-bar state: bars that cannot trade skip them
+        # strategies keep no per-bar state: bars that cannot trade (exchange calendar) skip them
+        if ready and (f.entries_allowed if self.flatten else f.in_session):
             candidates = None
             for strategy in self.strategies[bar.symbol]:
                 cand = strategy.on_bar(f)
@@ -151,7 +148,7 @@ class Engine:
         f = self.features[bar.symbol]
         if not f.push(bar.ts_s, bar.open, bar.high, bar.low, bar.close, bar.volume):
             return []
-        if self.flatten and not (f.in_rth and f.minute_et <= LAST_ENTRY_MIN):
+        if not (f.entries_allowed if self.flatten else f.in_session):
             return []
         return [c for s in self.strategies[bar.symbol] if (c := s.on_bar(f)) is not None]
 

@@ -7,8 +7,9 @@
   open minus slippage; a gap through the target exits at the open; else a touched
   stop exits at the stop minus slippage and a touched target at the target. When
   one bar touches both, the stop wins (the pessimistic reading).
-- Session end (`flatten=True`): at the 16:00 ET bar's close (or at the open of the
-  first bar after the close if that bar is missing) positions exit at market.
+- Session end (`flatten=True`): at the close of the bar that ends the regular session
+  (the exchange calendar's close, early closes included; or at the open of the first
+  bar after the close if that bar is missing) positions exit at market.
 - `max_hold_bars` bars after the fill a position times out at the bar's close.
 - Commission is charged per contract on entry and on exit.
 - Outcomes: pnl_usd (after commission), r_multiple = pnl_usd / (planned stop
@@ -25,8 +26,6 @@ from trader.core.bar import MarketBar
 from trader.core.instruments import Instrument
 
 __all__ = ["Closed", "PaperBroker", "Position"]
-
-SESSION_END_MIN = 16 * 60
 
 
 class Position:
@@ -115,7 +114,7 @@ class PaperBroker:
         """Queue an entry for the next bar's open."""
         self.pending.setdefault(position.symbol, []).append(position)
 
-    def on_bar(self, bar: MarketBar, minute_et: int, in_rth: bool) -> list[Closed]:
+    def on_bar(self, bar: MarketBar, minutes_to_close: int, in_rth: bool) -> list[Closed]:
         """Fill pending entries at this bar's open, then check exits; return closed trades."""
         symbol = bar.symbol
         pending = self.pending.get(symbol)
@@ -145,7 +144,7 @@ class PaperBroker:
             pending.clear()
         if not held:
             return closed
-        session_end = self.flatten and minute_et == SESSION_END_MIN
+        session_end = self.flatten and in_rth and minutes_to_close <= 0
         keep: list[Position] = []
         o, h, lo, c = bar.open, bar.high, bar.low, bar.close
         for p in held:

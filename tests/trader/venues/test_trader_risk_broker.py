@@ -65,10 +65,10 @@ def test_gap_through_the_stop_exits_at_the_open() -> None:
 def test_short_side_and_session_end_flatten() -> None:
     b = _broker()
     b.place(Position(object(), "NQ", "S6", -1, 1, 10.0, 20.0, counterfactual=True))
-    b.on_bar(_bar(0, 18000, 18001, 17999, 18000, "NQ"), 958, True)
+    b.on_bar(_bar(0, 18000, 18001, 17999, 18000, "NQ"), 2, True)  # 2 min to close
     p = b.open["NQ"][0]
     assert p.entry_price == 17999.75 and p.stop == 18009.75 and p.target == 17979.75
-    (closed,) = b.on_bar(_bar(1, 17998, 18000, 17995, 17996, "NQ"), 960, True)
+    (closed,) = b.on_bar(_bar(1, 17998, 18000, 17995, 17996, "NQ"), 0, True)
     assert closed.exit_reason == "session_end"
     assert closed.exit_price == 17996.25
     assert closed.pnl_usd == pytest.approx((17999.75 - 17996.25) * 20 - 4.0)
