@@ -140,6 +140,8 @@ class Bar(Event):
     volume: float = Field(ge=0)
     interval_s: int = Field(default=60, gt=0)
     source: str = "live"
+    #: The futures contract the prices belong to (e.g. `ESZ4`); "" when unknown.
+    contract: str = ""
 
     @model_validator(mode="after")
     def _ohlc(self) -> Bar:
