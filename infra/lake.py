@@ -187,6 +187,31 @@ _TOPIC_COLUMNS: dict[str, list[tuple[str, pa.DataType, Getter]]] = {
         ("run_id", _STR, _get("run_id")),
         ("model_versions", _STR, _json("model_versions")),
     ],
+    "orders": [
+        ("kind", _STR, lambda r: (r.get("schema") or {}).get("name")),
+        ("client_order_id", _STR, _get("client_order_id")),
+        ("venue", _STR, _get("venue")),
+        ("venue_order_id", _STR, _get("venue_order_id")),
+        ("contract", _STR, _get("contract")),
+        *(
+            (c, _STR, _get(c))
+            for c in ("role", "side", "order_type", "parent_id", "oco_group", "signal_id")
+        ),
+        ("strategy", _STR, _get("strategy")),
+        ("quantity", _I64, _get("quantity")),
+        ("cumulative_quantity", _I64, _get("cumulative_quantity")),
+        ("leaves_quantity", _I64, _get("leaves_quantity")),
+        *((c, _F64, _get(c)) for c in ("limit_price", "stop_price", "fill_price")),
+        ("commission_usd", _F64, _get("commission_usd")),
+        ("venue_fill_id", _STR, _get("venue_fill_id")),
+        ("reason", _STR, _get("reason")),
+        ("expected_quantity", _I64, _get("expected_quantity")),
+        ("avg_price", _F64, _get("avg_price")),
+        ("expected_avg_price", _F64, _get("expected_avg_price")),
+        ("status", _STR, _get("status")),
+        ("source", _STR, _get("source")),
+        ("run_id", _STR, _get("run_id")),
+    ],
     "features": [
         ("feature_view", _STR, _get("feature_view")),
         ("strategy", _STR, _get("strategy")),

@@ -36,6 +36,7 @@ def schema(out_dir: Path) -> None:
         spec.name: {
             "contract": spec.contract.SCHEMA_NAME,
             "version": spec.contract.SCHEMA_VERSION,
+            "contracts": {c.SCHEMA_NAME: c.SCHEMA_VERSION for c in spec.contracts},
             "key": spec.key,
             "cleanup_policy": "compact" if spec.compacted else "delete",
         }

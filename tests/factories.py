@@ -15,6 +15,13 @@ from infra.contracts import (
     FeatureUpdate,
     GateResult,
     ModelManifest,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    PositionReconciled,
     SignalSnapshot,
     TradeOutcome,
 )
@@ -109,6 +116,42 @@ def manifest(sequence: int = 1) -> ModelManifest:
     )
 
 
+def order_events(symbol: str = "ES") -> list[Event]:
+    """Return one valid instance of every order contract (a bracket's life, then a reconcile)."""
+    ids = {"venue": "paper", "symbol": symbol, "contract": "ESZ6", "ts_event": T0}
+    return [
+        OrderSubmitted(
+            **ids,
+            client_order_id="c1-entry",
+            role="entry",
+            side="buy",
+            quantity=2,
+            order_type="limit",
+            limit_price=5000.0,
+            signal_id="sig-1",
+            strategy="S2",
+        ),
+        OrderAccepted(**ids, client_order_id="c1-entry", venue_order_id="v1", quantity=2),
+        OrderRejected(**ids, client_order_id="c2-entry", reason="insufficient margin"),
+        OrderFilled(
+            **ids,
+            client_order_id="c1-entry",
+            venue_order_id="v1",
+            role="entry",
+            side="buy",
+            fill_price=5000.0,
+            quantity=1,
+            cumulative_quantity=1,
+            leaves_quantity=1,
+            commission_usd=2.25,
+            venue_fill_id="f1",
+        ),
+        OrderCancelled(**ids, client_order_id="c1-stop", reason="oco"),
+        OrderExpired(**ids, client_order_id="c3-entry", reason="day order"),
+        PositionReconciled(**ids, quantity=1, avg_price=5000.0, status="matched"),
+    ]
+
+
 def every_contract() -> list[Event]:
     """Return one valid instance of every contract."""
     return [
@@ -130,6 +173,7 @@ def every_contract() -> list[Event]:
             detector="ADWIN",
             value=-0.4,
         ),
+        *order_events(),
         manifest(),
         DeadLetter.from_record(
             topic="tradeloop.bars",

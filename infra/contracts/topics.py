@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.contracts.events import (
+    CONTRACTS,
     Bar,
     DeadLetter,
     DriftAlert,
@@ -13,6 +14,7 @@ from infra.contracts.events import (
     ModelManifest,
     SignalSnapshot,
     TradeOutcome,
+    VenueEvent,
 )
 
 __all__ = ["LAKE_TOPICS", "TOPICS", "TopicSpec", "event_key", "topic_for"]
@@ -27,6 +29,13 @@ class TopicSpec:
     key: str
     compacted: bool = False
 
+    @property
+    def contracts(self) -> tuple[type[Event], ...]:
+        """Return the contracts this topic carries (`orders`: every order event)."""
+        if self.contract in CONTRACTS.values():
+            return (self.contract,)
+        return tuple(c for c in CONTRACTS.values() if issubclass(c, self.contract))
+
     def config(self, retention_ms: int) -> dict[str, str]:
         """Return the topic config for topic creation."""
         if self.compacted:
@@ -39,6 +48,7 @@ TOPICS: dict[str, TopicSpec] = {
     for s in (
         TopicSpec("bars", Bar, key="symbol"),
         TopicSpec("signals", SignalSnapshot, key="symbol"),
+        TopicSpec("orders", VenueEvent, key="symbol"),
         TopicSpec("outcomes", TradeOutcome, key="symbol"),
         TopicSpec("features", FeatureUpdate, key="symbol"),
         TopicSpec("drift", DriftAlert, key="symbol"),
@@ -57,12 +67,21 @@ def event_key(event: Event) -> bytes:
     return event.event_id.encode()
 
 
+_TOPIC_OF: dict[type[Event], str] = {}
+
+
 def topic_for(event: Event) -> str:
     """Return the short topic name an event belongs on."""
-    for spec in TOPICS.values():
-        if isinstance(event, spec.contract):
-            return spec.name
-    raise KeyError(f"no topic carries {type(event).__name__}")
+    cls = type(event)
+    name = _TOPIC_OF.get(cls)
+    if name is None:
+        for spec in TOPICS.values():
+            if issubclass(cls, spec.contract):
+                name = _TOPIC_OF[cls] = spec.name
+                break
+        else:
+            raise KeyError(f"no topic carries {cls.__name__}")
+    return name
 
 
 #: Topics the streams worker sinks to the lake (every topic but the compacted `models`).
