@@ -1,4 +1,4 @@
-"""Market data feeds behind one interface: `sim`, `csv:PATH`, `parquet:PATH`, `kafka`."""
+"""Market data feeds behind one interface: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Any, Literal
 from trader.core.bar import MarketBar
 from trader.feeds.base import Feed, FeedDataError, FeedStats, Pacer
 
-__all__ = ["Feed", "FeedDataError", "FeedStats", "MarketBar", "Pacer", "open_feed"]
+__all__ = ["FILE_KINDS", "Feed", "FeedDataError", "FeedStats", "MarketBar", "Pacer", "open_feed"]
+
+#: Feed kinds that name a file (`csv:PATH`); a bare path is read by its extension.
+FILE_KINDS = ("csv", "parquet", "dbn")
 
 
 def open_feed(
@@ -26,7 +29,11 @@ def open_feed(
     on_dead_letter: Any = None,
     instruments: dict[str, Any] | None = None,
 ) -> Feed:
-    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `kafka` or a path."""
+    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka` or a path.
+
+    A file's bars are checked against the instruments (built-in ones unless given) and
+    the strategies' bar length before any trade (`trader.feeds.sanity`).
+    """
     kind, _, rest = spec.partition(":")
     if kind == "sim":
         from trader.feeds.sim import SimFeed
@@ -40,17 +47,21 @@ def open_feed(
         return KafkaFeed(
             bus, symbols=symbols, from_beginning=from_beginning, on_dead_letter=on_dead_letter
         )
-    path = rest if kind in ("csv", "parquet") else spec
+    path = rest if kind in FILE_KINDS else spec
     if not path:
         raise ValueError(f"feed {spec!r}: give a path, e.g. csv:bars.csv")
+    from trader.core.instruments import BUILTIN
     from trader.feeds.files import FileFeed
+    from trader.feeds.sanity import check_fit
 
-    return FileFeed(
+    feed = FileFeed(
         Path(path),
         symbol=symbol,
         symbols=symbols,
         tz=tz,
         bar_ts=bar_ts,
         skip_bad=skip_bad,
-        fmt=kind if kind in ("csv", "parquet") else None,
+        fmt=kind if kind in FILE_KINDS else None,
     )
+    feed.warnings = check_fit(feed.frame, instruments or BUILTIN, feed.name)
+    return feed

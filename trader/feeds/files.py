@@ -1,4 +1,4 @@
-"""Historical bars from CSV or parquet in the common OHLCV layout.
+"""Historical bars from CSV, parquet or Databento DBN files in the common OHLCV layout.
 
 Columns: a timestamp (`timestamp`, `ts`, `ts_event`, `time`, `datetime` or `date`:
 ISO text or epoch s/ms/us/ns), `open`, `high`, `low`, `close`, `volume`, and
@@ -23,6 +23,7 @@ import pandas as pd
 
 from trader.core.bar import MarketBar
 from trader.feeds.base import Feed, FeedDataError
+from trader.feeds.dbn import is_dbn, read_dbn
 
 __all__ = ["FileFeed", "load_bars"]
 
@@ -35,6 +36,8 @@ def _read(path: Path, fmt: str | None = None) -> pd.DataFrame:
         raise FeedDataError(str(path), None, "file does not exist")
     if fmt is None:
         fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    if fmt == "dbn" or is_dbn(path):
+        return read_dbn(path)
     try:
         if fmt == "parquet":
             return pd.read_parquet(path)
@@ -81,6 +84,8 @@ def load_bars(
     path = Path(path)
     where = str(path)
     df = _read(path, fmt)
+    if "interval_s" in df.attrs:  # DBN: bars stamped at their open, length from the schema
+        bar_ts, interval_s = "open", int(df.attrs["interval_s"])
     df.columns = [str(c).strip().lower() for c in df.columns]
     ts_col = next((c for c in TS_ALIASES if c in df.columns), None)
     missing = [c for c in (*PRICE_COLUMNS, "volume") if c not in df.columns]
@@ -152,6 +157,8 @@ def load_bars(
             "volume": v[keep],
         }
     )
+    if "contract" in df.columns:
+        out["contract"] = df["contract"].astype(str).to_numpy()[keep]
     if interval_s is None:
         interval_s = 60
         for s in pd.unique(out["symbol"]):
@@ -195,6 +202,8 @@ class FileFeed(Feed):
         )
         for reason, count in skipped.items():
             self.stats.skip(reason, count)
+        #: What `trader.feeds.sanity.check_fit` found worth saying (set by `open_feed`).
+        self.warnings: list[str] = []
         self.symbols = tuple(pd.unique(self.frame["symbol"]))
 
     def __len__(self) -> int:
