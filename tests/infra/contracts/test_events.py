@@ -27,7 +27,7 @@ from tests.factories import bar, every_contract, signal
 @pytest.mark.parametrize("event", every_contract(), ids=lambda e: type(e).__name__)
 def test_every_contract_round_trips(event: object) -> None:
     data = encode(event)  # type: ignore[arg-type]
-    back = decode(data)
+    back: object = decode(data)
     assert back == event
     assert type(back) is type(event)
     assert decode(data, type(event)) == event  # type: ignore[arg-type,type-var]
