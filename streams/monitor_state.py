@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from features.trade_stats import TradeAccumulator, TradeStatsError
 from infra.contracts import (
     DeadLetter,
     DriftAlert,
@@ -89,27 +90,15 @@ def compute_lag(
     return rows
 
 
-@dataclass(slots=True)
-class _Agg:
-    trades: int = 0
-    wins: int = 0
-    pnl_usd: float = 0.0
-    sum_r: float = 0.0
-
-    def add(self, outcome: TradeOutcome) -> None:
-        self.trades += 1
-        self.wins += outcome.pnl_usd > 0
-        self.pnl_usd += outcome.pnl_usd
-        self.sum_r += outcome.r_multiple
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "trades": self.trades,
-            "wins": self.wins,
-            "win_rate": round(self.wins / self.trades, 6) if self.trades else None,
-            "pnl_usd": round(self.pnl_usd, 2),
-            "avg_r": round(self.sum_r / self.trades, 6) if self.trades else None,
-        }
+def _pnl_row(acc: TradeAccumulator) -> dict[str, Any]:
+    win_rate, avg_r = acc.win_rate, acc.avg_r
+    return {
+        "trades": acc.trades,
+        "wins": acc.wins,
+        "win_rate": None if win_rate is None else round(win_rate, 6),
+        "pnl_usd": round(acc.pnl_usd, 2),
+        "avg_r": None if avg_r is None else round(avg_r, 6),
+    }
 
 
 @dataclass
@@ -135,7 +124,9 @@ class MonitorState:
     manifests_seen: int = 0
     manifest: ModelManifest | None = None
     counterfactuals: int = 0
-    _pnl: dict[tuple[str, str], _Agg] = field(default_factory=dict)
+    _pnl: dict[tuple[str, str], TradeAccumulator] = field(default_factory=dict)
+    _pnl_by_symbol: dict[str, TradeAccumulator] = field(default_factory=dict)
+    _pnl_total: TradeAccumulator = field(default_factory=TradeAccumulator)
     _seen_outcomes: set[str] = field(default_factory=set)
 
     def observe(self, topic: str, value: bytes | None, timestamp_ms: int) -> None:
@@ -183,14 +174,25 @@ class MonitorState:
             return
         if outcome.event_id in self._seen_outcomes:
             return
+        accs = (
+            self._pnl.setdefault((outcome.symbol, outcome.strategy), TradeAccumulator()),
+            self._pnl_by_symbol.setdefault(outcome.symbol, TradeAccumulator()),
+            self._pnl_total,
+        )
+        try:
+            for acc in accs:
+                acc.add(outcome.pnl_usd, outcome.r_multiple)
+        except TradeStatsError:  # a NaN PnL decodes; it is bad input, not a trade
+            self.decode_errors["outcomes"] += 1
+            return
         self._seen_outcomes.add(outcome.event_id)
-        key = (outcome.symbol, outcome.strategy)
-        self._pnl.setdefault(key, _Agg()).add(outcome)
 
     def roll_day(self, day: date) -> None:
         """Start a new PnL day (outcomes of the old day are forgotten)."""
         self.day = day
         self._pnl.clear()
+        self._pnl_by_symbol.clear()
+        self._pnl_total = TradeAccumulator()
         self._seen_outcomes.clear()
 
     def rate(self, topic: str, now: datetime) -> float:
@@ -216,23 +218,14 @@ class MonitorState:
     def pnl(self) -> dict[str, Any]:
         """Return today's real-trade PnL, win rate and average R per symbol and strategy."""
         rows = [
-            {"symbol": sym, "strategy": strat, **agg.to_dict()}
-            for (sym, strat), agg in sorted(self._pnl.items())
+            {"symbol": sym, "strategy": strat, **_pnl_row(acc)}
+            for (sym, strat), acc in sorted(self._pnl.items())
         ]
-        by_symbol: dict[str, _Agg] = {}
-        total = _Agg()
-        for (sym, _), agg in self._pnl.items():
-            s = by_symbol.setdefault(sym, _Agg())
-            for target in (s, total):
-                target.trades += agg.trades
-                target.wins += agg.wins
-                target.pnl_usd += agg.pnl_usd
-                target.sum_r += agg.sum_r
         return {
             "day": self.day.isoformat(),
             "by_symbol_strategy": rows,
-            "by_symbol": {sym: agg.to_dict() for sym, agg in sorted(by_symbol.items())},
-            "total": total.to_dict(),
+            "by_symbol": {sym: _pnl_row(acc) for sym, acc in sorted(self._pnl_by_symbol.items())},
+            "total": _pnl_row(self._pnl_total),
             "counterfactuals_ignored": self.counterfactuals,
         }
 

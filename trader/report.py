@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
+import numpy as np
 
+from features.trade_stats import TradeSummary, drawdown_curve, sharpe_ratio, trade_stats
 from infra.contracts import LATEST_MANIFEST_KEY
 
 if TYPE_CHECKING:
@@ -78,48 +80,44 @@ def _prepare(trades: pd.DataFrame, tz: str) -> pd.DataFrame:
         df["entry_ts"] = df["exit_ts"]
     if "symbol" not in df.columns:
         df["symbol"] = "?"
-    df["pnl_usd"] = pd.to_numeric(df["pnl_usd"], errors="raise").astype(float)
-    df["r_multiple"] = pd.to_numeric(df["r_multiple"], errors="raise").astype(float)
+    for col in ("pnl_usd", "r_multiple"):
+        df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
+        bad = int((~np.isfinite(df[col].to_numpy())).sum())
+        if bad:
+            raise ReportInputError(f"trades frame column {col} holds {bad} non-finite value(s)")
     df["strategy"] = df["strategy"].astype(str)
     df["symbol"] = df["symbol"].astype(str)
     return df.sort_values("exit_ts", kind="stable").reset_index(drop=True)
 
 
-def _profit_factor(pnl: pd.Series) -> float | None:
-    gains = float(pnl[pnl > 0].sum())
-    losses = float(-pnl[pnl < 0].sum())
-    if losses == 0:
-        return None if gains == 0 else math.inf
-    return gains / losses
+def _stats(df: pd.DataFrame) -> TradeSummary:
+    return trade_stats(df["pnl_usd"].to_numpy(), df["r_multiple"].to_numpy())
 
 
 def summary_stats(df: pd.DataFrame) -> dict[str, Any]:
-    """Return headline figures of prepared trades: PnL, win rate, R, drawdown, Sharpe."""
+    """Return headline figures of prepared trades: PnL, win rate, R, drawdown, Sharpe.
+
+    The drawdown is negative (USD below the peak); the Sharpe ratio is of daily PnL,
+    annualised with 252 trading days.
+    """
     n = len(df)
     if n == 0:
         return {"trades": 0}
-    equity = df["pnl_usd"].cumsum()
-    drawdown = equity - equity.cummax().clip(lower=0.0)
+    s = _stats(df)
     daily = df.groupby(df["exit_ts"].dt.date)["pnl_usd"].sum()
-    sharpe = None
-    if len(daily) >= 2 and float(daily.std(ddof=1)) > 0:
-        sharpe = float(daily.mean() / daily.std(ddof=1) * math.sqrt(252))
+    sharpe = sharpe_ratio(daily.to_numpy())
     out: dict[str, Any] = {
         "trades": n,
-        "wins": int((df["pnl_usd"] > 0).sum()),
-        "win_rate": float((df["pnl_usd"] > 0).mean()),
-        "pnl_usd": float(df["pnl_usd"].sum()),
-        "avg_r": float(df["r_multiple"].mean()),
-        "avg_win_usd": float(df.loc[df["pnl_usd"] > 0, "pnl_usd"].mean())
-        if (df["pnl_usd"] > 0).any()
-        else None,
-        "avg_loss_usd": float(df.loc[df["pnl_usd"] < 0, "pnl_usd"].mean())
-        if (df["pnl_usd"] < 0).any()
-        else None,
-        "profit_factor": _profit_factor(df["pnl_usd"]),
-        "max_drawdown_usd": float(drawdown.min()),
+        "wins": s.wins,
+        "win_rate": s.win_rate,
+        "pnl_usd": s.pnl_usd,
+        "avg_r": s.avg_r,
+        "avg_win_usd": s.avg_win_usd,
+        "avg_loss_usd": s.avg_loss_usd,
+        "profit_factor": s.profit_factor,
+        "max_drawdown_usd": 0.0 - s.max_drawdown_usd,
         "days": len(daily),
-        "sharpe_daily_annualized": sharpe,
+        "sharpe_daily_annualized": None if sharpe is None else sharpe * math.sqrt(252),
         "first_exit": df["exit_ts"].iloc[0].isoformat(),
         "last_exit": df["exit_ts"].iloc[-1].isoformat(),
     }
@@ -132,14 +130,15 @@ def _group_table(df: pd.DataFrame, by: list[str]) -> list[dict[str, Any]]:
     rows = []
     for key, g in df.groupby(by, sort=True):
         keys = key if isinstance(key, tuple) else (key,)
+        s = _stats(g)
         rows.append(
             {
                 **dict(zip(by, keys, strict=True)),
-                "trades": len(g),
-                "win_rate": float((g["pnl_usd"] > 0).mean()),
-                "avg_r": float(g["r_multiple"].mean()),
-                "pnl_usd": float(g["pnl_usd"].sum()),
-                "profit_factor": _profit_factor(g["pnl_usd"]),
+                "trades": s.trades,
+                "win_rate": s.win_rate,
+                "avg_r": s.avg_r,
+                "pnl_usd": s.pnl_usd,
+                "profit_factor": s.profit_factor,
             }
         )
     return rows
@@ -212,8 +211,7 @@ def _plot_equity(df: pd.DataFrame) -> str:
 
 def _plot_drawdown(df: pd.DataFrame) -> str:
     fig, ax = _figure(height=2.8)
-    equity = df["pnl_usd"].cumsum()
-    dd = equity - equity.cummax().clip(lower=0.0)
+    dd = -drawdown_curve(df["pnl_usd"].to_numpy())
     ax.fill_between(df["exit_ts"], dd, 0, color="tab:red", alpha=0.4, step="post")
     ax.plot(df["exit_ts"], dd, color="tab:red", lw=0.8, drawstyle="steps-post")
     ax.set_ylabel("drawdown ($)")

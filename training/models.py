@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
 from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
 
+from features.trade_stats import max_drawdown, sharpe_ratio
 from infra.contracts import STRATEGIES
 from training.config import DataError, TrainConfig
 
@@ -109,18 +110,7 @@ def exec_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def sharpe(r: np.ndarray) -> float:
     """Return the per-trade Sharpe ratio (mean / std) of R-multiples (0 if flat)."""
-    r = np.asarray(r, dtype=np.float64)
-    if len(r) < 2:
-        return 0.0
-    sd = float(np.std(r, ddof=1))
-    return float(np.mean(r) / sd) if sd > _EPS else 0.0
-
-
-def max_drawdown(r: np.ndarray) -> float:
-    """Return the largest peak-to-trough fall of the cumulative R curve."""
-    eq = np.cumsum(np.asarray(r, dtype=np.float64))
-    peak = np.maximum.accumulate(np.concatenate([[0.0], eq]))[1:]
-    return float(np.max(peak - eq)) if len(eq) else 0.0
+    return sharpe_ratio(r) or 0.0
 
 
 def sizer_metrics(size: np.ndarray, r: np.ndarray) -> dict[str, float]:

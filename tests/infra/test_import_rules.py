@@ -22,6 +22,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "features.compute",
         "features.vectors",
         "features.stream",
+        "features.trade_stats",
     ),
 }
 TRADER_BANNED = ("faust", "feast", "torch", "sklearn")

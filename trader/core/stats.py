@@ -1,61 +1,61 @@
-"""Per symbol and strategy statistics of signals and trades (for /verify/today and backtests)."""
+"""Per symbol and strategy statistics of signals and trades (for /verify/today and backtests).
+
+The trade figures come from `features.trade_stats`; this module adds the signal
+counters, the (symbol, strategy) grouping and the summary layout the API and the
+backtest table show.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any
+
+from features.trade_stats import TradeAccumulator, TradeStatsError
 
 __all__ = ["ALL", "GroupStats", "TradeStats"]
 
 ALL = "ALL"
+log = logging.getLogger(__name__)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 @dataclass
 class GroupStats:
-    """Counters of one (symbol, strategy) group; real trades unless said otherwise."""
+    """Counters of one (symbol, strategy) group: signals, real trades and counterfactuals."""
 
     signals: int = 0
     taken: int = 0
-    trades: int = 0
-    wins: int = 0
-    sum_r: float = 0.0
-    pnl_usd: float = 0.0
-    sum_pnl_sq: float = 0.0
-    peak_usd: float = 0.0
-    max_drawdown_usd: float = 0.0
-    cf_trades: int = 0
-    cf_sum_r: float = 0.0
+    real: TradeAccumulator = field(default_factory=TradeAccumulator)
+    counterfactual: TradeAccumulator = field(default_factory=TradeAccumulator)
 
     def add_trade(self, pnl_usd: float, r: float) -> None:
         """Count a closed real trade."""
-        self.trades += 1
-        self.wins += pnl_usd > 0
-        self.sum_r += r
-        self.pnl_usd += pnl_usd
-        self.sum_pnl_sq += pnl_usd * pnl_usd
-        self.peak_usd = max(self.peak_usd, self.pnl_usd)
-        self.max_drawdown_usd = max(self.max_drawdown_usd, self.peak_usd - self.pnl_usd)
+        self.real.add(pnl_usd, r)
+
+    @property
+    def trades(self) -> int:
+        """Return how many real trades closed."""
+        return self.real.trades
 
     def summary(self) -> dict[str, Any]:
         """Return signals, trades, win rate, avg R, PnL, per-trade Sharpe and max drawdown."""
-        n = self.trades
-        mean = self.pnl_usd / n if n else 0.0
-        var = self.sum_pnl_sq / n - mean * mean if n else 0.0
-        sd = math.sqrt(var * n / (n - 1)) if n > 1 and var > 0 else 0.0
+        s = self.real.summary()
+        cf = self.counterfactual
         return {
             "signals": self.signals,
             "taken": self.taken,
-            "trades": n,
-            "win_rate": round(self.wins / n, 4) if n else None,
-            "avg_r": round(self.sum_r / n, 4) if n else None,
-            "pnl_usd": round(self.pnl_usd, 2),
-            "sharpe": round(mean / sd, 4) if sd > 0 else None,
-            "max_drawdown_usd": round(self.max_drawdown_usd, 2),
-            "counterfactual_trades": self.cf_trades,
-            "counterfactual_avg_r": round(self.cf_sum_r / self.cf_trades, 4)
-            if self.cf_trades
-            else None,
+            "trades": s.trades,
+            "win_rate": _round(s.win_rate, 4),
+            "avg_r": _round(s.avg_r, 4),
+            "pnl_usd": round(s.pnl_usd, 2),
+            "sharpe": _round(s.sharpe_usd, 4),
+            "max_drawdown_usd": round(s.max_drawdown_usd, 2),
+            "counterfactual_trades": cf.trades,
+            "counterfactual_avg_r": _round(cf.avg_r, 4),
         }
 
 
@@ -80,13 +80,17 @@ class TradeStats:
     def outcome(
         self, symbol: str, strategy: str, pnl_usd: float, r: float, counterfactual: bool
     ) -> None:
-        """Count a closed trade (in close order, so drawdowns follow the equity curve)."""
-        for g in (self._group(symbol, strategy), self._group(symbol, ALL)):
-            if counterfactual:
-                g.cf_trades += 1
-                g.cf_sum_r += r
-            else:
-                g.add_trade(pnl_usd, r)
+        """Count a closed trade (in close order, so drawdowns follow the equity curve).
+
+        A trade with a non-finite PnL or R is logged and left out, never raised:
+        it would poison every later figure of its groups.
+        """
+        groups = (self._group(symbol, strategy), self._group(symbol, ALL))
+        try:
+            for g in groups:
+                (g.counterfactual if counterfactual else g.real).add(pnl_usd, r)
+        except TradeStatsError as exc:
+            log.warning("trade of %s %s left out of the statistics: %s", symbol, strategy, exc)
 
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Return {symbol: {strategy | "ALL": stats}}."""
