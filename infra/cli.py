@@ -83,32 +83,29 @@ def cli(log_level: str) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one flat object).")
 @click.option(
-    "--markdown", is_flag=True, help="Print every setting, its default and meaning as a table."
+    "--markdown",
+    is_flag=True,
+    help="Print every setting, its default and meaning: one Markdown table per context.",
 )
 def config(as_json: bool, markdown: bool) -> None:
-    """Print the effective settings with secrets masked."""
-    from infra.settings import Settings, get_settings
+    """Print the effective settings per context with secrets masked."""
+    from infra.settings import get_settings, settings_markdown
 
     if markdown:
-        click.echo("| variable | default | meaning |\n|---|---|---|")
-        for field in Settings.model_fields.values():
-            default = field.default
-            if hasattr(default, "get_secret_value"):
-                default = "(secret, unset)"
-            elif isinstance(default, tuple):
-                default = ",".join(default)
-            shown = f"`{default}`" if default not in ("", None) else ""
-            click.echo(f"| `{field.validation_alias}` | {shown} | {field.description} |")
+        click.echo(settings_markdown(), nl=False)
         return
-    values: dict[str, Any] = get_settings().masked()
+    settings = get_settings()
     if as_json:
-        click.echo(json.dumps(values, indent=2, default=str))
+        click.echo(json.dumps(settings.masked(), indent=2, default=str))
         return
-    width = max(len(k) for k in values)
-    for key, value in values.items():
-        click.echo(f"{key:<{width}}  {value}")
+    groups: dict[str, dict[str, Any]] = settings.masked_by_context()
+    width = max(len(k) for values in groups.values() for k in values)
+    for title, values in groups.items():
+        click.echo(f"[{title}]")
+        for key, value in values.items():
+            click.echo(f"  {key:<{width}}  {value}")
 
 
 def main() -> None:

@@ -1,0 +1,52 @@
+"""Training: cadence, model sizes and where training data comes from."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from infra.settings.base import SettingsContext
+
+
+class TrainingSettings(SettingsContext):
+    """The trainer's schedule, profile, data sources and reports."""
+
+    title: ClassVar[str] = "Training"
+
+    train_every: str = Field(
+        default="30m",
+        validation_alias="TRAIN_EVERY",
+        description="Training cadence for `tradeloop train --every` (seed: 30 minutes).",
+    )
+    skip_training_file: str = Field(
+        default="SKIP_TRAINING",
+        validation_alias="SKIP_TRAINING_FILE",
+        description="A file whose presence skips scheduled training (the seed's skip switch).",
+    )
+    train_profile: Literal["standard", "small"] = Field(
+        default="standard",
+        validation_alias="TRAIN_PROFILE",
+        description="`standard` model sizes or `small` (tests and the demo).",
+    )
+    train_source_weights: str = Field(
+        default="real:1.0,vendor:0.5,synthetic:0.25",
+        validation_alias="TRAIN_SOURCE_WEIGHTS",
+        description="Sample weights per source, `real:1,vendor:0.5,synthetic:0.25`.",
+    )
+    train_vendor_data: str = Field(
+        default="",
+        validation_alias="TRAIN_VENDOR_DATA",
+        description="Vendor bar files (CSV/parquet, comma-separated) backtested into training data.",
+    )
+    train_synthetic_bars: int = Field(
+        default=0,
+        ge=0,
+        validation_alias="TRAIN_SYNTHETIC_BARS",
+        description="Simulated bars backtested into training data (0: none).",
+    )
+    train_report_dir: str = Field(
+        default="",
+        validation_alias="TRAIN_REPORT_DIR",
+        description="Where training run reports go; default `.tradeloop/reports/training`.",
+    )
