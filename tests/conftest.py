@@ -1,8 +1,10 @@
-"""Real-service fixtures: the Tansu broker, moto's S3 server and the machine's Redis.
+"""The fixtures every area needs: environment isolation, `make_settings` and the services.
 
-Services are started once per session by these fixtures and stopped by them; the
-machine's Redis is used as it is (the run fails, it does not skip, if it is absent).
-Every test gets its own topic prefix, bucket prefix and state directory.
+Services (the Tansu broker, moto's S3 server, the machine's Redis) are started once per
+session by these fixtures and stopped by them; the machine's Redis is used as it is (the
+run fails, it does not skip, if it is absent). Every test gets its own topic prefix
+(`topic_factory`), bucket and state directory. Fixtures of one area live in that area's
+`conftest.py` (e.g. `tests/infra/conftest.py`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ for _var in (
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
-from infra.bus import KafkaBus  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from infra.stack import ManagedProcess, start_moto, start_tansu  # noqa: E402
 from tests.helpers import (  # noqa: E402
@@ -42,9 +43,13 @@ from tests.helpers import (  # noqa: E402
     REDIS_PORT,
     TEST_BUCKET,
     TEST_HMAC_KEY,
+    SettingsFactory,
     s3_bucket_for,
     unique,
+    unique_topic_prefix,
 )
+
+__all__ = ["SettingsFactory"]  # re-exported: tests import it from here
 
 
 @pytest.fixture(scope="session")
@@ -80,24 +85,22 @@ def redis_url() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
-SettingsFactory = Callable[..., Settings]
+@pytest.fixture(scope="session")
+def topic_factory() -> Callable[[], str]:
+    """Return a maker of fresh topic prefixes: each call gives one no other test uses."""
+    return unique_topic_prefix
 
 
-@pytest.fixture
-def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFactory:
-    """Return a factory of Settings with a unique topic prefix and a private home.
-
-    Keyword arguments use the environment variable names (`S3_BUCKET=...`).
-    Pass `kafka=True`, `s3=True` or `redis=True` to wire the real services in.
-    """
-
+def _settings_factory(
+    request: pytest.FixtureRequest, home: Path, topic_prefix: Callable[[], str]
+) -> SettingsFactory:
     def factory(
         *, kafka: bool = True, s3: bool = False, redis: bool = False, **env: Any
     ) -> Settings:
         values: dict[str, Any] = {
-            "TOPIC_PREFIX": f"{unique('t')}.",
-            "STORE_DIR": str(tmp_path / "store"),
-            "OUTBOX_DIR": str(tmp_path / "outbox"),
+            "TOPIC_PREFIX": topic_prefix(),
+            "STORE_DIR": str(home / "store"),
+            "OUTBOX_DIR": str(home / "outbox"),
             "MANIFEST_HMAC_KEY": TEST_HMAC_KEY,
             "KAFKA_SESSION_TIMEOUT_MS": 6000,
         }
@@ -111,7 +114,7 @@ def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFac
             values["S3_BUCKET"] = bucket
             values["LAKE_URI"] = f"s3://{bucket}/lake"
         else:
-            values["LAKE_URI"] = str(tmp_path / "lake")
+            values["LAKE_URI"] = str(home / "lake")
         if redis:
             values["REDIS_URL"] = request.getfixturevalue("redis_url")
         values.update(env)
@@ -121,6 +124,22 @@ def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFac
 
 
 @pytest.fixture
-def bus(make_settings: SettingsFactory) -> KafkaBus:
-    """Return a bus on the session broker with a unique topic prefix."""
-    return KafkaBus(make_settings())
+def make_settings(
+    tmp_path: Path, request: pytest.FixtureRequest, topic_factory: Callable[[], str]
+) -> SettingsFactory:
+    """Return a factory of Settings with a unique topic prefix and a private home.
+
+    Keyword arguments use the environment variable names (`S3_BUCKET=...`).
+    Pass `kafka=True`, `s3=True` or `redis=True` to wire the real services in.
+    """
+    return _settings_factory(request, tmp_path, topic_factory)
+
+
+@pytest.fixture(scope="module")
+def make_module_settings(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    topic_factory: Callable[[], str],
+) -> SettingsFactory:
+    """Return what `make_settings` returns, for module-scoped fixtures (one home per module)."""
+    return _settings_factory(request, tmp_path_factory.mktemp("module"), topic_factory)
