@@ -16,6 +16,7 @@ __all__ = [
     "MODEL_REJECTIONS",
     "MODEL_RELEASE",
     "MODEL_SWAPS",
+    "MODEL_SWAP_ERRORS",
     "OUTBOX_DEPTH",
     "PNL",
     "REGISTRY",
@@ -59,6 +60,12 @@ MODEL_REJECTIONS = Counter(
     "tradeloop_model_rejections",
     "Rejected model releases, by reason.",
     ["reason"],
+    registry=REGISTRY,
+)
+MODEL_SWAP_ERRORS = Counter(
+    "tradeloop_model_swap_errors",
+    "Errors caught in the hot-swap loop (broker, object store, verification), by kind.",
+    ["kind"],
     registry=REGISTRY,
 )
 PNL = Gauge(

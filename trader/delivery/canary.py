@@ -28,16 +28,26 @@ import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, Protocol
 
 from infra.settings import Settings
+from trader.delivery.canary_rules import (
+    DEFAULT_TOLERANCE_R,
+    MASK64,
+    CanaryVerdict,
+    VariantStats,
+    evaluate,
+    mix64,
+    route_fraction,
+)
 from trader.delivery.models import ModelHolder, ModelSet
 
 __all__ = [
     "CanaryVerdict",
     "ModelRouter",
+    "TrialListener",
     "VariantStats",
     "evaluate",
     "route_fraction",
@@ -46,96 +56,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Mode = Literal["off", "shadow", "canary"]
-_MASK64 = (1 << 64) - 1
 _MAX_PENDING = 20_000
-DEFAULT_TOLERANCE_R = 0.05
 
 
-@dataclass(slots=True)
-class VariantStats:
-    """What one variant did during a trial."""
+class TrialListener(Protocol):
+    """What a router tells its subscribers (`ModelRouter.subscribe`) as trials end."""
 
-    decisions: int = 0
-    taken: int = 0
-    resolved: int = 0
-    wins: int = 0
-    sum_r: float = 0.0
+    def trial_promoted(self, models: ModelSet, reason: str) -> None:
+        """Take note that `models` won its trial and now serves (the holder is swapped)."""
 
-    @property
-    def mean_r(self) -> float | None:
-        """Return the mean R per resolved decision, or None before any resolved."""
-        return self.sum_r / self.resolved if self.resolved else None
+    def trial_rolled_back(self, result: dict[str, Any]) -> None:
+        """Take note that a challenger lost its trial (`result` as in `history`)."""
 
-    def resolve(self, r: float) -> None:
-        """Add one resolved decision worth `r`."""
-        self.resolved += 1
-        self.sum_r += r
-        if r > 0:
-            self.wins += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the counts and mean R."""
-        out = asdict(self)
-        out["sum_r"] = round(self.sum_r, 6)
-        mean = self.mean_r
-        out["mean_r"] = None if mean is None else round(mean, 6)
-        return out
-
-
-class CanaryVerdict(NamedTuple):
-    """`wait`, `promote` or `rollback`, and why."""
-
-    action: Literal["wait", "promote", "rollback"]
-    reason: str
-
-
-def evaluate(
-    champion: VariantStats,
-    challenger: VariantStats,
-    *,
-    elapsed_s: float,
-    min_decisions: int,
-    window_sec: float,
-    tolerance_r: float = DEFAULT_TOLERANCE_R,
-) -> CanaryVerdict:
-    """Decide a trial: wait until N resolved decisions or the window, then compare mean R.
-
-    With no resolved champion decision the baseline is 0 R (flat); with no resolved
-    challenger decision at the end of the window there is no evidence against it.
-    """
-    by_count = challenger.resolved >= min_decisions
-    by_time = elapsed_s >= window_sec
-    if not (by_count or by_time):
-        return CanaryVerdict(
-            "wait",
-            f"{challenger.resolved}/{min_decisions} resolved, {elapsed_s:.0f}/{window_sec:.0f}s",
-        )
-    when = f"after {challenger.resolved} resolved decisions" if by_count else "window elapsed"
-    ch_mean = challenger.mean_r
-    if ch_mean is None:
-        return CanaryVerdict("promote", f"{when}; no resolved challenger decision, none worse")
-    base = champion.mean_r if champion.mean_r is not None else 0.0
-    if ch_mean >= base - tolerance_r:
-        return CanaryVerdict(
-            "promote",
-            f"{when}; challenger mean R {ch_mean:.4f} >= champion {base:.4f} - {tolerance_r}",
-        )
-    return CanaryVerdict(
-        "rollback",
-        f"{when}; challenger mean R {ch_mean:.4f} < champion {base:.4f} - {tolerance_r}",
-    )
-
-
-def _mix64(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def route_fraction(symbol: str, ts_s: int) -> float:
-    """Return a stable number in [0, 1) for a symbol and a bar time in epoch seconds."""
-    seed = zlib.crc32(symbol.encode())
-    return (_mix64((seed ^ (ts_s * 0x9E3779B97F4A7C15)) & _MASK64) >> 32) / float(1 << 32)
+    def retire(self, models: ModelSet) -> None:
+        """Drop a set that no longer serves, off the decision path (sessions take ms to free)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +103,9 @@ class ModelRouter:
     The decision engine calls `select(symbol, ts_event)` once per decision and gets a
     pre-built `(ModelSet, variant)` pair; in shadow mode it also scores `shadow()`.
     After deciding it calls `record_decision` (and `record_shadow`), and on every
-    closed trade `record_outcome`. Everything runs on the engine's thread.
+    closed trade `record_outcome`. The hot swapper hands it releases with
+    `start_challenger`/`cancel`/`refresh` and hears of promotions, rollbacks and retired
+    sets as a `TrialListener` (`subscribe`). Everything runs on the engine's thread.
     """
 
     def __init__(
@@ -200,13 +136,7 @@ class ModelRouter:
         self.history: deque[dict[str, Any]] = deque(maxlen=20)
         self.promotions = 0
         self.rollbacks = 0
-        #: Called with (new champion, reason) after a promotion swapped the holder.
-        self.on_promote: Callable[[ModelSet, str], None] | None = None
-        #: Called with the result dict after a rollback.
-        self.on_rollback: Callable[[dict[str, Any]], None] | None = None
-        #: Called with a model set that no longer serves, to free it off the decision path
-        #: (the hot swapper drops it in a worker thread); None: dropped here.
-        self.on_retire: Callable[[ModelSet], None] | None = None
+        self._listeners: tuple[TrialListener, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, holder: ModelHolder, **kwargs: Any) -> ModelRouter:
@@ -219,6 +149,19 @@ class ModelRouter:
             window_sec=settings.canary_window_sec,
             **kwargs,
         )
+
+    def subscribe(self, listener: TrialListener) -> Callable[[], None]:
+        """Tell `listener` of every promotion, rollback and retired set; return an unsubscribe.
+
+        A retired set goes to every listener and is freed when the last drops it; with
+        none subscribed the router drops it itself.
+        """
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return unsubscribe
 
     # the hot path ---------------------------------------------------------
 
@@ -236,7 +179,7 @@ class ModelRouter:
         if seed is None:
             seed = self._seeds[symbol] = zlib.crc32(symbol.encode())
         ts = int(ts_event.timestamp() if isinstance(ts_event, datetime) else ts_event)
-        h = _mix64((seed ^ (ts * 0x9E3779B97F4A7C15)) & _MASK64) >> 32
+        h = mix64((seed ^ (ts * 0x9E3779B97F4A7C15)) & MASK64) >> 32
         return challenger if h < route.threshold else champion
 
     def shadow(self) -> ModelSet | None:
@@ -407,12 +350,12 @@ class ModelRouter:
         self._finish("promoted", reason)
         self._rebuild()
         log.info("canary: promoted %s over %s (%s)", trial.release, trial.champion_release, reason)
-        if self.on_promote is not None:
-            self.on_promote(trial.models, reason)
+        for listener in self._listeners:
+            listener.trial_promoted(trial.models, reason)
 
     def _retire(self, models: ModelSet) -> None:
-        if self.on_retire is not None:
-            self.on_retire(models)
+        for listener in self._listeners:
+            listener.retire(models)
 
     def rollback(self, reason: str = "rolled back by hand") -> None:
         """Drop the challenger; the champion keeps serving."""
@@ -423,8 +366,8 @@ class ModelRouter:
         result = self._finish("rolled_back", reason)
         self._rebuild()
         log.warning("canary: rolled back %s (%s)", trial.release, reason)
-        if self.on_rollback is not None:
-            self.on_rollback(result)
+        for listener in self._listeners:
+            listener.trial_rolled_back(result)
 
     def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
         trial = self._trial

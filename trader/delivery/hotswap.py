@@ -8,11 +8,13 @@
   set it reads `models/manifest/latest.json` from the object store.
 - It polls `latest.json` every `MODEL_POLL_SEC` as a fallback (also while Kafka is down).
 - Every release is verified off the event loop (`trader.delivery.release_helper.verify_off_loop`):
-  the manifest checks in a low-priority thread, the download and a trial load in a
-  helper process, then the sha256 of the returned bytes, the load and the probe back
-  in the thread. Nothing of it runs on the decision path. An accepted release replaces the serving set with one
-  `ModelHolder.swap` on the event loop, between two decisions, or goes on trial through
-  the `ModelRouter` when a canary mode is set.
+  the manifest checks in a verification thread, the download and a trial load in a
+  low-priority helper process, then the sha256 of the returned bytes, the load (its
+  native session builds lowered, `trader.delivery.priority`) and the probe back in the
+  thread. Nothing of it runs on the decision path. An accepted release replaces the
+  serving set with one `ModelHolder.swap` on the event loop, between two decisions,
+  or goes on trial through the `ModelRouter` when a canary mode is set; the swapper
+  subscribes to the router (`ModelRouter.subscribe`) to hear how each trial ends.
 - A rejected release changes nothing: it is counted by code, logged without secrets,
   kept as `last_rejection` and shown by `status()` (for `/healthz`) and Prometheus.
 - Nothing raises out of the loop: errors are counted, logged and retried with backoff.
@@ -32,8 +34,6 @@ from collections import Counter as CountMap
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
-
-from prometheus_client import Counter
 
 from infra.bus import BusConsumer, KafkaBus, topic_settings
 from infra.contracts import ModelManifest
@@ -62,21 +62,12 @@ _SEEN_MAX = 512
 _BACKOFF_MAX_S = 30.0
 
 
-#: Errors caught in the loops (the trader's metrics module has no such series).
-SWAP_ERRORS = Counter(
-    "tradeloop_model_swap_errors",
-    "Errors caught in the hot-swap loop (broker, object store, verification), by kind.",
-    ["kind"],
-    registry=metrics.REGISTRY,
-)
-
-
 class SwapMetrics:
     """The hot swap's Prometheus series: those of `trader.metrics`, on its registry."""
 
     swaps: Any = metrics.MODEL_SWAPS
     rejections: Any = metrics.MODEL_REJECTIONS
-    loop_errors: Any = SWAP_ERRORS
+    loop_errors: Any = metrics.MODEL_SWAP_ERRORS
 
     def set_release(self, release: str) -> None:
         """Show the serving release on `tradeloop_model_release_info`."""
@@ -147,10 +138,8 @@ class HotSwapper:
         self._connections = 0
         self.metrics.set_release(holder.current.release)
         self.metrics.bind_age(holder)
-        if router is not None:
-            router.on_promote = self._on_promote
-            router.on_rollback = self._on_canary_rollback
-            router.on_retire = self.retire
+        if router is not None:  # hears of the trials it starts ending (a `TrialListener`)
+            router.subscribe(self)
 
     # the loops -------------------------------------------------------------
 
@@ -399,7 +388,10 @@ class HotSwapper:
             replaced,
         )
 
-    def _on_promote(self, models: ModelSet, reason: str) -> None:
+    # the router's news (`TrialListener`) -------------------------------------
+
+    def trial_promoted(self, models: ModelSet, reason: str) -> None:
+        """Record a challenger's promotion by the router as a swap."""
         manifest = self.challenger_manifest
         old_release = self.serving_manifest.release if self.serving_manifest else "none"
         if manifest is not None and manifest.release == models.release:
@@ -407,7 +399,8 @@ class HotSwapper:
         self.challenger_manifest = None
         self._record_swap(models, f"canary ({reason})", manifest, replaced=old_release)
 
-    def _on_canary_rollback(self, result: dict[str, Any]) -> None:
+    def trial_rolled_back(self, result: dict[str, Any]) -> None:
+        """Record a challenger's rollback by the router as a `canary_rollback` rejection."""
         self.challenger_manifest = None
         rej = ReleaseRejected(
             "canary_rollback",

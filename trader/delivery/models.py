@@ -9,14 +9,12 @@ always runs on one consistent set.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,9 @@ import numpy as np
 import onnxruntime as ort
 
 from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN
-from infra.contracts import STRATEGIES
+from infra.contracts import MODEL_FAMILIES, STRATEGIES
 from infra.settings import Settings
+from trader.delivery.priority import lowered
 
 __all__ = [
     "EMPTY",
@@ -34,63 +33,10 @@ __all__ = [
     "ModelHolder",
     "ModelLoadError",
     "ModelSet",
-    "background_loads",
     "session_options",
 ]
 
-FAMILIES: tuple[str, ...] = ("meta", "exec", "sizer")
-#: How much lower a background load builds its sessions at (`nice` increment).
-BACKGROUND_NICE = 10
-
-_background = threading.local()
-
-
-@contextlib.contextmanager
-def background_loads() -> Iterator[None]:
-    """Build sessions in this thread at a lower CPU priority while onnxruntime works.
-
-    Only the native session build (which runs without the GIL) is lowered; the thread
-    is back at its own priority before it runs Python again, so it never holds the
-    GIL at the low priority for longer than one system call.
-    """
-    old = getattr(_background, "on", False)
-    _background.on = True
-    try:
-        yield
-    finally:
-        _background.on = old
-
-
-def _can_raise_to(nice: int) -> bool:
-    """Say whether this process may set a thread's nice value back to `nice`."""
-    if os.geteuid() == 0:
-        return True
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    return soft == resource.RLIM_INFINITY or 20 - soft <= nice
-
-
-@contextlib.contextmanager
-def _lowered() -> Iterator[None]:
-    tid: int | None = None
-    nice = 0
-    if getattr(_background, "on", False):
-        try:
-            tid = threading.get_native_id()
-            nice = os.getpriority(os.PRIO_PROCESS, tid)
-            if _can_raise_to(nice):
-                os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + BACKGROUND_NICE))
-            else:  # it would stay low: build at the thread's priority
-                tid = None
-        except OSError:  # not Linux, or not allowed: build at the thread's priority
-            tid = None
-    try:
-        yield
-    finally:
-        if tid is not None:
-            with contextlib.suppress(OSError):  # raising it back to its own value is allowed
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
+FAMILIES: tuple[str, ...] = MODEL_FAMILIES
 
 
 class ModelLoadError(ValueError):
@@ -134,7 +80,7 @@ class LoadedModel:
         io = MODEL_IO[family]
         width = len(MODEL_FEATURES[family])
         try:
-            with _lowered():
+            with lowered():  # lower priority inside a background load
                 sess = ort.InferenceSession(
                     blob, sess_options=session_options(), providers=["CPUExecutionProvider"]
                 )

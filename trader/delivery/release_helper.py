@@ -17,7 +17,7 @@ decides what it serves (`verify_isolated`):
 switch interval, so a decision wins the GIL back quickly. (The thread keeps the
 trader's CPU priority while it runs Python: a low-priority thread that holds the GIL
 can keep a decision waiting while it is not scheduled. Only the native session builds,
-which run without the GIL, are lowered: `trader.delivery.models.background_loads`.)
+which run without the GIL, are lowered: `trader.delivery.priority`.)
 
 If the helper cannot be started, the release is fetched in the verification thread
 instead. If it dies while checking a release (a crash in a native library), one fresh
@@ -32,7 +32,6 @@ import contextlib
 import functools
 import logging
 import multiprocessing
-import os
 import signal
 import sys
 import threading
@@ -46,7 +45,8 @@ from infra.contracts import ModelManifest
 from infra.objectstore import s3_client
 from infra.settings import Settings
 from infra.signing import Keyring
-from trader.delivery.models import ModelSet, background_loads
+from trader.delivery.models import ModelSet
+from trader.delivery.priority import background_loads, helper_nice, lower_this_process
 from trader.delivery.release import (
     ReleaseRejected,
     check_blobs,
@@ -58,7 +58,6 @@ from trader.delivery.release import (
 
 __all__ = [
     "FETCH_TIMEOUT_S",
-    "HELPER_NICE",
     "VERIFY_SWITCH_INTERVAL_S",
     "HelperCrashed",
     "HelperUnavailable",
@@ -70,8 +69,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: How much lower the helper's CPU priority is than the trader's (`nice` increment).
-HELPER_NICE = 10
 #: Longest wait for the helper to fetch and check one release.
 FETCH_TIMEOUT_S = 300.0
 #: The GIL switch interval while a release is verified (restored after).
@@ -91,16 +88,10 @@ class HelperCrashed(RuntimeError):
 _client: tuple[Settings, Any] | None = None
 
 
-def _main_thread_nice() -> int:
-    """Return the nice value of the process's main thread (Linux: threads have their own)."""
-    return os.getpriority(os.PRIO_PROCESS, os.getpid())
-
-
 def _child_init(nice: int) -> None:
     # Ctrl-C is the trader's to handle; the helper exits when the trader closes its pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    lower_this_process(nice)
 
 
 def _child_client(settings: Settings) -> Any:
@@ -202,7 +193,7 @@ class ReleaseHelper:
                             max_workers=1,
                             mp_context=multiprocessing.get_context("spawn"),
                             initializer=_child_init,
-                            initargs=(min(19, _main_thread_nice() + HELPER_NICE),),
+                            initargs=(helper_nice(),),
                         )
                     return self._pool.submit(fn, *args)
                 except BrokenProcessPool:  # it died since the last call: start a new one

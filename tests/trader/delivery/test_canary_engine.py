@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
+import pytest
 
 from infra.contracts import Event, ModelManifest, SignalSnapshot, TradeOutcome
 from infra.settings import Settings
 from infra.signing import Keyring
 from tests.hotswap_support import build_blobs, release_bytes, sign, unsigned_manifest
 from trader.core.engine import Engine, EngineConfig
-from trader.delivery.canary import ModelRouter, VariantStats, evaluate, route_fraction
+from trader.delivery.canary import ModelRouter, route_fraction
 from trader.delivery.hotswap import HotSwapper
 from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds.sim import SimFeed
@@ -86,6 +87,43 @@ def test_canary_routes_a_deterministic_share_through_the_engine(
     ]
 
 
+def _replay_trial(events: list[Event], min_decisions: int) -> dict[str, dict[str, float]]:
+    """Recount a canary trial from the engine's events alone, up to its end.
+
+    Each bar's chosen signal is one decision of its variant: a skip resolves at 0 R,
+    a taken one with the R of its trade's outcome. The trial ends at the decision
+    that gives the challenger its `min_decisions`-th resolved decision.
+    """
+    counts = {
+        v: dict.fromkeys(("decisions", "taken", "resolved", "wins", "sum_r"), 0.0)
+        for v in ("champion", "challenger")
+    }
+    pending: dict[str, str] = {}
+
+    def resolve(variant: str, r: float) -> bool:
+        c = counts[variant]
+        c["resolved"] += 1
+        c["sum_r"] += r
+        c["wins"] += r > 0
+        return counts["challenger"]["resolved"] >= min_decisions
+
+    for ev in events:
+        ended = False
+        if isinstance(ev, SignalSnapshot) and ev.strategy == ev.decision.chosen_strategy:
+            variant = ev.decision.variant
+            counts[variant]["decisions"] += 1
+            if ev.decision.taken:
+                counts[variant]["taken"] += 1
+                pending[ev.event_id] = variant
+            else:
+                ended = resolve(variant, 0.0)
+        elif isinstance(ev, TradeOutcome) and ev.signal_id in pending:
+            ended = resolve(pending.pop(ev.signal_id), ev.r_multiple)
+        if ended:
+            return counts
+    raise AssertionError(f"the challenger never reached {min_decisions} resolved decisions")
+
+
 def test_the_canary_concludes_through_the_engine(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(kafka=False)
     router, holder, events, champion, challenger = _run(
@@ -93,12 +131,28 @@ def test_the_canary_concludes_through_the_engine(make_settings: Callable[..., Se
     )
     assert router.challenger is None, "the trial should have ended after 20 resolved decisions"
     result = router.history[-1]
-    champ = VariantStats(**_counts(result["counts"]["champion"]))
-    chall = VariantStats(**_counts(result["counts"]["challenger"]))
-    verdict = evaluate(champ, chall, elapsed_s=0.0, min_decisions=20, window_sec=1e9)
-    assert result["outcome"] == {"promote": "promoted", "rollback": "rolled_back"}[verdict.action]
+    want = _replay_trial(events, 20)
+    for variant in ("champion", "challenger"):
+        got = result["counts"][variant]
+        for key in ("decisions", "taken", "resolved", "wins"):
+            assert got[key] == want[variant][key], (variant, key)
+        assert got["sum_r"] == pytest.approx(want[variant]["sum_r"], abs=1e-6), variant
+    assert want["challenger"]["resolved"] == 20
+    # the rule: promote unless the challenger's mean R is worse than the champion's
+    # (0 R without a resolved champion decision) by more than 0.05 R
+    champ_mean = (
+        want["champion"]["sum_r"] / want["champion"]["resolved"]
+        if want["champion"]["resolved"]
+        else 0.0
+    )
+    chall_mean = want["challenger"]["sum_r"] / 20
+    promoted = chall_mean >= champ_mean - 0.05
+    assert result["outcome"] == ("promoted" if promoted else "rolled_back"), (
+        chall_mean,
+        champ_mean,
+    )
     signals = _signals(events)
-    if result["outcome"] == "promoted":
+    if promoted:
         assert holder.current is challenger
         # after promotion the new champion decides everything
         tail = signals[-5:]
@@ -109,10 +163,6 @@ def test_the_canary_concludes_through_the_engine(make_settings: Callable[..., Se
         assert all(s.model_versions == champion.versions for s in signals[-5:])
     outcomes = [e for e in events if isinstance(e, TradeOutcome)]
     assert outcomes  # resolved through real (and counterfactual) trades
-
-
-def _counts(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: d[k] for k in ("decisions", "taken", "resolved", "wins", "sum_r")}
 
 
 def test_shadow_scores_the_challenger_on_every_decision_and_trades_none(

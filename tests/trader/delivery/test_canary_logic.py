@@ -23,6 +23,23 @@ class Clock:
         return self.now
 
 
+class Listener:
+    """A `TrialListener` that records what the router tells it."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.retired: list[str] = []
+
+    def trial_promoted(self, models: ModelSet, reason: str) -> None:
+        self.events.append(("promote", models.release))
+
+    def trial_rolled_back(self, result: dict[str, Any]) -> None:
+        self.events.append(("rollback", result["release"]))
+
+    def retire(self, models: ModelSet) -> None:
+        self.retired.append(models.release)
+
+
 def stats(*rs: float, decisions: int | None = None) -> VariantStats:
     s = VariantStats()
     for r in rs:
@@ -105,7 +122,7 @@ def test_share_edges_and_off_mode() -> None:
         ModelRouter(ModelHolder(champ), mode="sometimes")  # type: ignore[arg-type]
 
 
-def _trial(mode: str = "canary", **kw: float) -> tuple[ModelRouter, ModelHolder, Clock, list]:
+def _trial(mode: str = "canary", **kw: float) -> tuple[ModelRouter, ModelHolder, Clock, Listener]:
     clock = Clock()
     holder = ModelHolder(ModelSet({}, release="champ"))
     router = ModelRouter(
@@ -116,22 +133,21 @@ def _trial(mode: str = "canary", **kw: float) -> tuple[ModelRouter, ModelHolder,
         window_sec=kw.get("window", 600.0),
         clock=clock,
     )
-    events: list = []
-    router.on_promote = lambda models, reason: events.append(("promote", models.release))
-    router.on_rollback = lambda result: events.append(("rollback", result["release"]))
+    heard = Listener()
+    router.subscribe(heard)
     router.start_challenger(ModelSet({}, release="chall"), release="chall", sequence=2)
-    return router, holder, clock, events
+    return router, holder, clock, heard
 
 
 def test_a_challenger_that_is_not_worse_is_promoted() -> None:
-    router, holder, _clock, events = _trial(n=10)
+    router, holder, _clock, heard = _trial(n=10)
     for i in range(10):
         router.record_decision(f"c{i}", "champion", taken=True)
         router.record_outcome(f"c{i}", 0.3)
     for i in range(9):
         router.record_decision(f"x{i}", "challenger", taken=True)
         router.record_outcome(f"x{i}", 0.4)
-    assert holder.current.release == "champ" and not events  # 9 of 10: still on trial
+    assert holder.current.release == "champ" and not heard.events  # 9 of 10: still on trial
     status = router.status()
     assert status["challenger"]["release"] == "chall"
     assert status["counts"]["challenger"]["resolved"] == 9
@@ -139,14 +155,15 @@ def test_a_challenger_that_is_not_worse_is_promoted() -> None:
     assert status["shares"] == {"champion": 0.5, "challenger": 0.5}
     router.record_decision("x9", "challenger", taken=False)  # a skip resolves at 0 R
     assert holder.current.release == "chall"
-    assert events == [("promote", "chall")]
+    assert heard.events == [("promote", "chall")]
+    assert heard.retired == ["champ"]  # the old champion is handed over to be freed
     assert router.challenger is None and router.promotions == 1
     assert router.status()["last_result"]["outcome"] == "promoted"
     assert router.select("ES", T0) == (holder.current, "champion")
 
 
 def test_a_worse_challenger_is_rolled_back_automatically() -> None:
-    router, holder, _clock, events = _trial(n=5)
+    router, holder, _clock, heard = _trial(n=5)
     for i in range(5):
         router.record_decision(f"c{i}", "champion", taken=True)
         router.record_outcome(f"c{i}", 0.5)
@@ -154,7 +171,8 @@ def test_a_worse_challenger_is_rolled_back_automatically() -> None:
         router.record_decision(f"x{i}", "challenger", taken=True)
         router.record_outcome(f"x{i}", -1.0)
     assert holder.current.release == "champ"
-    assert events == [("rollback", "chall")]
+    assert heard.events == [("rollback", "chall")]
+    assert heard.retired == ["chall"]
     assert router.rollbacks == 1 and router.challenger is None
     last = router.status()["last_result"]
     assert last["outcome"] == "rolled_back" and "<" in last["reason"]
@@ -162,7 +180,7 @@ def test_a_worse_challenger_is_rolled_back_automatically() -> None:
 
 
 def test_the_window_ends_a_trial() -> None:
-    router, holder, clock, events = _trial(n=1000, window=60.0)
+    router, holder, clock, heard = _trial(n=1000, window=60.0)
     router.record_decision("c0", "champion", taken=True)
     router.record_outcome("c0", 1.0)
     router.record_decision("x0", "challenger", taken=True)
@@ -171,11 +189,11 @@ def test_the_window_ends_a_trial() -> None:
     clock.now += 61.0
     verdict = router.tick()
     assert verdict is not None and verdict.action == "rollback" and "window" in verdict.reason
-    assert events == [("rollback", "chall")] and holder.current.release == "champ"
+    assert heard.events == [("rollback", "chall")] and holder.current.release == "champ"
 
 
 def test_outcomes_of_unknown_or_skipped_signals_are_ignored() -> None:
-    router, _holder, _clock, _events = _trial(n=100)
+    router, _holder, _clock, _heard = _trial(n=100)
     router.record_decision("c0", "champion", taken=False)
     router.record_outcome("c0", 3.0)  # a counterfactual of the skipped pick
     router.record_outcome("never-seen", 2.0)
@@ -184,7 +202,7 @@ def test_outcomes_of_unknown_or_skipped_signals_are_ignored() -> None:
 
 
 def test_shadow_scores_beside_the_champion_and_never_routes() -> None:
-    router, holder, _clock, events = _trial(mode="shadow", n=3)
+    router, holder, _clock, heard = _trial(mode="shadow", n=3)
     assert router.select("ES", T0) == (holder.current, "champion")
     shadow = router.shadow()
     assert shadow is not None and shadow.release == "chall"
@@ -200,10 +218,10 @@ def test_shadow_scores_beside_the_champion_and_never_routes() -> None:
     assert status["shares"] == {"champion": 1.0, "challenger": 0.0}
     for sid, r in (("s1", 1.0), ("s2", -1.0), ("s3", 2.0)):
         router.record_outcome(sid, r)
-    assert not events
+    assert not heard.events
     router.record_outcome("s4", 0.5)
     # champion: 1.0, -1.0, 0 (skipped) -> 0.0 ; shadow: 1.0, 2.0, 0.5 -> 1.1667
-    assert events == [("promote", "chall")]
+    assert heard.events == [("promote", "chall")]
     last = router.status()["last_result"]
     assert last["counts"]["champion"]["mean_r"] == pytest.approx(0.0)
     assert last["counts"]["challenger"]["mean_r"] == pytest.approx(3.5 / 3)
@@ -211,12 +229,15 @@ def test_shadow_scores_beside_the_champion_and_never_routes() -> None:
 
 
 def test_a_newer_release_supersedes_and_a_rollback_release_cancels() -> None:
-    router, holder, _clock, _events = _trial(n=100)
+    router, holder, _clock, heard = _trial(n=100)
     router.start_challenger(ModelSet({}, release="chall2"), release="chall2", sequence=3)
     assert router.challenger is not None and router.challenger.release == "chall2"
     assert router.history[-1]["outcome"] == "superseded"
+    assert heard.retired == ["chall"]
     router.cancel("rollback r4")
     assert router.challenger is None and router.history[-1]["outcome"] == "cancelled"
+    assert heard.retired == ["chall", "chall2"]
+    assert heard.events == []  # neither a promotion nor a rollback by the trial
     assert holder.current.release == "champ"
     assert router.status()["challenger"] is None
 
@@ -227,3 +248,19 @@ def test_a_swap_behind_the_routers_back_is_seen() -> None:
     assert router.select("ES", T0)[0].release == "a"
     holder.swap(ModelSet({}, release="b"))
     assert router.select("ES", T0)[0].release == "b"
+
+
+def test_every_subscriber_hears_until_it_unsubscribes() -> None:
+    router, holder, _clock, first = _trial(n=1)
+    second = Listener()
+    unsubscribe = router.subscribe(second)
+    router.promote("by hand")
+    assert first.events == second.events == [("promote", "chall")]
+    assert first.retired == second.retired == ["champ"]
+    unsubscribe()
+    router.start_challenger(ModelSet({}, release="chall3"), release="chall3", sequence=3)
+    router.rollback("by hand")
+    assert first.events == [("promote", "chall"), ("rollback", "chall3")]
+    assert first.retired == ["champ", "chall3"]
+    assert second.events == [("promote", "chall")] and second.retired == ["champ"]
+    assert holder.current.release == "chall"
