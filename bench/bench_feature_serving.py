@@ -79,7 +79,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     from infra.contracts import STRATEGY_STREAM_FEATURES, SYMBOL_STREAM_FEATURES
     from infra.settings import Settings
     from infra.stack import start_tansu
-    from streams.synth import synthetic_events
+    from tests.kit.synth import synthetic_events
     from trader.core.stream_cache import StreamCache
 
     n = 300 if quick else 5000

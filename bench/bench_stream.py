@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench import faust_ceiling
 from infra.settings import Settings
-from streams.harness import WorkerProcess
+from tests.kit.harness import WorkerProcess
 
 SOURCE = ("bars", "signals", "outcomes")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +155,7 @@ async def _read_outputs(settings: Settings, topic: str, n: int) -> dict[tuple[st
 
 def _quix_matches(settings: Settings, report: dict[str, Any], events: list[Any]) -> str:
     """Compare the peer's final feature values with a from-scratch fold; say how they compare."""
-    from streams.harness import recompute
+    from tests.kit.harness import recompute
 
     expected = {
         (u.feature_view, u.symbol, u.strategy): u.values for u in recompute(events).entity_rows()
@@ -172,8 +172,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     from bench.harness import throughput
     from infra.settings import Settings
     from infra.stack import free_port, start_tansu
-    from streams.harness import WorkerProcess, produce, settings_env, wait_for
-    from streams.synth import synthetic_events
+    from tests.kit.harness import WorkerProcess, produce, settings_env, wait_for
+    from tests.kit.synth import synthetic_events
 
     n = 10_000 if quick else 200_000
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))

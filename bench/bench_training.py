@@ -1,6 +1,6 @@
 """Training: point-in-time dataset build and the three trainings at 100k and 1M signals.
 
-Workload: a synthetic event lake (`training.synth`: ES and NQ, 0-3 candidate signals
+Workload: a synthetic event lake (`tests.kit.lake`: ES and NQ, 0-3 candidate signals
 per bar, every candidate with an outcome, `strategy_stats` stream features stamped
 at each exit) written as lake parquet in a local directory. Measured per size:
 
@@ -27,7 +27,7 @@ from typing import Any
 
 def _lake(root: Path, n: int, seed: int) -> tuple[str, float]:
     from infra.objectstore import LocalObjectStore
-    from training.synth import write_synthetic_lake
+    from tests.kit.lake import write_synthetic_lake
 
     t0 = time.perf_counter()
     write_synthetic_lake(LocalObjectStore(root), n, seed=seed, payload=False)

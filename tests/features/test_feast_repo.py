@@ -23,9 +23,9 @@ from infra.lake import write_batch
 from infra.objectstore import store_for_uri
 from infra.settings import Settings
 from infra.stack import free_port
-from streams.synth import synthetic_events
 from tests import ROOT
 from tests.helpers import settings_env
+from tests.kit.synth import synthetic_events
 
 FEAST = str(ROOT / ".venv" / "bin" / "feast")
 VIEWS = {"signal_snapshots", "signal_stats", "strategy_stats", "symbol_stats", "trade_outcomes"}

@@ -23,7 +23,7 @@ from infra.contracts import (
     FeatureUpdate,
     TradeOutcome,
 )
-from streams.synth import synthetic_events
+from tests.kit.synth import synthetic_events
 
 T0 = dt.datetime(2024, 3, 4, 14, 30, tzinfo=dt.UTC)
 

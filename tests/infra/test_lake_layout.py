@@ -25,7 +25,7 @@ from infra.lake import (
     write_batch,
 )
 from infra.objectstore import LocalObjectStore, store_for_uri
-from streams.synth import synthetic_events
+from tests.kit.synth import synthetic_events
 
 
 def rows_of(events: list[Event], partition: int = 0, first_offset: int = 0) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Deterministic synthetic bars, signals and outcomes (tests, benchmarks, demos)."""
+"""Deterministic synthetic bars, signals and outcomes (tests and benchmarks)."""
 
 from __future__ import annotations
 

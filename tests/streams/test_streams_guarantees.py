@@ -20,7 +20,8 @@ from features.store import TradeloopFeatureStore
 from infra.contracts import STRATEGIES, Event
 from infra.settings import Settings
 from infra.stack import free_port, start_moto
-from streams.harness import (
+from tests.helpers import TEST_BUCKET, s3_bucket_for, settings_env, unique
+from tests.kit.harness import (
     WorkerProcess,
     expected_online,
     lake_event_ids,
@@ -29,8 +30,7 @@ from streams.harness import (
     recompute,
     wait_for,
 )
-from streams.synth import synthetic_events
-from tests.helpers import TEST_BUCKET, s3_bucket_for, settings_env, unique
+from tests.kit.synth import synthetic_events
 
 ENTITIES = [(s, k) for s in ("ES", "NQ") for k in STRATEGIES]
 FAST = ["--lake-batch-events", "300", "--lake-batch-seconds", "0.5", "--metrics-port", "0"]

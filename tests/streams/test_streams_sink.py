@@ -11,16 +11,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
+from infra.bus import BusConsumer
 from infra.contracts import Bar
 from infra.lake import list_files, parse_key
 from infra.objectstore import store_for_uri
 from infra.settings import Settings
-from streams.harness import lake_event_ids, produce
 from streams.sink import LakeSink, marker_key
-from streams.synth import synthetic_events
 from tests.helpers import unique
+from tests.kit.harness import lake_event_ids, produce
+from tests.kit.synth import synthetic_events
 
 
 class Crash(BaseException):
@@ -30,7 +29,7 @@ class Crash(BaseException):
 class CrashBeforeCommit(LakeSink):
     """A sink whose first commit never happens: it dies right after the upload."""
 
-    def _make_consumer(self) -> AIOKafkaConsumer:
+    def _make_consumer(self) -> BusConsumer:
         consumer = super()._make_consumer()
 
         async def commit(*args: Any, **kwargs: Any) -> None:
@@ -101,8 +100,8 @@ def test_replay_reads_a_kafka_time_range_through_the_agents_function(
 ) -> None:
     import datetime as dt
 
-    from streams.harness import recompute
     from streams.replay import kafka_records, replay_into_features
+    from tests.kit.harness import recompute
 
     settings = make_settings(TOPIC_PARTITIONS=2)
     events = list(synthetic_events(600))

@@ -19,7 +19,8 @@ from infra.contracts import STRATEGIES, Bar, DeadLetter, Event, FeatureUpdate, d
 from infra.lake import read_topic
 from infra.settings import Settings
 from infra.stack import free_port
-from streams.harness import (
+from tests.helpers import settings_env
+from tests.kit.harness import (
     Raw,
     WorkerProcess,
     expected_online,
@@ -29,8 +30,7 @@ from streams.harness import (
     recompute,
     wait_for,
 )
-from streams.synth import synthetic_events
-from tests.helpers import settings_env
+from tests.kit.synth import synthetic_events
 
 ENTITIES = [(s, k) for s in ("ES", "NQ") for k in STRATEGIES]
 

@@ -13,6 +13,7 @@ from features.vectors import EXEC_FEATURE_NAMES, META_FEATURE_NAMES
 from infra.contracts import STRATEGIES
 from infra.objectstore import LocalObjectStore
 from infra.settings import Settings
+from tests.kit.lake import synthetic_frames, write_frames
 from training.config import DataError, TrainConfig, parse_weights
 from training.datasets import (
     OWN_STREAM,
@@ -23,7 +24,6 @@ from training.datasets import (
     stream_wide,
 )
 from training.sources import collect_sources
-from training.synth import synthetic_frames, write_frames
 
 CFG = TrainConfig.for_profile("small")
 

@@ -15,12 +15,12 @@ from features.vectors import MODEL_FEATURES
 from infra.objectstore import LocalObjectStore
 from infra.settings import Settings, get_settings
 from infra.signing import Keyring
+from tests.kit.lake import _strategy_stats, synthetic_frames, write_frames
 from trader.delivery.release import ReleaseRejected, verify_release
 from training.config import TrainConfig
 from training.datasets import load_lake
 from training.pipeline import run_training
 from training.release import Registry, verify_manifest
-from training.synth import _strategy_stats, synthetic_frames, write_frames
 
 CFG = TrainConfig.for_profile("small")
 KEY = "pipeline-test-key-0123456789"

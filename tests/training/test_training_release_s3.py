@@ -12,6 +12,7 @@ from infra.contracts import ModelManifest, decode
 from infra.lake import read_topic
 from infra.objectstore import s3_client, store_for_uri
 from infra.signing import Keyring
+from tests.kit.lake import write_synthetic_lake
 from trader.delivery.release import verify_release
 from training.config import TrainConfig
 from training.datasets import load_lake
@@ -24,7 +25,6 @@ from training.release import (
     sign_manifest,
     verify_manifest,
 )
-from training.synth import write_synthetic_lake
 
 pytestmark = [pytest.mark.s3, pytest.mark.kafka]
 
