@@ -76,17 +76,6 @@ class Runtime:
         metrics.set_release(new.release)
         return old
 
-    def model_rejected(self, release: str, reason: str, detail: str = "") -> None:
-        """Record a rejected release (the current models keep serving)."""
-        self.rejections[reason] = self.rejections.get(reason, 0) + 1
-        self.last_rejected = {
-            "release": release,
-            "reason": reason,
-            "detail": detail,
-            "at": datetime.now(UTC).isoformat(),
-        }
-        metrics.MODEL_REJECTIONS.labels(reason=reason).inc()
-
     def models_status(self) -> dict[str, Any]:
         """Return the serving models: path, release, versions and age."""
         current = self.holder.current
