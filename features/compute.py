@@ -17,8 +17,10 @@ Definitions (t is the current bar, c close, h high, l low, v volume):
 - `volume_z_30`: z-score of v over the last 30 volumes.
 - `range_pos_60`: (c - min l) / (max h - min l) over the last 60 bars.
 - `tod_sin`, `tod_cos`: time of day of the bar close in US/Eastern.
-- `session_rth`: the bar closes in (09:30, 16:00] ET on a weekday;
-  `session_open_30`: it closes in (09:30, 10:00] ET.
+- `session_rth`: the bar closes inside the regular trading hours of its trading day,
+  (RTH open, RTH close] from the exchange calendar (`features.calendar`: 09:30-16:00
+  ET, early closes included, none on holidays); `session_open_30`: it closes in the
+  first `OPEN_WINDOW_MIN` minutes of them.
 - `regime_trend`: Kaufman efficiency, (c[t] - c[t-30]) / sum |c[i] - c[i-1]| over 30.
 - `regime_vol`: rv_30 / sqrt(EW mean of squared log returns, span 390).
 """
@@ -28,15 +30,23 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from features.calendar import (
+    CLOSED,
+    EASTERN,
+    ENTRY_CUTOFF_MIN,
+    OPEN_WINDOW_MIN,
+    calendar,
+    utc_offset_s,
+)
 from infra.contracts import FEATURE_NAMES
 
 __all__ = [
+    "EASTERN",
+    "ENTRY_CUTOFF_MIN",
     "FEATURE_NAMES",
     "WARMUP_BARS",
     "MarketFeatures",
@@ -44,11 +54,6 @@ __all__ = [
     "et_clock",
 ]
 
-EASTERN = ZoneInfo("America/New_York")
-RTH_OPEN_MIN, RTH_CLOSE_MIN = 9 * 60 + 30, 16 * 60
-OPEN_WINDOW_MIN = 30
-#: No entries in the last minutes of the regular session.
-ENTRY_CUTOFF_MIN = 5
 EMA_FAST, EMA_SLOW = 9, 21
 ATR_N, RSI_N, BB_N, RV_N, VOL_N, RANGE_N, TREND_N, SLOPE_N = 14, 14, 20, 30, 30, 60, 30, 5
 LONG_VOL_SPAN = 390
@@ -66,18 +71,22 @@ _N = len(FEATURE_NAMES)
 _TWO_PI = 2.0 * math.pi
 
 
-def _utc_offset_s(ts_s: int) -> int:
-    return int(datetime.fromtimestamp(ts_s, EASTERN).utcoffset().total_seconds())  # type: ignore[union-attr]
+_OPEN_WINDOW_S = OPEN_WINDOW_MIN * 60
+_ENTRY_CUTOFF_S = ENTRY_CUTOFF_MIN * 60
 
 
 def et_clock(ts_s: int) -> tuple[int, int, int]:
     """Return (minute of day, weekday Mon=0, trading day number) in US/Eastern.
 
-    The trading day starts at 18:00 ET (the Globex open), so an evening bar belongs
-    to the next calendar day's session.
+    The trading day starts at the Globex open the evening before (the exchange
+    calendar's), so an evening bar belongs to the next calendar day's session.
     """
-    local = ts_s + _utc_offset_s(ts_s)
-    return (local % 86400) // 60, (local // 86400 + 3) % 7, (local + 6 * 3600) // 86400
+    local = ts_s + utc_offset_s(ts_s)
+    return (
+        (local % 86400) // 60,
+        (local // 86400 + 3) % 7,
+        (local + calendar().day_shift_s) // 86400,
+    )
 
 
 class _Window:
@@ -136,6 +145,7 @@ class MarketFeatures:
         "_maxq",
         "_minq",
         "_rets",
+        "_session",
         "_slow_hist",
         "_tz_hour",
         "_tz_offset",
@@ -146,12 +156,17 @@ class MarketFeatures:
         "bb_mean",
         "bb_std",
         "close",
+        "day_shift_s",
         "ema_fast",
         "ema_slow",
+        "entries_allowed",
         "high",
+        "in_rth",
+        "in_session",
         "long_var",
         "low",
         "minute_et",
+        "minutes_to_close",
         "n",
         "open",
         "prev_atr",
@@ -189,7 +204,15 @@ class MarketFeatures:
         self.ts_s = 0
         self.minute_et = 0
         self.weekday = 0
-        self.trading_day = 0
+        self.trading_day = -1
+        self.day_shift_s = -1  # from the exchange calendar on the first bar
+        #: Today's (globex open, globex close, rth open, rth close, flags), epoch seconds.
+        self._session = CLOSED
+        #: Exchange-calendar state of the current bar (see `features.calendar`).
+        self.in_session = False  # Globex trades at this bar's close
+        self.in_rth = False  # the bar closes inside the regular trading hours
+        self.minutes_to_close = -1  # to today's (possibly early) RTH close; -1 without RTH
+        self.entries_allowed = False  # in RTH and at least ENTRY_CUTOFF_MIN before the close
         self.open = self.high = self.low = self.close = self.volume = 0.0
         self.atr = 0.0
         self.ema_fast = self.ema_slow = 0.0
@@ -312,33 +335,28 @@ class MarketFeatures:
         hour = ts_s // 3600
         if hour != self._tz_hour:
             self._tz_hour = hour
-            self._tz_offset = _utc_offset_s(ts_s)
+            self._tz_offset = utc_offset_s(ts_s)
         local = ts_s + self._tz_offset
         self.minute_et = (local % 86400) // 60
         self.weekday = (local // 86400 + 3) % 7
-        self.trading_day = (local + 21600) // 86400
+        if self.day_shift_s < 0:
+            self.day_shift_s = calendar().day_shift_s
+        day = (local + self.day_shift_s) // 86400
+        if day != self.trading_day:
+            self.trading_day = day
+            self._session = calendar().row(day)
+        go, gc, ro, rc, _flags = self._session
+        self.in_session = go < ts_s <= gc
+        rth = self.in_rth = ro < ts_s <= rc
+        if rc:
+            left = rc - ts_s
+            self.minutes_to_close = left // 60
+            self.entries_allowed = rth and left >= _ENTRY_CUTOFF_S
+        else:
+            self.minutes_to_close = -1
+            self.entries_allowed = False
         self.n = n + 1
         return n >= WARMUP_BARS - 1
-
-    @property
-    def in_rth(self) -> bool:
-        """Say whether the current bar closes inside regular trading hours."""
-        return self.weekday < 5 and RTH_OPEN_MIN < self.minute_et <= RTH_CLOSE_MIN
-
-    @property
-    def minutes_to_close(self) -> int:
-        """Return the minutes from the current bar's close to the regular-session close."""
-        return RTH_CLOSE_MIN - self.minute_et
-
-    @property
-    def entries_allowed(self) -> bool:
-        """Say whether a trade may open on this bar with flattening at the session close."""
-        return self.in_rth and self.minutes_to_close >= ENTRY_CUTOFF_MIN
-
-    @property
-    def in_session(self) -> bool:
-        """Say whether the exchange is open at the current bar (any hour of the session)."""
-        return True
 
     def values(self) -> list[float]:
         """Return the current features as Python floats (valid once ready)."""
@@ -368,10 +386,11 @@ class MarketFeatures:
         lo = self._minq[0][1]
         rpos = (c - lo) / (hi - lo) if hi > lo else 0.5
         angle = _TWO_PI * self.minute_et / 1440.0
-        m = self.minute_et
-        wk = self.weekday < 5
-        rth = 1.0 if wk and RTH_OPEN_MIN < m <= RTH_CLOSE_MIN else 0.0
-        opening = 1.0 if wk and RTH_OPEN_MIN < m <= RTH_OPEN_MIN + OPEN_WINDOW_MIN else 0.0
+        if self.in_rth:
+            rth = 1.0
+            opening = 1.0 if self.ts_s <= self._session[2] + _OPEN_WINDOW_S else 0.0
+        else:
+            rth = opening = 0.0
         moved = self._absdiff_sum
         trend = (c - ring[(n - TREND_N) % _RING]) / moved if moved > 0.0 else 0.0
         long_sd = math.sqrt(self.long_var) if self.long_var > 0.0 else 0.0
@@ -491,12 +510,15 @@ def batch_features(
         long_sd = np.sqrt(_ewm(lr * lr, 2.0 / (LONG_VOL_SPAN + 1), start=1))
         rvol = np.where(long_sd > 0, rv / long_sd, 1.0)
         hours, inverse = np.unique(ts // 3600, return_inverse=True)
-        offsets = np.array([_utc_offset_s(int(hr) * 3600) for hr in hours], dtype=np.int64)[inverse]
+        offsets = np.array([utc_offset_s(int(hr) * 3600) for hr in hours], dtype=np.int64)[inverse]
     local = ts + offsets
     minute = (local % 86400) // 60
-    weekday = (local // 86400 + 3) % 7
     angle = _TWO_PI * minute / 1440.0
-    wk = weekday < 5
+    cal = calendar()
+    days, day_of = np.unique((local + cal.day_shift_s) // 86400, return_inverse=True)
+    rows = np.array([cal.row(int(d)) for d in days], dtype=np.int64).reshape(-1, 5)[day_of]
+    rth_open, rth_close = rows[:, 2], rows[:, 3]
+    in_rth = (rth_open < ts) & (ts <= rth_close)
     cols = [
         c / prev - 1.0,
         c / _lag(c, 5) - 1.0,
@@ -514,10 +536,8 @@ def batch_features(
         rpos,
         np.sin(angle),
         np.cos(angle),
-        (wk & (minute > RTH_OPEN_MIN) & (minute <= RTH_CLOSE_MIN)).astype(np.float64),
-        (wk & (minute > RTH_OPEN_MIN) & (minute <= RTH_OPEN_MIN + OPEN_WINDOW_MIN)).astype(
-            np.float64
-        ),
+        in_rth.astype(np.float64),
+        (in_rth & (ts <= rth_open + _OPEN_WINDOW_S)).astype(np.float64),
         trend,
         rvol,
     ]

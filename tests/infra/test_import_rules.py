@@ -19,7 +19,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "trader": (
         "trader",
         "infra",
+        "features.calendar",
         "features.compute",
+        "features.rolls",
         "features.vectors",
         "features.stream",
         "features.trade_stats",

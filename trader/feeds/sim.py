@@ -1,6 +1,11 @@
 """A deterministic, seeded simulator of correlated 1-minute ES/NQ bars.
 
-Each trading day (Mon-Fri) is generated at once from a PCG64 stream, so the bars
+The bars follow the exchange calendar (`features.calendar`): a trading day's bars
+cover its Globex session (or, with `session="rth"`, its regular trading hours),
+early closes included; days the exchange is closed (2024-12-25) have no bars, and
+RTH-only runs skip days without regular hours (Thanksgiving).
+
+Each trading day is generated at once from a PCG64 stream, so the bars
 depend only on the seed, never on how many are read. A shared Markov chain
 switches the market between three regimes: trend (drift in a random direction),
 mean reversion (an Ornstein-Uhlenbeck pull to the level where the regime began)
@@ -16,12 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Literal
 
 import numpy as np
 
-from features.compute import EASTERN
+from features.calendar import calendar, utc_offset_s
 from trader.core.bar import MarketBar
 from trader.core.instruments import BUILTIN, Instrument
 from trader.feeds.base import Feed
@@ -47,12 +52,14 @@ DEFAULT_PARAMS: dict[str, SimParams] = {
 }
 
 
-def _volume_curve(minute_et: np.ndarray) -> np.ndarray:
+def _volume_curve(
+    minute_et: np.ndarray, ts_s: np.ndarray, rth_open_s: int, rth_close_s: int
+) -> np.ndarray:
     """Return the relative activity of a minute (1.0 = an average regular-session minute)."""
     m = minute_et.astype(np.float64)
-    rth = (m > 570) & (m <= 960)
-    since_open = np.clip(m - 570, 0, None)
-    to_close = np.clip(960 - m, 0, None)
+    rth = (ts_s > rth_open_s) & (ts_s <= rth_close_s)
+    since_open = np.clip((ts_s - rth_open_s) / 60.0, 0, None)
+    to_close = np.clip((rth_close_s - ts_s) / 60.0, 0, None)
     u_shape = 0.55 + 1.6 * np.exp(-since_open / 25.0) + 0.9 * np.exp(-to_close / 20.0)
     overnight = 0.07 + 0.25 * np.exp(-np.abs(m - 510) / 8.0)  # 08:30 ET data releases
     return np.where(rth, u_shape, overnight)
@@ -90,22 +97,26 @@ class SimFeed(Feed):
         return SimParams(max(100.0, 400 * inst.tick_size), 0.0003, 1000.0, 0.7)
 
     def _session_times(self, day: date) -> np.ndarray:
-        if self.session == "rth":
-            open_dt = datetime(day.year, day.month, day.day, 9, 30, tzinfo=EASTERN)
-            count = 390
-        else:
-            prev = day - timedelta(days=1)
-            open_dt = datetime(prev.year, prev.month, prev.day, 18, 0, tzinfo=EASTERN)
-            count = 23 * 60
-        t0 = int(open_dt.timestamp())
-        return t0 + 60 * np.arange(1, count + 1, dtype=np.int64)
+        """Return the bar close times of a day's session (minute bars, open exclusive)."""
+        s = calendar().session(day)
+        t0, t1 = (
+            (s.rth_open_s, s.rth_close_s)
+            if self.session == "rth"
+            else (
+                s.globex_open_s,
+                s.globex_close_s,
+            )
+        )
+        return t0 + 60 * np.arange(1, (t1 - t0) // 60 + 1, dtype=np.int64)
 
     def trading_days(self) -> Iterator[date]:
-        """Yield the simulated trading days (weekdays from `start`)."""
+        """Yield the simulated trading days from `start`: the exchange calendar's sessions."""
+        cal = calendar()
         day = self.start
         produced = 0
         while self.days is None or produced < self.days:
-            if day.weekday() < 5:
+            s = cal.session(day)
+            if s.has_rth if self.session == "rth" else s.is_open:
                 yield day
                 produced += 1
             day += timedelta(days=1)
@@ -140,9 +151,10 @@ class SimFeed(Feed):
         last_close: dict[str, float],
     ) -> dict[str, tuple[list[float], ...]]:
         n = len(ts)
-        offset = int(datetime.fromtimestamp(int(ts[0]), EASTERN).utcoffset().total_seconds())  # type: ignore[union-attr]
+        offset = utc_offset_s(int(ts[0]))
         minute = ((ts + offset) % 86400) // 60
-        curve = _volume_curve(minute)
+        day = calendar().session_at(int(ts[-1]))
+        curve = _volume_curve(minute, ts, day.rth_open_s, day.rth_close_s)
         vol_scale = np.sqrt(curve)
         switch = rng.random(n) < (1.0 / 150.0)
         pick = rng.choice(3, size=n, p=[0.4, 0.4, 0.2])

@@ -36,7 +36,8 @@ def test_sim_is_deterministic_per_seed_and_independent_of_reads() -> None:
 def test_sim_bars_are_valid_correlated_and_on_the_tick_grid() -> None:
     feed = SimFeed(("ES", "NQ"), seed=1, days=10)
     bars = list(feed)
-    assert len(bars) == 10 * 23 * 60 * 2
+    # nine 23-hour Globex days, then MLK day 2024-01-15 (the exchange calendar: 13:00 ET close)
+    assert len(bars) == (9 * 23 * 60 + 19 * 60) * 2
     last: dict[str, int] = {}
     for bar in bars:
         assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
