@@ -55,6 +55,13 @@ class TraderSettings(SettingsContext):
         validation_alias="FLATTEN_AT_SESSION_END",
         description="Close open positions at the end of the RTH session.",
     )
+    roll_days_before_expiry: int = Field(
+        default=8,
+        ge=0,
+        le=60,
+        validation_alias="ROLL_DAYS_BEFORE_EXPIRY",
+        description="Calendar days before a quarterly contract's expiry (third Friday) when bars and orders move to the next contract (8: the Thursday of the week before).",
+    )
     prop_start_balance_usd: float = Field(
         default=50_000.0,
         gt=0,
