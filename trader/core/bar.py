@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from features.rolls import ROLL_DAYS_BEFORE_EXPIRY, front_contract
 from infra.contracts import Bar
 
 __all__ = ["MarketBar"]
@@ -39,8 +40,8 @@ class MarketBar:
         """Return the close time as an aware UTC datetime."""
         return datetime.fromtimestamp(self.ts_s, UTC)
 
-    def to_event(self, source: str) -> Bar:
-        """Return the `Bar` event of this bar."""
+    def to_event(self, source: str, roll_days: int = ROLL_DAYS_BEFORE_EXPIRY) -> Bar:
+        """Return the `Bar` event of this bar, naming its front contract (`features.rolls`)."""
         return Bar(
             ts_event=self.ts_event,
             symbol=self.symbol,
@@ -51,6 +52,7 @@ class MarketBar:
             volume=self.volume,
             interval_s=self.interval_s,
             source=source,
+            contract=front_contract(self.symbol, self.ts_s, roll_days),
         )
 
     @classmethod

@@ -139,7 +139,7 @@ class Engine:
             if candidates is not None:
                 self._act(bar, f, candidates)
         if self.config.emit_bars:
-            self._emit(bar.to_event(self.source))
+            self._emit(bar.to_event(self.source, self.settings.roll_days_before_expiry))
         self.last_bar[bar.symbol] = bar
         self.bars += 1
 
