@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint fmt typecheck bench bench-smoke stack-up stack-down schemas clean
+.PHONY: help venv demo test docs lint fmt typecheck bench bench-smoke stack-up stack-down schemas clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,9 @@ demo: venv ## Run the whole loop end to end on the embedded stack
 
 test: venv ## Run the whole suite against real services (Tansu, moto S3, Redis)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+docs: venv ## Build the documentation site strict into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 lint: venv ## ruff lint + format check and mypy on the packages
 	$(BIN)/ruff check .
