@@ -19,8 +19,11 @@ from trader.feeds.base import Feed
 from trader.io.outbox import Outbox, OutboxDrainer
 
 if TYPE_CHECKING:  # hot swap and canary (trader/delivery/hotswap.py, trader/delivery/canary.py)
+    from trader.core.killswitch import KillSwitch
     from trader.delivery.canary import ModelRouter
     from trader.delivery.hotswap import HotSwapper
+    from trader.venues.base import Venue
+    from trader.venues.reconcile import Reconciliation
 
 __all__ = ["Runtime", "build_info"]
 
@@ -68,6 +71,14 @@ class Runtime:
     last_bar_error: str | None = None
     swapper: HotSwapper | None = None  # follows model releases (None: fixed models)
     router: ModelRouter | None = None  # canary routing (None: CANARY_MODE=off)
+    venue: Venue | None = None  # where orders go (None: the engine's own paper broker)
+    killswitch: KillSwitch | None = None  # persisted halt (trader/core/killswitch.py)
+    reconciliation: Reconciliation | None = None  # the last start-up/reconnect comparison
+
+    def entries(self) -> dict[str, Any]:
+        """Return whether new entries are allowed and, if not, why (for /healthz)."""
+        block = self.engine.risk.entry_block()
+        return {"allowed": block is None, "refused_because": block}
 
     def swap_models(self, new: ModelSet) -> ModelSet:
         """Serve `new` from the next decision on; count the swap; return the old set."""

@@ -13,21 +13,20 @@ day"); every other halt waits for an operator.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from infra.settings import Settings
+from trader.venues.base import Venue
 
 __all__ = [
     "KILL_HOLD",
-    "Flattener",
     "KillState",
     "KillSwitch",
     "KillSwitchError",
@@ -44,14 +43,6 @@ KILL_HOLD = "kill_switch"
 
 class KillSwitchError(RuntimeError):
     """Raise when the kill-switch state file cannot be read or written."""
-
-
-class Flattener(Protocol):
-    """What the kill switch needs from a venue: cancel everything, close everything."""
-
-    async def cancel_all(self) -> Any: ...
-
-    async def flatten(self) -> Any: ...
 
 
 class Holds(Protocol):
@@ -186,9 +177,9 @@ class KillSwitch:
         log.warning("%s", state.describe())
         return state
 
-    async def trigger(
+    def trigger(
         self,
-        venue: Flattener | None,
+        venue: Venue | None,
         by: str,
         reason: str,
         until_trading_day: int | None = None,
@@ -196,21 +187,22 @@ class KillSwitch:
         """Halt entries first, then cancel every working order and flatten every position.
 
         The halt is persisted before any venue call, so a crash in between still
-        restarts halted. A venue error is recorded in the state and re-raised.
+        restarts halted. The venue answers with order events (cancels, flatten
+        fills); a venue error is recorded in the state and re-raised.
         """
         self.halt(by, reason, until_trading_day)
         actions: dict[str, Any] = {"at": datetime.now(UTC).isoformat()}
-        error: BaseException | None = None
+        error: Exception | None = None
         if venue is not None:
             try:
-                actions["cancelled"] = _count(await venue.cancel_all())
-                actions["flattened"] = _count(await venue.flatten())
+                actions["cancelled"] = len(venue.working_orders())
+                actions["flattened"] = len(venue.positions())
+                venue.cancel_all()
+                venue.flatten(reason="kill_switch")
             except Exception as exc:  # recorded and re-raised: the halt stays
                 actions["error"] = f"{type(exc).__name__}: {exc}"[:300]
                 error = exc
-        self._save(
-            KillState(**{**asdict(self.state), "last_actions": actions})  # type: ignore[arg-type]
-        )
+        self._save(replace(self.state, last_actions=actions))
         if error is not None:
             raise error
         return self.state
@@ -244,12 +236,3 @@ class KillSwitch:
         out["entries"] = self.state.describe()
         out["file"] = str(self.path)
         return out
-
-
-def _count(result: Any) -> int | None:
-    """Return how many items a venue call reports (a count, or a list of them)."""
-    if isinstance(result, int) and not isinstance(result, bool):
-        return result
-    with contextlib.suppress(TypeError):
-        return len(result)
-    return None

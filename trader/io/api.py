@@ -1,17 +1,50 @@
-"""The trader's HTTP API (FastAPI): health, canary, today's verification, build, metrics."""
+"""The trader's HTTP API (FastAPI): health, canary, today's verification, build, metrics.
+
+`POST /kill` and `POST /resume` engage and lift the kill switch; both need
+`Authorization: Bearer $TRADER_API_TOKEN` (compared in constant time; 401 without
+it, and always 401 while no token is configured). Every handler that touches the
+engine is `async`, so it runs on the trading loop between bars, never beside one.
+"""
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Response
+from fastapi import Body, FastAPI, Header, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 
 from trader import metrics
 from trader.runtime import Runtime, build_info
 
-__all__ = ["create_app"]
+__all__ = ["KillRequest", "create_app"]
+
+
+class KillRequest(BaseModel):
+    """Who asks and why (both optional)."""
+
+    by: str = Field(default="api", max_length=100)
+    reason: str = Field(default="", max_length=500)
+
+
+def _authorize(runtime: Runtime, authorization: str | None) -> None:
+    """Raise 401 unless the bearer token matches the configured one (constant time)."""
+    expected = runtime.settings.trader_api_token.get_secret_value()
+    if not expected:
+        raise HTTPException(
+            401,
+            "TRADER_API_TOKEN is not set on the trader: the kill switch cannot be driven over HTTP",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -19,8 +52,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="tradeloop trader", version=build_info(runtime.mode)["version"])
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        """Feed, broker link, outbox, models, rejections and engine counters."""
+    async def healthz() -> dict[str, Any]:
+        """Feed, broker link, outbox, models, rejections, engine, kill switch and entries."""
         outbox: dict[str, Any] = {"enabled": runtime.outbox is not None}
         if runtime.outbox is not None:
             ob = runtime.outbox
@@ -33,8 +66,22 @@ def create_app(runtime: Runtime) -> FastAPI:
             )
         broker = runtime.drainer.status() if runtime.drainer is not None else {"link": "off"}
         link_ok = broker["link"] in ("up", "off")
+        entries = runtime.entries()
+        status = "ok" if link_ok else "degraded"
+        if not entries["allowed"]:
+            status = "halted"
         return {
-            "status": "ok" if link_ok else "degraded",
+            "status": status,
+            "entries": entries,
+            "kill_switch": runtime.killswitch.status() if runtime.killswitch else None,
+            "reconciliation": (
+                runtime.reconciliation.status() if runtime.reconciliation is not None else None
+            ),
+            "venue": (
+                {"name": runtime.venue.name, "state": str(runtime.venue.state)}
+                if runtime.venue is not None
+                else None
+            ),
             "mode": runtime.mode,
             "uptime_s": round(datetime.now(UTC).timestamp() - runtime.started_at, 1),
             "feed": runtime.feed.describe(),
@@ -51,6 +98,39 @@ def create_app(runtime: Runtime) -> FastAPI:
             "engine": runtime.engine.status(),
             "bar_errors": {"count": runtime.bar_errors, "last": runtime.last_bar_error},
         }
+
+    @app.post("/kill")
+    async def kill(
+        request: Annotated[KillRequest | None, Body()] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        """Cancel every working order, flatten every position, halt entries until resumed."""
+        _authorize(runtime, authorization)
+        ks = runtime.killswitch
+        if ks is None:
+            raise HTTPException(503, "this trader runs without a kill switch")
+        req = request or KillRequest()
+        try:
+            ks.trigger(runtime.venue, req.by, req.reason or "POST /kill")
+        except Exception as exc:  # the halt is persisted; say what the venue did not do
+            raise HTTPException(
+                502, f"halted, but the venue failed: {type(exc).__name__}: {exc}"
+            ) from None
+        return ks.status()
+
+    @app.post("/resume")
+    async def resume(
+        request: Annotated[KillRequest | None, Body()] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        """Lift the kill switch (other holds, such as a prop-firm breach, stay)."""
+        _authorize(runtime, authorization)
+        ks = runtime.killswitch
+        if ks is None:
+            raise HTTPException(503, "this trader runs without a kill switch")
+        req = request or KillRequest()
+        ks.resume(req.by, req.reason or "POST /resume")
+        return {**ks.status(), "entries_now": runtime.entries()}
 
     @app.get("/healthz/canary")
     def canary() -> dict[str, Any]:

@@ -5,34 +5,34 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from infra.contracts import OrderCancelled, OrderFilled, VenueEvent
+from infra.settings import Settings
+from trader.core.bar import MarketBar
+from trader.core.instruments import instruments_from_settings
 from trader.core.killswitch import KILL_HOLD, KillSwitch, KillSwitchError
 from trader.core.risk import RiskLimits, RiskManager
+from trader.venues.base import BracketOrder, VenueDisconnected
+from trader.venues.paper import PaperVenue
+
+T0 = int(datetime(2024, 3, 5, 15, 0, tzinfo=UTC).timestamp())  # 10:00 ET, a Tuesday
+INSTRUMENTS = instruments_from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
 
 
-class Book:
-    """A venue's book, reduced to what the kill switch touches."""
-
-    def __init__(self, orders: int, positions: int, fail: bool = False) -> None:
-        self.orders = [f"o{i}" for i in range(orders)]
-        self.positions = [f"p{i}" for i in range(positions)]
-        self.fail = fail
-        self.calls: list[str] = []
-
-    async def cancel_all(self) -> list[str]:
-        self.calls.append("cancel_all")
-        done, self.orders = self.orders, []
-        return done
-
-    async def flatten(self) -> int:
-        self.calls.append("flatten")
-        if self.fail:
-            raise ConnectionError("venue unreachable")
-        n, self.positions = len(self.positions), []
-        return n
+def _venue_with_a_position_and_a_working_entry() -> tuple[PaperVenue, list[VenueEvent]]:
+    venue = PaperVenue(INSTRUMENTS)
+    seen: list[VenueEvent] = []
+    venue.add_listener(seen.append)
+    venue.on_bar(MarketBar("ES", T0, 5000, 5001, 4999, 5000, 10.0), 300, True)
+    venue.submit_bracket(BracketOrder("a-entry", "ES", "buy", 2, 4.0, 8.0))
+    venue.on_bar(MarketBar("ES", T0 + 60, 5000, 5002, 4999, 5001, 10.0), 300, True)
+    venue.submit_bracket(BracketOrder("b-entry", "ES", "sell", 1, 4.0, 8.0))
+    assert len(venue.positions()) == 1 and len(venue.working_orders()) == 3
+    return venue, seen
 
 
 def test_trigger_cancels_flattens_halts_and_persists_private(tmp_path: Path) -> None:
@@ -40,11 +40,18 @@ def test_trigger_cancels_flattens_halts_and_persists_private(tmp_path: Path) -> 
     risk = RiskManager(RiskLimits())
     ks = KillSwitch(path, risk)
     assert not ks.halted and risk.check("ES", 1, 10.0, 0)[1] == "taken"
-    book = Book(orders=3, positions=2)
-    state = asyncio.run(ks.trigger(book, "api", "operator pressed the button"))
-    assert book.calls == ["cancel_all", "flatten"] and not book.orders and not book.positions
+    venue, seen = _venue_with_a_position_and_a_working_entry()
+    state = ks.trigger(venue, "api", "operator pressed the button")
+    assert venue.positions() == [] and venue.working_orders() == []
+    flat = [e for e in seen if isinstance(e, OrderFilled) and e.role == "flatten"]
+    assert len(flat) == 1 and flat[0].quantity == 2 and flat[0].side == "sell"
+    assert {e.client_order_id for e in seen if isinstance(e, OrderCancelled)} == {
+        "a-stop",
+        "a-target",
+        "b-entry",
+    }
     assert state.halted and state.by == "api" and state.reason == "operator pressed the button"
-    assert state.last_actions["cancelled"] == 3 and state.last_actions["flattened"] == 2
+    assert state.last_actions["cancelled"] == 3 and state.last_actions["flattened"] == 1
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert risk.check("ES", 1, 10.0, 0) == (0, KILL_HOLD)
     assert "kill switch engaged by api" in (risk.entry_block() or "")
@@ -60,13 +67,15 @@ def test_trigger_cancels_flattens_halts_and_persists_private(tmp_path: Path) -> 
 
 
 def test_venue_failure_keeps_the_halt_and_is_recorded(tmp_path: Path) -> None:
+    venue, _ = _venue_with_a_position_and_a_working_entry()
+    asyncio.run(venue.disconnect())
     ks = KillSwitch(tmp_path / "ks.json")
-    with pytest.raises(ConnectionError):
-        asyncio.run(ks.trigger(Book(1, 1, fail=True), "api", "test"))
+    with pytest.raises(VenueDisconnected):
+        ks.trigger(venue, "api", "test")
     reloaded = KillSwitch(tmp_path / "ks.json")
-    assert reloaded.halted
-    assert reloaded.state.last_actions["error"] == "ConnectionError: venue unreachable"
-    assert reloaded.state.last_actions["cancelled"] == 1
+    assert reloaded.halted and reloaded.state.last_actions["cancelled"] == 3
+    assert reloaded.state.last_actions["error"].startswith("VenueDisconnected: ")
+    assert len(venue.positions()) == 1  # nothing was done: the operator must know
 
 
 def test_dated_halt_lifts_when_its_trading_day_starts(tmp_path: Path) -> None:
