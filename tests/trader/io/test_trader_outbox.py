@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 
 from infra.bus import KafkaBus
 from infra.contracts import Event, decode
 from infra.stack import free_port, start_tansu
-from tests.conftest import SettingsFactory
+from tests.helpers import SettingsFactory, wait_until
 from trader.core.engine import Engine, EngineConfig
 from trader.feeds.sim import SimFeed
 from trader.io.outbox import Outbox, OutboxDrainer
@@ -88,32 +89,33 @@ def test_reads_resume_in_order_through_partial_commits_and_rolls(tmp_path: Path)
     assert [r[3] for r in ob.read(5)] == []
 
 
-async def _consume_ids(bus: KafkaBus, want: int, timeout_s: float = 30.0) -> list[str]:
+async def _consume_ids(bus: KafkaBus, timeout_s: float = 30.0) -> list[str]:
+    """Return the event id of every record on the signals and outcomes topics, in full.
+
+    Reads each partition up to its end offset, so a duplicate on the broker is always
+    among the ids (call it once the writer is done).
+    """
     ids: list[str] = []
-    topics = [bus.topic("signals"), bus.topic("outcomes")]
-    consumer = bus.consumer(topics, None, from_beginning=True)
+    topics = {bus.topic("signals"), bus.topic("outcomes")}
+    consumer = bus.consumer(sorted(topics), None, from_beginning=True)
     await consumer.start()
+    raw = consumer.raw
     try:
         deadline = time.monotonic() + timeout_s
-        while len(ids) < want and time.monotonic() < deadline:
-            for rec in await consumer.poll(timeout_ms=500):
+        ends: dict[TopicPartition, int] = {}
+        while True:
+            for rec in await consumer.poll(timeout_ms=200):
                 event: Event = decode(rec.value or b"")
                 ids.append(event.event_id)
-        # anything beyond `want` would be a duplicate: give it a moment to show up
-        for rec in await consumer.poll(timeout_ms=1500):
-            ids.append(decode(rec.value or b"").event_id)
+            assigned = raw.assignment()
+            if not ends and {tp.topic for tp in assigned} == topics:
+                ends = await raw.end_offsets(list(assigned))
+            if ends and all([await raw.position(tp) >= end for tp, end in ends.items()]):
+                return ids
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read {len(ids)} records, not to the end {ends}")
     finally:
         await consumer.stop()
-    return ids
-
-
-def _wait(cond, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 @pytest.mark.kafka
@@ -142,23 +144,24 @@ def test_broker_restart_loses_nothing_and_sends_nothing_twice(
         assert len(emitted) > 50
         assert drainer.wait_drained(60), drainer.status()
         # Tansu keeps nothing on disk: read everything acked before it goes away
-        before = asyncio.run(_consume_ids(bus, len(emitted)))
+        before = asyncio.run(_consume_ids(bus))
         assert sorted(before) == sorted(emitted)
         first.stop()
         n_before = len(emitted)
         engine.run(itertools.islice(bars, 3 * 23 * 60 * 2))  # trading goes on, the spool grows
         assert len(emitted) > n_before
-        assert _wait(lambda: drainer.link == "down", 30), drainer.status()
+        wait_until(lambda: drainer.link == "down", 30, what="the drainer to see the link down")
         assert outbox.depth == len(emitted) - n_before
         second = start_tansu(port, log_dir=tmp_path / "tansu2")
         assert drainer.wait_drained(90), drainer.status()
-        after = asyncio.run(_consume_ids(bus, len(emitted) - n_before))
+        after = asyncio.run(_consume_ids(bus))
     finally:
         drainer.stop(5)
         outbox.close()
         first.stop()
         if second is not None:
             second.stop()
+    assert sorted(after) == sorted(emitted[n_before:])  # only what the spool held
     everything = before + after
     assert len(everything) == len(set(everything)) == len(emitted)
     assert set(everything) == set(emitted)
