@@ -18,6 +18,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "events": ("streams.contracts_cli:events", "Event contracts: write JSON Schemas."),
     "demo": ("infra.demo:demo", "Run the whole loop end to end on the embedded stack."),
     "trade": ("trader.cli:trade", "Run the live (paper) trader on a feed."),
+    "flatten": ("trader.cli:flatten", "Kill switch: cancel orders, flatten, halt entries."),
+    "resume": ("trader.cli:resume", "Lift the kill switch of a running trader."),
     "backtest": ("trader.cli:backtest", "Backtest bars through the trader's code path."),
     "report": ("trader.report:report", "Write an HTML report with plots."),
     "streams": ("streams.cli:streams", "Run the Faust streams worker."),

@@ -13,7 +13,7 @@ import click
 
 from infra.settings import get_settings
 
-__all__ = ["backtest", "trade"]
+__all__ = ["backtest", "flatten", "resume", "trade"]
 
 _file_options = [
     click.option("--symbol", default=None, help="Symbol of a file without a symbol column."),
@@ -312,3 +312,46 @@ def backtest(
     )
     if feed.stats.skipped:
         click.echo(f"skipped rows: {feed.stats.skipped_by_reason}")
+
+
+def _control(action: str, url: str | None, by: str, reason: str) -> dict[str, Any]:
+    from trader.io.api_client import TraderApiError, post_control
+
+    settings = get_settings()
+    base = url or f"http://{settings.http_host}:{settings.http_port}"
+    try:
+        return post_control(base, action, settings.trader_api_token, by=by, reason=reason)
+    except TraderApiError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_control_options = [
+    click.option("--url", default=None, help="Trader API (default: http://HTTP_HOST:HTTP_PORT)."),
+    click.option("--by", default="cli", show_default=True, help="Who asks (recorded)."),
+    click.option("--reason", default="", help="Why (recorded and shown on /healthz)."),
+]
+
+
+@click.command()
+@_with(_control_options)
+def flatten(url: str | None, by: str, reason: str) -> None:
+    """Kill switch: cancel every working order, flatten every position, halt entries."""
+    state = _control("kill", url, by, reason or "tradeloop flatten")
+    actions = state.get("last_actions", {})
+    click.echo(
+        f"halted by {state['by']} at {state['at']}: cancelled {actions.get('cancelled')} orders, "
+        f"flattened {actions.get('flattened')} positions; `tradeloop resume` lifts it"
+    )
+
+
+@click.command()
+@_with(_control_options)
+def resume(url: str | None, by: str, reason: str) -> None:
+    """Lift the kill switch (entries stay refused while another hold remains)."""
+    state = _control("resume", url, by, reason or "tradeloop resume")
+    entries = state.get("entries_now", {})
+    refused = entries.get("refused_because")
+    click.echo(
+        f"kill switch lifted by {state['by']} at {state['at']}; "
+        + (f"entries still refused: {refused}" if refused else "entries allowed")
+    )
