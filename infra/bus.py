@@ -1,4 +1,9 @@
-"""A thin Kafka bus on aiokafka: idempotent producer, manual-commit consumer, topics."""
+"""The Kafka bus: every Kafka client of tradeloop is built here from one `KafkaConnection`.
+
+Producers are idempotent (acks=all), consumers commit only when asked, the admin
+client creates topics; `KafkaConnection.faust_options()` gives the streams worker's
+Faust app the same broker, client id and timeouts.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from infra import kafka_compat as _kafka_compat  # noqa: F401  (registers InitProducerId v3)
 from infra.contracts.topics import TOPICS
-from infra.settings import Settings, get_settings
+from infra.settings import KafkaSettings, Settings, get_settings
 
-__all__ = ["BrokerUnavailableError", "BusConsumer", "BusProducer", "KafkaBus", "Record"]
+__all__ = [
+    "BrokerUnavailableError",
+    "BusConsumer",
+    "BusProducer",
+    "KafkaBus",
+    "KafkaConnection",
+    "Record",
+    "TopicSetting",
+    "next_offsets",
+    "topic_settings",
+]
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -30,6 +45,99 @@ class BrokerUnavailableError(RuntimeError):
             "start the embedded broker with `tradeloop stack up` or point "
             "KAFKA_BOOTSTRAP_SERVERS at a running broker"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """How every client connects: one broker list, one client id, one set of timeouts.
+
+    `client_id` prefixes each client's id (`tradeloop-producer`, `tradeloop-monitor`).
+    """
+
+    bootstrap_servers: str
+    client_id: str = "tradeloop"
+    request_timeout_ms: int = 10_000
+    session_timeout_ms: int = 10_000
+
+    @classmethod
+    def from_settings(
+        cls, settings: KafkaSettings, *, bootstrap: str | None = None
+    ) -> KafkaConnection:
+        """Return the connection of the Kafka settings (`bootstrap` overrides the broker)."""
+        return cls(
+            bootstrap_servers=bootstrap or settings.bootstrap_servers,
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+        )
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """Return the group heartbeat interval: a fifth of the session timeout, >= 300 ms."""
+        return max(300, self.session_timeout_ms // 5)
+
+    @property
+    def group_request_timeout_ms(self) -> int:
+        """Return a consumer's request timeout: it outlasts a group session by 5 s."""
+        return max(self.request_timeout_ms, self.session_timeout_ms + 5000)
+
+    @property
+    def rebalance_timeout_ms(self) -> int:
+        """Return how long a rebalance waits for members to rejoin."""
+        return max(30_000, self.session_timeout_ms * 3)
+
+    def client(self, role: str) -> str:
+        """Return the client id of a role (`producer` -> `tradeloop-producer`)."""
+        return f"{self.client_id}-{role}"
+
+    def producer_options(self) -> dict[str, Any]:
+        """Return the options of an idempotent producer that waits for every replica."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client("producer"),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+
+    def consumer_options(self, group_id: str | None, *, from_beginning: bool) -> dict[str, Any]:
+        """Return the options of a manual-commit consumer, in a group or (None) in none."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client("consumer"),
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest" if from_beginning else "latest",
+            "request_timeout_ms": self.group_request_timeout_ms,
+        }
+        if group_id is not None:
+            opts.update(
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=self.heartbeat_interval_ms,
+                rebalance_timeout_ms=self.rebalance_timeout_ms,
+            )
+        return opts
+
+    def admin_options(self) -> dict[str, Any]:
+        """Return the options of an admin client."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client("admin"),
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+
+    def faust_options(self) -> dict[str, Any]:
+        """Return `faust.App` settings for this broker, client id, timeouts and acks."""
+        session_s = self.session_timeout_ms / 1000.0
+        return {
+            "broker": [f"kafka://{b.strip()}" for b in self.bootstrap_servers.split(",")],
+            "broker_client_id": self.client("streams"),
+            "broker_session_timeout": session_s,
+            "broker_heartbeat_interval": self.heartbeat_interval_ms / 1000.0,
+            "broker_request_timeout": self.group_request_timeout_ms / 1000.0,
+            "broker_rebalance_timeout": self.rebalance_timeout_ms / 1000.0,
+            "producer_acks": -1,  # acks=all, as the bus's producers
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +210,23 @@ class BusProducer:
 class BusConsumer:
     """A consumer with manual commits; nothing is committed unless asked."""
 
-    def __init__(self, topics: tuple[str, ...], options: dict[str, Any], bootstrap: str) -> None:
+    def __init__(
+        self,
+        topics: tuple[str, ...],
+        options: dict[str, Any],
+        bootstrap: str,
+        listener: ConsumerRebalanceListener | None = None,
+    ) -> None:
         self._topics = topics
         self._options = options
         self._bootstrap = bootstrap
+        self._listener = listener
         self._consumer: AIOKafkaConsumer = None  # type: ignore[assignment]  # set by start()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Return the aiokafka options this consumer is built with."""
+        return dict(self._options)
 
     @property
     def raw(self) -> AIOKafkaConsumer:
@@ -115,7 +235,11 @@ class BusConsumer:
 
     async def start(self) -> BusConsumer:
         """Connect and join the group, or raise `BrokerUnavailableError`."""
-        self._consumer = AIOKafkaConsumer(*self._topics, **self._options)
+        if self._listener is None:
+            self._consumer = AIOKafkaConsumer(*self._topics, **self._options)
+        else:
+            self._consumer = AIOKafkaConsumer(**self._options)
+            self._consumer.subscribe(topics=list(self._topics), listener=self._listener)
         try:
             await self._consumer.start()
         except KafkaConnectionError as exc:
@@ -165,7 +289,7 @@ def next_offsets(records: Iterable[Record]) -> dict[tuple[str, int], int]:
 
 
 class KafkaBus:
-    """Factory of producers, consumers and topics for one broker and topic prefix."""
+    """Factory of producers, consumers, admin clients and topics for one broker and prefix."""
 
     def __init__(
         self,
@@ -175,7 +299,8 @@ class KafkaBus:
         prefix: str | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.bootstrap = bootstrap or self.settings.bootstrap_servers
+        self.connection = KafkaConnection.from_settings(self.settings, bootstrap=bootstrap)
+        self.bootstrap = self.connection.bootstrap_servers
         self.prefix = self.settings.topic_prefix if prefix is None else prefix
 
     def topic(self, name: str) -> str:
@@ -184,14 +309,7 @@ class KafkaBus:
 
     def producer(self, **overrides: Any) -> BusProducer:
         """Return an unstarted idempotent producer."""
-        opts: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap,
-            "acks": "all",
-            "enable_idempotence": True,
-            "linger_ms": 5,
-            "request_timeout_ms": self.settings.kafka_request_timeout_ms,
-            "client_id": "tradeloop-producer",
-        }
+        opts = self.connection.producer_options()
         opts.update(overrides)
         return BusProducer(opts, self.bootstrap)
 
@@ -201,24 +319,32 @@ class KafkaBus:
         group_id: str | None,
         *,
         from_beginning: bool = True,
+        listener: ConsumerRebalanceListener | None = None,
         **overrides: Any,
     ) -> BusConsumer:
-        """Return an unstarted manual-commit consumer of full topic names."""
-        opts: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap,
-            "group_id": group_id,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest" if from_beginning else "latest",
-            "session_timeout_ms": self.settings.kafka_session_timeout_ms,
-            "heartbeat_interval_ms": max(500, self.settings.kafka_session_timeout_ms // 5),
-            "request_timeout_ms": max(
-                self.settings.kafka_request_timeout_ms,
-                self.settings.kafka_session_timeout_ms + 5000,
-            ),
-            "client_id": "tradeloop-consumer",
-        }
+        """Return an unstarted manual-commit consumer of full topic names.
+
+        No topics and no group: a consumer that reads what it is assigned.
+        """
+        opts = self.connection.consumer_options(group_id, from_beginning=from_beginning)
         opts.update(overrides)
-        return BusConsumer(tuple(topics), opts, self.bootstrap)
+        return BusConsumer(tuple(topics), opts, self.bootstrap, listener)
+
+    async def admin(self, **overrides: Any) -> AIOKafkaAdminClient:
+        """Return a started admin client (the caller closes it), or raise `BrokerUnavailableError`."""
+        opts = self.connection.admin_options()
+        opts.update(overrides)
+        admin = AIOKafkaAdminClient(**opts)
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            await admin.close()
+            raise BrokerUnavailableError(self.bootstrap, exc) from None
+        return admin
+
+    def faust_options(self) -> dict[str, Any]:
+        """Return the Kafka settings of a `faust.App` on this bus's broker."""
+        return self.connection.faust_options()
 
     async def ensure_topics(self, topics: Iterable[TopicSetting]) -> list[str]:
         """Create missing topics with their configs; return the names created.
@@ -226,15 +352,7 @@ class KafkaBus:
         The topic specs live with the contracts: `topic_settings(bus)` below.
         """
         wanted = list(topics)
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap,
-            request_timeout_ms=self.settings.kafka_request_timeout_ms,
-        )
-        try:
-            await admin.start()
-        except KafkaConnectionError as exc:
-            await admin.close()
-            raise BrokerUnavailableError(self.bootstrap, exc) from None
+        admin = await self.admin()
         try:
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t.name not in existing]
@@ -252,12 +370,7 @@ class KafkaBus:
 
     async def list_topics(self) -> list[str]:
         """Return the broker's topic names."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            await admin.start()
-        except KafkaConnectionError as exc:
-            await admin.close()
-            raise BrokerUnavailableError(self.bootstrap, exc) from None
+        admin = await self.admin()
         try:
             return list(await admin.list_topics())
         finally:
@@ -272,12 +385,8 @@ class KafkaBus:
         return {name: await self._count(name) for name in names}
 
     async def _count(self, name: str) -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        try:
-            await consumer.start()
-        except KafkaConnectionError as exc:
-            await consumer.stop()
-            raise BrokerUnavailableError(self.bootstrap, exc) from None
+        reader = await self.consumer((), None, from_beginning=False).start()
+        consumer = reader.raw
         try:
             await consumer.topics()  # loads metadata of every topic
             tps = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
@@ -292,7 +401,7 @@ class KafkaBus:
                 count += sum(len(msgs) for msgs in batch.values())
             return count
         finally:
-            await consumer.stop()
+            await reader.stop()
 
     async def check(self) -> None:
         """Raise `BrokerUnavailableError` unless the broker answers."""

@@ -32,7 +32,7 @@ from infra.settings import Settings, settings_env
 
 import faust  # isort: skip
 from features.stream import StreamFeatureState
-from infra.bus import topic_settings
+from infra.bus import KafkaBus, topic_settings
 from infra.contracts import LAKE_TOPICS, Event, encode, event_key, topic_for
 from streams.metrics import StreamMetrics
 from streams.offsets import install_faust_highwater_fix
@@ -73,25 +73,20 @@ class WorkerApp:
         self._out = {
             t: self.metrics.events_out.labels(topic=t) for t in ("features", "drift", "dlq")
         }
-        session_s = settings.kafka_session_timeout_ms / 1000.0
+        self.bus = KafkaBus(settings)
         datadir = settings.home / "faust" / f"{self.group_id}-{os.getpid()}"
         self.app = faust.App(
             self.group_id,
-            broker=[f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",")],
+            **self.bus.faust_options(),  # broker, client id, timeouts, acks
             store="memory://",
             datadir=str(datadir),
             key_serializer="raw",
             value_serializer="raw",
             topic_partitions=settings.topic_partitions,
             topic_replication_factor=1,
-            broker_session_timeout=session_s,
-            broker_heartbeat_interval=max(0.3, session_s / 5),
-            broker_request_timeout=max(settings.kafka_request_timeout_ms / 1000.0, session_s + 5),
-            broker_rebalance_timeout=max(30.0, session_s * 3),
             broker_commit_interval=options.commit_interval_s,
             broker_max_poll_records=2000,
             consumer_auto_offset_reset="earliest",
-            producer_acks=-1,
             producer_linger=0.005,
             # changelog pieces are a few KiB each: small batches make every agent
             # wait on the producer buffer
@@ -113,7 +108,7 @@ class WorkerApp:
             value_type=bytes,
         )
         install_full_flush()
-        install_faust_highwater_fix(settings.bootstrap_servers)
+        install_faust_highwater_fix(self.bus)
         self.pieces = PickledTable(self.table)
         self.state = StreamFeatureState(store=self.pieces)
         self.pusher: OnlinePusher | None = None
@@ -274,9 +269,6 @@ class _LazyFeatureStore:
 
 def create_app(settings: Settings, options: WorkerOptions | None = None) -> WorkerApp:
     """Build the worker (creating the topics first)."""
-    from infra.bus import KafkaBus
-
     topics_bus = KafkaBus(settings)
-
     asyncio.run(topics_bus.ensure_topics(topic_settings(topics_bus)))
     return WorkerApp(settings, options or WorkerOptions())

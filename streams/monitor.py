@@ -23,10 +23,10 @@ from typing import Any
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from rich.console import Console
 
-from infra.bus import BrokerUnavailableError
+from infra.bus import BrokerUnavailableError, BusConsumer, KafkaBus
 from infra.contracts import TOPICS
 from infra.settings import Settings, get_settings
 from streams.monitor_state import (
@@ -101,10 +101,12 @@ class MonitorRunner:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.bootstrap = self.settings.bootstrap_servers
+        self.bus = KafkaBus(self.settings)
+        self.bootstrap = self.bus.bootstrap
         self.topic_names = {short: self.settings.topic(short) for short in TOPICS}
         self._short = {full: short for short, full in self.topic_names.items()}
         self.state = MonitorState(day=self.started_at.date(), rate_window_s=self.rate_window_s)
+        self._reader: BusConsumer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._assigned: list[TopicPartition] = []
@@ -129,33 +131,22 @@ class MonitorRunner:
 
     async def start(self) -> None:
         """Connect, assign every partition of the system's topics and seek."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,  # no group: nothing to join, nothing ever committed
-            enable_auto_commit=False,
-            client_id="tradeloop-monitor",
-            request_timeout_ms=self.settings.kafka_request_timeout_ms,
-        )
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap,
-            request_timeout_ms=self.settings.kafka_request_timeout_ms,
-            client_id="tradeloop-monitor-admin",
-        )
+        client = self.bus.connection.client("monitor")
+        # no group: nothing to join, nothing ever committed
+        reader = await self.bus.consumer((), None, from_beginning=False, client_id=client).start()
         try:
-            await consumer.start()
-            await admin.start()
-        except KafkaConnectionError as exc:
-            await consumer.stop()
-            await admin.close()
-            raise BrokerUnavailableError(self.bootstrap, exc) from None
-        self._consumer, self._admin = consumer, admin
+            admin = await self.bus.admin(client_id=f"{client}-admin")
+        except BaseException:
+            await reader.stop()
+            raise
+        self._reader, self._consumer, self._admin = reader, reader.raw, admin
         await self._assign()
         self._first_assign_done = True  # partitions found from now on are new topics
 
     async def stop(self) -> None:
         """Disconnect (there is nothing to commit)."""
-        if self._consumer is not None:
-            await self._consumer.stop()
+        if self._reader is not None:
+            await self._reader.stop()
         if self._admin is not None:
             await self._admin.close()
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+
+from infra.bus import KafkaBus
 
 __all__ = ["install_faust_highwater_fix", "true_end_offsets"]
 
 
 async def true_end_offsets(
-    bootstrap: str, tps: Iterable[Any], reported: Mapping[Any, int]
+    bus: KafkaBus, tps: Iterable[Any], reported: Mapping[Any, int]
 ) -> dict[Any, int]:
     """Return the end offset of each partition: max(ListOffsets, a fetch's high watermark).
 
@@ -30,8 +32,8 @@ async def true_end_offsets(
     probe_tps = [tp for tp, end in out.items() if end > 0]
     if not probe_tps:
         return out
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await probe.start()
+    reader = bus.consumer((), None, from_beginning=False, client_id=bus.connection.client("probe"))
+    probe = (await reader.start()).raw
     try:
         for tp in probe_tps:
             ktp = TopicPartition(tp.topic, tp.partition)
@@ -42,11 +44,11 @@ async def true_end_offsets(
             if hw is not None and hw > out[tp]:
                 out[tp] = int(hw)
     finally:
-        await probe.stop()
+        await reader.stop()
     return out
 
 
-def install_faust_highwater_fix(bootstrap: str) -> None:
+def install_faust_highwater_fix(bus: KafkaBus) -> None:
     """Make Faust's recovery read changelogs to their true end (idempotent)."""
     from faust.transport.drivers import aiokafka as driver
 
@@ -61,7 +63,7 @@ def install_faust_highwater_fix(bootstrap: str) -> None:
         reported = await original(self, partitions)
         if self.consumer.in_transaction:
             return reported
-        return await true_end_offsets(bootstrap, partitions, reported)
+        return await true_end_offsets(bus, partitions, reported)
 
     _highwaters._tradeloop_fix = True  # type: ignore[attr-defined]
     cls._highwaters = _highwaters

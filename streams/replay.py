@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from features.stream import StreamFeatureState
 from infra.bus import KafkaBus, topic_settings
@@ -77,10 +77,9 @@ def lake_records(
 async def _kafka_records(
     settings: Settings, topics: list[str], start: dt.datetime | None, end: dt.datetime | None
 ) -> list[Record]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
+    bus = KafkaBus(settings)
+    reader = bus.consumer((), None, from_beginning=False, client_id=bus.connection.client("replay"))
+    consumer = (await reader.start()).raw
     out: list[Record] = []
     try:
         for short in topics:
@@ -94,9 +93,7 @@ async def _kafka_records(
                 continue
             consumer.assign(tps)
             begin = await consumer.beginning_offsets(tps)
-            finish = await true_end_offsets(
-                settings.bootstrap_servers, tps, await consumer.end_offsets(tps)
-            )
+            finish = await true_end_offsets(bus, tps, await consumer.end_offsets(tps))
             if start is not None:
                 found = await consumer.offsets_for_times(
                     {tp: int(start.timestamp() * 1000) for tp in tps}
@@ -127,7 +124,7 @@ async def _kafka_records(
                     if msgs[-1].offset + 1 >= finish[tp]:
                         done = True
     finally:
-        await consumer.stop()
+        await reader.stop()
     return out
 
 

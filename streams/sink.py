@@ -1,7 +1,7 @@
 """The lake sink: raw events to offset-named parquet, committed only once durable.
 
-A dedicated aiokafka consumer (its own group, manual commits) runs in the worker
-next to the Faust agents. Per partition it buffers valid records and flushes by
+A dedicated consumer of the bus (its own group, manual commits) runs next to the
+worker's Faust agents. Per partition it buffers valid records and flushes by
 count or age:
 
 1. write a marker `_sink/{topic}/part-{partition}.json` = {first, last}: the exact
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from infra import kafka_compat as _kafka_compat  # noqa: F401
+from infra.bus import BusConsumer, KafkaBus
 from infra.lake import LAKE_TOPICS, write_batch
 from infra.objectstore import (
     ObjectNotFoundError,
@@ -129,24 +129,20 @@ class LakeSink:
         self.resumed_batches = 0
         self._lock = asyncio.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lake")
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: BusConsumer | None = None
         self._stopping = False
 
     # Consumer -------------------------------------------------------------
 
-    def _make_consumer(self) -> AIOKafkaConsumer:
-        s = self.settings
-        return AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=self.group_id,
+    def _make_consumer(self) -> BusConsumer:
+        return KafkaBus(self.settings).consumer(
+            sorted(self.short),
+            self.group_id,
+            from_beginning=True,
+            listener=_Listener(self),
             client_id=f"{self.group_id}-sink",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=s.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(300, s.kafka_session_timeout_ms // 5),
-            request_timeout_ms=max(s.kafka_request_timeout_ms, s.kafka_session_timeout_ms + 5000),
+            # a flush uploads in threads and may take long: the member must stay in the group
             max_poll_interval_ms=3_600_000,
-            rebalance_timeout_ms=max(30_000, s.kafka_session_timeout_ms * 3),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
 
@@ -169,10 +165,10 @@ class LakeSink:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume and flush until `stop` is set (or the task is cancelled)."""
         stop = stop or asyncio.Event()
-        consumer = self._make_consumer()
-        self._consumer = consumer
-        consumer.subscribe(topics=sorted(self.short), listener=_Listener(self))
-        await consumer.start()
+        bus_consumer = self._make_consumer()
+        self._consumer = bus_consumer
+        await bus_consumer.start()
+        consumer = bus_consumer.raw
         backoff = 0.2
         failing_since: float | None = None
         try:
@@ -209,7 +205,7 @@ class LakeSink:
         finally:
             self._stopping = True
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await bus_consumer.stop()
             self._pool.shutdown(wait=False)
 
     def _add(self, tp: TopicPartition, msgs: list[Any]) -> None:
@@ -298,7 +294,7 @@ class LakeSink:
             keys = await loop.run_in_executor(self._pool, self._land, plans)
             consumer = self._consumer
             assert consumer is not None
-            await consumer.commit({p.tp: p.last + 1 for p in plans})
+            await consumer.commit({(p.tp.topic, p.tp.partition): p.last + 1 for p in plans})
             written = 0
             for p, files in zip(plans, keys, strict=True):
                 buf = self.buffers.get(p.tp)
