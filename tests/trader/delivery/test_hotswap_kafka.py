@@ -21,6 +21,7 @@ from infra.signing import Keyring
 from infra.stack import free_port
 from tests.helpers import TEST_HMAC_KEY, s3_bucket_for, unique
 from tests.hotswap_support import Publisher, release_bytes
+from trader import metrics
 from trader.delivery.hotswap import HotSwapper
 from trader.delivery.models import ModelHolder
 
@@ -153,7 +154,12 @@ def test_a_broker_that_is_down_never_crashes_the_trader(
     Publisher(down).to_latest(release_bytes(down, 1))
     holder = ModelHolder()
 
+    def kafka_errors_counted() -> float:
+        series = "tradeloop_model_swap_errors_total"
+        return metrics.REGISTRY.get_sample_value(series, {"kind": "kafka"}) or 0.0
+
     async def scenario() -> None:
+        counted_before = kafka_errors_counted()
         swapper = HotSwapper(down, holder, poll_sec=3600)
         async with running(swapper):
             await asyncio.wait_for(swapper.ready.wait(), 40)
@@ -164,5 +170,8 @@ def test_a_broker_that_is_down_never_crashes_the_trader(
             assert status["source"]["kafka_connected"] is False
             assert status["last_error"]["kind"] == "kafka"
             assert status["release"] == "r1"
+            # each error is on the trader's /metrics, under the dashboards' series name
+            assert kafka_errors_counted() - counted_before >= 2
+            assert b'tradeloop_model_swap_errors_total{kind="kafka"}' in metrics.render()
 
     asyncio.run(scenario())
