@@ -22,7 +22,7 @@ from infra.settings import Settings
 from infra.stack import free_port
 from streams.monitor import MonitorRunner
 from tests.conftest import SettingsFactory
-from tests.helpers import settings_env, unique
+from tests.helpers import settings_env, unique, wait_until
 from tests.kit.events import bar, dead_letter, drift, manifest, outcome
 
 pytestmark = pytest.mark.kafka
@@ -53,6 +53,41 @@ async def _commit_group(bus: KafkaBus, group: str, topic: str, wanted: int) -> d
         return {p: o for (_, p), o in offsets.items()}
     finally:
         await consumer.stop()
+
+
+async def _record_times(bus: KafkaBus, topic: str) -> dict[bytes | None, list[int]]:
+    """Return the record timestamps (ms) of a whole topic, by key, read to its end."""
+    consumer = bus.consumer([bus.topic(topic)], None, from_beginning=True)
+    await consumer.start()
+    raw = consumer.raw
+    try:
+        times: dict[bytes | None, list[int]] = {}
+        ends: dict[Any, int] = {}
+        deadline = time.monotonic() + 30
+        while True:
+            for rec in await consumer.poll(200):
+                times.setdefault(rec.key, []).append(rec.timestamp_ms)
+            if not ends and raw.assignment():
+                ends = await raw.end_offsets(list(raw.assignment()))
+            if ends and all([await raw.position(tp) >= end for tp, end in ends.items()]):
+                return times
+            assert time.monotonic() < deadline, f"{topic} not read to its end {ends}"
+    finally:
+        await consumer.stop()
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def _a_later_time(after_ms: int) -> datetime:
+    """Return the current time once the clock has passed `after_ms`."""
+
+    def later() -> datetime | None:
+        now = datetime.now(UTC)
+        return now if int(now.timestamp() * 1000) > after_ms else None
+
+    return wait_until(later, 5, interval_s=0.001, what=f"the clock to pass {after_ms} ms")
 
 
 async def _groups(settings: Settings) -> set[str]:
@@ -146,10 +181,14 @@ def test_monitor_starts_at_the_end_or_at_a_time(make_settings: SettingsFactory) 
     now = datetime.now(UTC)
     asyncio.run(_send(bus, [bar(now, "ES", 5000 + i) for i in range(5)]))
     asyncio.run(_send(bus, [outcome(now, "ES", "S6", 80.0, 0.4)]))
-    time.sleep(1.2)  # the two batches need distinct broker timestamps
-    middle = datetime.now(UTC)
-    time.sleep(0.3)
+    # Every record is stamped (created and appended) by the time its send is acked, so
+    # `middle` is later than all of them, and everything sent afterwards is later still.
+    middle = _a_later_time(_now_ms())
+    _a_later_time(int(middle.timestamp() * 1000))
     asyncio.run(_send(bus, [bar(now, "NQ", 18000 + i) for i in range(3)]))
+    stamps = asyncio.run(_record_times(bus, "bars"))
+    middle_ms = int(middle.timestamp() * 1000)
+    assert max(stamps[b"ES"]) < middle_ms < min(stamps[b"NQ"]), (stamps, middle_ms)
 
     from_end = _monitor(settings)
     assert from_end["started_from"] == "end"
@@ -188,14 +227,16 @@ def test_monitor_reads_the_running_trader(make_settings: SettingsFactory, tmp_pa
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{env['HTTP_PORT']}/healthz"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def serving() -> bool:
             assert trader.poll() is None, (tmp_path / "trader.log").read_text()
             try:
                 with urllib.request.urlopen(url, timeout=1):
-                    break
+                    return True
             except OSError:
-                time.sleep(0.2)
+                return False
+
+        wait_until(serving, 60, interval_s=0.2, what=f"the trader to answer {url}")
         proc = subprocess.run(
             [*TRADELOOP, "monitor", "--once", "--json", "--window", "0.5"],
             env=env, capture_output=True, text=True, timeout=90,
