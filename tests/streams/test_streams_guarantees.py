@@ -20,7 +20,7 @@ from features.store import TradeloopFeatureStore
 from infra.contracts import STRATEGIES, Event
 from infra.settings import Settings
 from infra.stack import free_port, start_moto
-from tests.helpers import TEST_BUCKET, s3_bucket_for, settings_env, unique
+from tests.helpers import TEST_BUCKET, SettingsFactory, settings_env, unique
 from tests.kit.harness import (
     WorkerProcess,
     expected_online,
@@ -81,20 +81,14 @@ class KilledRun:
 
 @pytest.fixture(scope="module")
 def killed_run(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory, make_module_settings: SettingsFactory
 ) -> KilledRun:
     """Run the kill -9 scenario once for the tests that check its outcome."""
     tmp_path = tmp_path_factory.mktemp("kill9")
-    settings = Settings(
-        TOPIC_PREFIX=f"{unique('t')}.",
-        KAFKA_BOOTSTRAP_SERVERS=request.getfixturevalue("kafka_broker").address,
-        KAFKA_SESSION_TIMEOUT_MS=6000,
-        S3_ENDPOINT_URL=request.getfixturevalue("s3_server").address,
-        S3_BUCKET=(
-            bucket := s3_bucket_for(request.getfixturevalue("s3_server").address, unique("tl-"))
-        ),
-        LAKE_URI=f"s3://{bucket}/lake",
-        REDIS_URL=request.getfixturevalue("redis_url"),
+    settings = make_module_settings(
+        kafka=True,
+        s3=True,
+        redis=True,
         STORE_DIR=str(tmp_path / "store"),
         FEAST_REPO_DIR=str(tmp_path / "repo"),
         TOPIC_PARTITIONS=2,
