@@ -13,6 +13,7 @@ from features.vectors import EXEC_FEATURE_NAMES, META_FEATURE_NAMES
 from infra.contracts import STRATEGIES
 from infra.objectstore import LocalObjectStore
 from infra.settings import Settings
+from tests.helpers import unique_topic_prefix
 from tests.kit.lake import synthetic_frames, write_frames
 from training.config import DataError, TrainConfig, parse_weights
 from training.datasets import (
@@ -38,7 +39,7 @@ def _settings(tmp_path: Path, lake: str) -> Settings:
     return Settings(  # type: ignore[call-arg]
         LAKE_URI=lake,
         STORE_DIR=str(tmp_path / "store"),
-        TOPIC_PREFIX=f"ds{tmp_path.name[-8:]}.",
+        TOPIC_PREFIX=unique_topic_prefix("ds"),
         FEAST_REPO_DIR=str(tmp_path / "feast_repo"),  # a private Feast repo, not the package's
     )
 

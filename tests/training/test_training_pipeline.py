@@ -15,6 +15,7 @@ from features.vectors import MODEL_FEATURES
 from infra.objectstore import LocalObjectStore
 from infra.settings import Settings, get_settings
 from infra.signing import Keyring
+from tests.helpers import unique_topic_prefix
 from tests.kit.lake import _strategy_stats, synthetic_frames, write_frames
 from trader.delivery.release import ReleaseRejected, verify_release
 from training.config import TrainConfig
@@ -58,7 +59,7 @@ def _settings(tmp_path: Path, lake: str, **env: str) -> Settings:
     values = {
         "LAKE_URI": lake,
         "STORE_DIR": str(tmp_path / "store"),
-        "TOPIC_PREFIX": f"tp{tmp_path.name[-6:]}.",
+        "TOPIC_PREFIX": unique_topic_prefix("tp"),
         "MANIFEST_HMAC_KEY": KEY,
         "TRAIN_PROFILE": "small",
         **env,
@@ -257,7 +258,7 @@ def test_train_once_cli_releases_and_fails_on_bad_data(
         "LAKE_URI": lakes["good"],
         "STORE_DIR": str(tmp_path / "store"),
         "MANIFEST_HMAC_KEY": KEY,
-        "TOPIC_PREFIX": f"cli{tmp_path.name[-6:]}.",
+        "TOPIC_PREFIX": unique_topic_prefix("cli"),
         "TRAIN_REPORT_DIR": str(tmp_path / "reports"),
     }
     for name, value in env.items():
