@@ -89,14 +89,14 @@ def test_reads_resume_in_order_through_partial_commits_and_rolls(tmp_path: Path)
     assert [r[3] for r in ob.read(5)] == []
 
 
-async def _consume_ids(bus: KafkaBus, timeout_s: float = 30.0) -> list[str]:
-    """Return the event id of every record on the signals and outcomes topics, in full.
+async def _consume_ids(bus: KafkaBus, short: set[str], timeout_s: float = 30.0) -> list[str]:
+    """Return the event id of every record on the topics (short names), in full.
 
     Reads each partition up to its end offset, so a duplicate on the broker is always
     among the ids (call it once the writer is done).
     """
     ids: list[str] = []
-    topics = {bus.topic("signals"), bus.topic("outcomes")}
+    topics = {bus.topic(name) for name in short}
     consumer = bus.consumer(sorted(topics), None, from_beginning=True)
     await consumer.start()
     raw = consumer.raw
@@ -132,10 +132,16 @@ def test_broker_restart_loses_nothing_and_sends_nothing_twice(
     outbox = Outbox(tmp_path / "outbox")
     drainer = OutboxDrainer(outbox, bus, retry_s=0.3, send_timeout_s=5.0).start()
     emitted: list[str] = []
+    topics: set[str] = set()  # every topic the engine wrote to
+
+    def record(topic: str, event: Event) -> None:
+        topics.add(topic)
+        emitted.append(event.event_id)
+
     engine = Engine(
         settings,
         EngineConfig(run_id="restart", source="sim", record_metrics=False),
-        sinks=[outbox.sink, lambda topic, ev: emitted.append(ev.event_id)],
+        sinks=[outbox.sink, record],
     )
     bars = iter(SimFeed(("ES", "NQ"), seed=4))
     second = None
@@ -144,7 +150,7 @@ def test_broker_restart_loses_nothing_and_sends_nothing_twice(
         assert len(emitted) > 50
         assert drainer.wait_drained(60), drainer.status()
         # Tansu keeps nothing on disk: read everything acked before it goes away
-        before = asyncio.run(_consume_ids(bus))
+        before = asyncio.run(_consume_ids(bus, topics))
         assert sorted(before) == sorted(emitted)
         first.stop()
         n_before = len(emitted)
@@ -154,7 +160,7 @@ def test_broker_restart_loses_nothing_and_sends_nothing_twice(
         assert outbox.depth == len(emitted) - n_before
         second = start_tansu(port, log_dir=tmp_path / "tansu2")
         assert drainer.wait_drained(90), drainer.status()
-        after = asyncio.run(_consume_ids(bus))
+        after = asyncio.run(_consume_ids(bus, topics))
     finally:
         drainer.stop(5)
         outbox.close()
