@@ -199,3 +199,19 @@ def test_every_documented_make_target_exists() -> None:
         if target not in targets
     )
     assert "docs" in targets and not bad, "\n".join(bad)
+
+
+PATH_IN_CODE = re.compile(
+    r"`((?:infra|streams|features|training|trader|tests|bench|docs|\.github|\.ci)/[\w./-]*)`"
+)
+GENERATED = ("bench/out/",)
+
+
+def test_every_documented_path_exists() -> None:
+    bad = sorted(
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in PAGES
+        for path in PATH_IN_CODE.findall(_text(page))
+        if "..." not in path and path not in GENERATED and not (ROOT / path).exists()
+    )
+    assert not bad, "\n".join(bad)
