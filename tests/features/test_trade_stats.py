@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ def _reference(pnl: list[float], r: list[float]) -> dict[str, object]:
     }
 
 
-def _assert_same(got: TradeSummary, want: dict[str, object], rel: float = 1e-9) -> None:
+def _assert_same(got: TradeSummary, want: Mapping[str, object], rel: float = 1e-9) -> None:
     assert set(want) == set(FIELDS)
     for name, expected in want.items():
         value = getattr(got, name)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.stream import OUTCOME_FEATURES, StreamFeatureState
-from infra.contracts import TradeOutcome
+from infra.contracts import FeatureUpdate, TradeOutcome
 from tests.kit.lake import synthetic_frames
 
 
@@ -37,6 +37,7 @@ def test_strategy_stats_equal_the_stream_fold_of_the_same_outcomes(seed: int) ->
             },
         )  # fmt: skip
         (update,) = state.learn(event)
+        assert isinstance(update, FeatureUpdate)
         folded.append((update.symbol, update.strategy, update.ts_event, update.values))
 
     assert list(stamped["symbol"]) == [f[0] for f in folded]

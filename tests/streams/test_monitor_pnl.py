@@ -25,8 +25,10 @@ def test_pnl_rows_equal_the_batch_statistics_and_a_nan_trade_is_an_error() -> No
         ("NQ", "S11", 310.25, 2.1),
         ("ES", "S2", -60.0, -0.6),
     ]
-    for i, (sym, strat, pnl, r) in enumerate(trades):
-        ev = outcome(NOW, sym, strat, pnl, r, exit_ts=NOW - timedelta(minutes=i), event_id=f"o{i}")
+    for i, (sym, strat, pnl_usd, r) in enumerate(trades):
+        ev = outcome(
+            NOW, sym, strat, pnl_usd, r, exit_ts=NOW - timedelta(minutes=i), event_id=f"o{i}"
+        )
         state.observe("outcomes", encode(ev), 0)
     # `"NaN"` as a string decodes to a float NaN: the statistics, not the decoder, refuse it
     bad = encode(outcome(NOW, "ES", "S2", 1.5, 1.0, event_id="nan"))
