@@ -13,12 +13,24 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 BRACKETS = 50
 T0 = int(datetime(2024, 3, 5, 15, 0, tzinfo=UTC).timestamp())  # 10:00 ET, a Tuesday
+
+
+@dataclass(frozen=True)
+class Session:
+    """The exchange session a bar falls in (what `SessionState` asks of the features)."""
+
+    in_rth: bool = True
+    minutes_to_close: int = 300
+
+
+RTH = Session()
 
 
 def _journal(path: Path, instruments: dict[str, Any]) -> tuple[Any, int]:
@@ -33,14 +45,14 @@ def _journal(path: Path, instruments: dict[str, Any]) -> tuple[Any, int]:
     venue.add_listener(journal.append)  # type: ignore[arg-type]
     prices = {"ES": 5000.0, "NQ": 18000.0}
     for s, p in prices.items():
-        venue.on_bar(MarketBar(s, T0, p, p + 1, p - 1, p, 100.0), 300, True)
+        venue.on_bar(MarketBar(s, T0, p, p + 1, p - 1, p, 100.0), RTH)
     for i in range(BRACKETS):
         symbol = "ES" if i % 2 == 0 else "NQ"
         venue.submit_bracket(
             BracketOrder(f"b{i:03d}-entry", symbol, "buy", 1, 40.0 + i, 80.0 + i, strategy="S2")
         )
     for s, p in prices.items():
-        venue.on_bar(MarketBar(s, T0 + 60, p, p + 2, p - 1, p + 1, 100.0), 300, True)
+        venue.on_bar(MarketBar(s, T0 + 60, p, p + 2, p - 1, p + 1, 100.0), RTH)
     assert len(venue.working_orders()) == 2 * BRACKETS, len(venue.working_orders())
     n = len(journal.events)
     journal.close()

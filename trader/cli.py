@@ -105,9 +105,12 @@ def trade(
     bar_ts: str,
 ) -> None:
     """Run the paper trader on a feed, spooling events to Kafka through the outbox."""
+    from trader.core.killswitch import KillSwitchError
     from trader.delivery.models import ModelLoadError
     from trader.feeds.base import FeedDataError
     from trader.live import TradeOptions, run_trade
+    from trader.recovery import RecoveryError
+    from trader.venues.journal import JournalError
 
     settings = get_settings()
     opts = TradeOptions(
@@ -131,7 +134,14 @@ def trade(
     )
     try:
         runtime = asyncio.run(run_trade(settings, opts))
-    except (FeedDataError, ModelLoadError, ValueError) as exc:
+    except (
+        FeedDataError,
+        ModelLoadError,
+        ValueError,
+        RecoveryError,
+        JournalError,
+        KillSwitchError,
+    ) as exc:
         raise click.ClickException(str(exc)) from None
     status = runtime.engine.status()
     click.echo(

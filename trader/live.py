@@ -30,6 +30,7 @@ from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds import Feed, Pacer, open_feed
 from trader.io.api import create_app
 from trader.io.outbox import Outbox, OutboxDrainer
+from trader.recovery import Recovery
 from trader.runtime import Runtime
 
 __all__ = ["TradeOptions", "outbox_dir", "run_trade"]
@@ -123,6 +124,10 @@ async def run_trade(
         router=router,
     )
     runtime = Runtime(settings, engine, feed, holder, mode="paper", outbox=outbox, drainer=drainer)
+    # journal, adoption, reconciliation, kill switch, prop-firm account (trader/recovery.py)
+    recovery = Recovery(settings, engine)
+    runtime.reconciliation = recovery.start()
+    runtime.venue, runtime.killswitch = engine.venue, recovery.killswitch
     runtime.swapper, runtime.router = swapper, router
     swap_stop = asyncio.Event()
     swap_task = asyncio.create_task(swapper.run(swap_stop)) if swapper is not None else None
@@ -167,6 +172,8 @@ async def run_trade(
                 runtime.bar_errors += 1
                 runtime.last_bar_error = f"{bar!r}: {type(exc).__name__}: {exc}"[:500]
                 log.exception("bar %r failed; trading goes on", bar)
+            recovery.after_bar()  # reconcile after a reconnect; prop-firm breach -> kill switch
+            runtime.reconciliation = recovery.last
             drainer.notify()
             n += 1
             if opts.max_bars is not None and n >= opts.max_bars:
@@ -179,6 +186,7 @@ async def run_trade(
             await asyncio.to_thread(swapper.helper.close)  # the release helper process
         await feed.aclose()
         engine.finish()
+        recovery.close()
         drained = await asyncio.to_thread(drainer.stop, opts.drain_timeout_s)
         outbox.close()
         if not drained:

@@ -47,6 +47,33 @@ def _authorize(runtime: Runtime, authorization: str | None) -> None:
         )
 
 
+def _venue(runtime: Runtime) -> dict[str, Any] | None:
+    """Return the venue's connection, positions and working orders."""
+    venue = runtime.venue
+    if venue is None:
+        return None
+    return {
+        "name": venue.name,
+        "state": str(venue.state),
+        "positions": [
+            {"symbol": p.symbol, "quantity": p.quantity, "avg_price": p.avg_price}
+            for p in venue.positions()
+        ],
+        "working_orders": [
+            {
+                "client_order_id": w.client_order_id,
+                "symbol": w.symbol,
+                "role": w.role,
+                "side": w.side,
+                "quantity": w.quantity,
+                "stop_price": w.stop_price,
+                "limit_price": w.limit_price,
+            }
+            for w in venue.working_orders()
+        ],
+    }
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     """Return the API over a running trader."""
     app = FastAPI(title="tradeloop trader", version=build_info(runtime.mode)["version"])
@@ -77,11 +104,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             "reconciliation": (
                 runtime.reconciliation.status() if runtime.reconciliation is not None else None
             ),
-            "venue": (
-                {"name": runtime.venue.name, "state": str(runtime.venue.state)}
-                if runtime.venue is not None
-                else None
-            ),
+            "venue": _venue(runtime),
             "mode": runtime.mode,
             "uptime_s": round(datetime.now(UTC).timestamp() - runtime.started_at, 1),
             "feed": runtime.feed.describe(),

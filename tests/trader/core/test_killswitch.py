@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,13 +24,24 @@ T0 = int(datetime(2024, 3, 5, 15, 0, tzinfo=UTC).timestamp())  # 10:00 ET, a Tue
 INSTRUMENTS = instruments_from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
 
 
+@dataclass(frozen=True)
+class Session:
+    """The exchange session a bar falls in (what `SessionState` asks of the features)."""
+
+    in_rth: bool = True
+    minutes_to_close: int = 300
+
+
+RTH = Session()
+
+
 def _venue_with_a_position_and_a_working_entry() -> tuple[PaperVenue, list[VenueEvent]]:
     venue = PaperVenue(INSTRUMENTS)
     seen: list[VenueEvent] = []
     venue.add_listener(seen.append)
-    venue.on_bar(MarketBar("ES", T0, 5000, 5001, 4999, 5000, 10.0), 300, True)
+    venue.on_bar(MarketBar("ES", T0, 5000, 5001, 4999, 5000, 10.0), RTH)
     venue.submit_bracket(BracketOrder("a-entry", "ES", "buy", 2, 4.0, 8.0))
-    venue.on_bar(MarketBar("ES", T0 + 60, 5000, 5002, 4999, 5001, 10.0), 300, True)
+    venue.on_bar(MarketBar("ES", T0 + 60, 5000, 5002, 4999, 5001, 10.0), RTH)
     venue.submit_bracket(BracketOrder("b-entry", "ES", "sell", 1, 4.0, 8.0))
     assert len(venue.positions()) == 1 and len(venue.working_orders()) == 3
     return venue, seen

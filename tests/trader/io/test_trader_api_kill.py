@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,26 @@ TOKEN = "s3cret-token-for-tests"
 T0 = int(datetime(2024, 3, 5, 15, 0, tzinfo=UTC).timestamp())
 
 
+@dataclass(frozen=True)
+class Session:
+    """The exchange session a bar falls in (what `SessionState` asks of the features)."""
+
+    in_rth: bool = True
+    minutes_to_close: int = 300
+
+
+RTH = Session()
+
+
 @pytest.fixture
 def runtime(tmp_path: Path) -> Runtime:
     settings = Settings(_env_file=None, TRADER_API_TOKEN=TOKEN)  # type: ignore[call-arg]
     holder = ModelHolder()
     engine = Engine(settings, EngineConfig(run_id="kill", source="sim"), holder)
     venue = PaperVenue(engine.instruments)
-    venue.on_bar(MarketBar("ES", T0, 5000, 5001, 4999, 5000, 10.0), 300, True)
+    venue.on_bar(MarketBar("ES", T0, 5000, 5001, 4999, 5000, 10.0), RTH)
     venue.submit_bracket(BracketOrder("k-entry", "ES", "buy", 1, 4.0, 8.0))
-    venue.on_bar(MarketBar("ES", T0 + 60, 5000, 5002, 4999, 5001, 10.0), 300, True)
+    venue.on_bar(MarketBar("ES", T0 + 60, 5000, 5002, 4999, 5001, 10.0), RTH)
     rt = Runtime(settings, engine, SimFeed(("ES",), seed=1, days=1), holder)
     rt.venue = venue
     rt.killswitch = KillSwitch(tmp_path / "killswitch.json", engine.risk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,17 @@ PV = {s: i.point_value_usd for s, i in INSTRUMENTS.items()}
 TICKS = {s: i.tick_size for s, i in INSTRUMENTS.items()}
 
 
+@dataclass(frozen=True)
+class Session:
+    """The exchange session a bar falls in (what `SessionState` asks of the features)."""
+
+    in_rth: bool = True
+    minutes_to_close: int = 300
+
+
+RTH = Session()
+
+
 class Trader:
     """The paper venue with the trader's journal listening (unless it is away)."""
 
@@ -40,7 +52,7 @@ class Trader:
 
     def bar(self, symbol: str, o: float, h: float, lo: float, c: float) -> None:
         self.n += 1
-        self.venue.on_bar(MarketBar(symbol, T0 + 60 * self.n, o, h, lo, c, 100.0), 300, True)
+        self.venue.on_bar(MarketBar(symbol, T0 + 60 * self.n, o, h, lo, c, 100.0), RTH)
 
     def buy(self, symbol: str, qty: int = 1, stop: float = 4.0, target: float = 8.0) -> str:
         ts = datetime.fromtimestamp(T0 + 60 * self.n, UTC)
