@@ -143,6 +143,7 @@ def test_kill9_with_an_open_position_then_restart_manages_its_stop_and_target(
             return None
 
         health = wait_until(position_open, 120, interval_s=0.2, what="the open position")
+        assert health is not None
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -267,6 +268,7 @@ def test_flatten_halts_the_trader_across_kill9_until_resume(
             return h if h and h["engine"]["bars"] > 0 else None
 
         health = wait_until(up_again, 120, interval_s=0.2, what="the restarted trader")
+        assert health is not None
         assert health["kill_switch"]["halted"] is True and health["kill_switch"]["by"] == "ops"
         assert health["entries"]["allowed"] is False and health["status"] == "halted"
         # the flatten happened before the kill: the restart finds the venue and journal flat
