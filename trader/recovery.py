@@ -82,7 +82,7 @@ class Recovery:
     def start(self) -> Reconciliation:
         """Run the start-up duties (see the module docstring); return the reconciliation."""
         engine, venue = self.engine, self.venue
-        self.killswitch = KillSwitch(killswitch_path(self.settings), engine.risk)
+        self.killswitch = KillSwitch(self.dir / killswitch_path(self.settings).name, engine.risk)
         self._load_prop()
         journal = self.journal = OrderJournal(self.dir / "orders.jsonl")
         dropped = journal.compact(self.point_values)

@@ -434,6 +434,10 @@ class ModelManifest(Event):
     train_window_start: datetime | None = None
     train_window_end: datetime | None = None
     gate: GateResult | None = None
+    #: The link to the model set's previous manifest (None on its first one): its
+    #: sequence and the sha256 of its published bytes.
+    previous_sequence: int | None = Field(default=None, ge=1)
+    previous_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     key_id: str = ""
     signatures: tuple[Signature, ...] = ()
 

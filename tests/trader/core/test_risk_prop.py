@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from infra.contracts import Event, OrderSubmitted, TradeOutcome
+from infra.settings import Settings
+from trader.core.engine import Engine, EngineConfig
 from trader.core.risk import (
     DAILY_LOSS_LIMIT,
     MAX_LOSS_LIMIT,
@@ -14,6 +20,8 @@ from trader.core.risk import (
     RiskManager,
     open_pnl_usd,
 )
+from trader.feeds.sim import SimFeed
+from trader.recovery import Recovery
 
 T0 = 1_700_000_000
 
@@ -141,3 +149,83 @@ def test_prop_account_round_trips_and_names_a_bad_field() -> None:
 def test_rules_off_by_default() -> None:
     rm = RiskManager(RiskLimits())
     assert rm.prop is None and rm.mark("ES", -1e9) is None
+
+
+def _engine_with_recovery(tmp_path: Path, **env: Any) -> tuple[Engine, Recovery, list[Event]]:
+    settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
+    out: list[Event] = []
+    engine = Engine(
+        settings,
+        EngineConfig(symbols=("ES",), source="sim", run_id="prop", record_metrics=False),
+        sinks=[lambda _t, e: out.append(e)],
+    )
+    recovery = Recovery(settings, engine, state_dir=tmp_path / "trader")
+    recovery.start()
+    return engine, recovery, out
+
+
+def test_a_daily_loss_breach_halts_the_day_and_the_account_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    engine, recovery, _ = _engine_with_recovery(
+        tmp_path, PROP_DAILY_LOSS_LIMIT_USD=800, PROP_MAX_LOSS_LIMIT_USD=3000
+    )
+    halts: list[tuple[str, int | None]] = []
+    lifts = 0
+    for bar in SimFeed(("ES",), seed=3, days=3):
+        before = recovery.killswitch.state  # type: ignore[union-attr]
+        engine.on_bar(bar)  # a new trading day lifts a dated halt here
+        recovery.after_bar()
+        after = recovery.killswitch.state  # type: ignore[union-attr]
+        if after.triggers > before.triggers:
+            halts.append((after.by, after.until_trading_day))
+            assert engine.risk.prop is not None
+            assert engine.risk.prop.day_pnl_usd(engine.risk.open_pnl_total) <= -800.0
+        if before.halted and not after.halted:
+            lifts += 1
+    # each breach halts until the next trading day, and the next day lifts it
+    assert halts and all(by == DAILY_LOSS_LIMIT for by, _ in halts)
+    days = [until for _, until in halts]
+    assert all(d is not None for d in days) and len(set(days)) == len(days)
+    assert engine.risk.rejections[DAILY_LOSS_LIMIT] > 0
+    # every halt but the last lifted when its next day began; the last waits for a day to come
+    assert lifts == len(halts) - 1 and recovery.killswitch.halted  # type: ignore[union-attr]
+    saved = tmp_path / "trader" / "prop_account.json"
+    assert oct(saved.stat().st_mode & 0o777) == "0o600"
+    account = engine.risk.prop.account  # type: ignore[union-attr]
+    recovery.close()
+    again, recovery2, _ = _engine_with_recovery(
+        tmp_path, PROP_DAILY_LOSS_LIMIT_USD=800, PROP_MAX_LOSS_LIMIT_USD=3000
+    )
+    assert again.risk.prop is not None and again.risk.prop.account == account
+    assert account.balance_usd < 50_000.0 and account.floor_usd == 47_000.0
+    recovery2.close()
+
+
+def test_a_breach_with_an_open_position_flattens_it_and_engages_the_kill_switch(
+    tmp_path: Path,
+) -> None:
+    engine, recovery, out = _engine_with_recovery(tmp_path, PROP_MAX_LOSS_LIMIT_USD=3000)
+    bars = iter(SimFeed(("ES",), seed=3, days=1))
+    for bar in bars:  # trade until a position is open
+        engine.on_bar(bar)
+        recovery.after_bar()
+        if engine.venue.positions():
+            break
+    (position,) = engine.venue.positions()
+    assert engine.risk.prop is not None
+    # the floor moves up to the balance (as if yesterday closed far higher): any open loss breaks it
+    engine.risk.prop.account.floor_usd = engine.risk.prop.account.balance_usd
+    engine.on_bar(next(bars))
+    recovery.after_bar()
+    flat = [e for e in out if isinstance(e, OrderSubmitted) and e.role == "flatten"]
+    assert [e.reason for e in flat] == ["risk_flatten"]
+    assert engine.venue.positions() == [] and engine.venue.working_orders() == []
+    state = recovery.killswitch.state  # type: ignore[union-attr]
+    assert state.halted and state.by == MAX_LOSS_LIMIT and state.until_trading_day is None
+    assert "reached the maximum loss limit floor" in state.reason
+    engine.on_bar(next(bars))  # the exit settles on the next bar
+    outcome = [e for e in out if isinstance(e, TradeOutcome) and not e.counterfactual][-1]
+    assert outcome.exit_reason == "risk_flatten" and outcome.quantity == abs(position.quantity)
+    assert engine.risk.check("ES", 1, 10.0, T0)[1] == MAX_LOSS_LIMIT
+    recovery.close()
