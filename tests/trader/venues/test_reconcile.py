@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -159,3 +160,37 @@ def test_journal_survives_a_reload_cuts_a_torn_tail_and_compacts(tmp_path: Path)
     path.write_bytes(b"\n".join([lines[0], b"garbage", *lines[1:]]))
     with pytest.raises(JournalError, match="line 2 is not an order event"):
         OrderJournal(path)
+
+
+def test_the_trading_process_reconciles_again_after_a_reconnect(tmp_path: Path) -> None:
+    from infra.contracts import Event, PositionReconciled
+    from trader.core.engine import Engine, EngineConfig
+    from trader.recovery import Recovery
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    out: list[Event] = []
+    engine = Engine(
+        settings,
+        EngineConfig(symbols=("ES",), source="sim", run_id="rc", record_metrics=False),
+        sinks=[lambda _t, e: out.append(e)],
+    )
+    recovery = Recovery(settings, engine, state_dir=tmp_path)
+    assert recovery.start().trigger == "start"
+    venue = engine.venue
+    venue.on_bar(MarketBar("ES", T0, 5000, 5001, 4999, 5000, 100.0), RTH)
+    venue.submit_bracket(BracketOrder("r-entry", "ES", "buy", 1, 4.0, 8.0, strategy="S2"))
+    asyncio.run(venue.disconnect())
+    recovery.after_bar()
+    venue.on_bar(MarketBar("ES", T0 + 60, 5000, 5002, 4999, 5001, 100.0), RTH)  # fills meanwhile
+    assert not any(isinstance(e, OrderFilled) for e in out)  # held until the session is back
+    recovery.after_bar()
+    assert recovery.last is not None and recovery.last.trigger == "start"
+    asyncio.run(venue.connect())
+    recovery.after_bar()
+    rec = recovery.last
+    assert rec is not None and rec.trigger == "reconnect" and rec.clean
+    (es,) = [e for e in out if isinstance(e, PositionReconciled) and e.quantity]
+    assert es.status == "matched" and es.quantity == 1
+    assert set(es.working_orders) == {"r-stop", "r-target"}
+    assert len(recovery.journal.events) > 0  # type: ignore[union-attr]
+    recovery.close()
