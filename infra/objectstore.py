@@ -14,8 +14,10 @@ from infra.settings import Settings, get_settings
 
 __all__ = [
     "LocalObjectStore",
+    "ObjectExistsError",
     "ObjectNotFoundError",
     "ObjectStore",
+    "ObjectTooLargeError",
     "S3ObjectStore",
     "StoredObject",
     "object_store",
@@ -25,6 +27,30 @@ __all__ = [
 
 class ObjectNotFoundError(FileNotFoundError):
     """Raise when a key (or a version of it) does not exist."""
+
+
+class ObjectExistsError(FileExistsError):
+    """Raise when a conditional write finds the key already taken."""
+
+
+class ObjectTooLargeError(ValueError):
+    """Raise when an object is larger than the most a reader accepts (`max_bytes`)."""
+
+
+def _read_limited(stream: Any, what: str, max_bytes: int | None) -> bytes:
+    """Read a file-like object to its end, or to one byte past `max_bytes` and raise."""
+    if max_bytes is None:
+        return bytes(stream.read())
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(min(1 << 20, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(bytes(chunk))
+        total += len(chunk)
+        if total > max_bytes:
+            raise ObjectTooLargeError(f"{what} is larger than {max_bytes} bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +67,19 @@ class ObjectStore(Protocol):
     """The verbs every backend offers."""
 
     def put(self, key: str, data: bytes) -> StoredObject: ...
-    def get(self, key: str, version_id: str | None = None) -> bytes: ...
+    def put_new(self, key: str, data: bytes) -> StoredObject: ...
+    def get(
+        self, key: str, version_id: str | None = None, *, max_bytes: int | None = None
+    ) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def uri(self, key: str) -> str: ...
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
 
 
 class LocalObjectStore:
@@ -59,27 +94,54 @@ class LocalObjectStore:
             raise ValueError(f"key {key!r} escapes the store root")
         return path
 
+    def _version_path(self, key: str, version_id: str) -> Path:
+        base = (self.root / ".versions").resolve()
+        path = (base / key.lstrip("/") / version_id).resolve()
+        if base not in path.parents or "/" in version_id or version_id in (".", ".."):
+            raise ValueError(f"version {version_id!r} of {key!r} escapes the store root")
+        return path
+
+    def _new_version(self, key: str, data: bytes) -> tuple[str, Path]:
+        version = f"{time.time_ns():020d}-{hashlib.sha256(data).hexdigest()[:12]}"
+        vpath = self._version_path(key, version)
+        vpath.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(vpath, data)
+        return version, vpath
+
     def put(self, key: str, data: bytes) -> StoredObject:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        version = f"{time.time_ns():020d}-{hashlib.sha256(data).hexdigest()[:12]}"
-        vpath = self.root / ".versions" / key.lstrip("/") / version
-        vpath.parent.mkdir(parents=True, exist_ok=True)
-        for target in (vpath, path):
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+        version, _vpath = self._new_version(key, data)
+        _write_atomic(path, data)
         return StoredObject(self.uri(key), key, version, len(data))
 
-    def get(self, key: str, version_id: str | None = None) -> bytes:
-        path = (
-            self.root / ".versions" / key.lstrip("/") / version_id
-            if version_id
-            else self._path(key)
-        )
+    def put_new(self, key: str, data: bytes) -> StoredObject:
+        """Write a key that must not exist yet (a hard link: atomic, all or nothing).
+
+        Raise `ObjectExistsError` when another writer has it already.
+        """
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.new")
+        _write_atomic(tmp, data)
         try:
-            return path.read_bytes()
-        except FileNotFoundError:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise ObjectExistsError(f"{self.uri(key)} already exists") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        version, _vpath = self._new_version(key, data)
+        return StoredObject(self.uri(key), key, version, len(data))
+
+    def get(
+        self, key: str, version_id: str | None = None, *, max_bytes: int | None = None
+    ) -> bytes:
+        """Return the bytes of a key (or one version of it); never read outside the root."""
+        path = self._version_path(key, version_id) if version_id else self._path(key)
+        try:
+            with path.open("rb") as fh:
+                return _read_limited(fh, self.uri(key), max_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFoundError(f"{self.uri(key)} (version {version_id})") from None
 
     def exists(self, key: str) -> bool:
@@ -118,12 +180,35 @@ class S3ObjectStore:
         resp = self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
         return StoredObject(self.uri(key), key, resp.get("VersionId"), len(data))
 
-    def get(self, key: str, version_id: str | None = None) -> bytes:
+    def put_new(self, key: str, data: bytes) -> StoredObject:
+        """Write a key that must not exist yet (`If-None-Match: *`).
+
+        Raise `ObjectExistsError` when another writer has it already.
+        """
+        full = self._key(key)
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*")
+        except self.client.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}:
+                raise ObjectExistsError(f"{self.uri(key)} already exists") from None
+            raise
+        return StoredObject(self.uri(key), key, resp.get("VersionId"), len(data))
+
+    def get(
+        self, key: str, version_id: str | None = None, *, max_bytes: int | None = None
+    ) -> bytes:
+        """Return the bytes of a key (or one version), streamed and cut at `max_bytes`."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
         if version_id:
             kwargs["VersionId"] = version_id
         try:
-            return bytes(self.client.get_object(**kwargs)["Body"].read())
+            resp = self.client.get_object(**kwargs)
+            size = resp.get("ContentLength")
+            if max_bytes is not None and isinstance(size, int) and size > max_bytes:
+                resp["Body"].close()
+                raise ObjectTooLargeError(f"{self.uri(key)} has {size} bytes (> {max_bytes})")
+            return _read_limited(resp["Body"], self.uri(key), max_bytes)
         except self.client.exceptions.NoSuchKey:
             raise ObjectNotFoundError(self.uri(key)) from None
         except self.client.exceptions.ClientError as exc:

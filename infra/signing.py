@@ -1,4 +1,4 @@
-"""Manifest signing: HMAC-SHA256 (and optional Ed25519) over canonical JSON.
+"""Manifest signing: Ed25519 (and HMAC-SHA256 for the seed's CI) over canonical JSON.
 
 Canonical form (any language can rebuild it): the manifest's JSON object without
 its `signatures` member, serialised with keys sorted, no whitespace, UTF-8, strings
@@ -9,12 +9,15 @@ escaped as JSON requires and numbers formatted as ECMAScript does (RFC 8785), so
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -27,8 +30,11 @@ __all__ = [
     "Keyring",
     "SignatureError",
     "canonical_json",
+    "generate_ed25519",
+    "parse_private_key",
     "sign_body",
     "verify_body",
+    "write_secret_file",
 ]
 
 
@@ -133,44 +139,88 @@ def _parse_pairs(text: str) -> dict[str, str]:
     return pairs
 
 
+def _public_keys(text: str) -> dict[str, Ed25519PublicKey]:
+    try:
+        return {
+            kid: Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
+            for kid, b64 in _parse_pairs(text).items()
+        }
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError(
+            f"MANIFEST_ED25519_PUBLIC_KEYS: not `id:base64` Ed25519 keys ({exc})"
+        ) from None
+
+
+def _hmac_keys(settings: Settings) -> dict[str, bytes]:
+    keys = {
+        kid: value.encode()
+        for kid, value in _parse_pairs(settings.manifest_verify_keys.get_secret_value()).items()
+    }
+    signing = settings.manifest_hmac_key.get_secret_value()
+    if signing:
+        keys[settings.manifest_key_id] = signing.encode()
+    return keys
+
+
 @dataclass(frozen=True)
 class Keyring:
-    """Signing and verification keys by key id; secrets stay inside and are never shown."""
+    """Signing and verification keys by key id; secrets stay inside and are never shown.
+
+    With any Ed25519 public key, only an Ed25519 signature by one of them verifies
+    (an HMAC one is ignored: a release without a good Ed25519 one is a `downgrade`).
+    Without one, HMAC verifies only when `accept_hmac` is set.
+    """
 
     hmac_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     signing_key_id: str = ""
     ed25519_private: tuple[str, Ed25519PrivateKey] | None = field(default=None, repr=False)
     ed25519_public: Mapping[str, Ed25519PublicKey] = field(default_factory=dict, repr=False)
+    accept_hmac: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
-        """Build a keyring from MANIFEST_HMAC_KEY, MANIFEST_VERIFY_KEYS and the Ed25519 keys."""
-        hmac_keys = {
-            kid: value.encode()
-            for kid, value in _parse_pairs(settings.manifest_verify_keys.get_secret_value()).items()
-        }
+        """Build the trainer's keyring: MANIFEST_HMAC_KEY, MANIFEST_VERIFY_KEYS, the Ed25519 keys."""
+        hmac_keys = _hmac_keys(settings)
         signing = settings.manifest_hmac_key.get_secret_value()
-        if signing:
-            hmac_keys[settings.manifest_key_id] = signing.encode()
         private = None
         raw_private = settings.manifest_ed25519_private_key.get_secret_value()
         if raw_private:
-            kid, _, b64 = (
-                raw_private.partition(":") if ":" in raw_private else ("ed1", "", raw_private)
-            )
-            private = (kid, Ed25519PrivateKey.from_private_bytes(base64.b64decode(b64)))
-        public = {
-            kid: Ed25519PublicKey.from_public_bytes(base64.b64decode(b64))
-            for kid, b64 in _parse_pairs(settings.manifest_ed25519_public_keys).items()
-        }
+            private = parse_private_key(raw_private)
+        public = _public_keys(settings.manifest_ed25519_public_keys)
         if private is not None and private[0] not in public:
             public[private[0]] = private[1].public_key()
         return cls(hmac_keys, settings.manifest_key_id if signing else "", private, public)
+
+    @classmethod
+    def for_trader(cls, settings: Settings) -> Keyring:
+        """Build a trader's keyring: verification keys only, never a key that signs.
+
+        The Ed25519 public keys (MANIFEST_ED25519_PUBLIC_KEYS); the HMAC keys only with
+        ALLOW_HMAC_RELEASES=1. A private key in the environment is ignored.
+        """
+        allow = settings.allow_hmac_releases
+        hmac_keys = _hmac_keys(settings) if allow else {}
+        public = _public_keys(settings.manifest_ed25519_public_keys)
+        return cls(hmac_keys, "", None, public, accept_hmac=allow)
 
     @property
     def can_sign(self) -> bool:
         """Say whether this keyring holds a signing key."""
         return bool(self.signing_key_id) or self.ed25519_private is not None
+
+    @property
+    def requires_ed25519(self) -> bool:
+        """Say whether only an Ed25519 signature verifies (a public key is configured)."""
+        return bool(self.ed25519_public)
+
+
+def parse_private_key(text: str) -> tuple[str, Ed25519PrivateKey]:
+    """Return (key id, key) from `id:base64` (or bare base64, id `ed1`) of a raw Ed25519 key."""
+    kid, _, b64 = text.strip().partition(":") if ":" in text else ("ed1", "", text.strip())
+    try:
+        return kid, Ed25519PrivateKey.from_private_bytes(base64.b64decode(b64, validate=True))
+    except (ValueError, binascii.Error):
+        raise ValueError("the Ed25519 private key is not `id:base64` of 32 raw bytes") from None
 
 
 def generate_ed25519() -> tuple[str, str]:
@@ -183,6 +233,17 @@ def generate_ed25519() -> tuple[str, str]:
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
     return _b64(private), _b64(public)
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only (0600) and write `text`; never overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o600)  # whatever the umask
 
 
 def sign_body(body: Mapping[str, Any], keyring: Keyring) -> list[dict[str, str]]:
@@ -206,20 +267,27 @@ def sign_body(body: Mapping[str, Any], keyring: Keyring) -> list[dict[str, str]]
 def verify_body(
     body: Mapping[str, Any], signatures: Iterable[Mapping[str, Any]], keyring: Keyring
 ) -> str:
-    """Verify every signature made with a known key; return the key id that verified.
+    """Verify the signatures this keyring trusts; return the key id that verified.
 
-    Raise `SignatureError` when there is no signature, when no signature is by a
-    known key (`unknown_key_id`), or when any known-key signature fails.
+    Raise `SignatureError`: `unsigned` (no signature), `downgrade` (no signature of
+    the kind the keyring requires: Ed25519 when it has a public key, else HMAC only
+    when it accepts HMAC), `unknown_key_id` (none by a known key), `bad_signature`
+    (a known key's signature fails), `unknown_algorithm`.
     """
     sigs = list(signatures)
     if not sigs:
         raise SignatureError("unsigned", "the manifest carries no signature")
     payload = canonical_json({k: v for k, v in body.items() if k != "signatures"})
+    ed_only = keyring.requires_ed25519
     verified = ""
     unknown = []
+    trusted_kind = 0
     for sig in sigs:
         alg, kid, value = sig.get("alg"), str(sig.get("key_id", "")), str(sig.get("value", ""))
         if alg == "hmac-sha256":
+            if ed_only or not keyring.accept_hmac:
+                continue  # not trusted here: it can neither accept nor refuse a release
+            trusted_kind += 1
             key = keyring.hmac_keys.get(kid)
             if key is None:
                 unknown.append(kid)
@@ -228,19 +296,28 @@ def verify_body(
             if not hmac.compare_digest(expected.encode(), value.encode()):
                 raise SignatureError("bad_signature", f"HMAC by key id {kid!r} does not verify")
         elif alg == "ed25519":
+            trusted_kind += 1
             public = keyring.ed25519_public.get(kid)
             if public is None:
                 unknown.append(kid)
                 continue
             try:
-                public.verify(base64.b64decode(value), payload)
-            except (InvalidSignature, ValueError):
+                public.verify(base64.b64decode(value, validate=True), payload)
+            except (InvalidSignature, ValueError, binascii.Error):
                 raise SignatureError(
                     "bad_signature", f"Ed25519 by key id {kid!r} does not verify"
                 ) from None
         else:
             raise SignatureError("unknown_algorithm", f"signature algorithm {alg!r}")
         verified = verified or kid
+    if not trusted_kind:
+        want = (
+            "an Ed25519 signature by a MANIFEST_ED25519_PUBLIC_KEYS key"
+            if ed_only or not keyring.accept_hmac
+            else "an HMAC signature"
+        )
+        hint = "" if ed_only or keyring.accept_hmac else " (HMAC needs ALLOW_HMAC_RELEASES=1)"
+        raise SignatureError("downgrade", f"the manifest lacks {want}{hint}")
     if not verified:
         raise SignatureError("unknown_key_id", f"no known key among key ids {unknown}")
     return verified

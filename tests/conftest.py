@@ -30,6 +30,11 @@ for _var in (
     "TOPIC_PREFIX",
     "MANIFEST_HMAC_KEY",
     "MANIFEST_VERIFY_KEYS",
+    "MANIFEST_ED25519_PRIVATE_KEY",
+    "MANIFEST_ED25519_PUBLIC_KEYS",
+    "ALLOW_HMAC_RELEASES",
+    "ALLOW_UNSIGNED_MODELS",
+    "RELEASE_STATE_PATH",
     "SYMBOLS",
 ):
     os.environ.pop(_var, None)
@@ -102,6 +107,10 @@ def _settings_factory(
             "STORE_DIR": str(home / "store"),
             "OUTBOX_DIR": str(home / "outbox"),
             "MANIFEST_HMAC_KEY": TEST_HMAC_KEY,
+            # The seed's tests sign with HMAC: their traders opt in (tests of the
+            # public-key trader pass ALLOW_HMAC_RELEASES="0" and Ed25519 keys).
+            "ALLOW_HMAC_RELEASES": "1",
+            "RELEASE_STATE_PATH": str(home / "release-state.json"),
             "KAFKA_SESSION_TIMEOUT_MS": 6000,
         }
         if kafka:

@@ -122,7 +122,8 @@ def upload(settings: Settings, blobs: Mapping[str, bytes], version: str) -> list
             Artifact(
                 family=family,
                 version=version,
-                uri=stored.uri,
+                # S3: the bucket's URI; the local store: the key (never an absolute path)
+                uri=stored.uri if settings.uses_s3 else stored.key,
                 s3_version_id=stored.version_id,
                 sha256=hashlib.sha256(blob).hexdigest(),
                 size_bytes=len(blob),

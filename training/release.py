@@ -233,7 +233,8 @@ class Registry:
         return Artifact(
             family=family,
             version=version,
-            uri=stored.uri,
+            # S3: the bucket's URI; the local store: the key (traders refuse local paths)
+            uri=stored.uri if isinstance(self.store, S3ObjectStore) else stored.key,
             s3_version_id=stored.version_id,
             sha256=hashlib.sha256(onnx_bytes).hexdigest(),
             size_bytes=len(onnx_bytes),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, SecretStr
@@ -10,7 +11,7 @@ from infra.settings.base import SettingsContext
 
 
 class ReleaseSettings(SettingsContext):
-    """Manifest signing and verification keys, and the manifest poll interval."""
+    """Manifest signing and verification keys, what a trader accepts, and the poll interval."""
 
     title: ClassVar[str] = "Releases"
 
@@ -45,3 +46,43 @@ class ReleaseSettings(SettingsContext):
         validation_alias="MODEL_POLL_SEC",
         description="Seconds between polls of `models/manifest/latest.json` (seed name; the topic is followed live).",
     )
+    allow_hmac_releases: bool = Field(
+        default=False,
+        validation_alias="ALLOW_HMAC_RELEASES",
+        description="Trader: accept HMAC-signed releases (weaker: anyone holding the key can sign; `/healthz` flags it).",
+    )
+    allow_unsigned_models: bool = Field(
+        default=False,
+        validation_alias="ALLOW_UNSIGNED_MODELS",
+        description="Trader: serve MODELS_DIR/META_ONNX/EXEC_ONNX/RL_ONNX at start-up without a signed manifest covering them (shown on `/healthz`).",
+    )
+    models_manifest: str = Field(
+        default="",
+        validation_alias="MODELS_MANIFEST",
+        description="Signed manifest covering the start-up models; default `MODELS_DIR/manifest.json`.",
+    )
+    max_artifact_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        validation_alias="MAX_ARTIFACT_BYTES",
+        description="Largest model artifact a trader downloads (declared size checked first, download cut at it).",
+    )
+    cdn_base_url: str = Field(
+        default="",
+        validation_alias="CDN_BASE_URL",
+        description="HTTPS base URL artifacts may also come from (untrusted: the signed sha256 decides).",
+    )
+    release_state_path: str = Field(
+        default="",
+        validation_alias="RELEASE_STATE_PATH",
+        description="Trader: file holding the highest accepted release per model set (anti-replay); default `.tradeloop/release-state.json`.",
+    )
+
+    @property
+    def release_state_file(self) -> Path:
+        """Return the anti-replay state file (`RELEASE_STATE_PATH`, default under the home)."""
+        return (
+            Path(self.release_state_path)
+            if self.release_state_path
+            else self.home / "release-state.json"
+        )

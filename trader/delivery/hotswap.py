@@ -51,6 +51,7 @@ from trader.delivery.release import (
     peek_sequence,
 )
 from trader.delivery.release_helper import ReleaseHelper, shared_helper, verify_off_loop
+from trader.delivery.replay import AcceptedRelease, ReleaseLedger
 
 __all__ = ["STARTUP_WAIT_S", "HotSwapper", "SwapMetrics", "kafka_configured"]
 
@@ -106,12 +107,15 @@ class HotSwapper:
         metrics: SwapMetrics | None = None,
         helper: ReleaseHelper | None = None,
         isolate: bool = True,
+        ledger: ReleaseLedger | None = None,
     ) -> None:
         self.settings = settings
         self.holder = holder
         self.router = router
-        self.keyring = keyring if keyring is not None else Keyring.from_settings(settings)
+        self.keyring = keyring if keyring is not None else Keyring.for_trader(settings)
         self.model_set = model_set
+        #: The highest release accepted per model set, on disk (anti-replay, chain link).
+        self.ledger = ledger if ledger is not None else ReleaseLedger(settings.release_state_file)
         self.use_kafka = use_kafka
         self.group_base = group_id or _default_group(settings)
         self.poll_sec = poll_sec if poll_sec is not None else settings.model_poll_sec
@@ -294,6 +298,7 @@ class HotSwapper:
                     self.settings,
                     model_set=self.model_set,
                     helper=self.helper,
+                    last=self.ledger.get(self.model_set),
                 )
             except ReleaseRejected as rej:
                 if self._is_serving(rej):  # e.g. latest.json naming the serving release
@@ -304,6 +309,15 @@ class HotSwapper:
                 return "rejected"
             except Exception as exc:  # a bug or an environment failure: count, keep serving
                 self._error("verify", exc)
+                return "rejected"
+            try:  # durable before it serves: a crash now cannot reopen a replay window
+                await asyncio.to_thread(
+                    self.ledger.record,
+                    self.model_set,
+                    AcceptedRelease(manifest.sequence, manifest.release, digest),
+                )
+            except OSError as exc:
+                self._error("release_state", exc)
                 return "rejected"
             return self._accept(manifest, models, source, first=first)
 
@@ -475,4 +489,5 @@ class HotSwapper:
                 "last_poll_at": self.last_poll_at.isoformat() if self.last_poll_at else None,
             },
             "verify_key_ids": describe_keyring(self.keyring),
+            "unsigned_models_allowed": self.settings.allow_unsigned_models,
         }

@@ -6,15 +6,27 @@ code:
 
 - `malformed`        the bytes are not a JSON object (or `signatures` is not a list)
 - `unsigned`         no signature
+- `downgrade`        no signature of the kind this trader requires: with
+                     MANIFEST_ED25519_PUBLIC_KEYS, a valid Ed25519 one (whatever HMAC
+                     it carries); without, HMAC only under ALLOW_HMAC_RELEASES=1
 - `unknown_key_id`   no signature is by a key this trader knows
 - `bad_signature`    a signature by a known key does not verify (constant time)
-- `invalid_manifest` the body does not decode as a `ModelManifest`
+- `invalid_manifest` the body does not decode as a `ModelManifest`, or does not
+                     re-serialise to exactly the signed JSON (no coercion)
 - `wrong_model_set`  the release is for another model set
+- `replayed`         older than the release this trader last accepted (persisted in
+                     RELEASE_STATE_PATH, so also after a restart), or that sequence
+                     with other bytes
 - `stale_sequence`   the sequence is not newer than the one serving (a rollback is
                      itself a new signed release with a higher sequence)
+- `chain_broken`     the manifest links to a previous manifest other than the one
+                     this trader accepted (other bytes, or a fork before it)
 - `feature_mismatch` an artifact's feature or input names differ from the model
                      contract (`MODEL_FEATURES`, `MODEL_IO`), or the ONNX graph's
                      input does not take them
+- `bad_uri`          an artifact lies outside the release bucket's
+                     `models/{family}/{version}/` (pinned version id) and CDN_BASE_URL
+- `too_large`        an artifact declares, or downloads, more than MAX_ARTIFACT_BYTES
 - `missing_artifact` an artifact cannot be downloaded
 - `sha_mismatch`     the bytes differ from the manifest's sha256 or size
 - `load_failed`      onnxruntime cannot load a file
@@ -22,9 +34,7 @@ code:
                      output within `PROBE_TOLERANCE`, or its output is out of range
 
 The signature covers the canonical JSON (`infra.signing.canonical_json`) of the
-manifest without `signatures`. It is checked over the JSON object as received and,
-when that fails, over the decoded manifest's `model_dump(mode="json")`: publishers
-serialise datetimes either way, and the decoded manifest is what gets used.
+manifest, as received, without `signatures` (`trader.delivery.trust`).
 """
 
 from __future__ import annotations
@@ -32,29 +42,30 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
-import orjson
 
 from features.vectors import MODEL_FEATURES, MODEL_IO
-from infra.contracts import LATEST_MANIFEST_KEY, Artifact, EventDecodeError, ModelManifest, decode
-from infra.objectstore import LocalObjectStore, ObjectNotFoundError, S3ObjectStore, s3_client
+from infra.contracts import LATEST_MANIFEST_KEY, Artifact, ModelManifest
+from infra.objectstore import ObjectNotFoundError, ObjectTooLargeError
 from infra.settings import Settings
-from infra.signing import Keyring, SignatureError, verify_body
+from infra.signing import Keyring
+from trader.delivery.artifacts import ArtifactRefused, check_artifact, fetch_artifact
 from trader.delivery.models import ModelLoadError, ModelSet
+from trader.delivery.replay import AcceptedRelease
+from trader.delivery.trust import ReleaseRejected, peek_sequence, verified_manifest
 
 __all__ = [
     "LATEST_MANIFEST_KEY",
     "PROBE_TOLERANCE",
     "REJECTION_CODES",
     "TRANSIENT_CODES",
+    "AcceptedRelease",
     "ReleaseRejected",
     "check_blobs",
     "check_manifest",
+    "describe_keyring",
     "fetch_artifact",
     "fetch_blobs",
     "load_checked",
@@ -69,12 +80,17 @@ PROBE_TOLERANCE = 1e-4
 REJECTION_CODES: tuple[str, ...] = (
     "malformed",
     "unsigned",
+    "downgrade",
     "unknown_key_id",
     "bad_signature",
     "invalid_manifest",
     "wrong_model_set",
+    "replayed",
     "stale_sequence",
+    "chain_broken",
     "feature_mismatch",
+    "bad_uri",
+    "too_large",
     "missing_artifact",
     "sha_mismatch",
     "load_failed",
@@ -84,114 +100,6 @@ REJECTION_CODES: tuple[str, ...] = (
 TRANSIENT_CODES: frozenset[str] = frozenset({"missing_artifact"})
 
 _ONNX_LOAD_PREFIX = "onnxruntime cannot load"
-
-
-class ReleaseRejected(Exception):
-    """Raise when a release fails a check; `code` names which (see `REJECTION_CODES`).
-
-    `release` and `sequence` are those of the manifest; when the signature did not
-    verify they are only what the bytes claim (`claimed` is True). `detail` never
-    contains key material or signature values.
-    """
-
-    def __init__(
-        self,
-        code: str,
-        detail: str,
-        *,
-        release: str = "",
-        sequence: int | None = None,
-        claimed: bool = False,
-    ) -> None:
-        self.code = code
-        self.detail = detail
-        self.release = release
-        self.sequence = sequence
-        self.claimed = claimed
-        super().__init__(f"{code}: {detail}")
-
-
-def _claimed(obj: Mapping[str, Any], code: str, detail: str) -> ReleaseRejected:
-    """Return a rejection naming the release and sequence the unverified body claims."""
-    release = obj.get("release")
-    sequence = obj.get("sequence")
-    return ReleaseRejected(
-        code,
-        detail,
-        release=release[:200] if isinstance(release, str) else "",
-        sequence=sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None,
-        claimed=True,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    obj: dict[str, Any]
-    signatures: list[Mapping[str, Any]]
-
-
-def _parse(raw: bytes) -> _Parsed:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ReleaseRejected("malformed", f"not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise ReleaseRejected("malformed", f"expected a JSON object, got {type(obj).__name__}")
-    sigs = obj.get("signatures", [])
-    if sigs is None:
-        sigs = []
-    if not isinstance(sigs, list) or not all(isinstance(s, dict) for s in sigs):
-        raise ReleaseRejected("malformed", "'signatures' is not a list of objects")
-    return _Parsed(obj, sigs)
-
-
-def _decode(raw: bytes) -> ModelManifest:
-    try:
-        return decode(raw, ModelManifest)
-    except EventDecodeError as exc:
-        raise ReleaseRejected("invalid_manifest", str(exc)) from None
-
-
-def _verify_signature(parsed: _Parsed, raw: bytes, keyring: Keyring) -> ModelManifest:
-    """Check the signatures; return the decoded manifest."""
-    obj = parsed.obj
-    try:
-        verify_body(obj, parsed.signatures, keyring)
-    except SignatureError as exc:
-        if exc.code != "bad_signature":
-            code = exc.code if exc.code in ("unsigned", "unknown_key_id") else "bad_signature"
-            raise _claimed(obj, code, _safe_detail(exc)) from None
-        # The publisher may have signed the model's JSON dump (datetimes as `...Z`).
-        try:
-            manifest = _decode(raw)
-        except ReleaseRejected:
-            raise _claimed(obj, "bad_signature", _safe_detail(exc)) from None
-        body = manifest.model_dump(mode="json", by_alias=True)
-        body.pop("signatures", None)
-        try:
-            verify_body(body, parsed.signatures, keyring)
-        except SignatureError as again:
-            raise _claimed(obj, "bad_signature", _safe_detail(again)) from None
-        return manifest
-    except (TypeError, ValueError) as exc:  # a value with no canonical JSON form
-        raise _claimed(obj, "malformed", f"no canonical JSON form: {exc}") from None
-    return _decode(raw)
-
-
-def _safe_detail(exc: SignatureError) -> str:
-    """Return the error text without its code prefix (it names key ids, never keys)."""
-    text = str(exc)
-    return text.split(": ", 1)[1] if ": " in text else text
-
-
-def peek_sequence(raw: bytes) -> int:
-    """Return the claimed (unverified) sequence of a manifest, or 0; only to order candidates."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return 0
-    seq = obj.get("sequence") if isinstance(obj, dict) else None
-    return seq if isinstance(seq, int) else 0
 
 
 def _check_contract(art: Artifact) -> None:
@@ -224,55 +132,21 @@ def _check_contract(art: Artifact) -> None:
         )
 
 
-def _local_path(uri: str) -> Path:
-    parsed = urlparse(uri)
-    return Path(parsed.path if parsed.scheme == "file" else uri)
-
-
-def fetch_artifact(art: Artifact, settings: Settings, *, client: Any = None) -> bytes:
-    """Download an artifact's bytes (S3 by bucket, key and version id, or a local path).
-
-    A relative URI is a key in the configured object store. `client` is a boto3 S3
-    client to reuse (default: a new one). Raise `ObjectNotFoundError` (or the store's
-    error) when the bytes cannot be had.
-    """
-    parsed = urlparse(art.uri)
-    if parsed.scheme == "s3":
-        store = S3ObjectStore(client or s3_client(settings), parsed.netloc)
-        return store.get(parsed.path.lstrip("/"), art.s3_version_id)
-    if parsed.scheme not in ("", "file"):
-        raise ObjectNotFoundError(f"unsupported artifact URI scheme {parsed.scheme!r}")
-    path = _local_path(art.uri)
-    if not path.is_absolute():
-        if settings.uses_s3:
-            store_s3 = S3ObjectStore(client or s3_client(settings), settings.bucket)
-            return store_s3.get(art.uri, art.s3_version_id)
-        return LocalObjectStore(settings.store_root).get(art.uri, art.s3_version_id)
-    root = settings.store_root
-    if art.s3_version_id and root in path.parents:
-        # The local store keeps an immutable copy of every version under `.versions/`.
-        key = path.relative_to(root).as_posix()
-        try:
-            return LocalObjectStore(root).get(key, art.s3_version_id)
-        except ObjectNotFoundError:
-            pass  # a store without that version copy: read the file, the sha256 decides
-    try:
-        return path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise ObjectNotFoundError(str(path)) from None
-
-
 def fetch_blobs(
     manifest: ModelManifest, settings: Settings, *, client: Any = None
 ) -> dict[str, bytes]:
     """Download every artifact of a verified manifest and check its size and sha256.
 
-    Raise `ReleaseRejected` (`missing_artifact`, `sha_mismatch`).
+    Raise `ReleaseRejected` (`bad_uri`, `too_large`, `missing_artifact`, `sha_mismatch`).
     """
     blobs: dict[str, bytes] = {}
     for art in manifest.artifacts:
         try:
             blob = fetch_artifact(art, settings, client=client)
+        except ArtifactRefused as exc:
+            raise _rejected(manifest, exc.code, exc.detail) from None
+        except ObjectTooLargeError as exc:
+            raise _rejected(manifest, "too_large", f"{art.family}: {exc}") from None
         except ObjectNotFoundError as exc:
             raise _rejected(manifest, "missing_artifact", f"{art.family}: {exc}") from None
         except Exception as exc:  # the store is unreachable or refused: may pass later
@@ -371,26 +245,36 @@ def verify_release(
     settings: Settings,
     *,
     model_set: str | None = None,
+    last: AcceptedRelease | None = None,
 ) -> tuple[ModelManifest, ModelSet]:
     """Verify a manifest's bytes, download and load its models; return both.
 
     Blocking: run it in a worker thread. Raise `ReleaseRejected` on the first failed
     check (see the module docstring for the codes, in order).
     """
-    manifest = check_manifest(raw, serving_sequence, keyring, model_set=model_set)
+    manifest = check_manifest(
+        raw, serving_sequence, keyring, model_set=model_set, settings=settings, last=last
+    )
     blobs = fetch_blobs(manifest, settings)
     return manifest, load_checked(manifest, blobs)
 
 
 def check_manifest(
-    raw: bytes, serving_sequence: int, keyring: Keyring, *, model_set: str | None = None
+    raw: bytes,
+    serving_sequence: int,
+    keyring: Keyring,
+    *,
+    model_set: str | None = None,
+    settings: Settings | None = None,
+    last: AcceptedRelease | None = None,
 ) -> ModelManifest:
-    """Run the checks that need no artifact: `malformed` to `feature_mismatch`.
+    """Run the checks that need no download: `malformed` to `too_large`.
 
-    Return the verified manifest; raise `ReleaseRejected` on the first failed check.
+    `last` is the release this trader accepted last for the model set (anti-replay and
+    the chain link); `settings` enables the artifact URI and size checks. Return the
+    verified manifest; raise `ReleaseRejected` on the first failed check.
     """
-    parsed = _parse(raw)
-    manifest = _verify_signature(parsed, raw, keyring)
+    manifest = verified_manifest(raw, keyring)
     if not manifest.artifacts:
         raise _rejected(manifest, "invalid_manifest", "the release lists no artifact")
     families = [a.family for a in manifest.artifacts]
@@ -402,15 +286,67 @@ def check_manifest(
             "wrong_model_set",
             f"release is for model set {manifest.model_set!r}, this trader serves {model_set!r}",
         )
+    digest = hashlib.sha256(raw).hexdigest()
+    if last is not None:
+        _check_replay(manifest, digest, last)
     if manifest.sequence <= serving_sequence:
         raise _rejected(
             manifest,
             "stale_sequence",
             f"sequence {manifest.sequence} is not newer than {serving_sequence} (serving)",
         )
+    if last is not None and digest != last.sha256:
+        _check_link(manifest, last)
     for art in manifest.artifacts:
         _check_contract(art)
+    if settings is not None:
+        for art in manifest.artifacts:
+            try:
+                check_artifact(art, settings)
+            except ArtifactRefused as exc:
+                raise _rejected(manifest, exc.code, exc.detail) from None
     return manifest
+
+
+def _check_replay(manifest: ModelManifest, digest: str, last: AcceptedRelease) -> None:
+    if manifest.sequence < last.sequence:
+        raise _rejected(
+            manifest,
+            "replayed",
+            f"sequence {manifest.sequence} is older than {last.sequence} ({last.release}), "
+            "accepted before",
+        )
+    if manifest.sequence == last.sequence and digest != last.sha256:
+        raise _rejected(
+            manifest,
+            "replayed",
+            f"sequence {manifest.sequence} was accepted before with other bytes ({last.release})",
+        )
+
+
+def _check_link(manifest: ModelManifest, last: AcceptedRelease) -> None:
+    """Check the link to the previous manifest where this trader knows it.
+
+    A manifest without a link predates the chain and is not checked; one that links
+    past what this trader saw (it missed releases) cannot be, the signature decides.
+    """
+    prev = manifest.previous_sequence
+    if prev is None:
+        return
+    if prev == last.sequence and manifest.previous_sha256 != last.sha256:
+        raise _rejected(
+            manifest,
+            "chain_broken",
+            f"links to sequence {prev} with sha256 {str(manifest.previous_sha256)[:16]}…, "
+            f"accepted {last.sha256[:16]}…",
+        )
+    if prev < last.sequence:
+        raise _rejected(
+            manifest,
+            "chain_broken",
+            f"links to sequence {prev}, before {last.sequence} ({last.release}) accepted here: "
+            "a fork",
+        )
 
 
 def load_checked(manifest: ModelManifest, blobs: Mapping[str, bytes]) -> ModelSet:
@@ -423,9 +359,12 @@ def load_checked(manifest: ModelManifest, blobs: Mapping[str, bytes]) -> ModelSe
     return models
 
 
-def describe_keyring(keyring: Keyring) -> dict[str, list[str]]:
-    """Return the key ids this trader verifies with (never the keys)."""
+def describe_keyring(keyring: Keyring) -> dict[str, Any]:
+    """Return the key ids this trader verifies with (never the keys) and what it accepts."""
+    hmac_ok = keyring.accept_hmac and not keyring.requires_ed25519
     return {
-        "hmac": sorted(keyring.hmac_keys),
+        "hmac": sorted(keyring.hmac_keys) if hmac_ok else [],
         "ed25519": sorted(keyring.ed25519_public),
+        "accepts": "ed25519" if keyring.requires_ed25519 else ("hmac" if hmac_ok else "nothing"),
+        "hmac_releases_allowed": hmac_ok,
     }

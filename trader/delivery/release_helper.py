@@ -48,6 +48,7 @@ from infra.signing import Keyring
 from trader.delivery.models import ModelSet
 from trader.delivery.priority import background_loads, helper_nice, lower_this_process
 from trader.delivery.release import (
+    AcceptedRelease,
     ReleaseRejected,
     check_blobs,
     check_manifest,
@@ -233,12 +234,15 @@ def verify_isolated(
     *,
     model_set: str | None = None,
     helper: ReleaseHelper | None = None,
+    last: AcceptedRelease | None = None,
 ) -> tuple[ModelManifest, ModelSet]:
     """Do what `verify_release` does, with the download and first checks in the helper.
 
     Same rejection codes, in the same order. Blocking: run it in a worker thread.
     """
-    manifest = check_manifest(raw, serving_sequence, keyring, model_set=model_set)
+    manifest = check_manifest(
+        raw, serving_sequence, keyring, model_set=model_set, settings=settings, last=last
+    )
     try:
         blobs = (helper or _SHARED).fetch(manifest, settings)
     except HelperUnavailable as exc:
@@ -271,6 +275,7 @@ def _verify_yielding(
     *,
     model_set: str | None,
     helper: ReleaseHelper | None,
+    last: AcceptedRelease | None,
 ) -> tuple[ModelManifest, ModelSet]:
     """Verify with a short GIL switch interval, restored after.
 
@@ -283,9 +288,17 @@ def _verify_yielding(
     try:
         with background_loads():
             if helper is None:
-                return verify_release(raw, serving_sequence, keyring, settings, model_set=model_set)
+                return verify_release(
+                    raw, serving_sequence, keyring, settings, model_set=model_set, last=last
+                )
             return verify_isolated(
-                raw, serving_sequence, keyring, settings, model_set=model_set, helper=helper
+                raw,
+                serving_sequence,
+                keyring,
+                settings,
+                model_set=model_set,
+                helper=helper,
+                last=last,
             )
     finally:
         sys.setswitchinterval(old)
@@ -299,6 +312,7 @@ async def verify_off_loop(
     *,
     model_set: str | None = None,
     helper: ReleaseHelper | None = None,
+    last: AcceptedRelease | None = None,
 ) -> tuple[ModelManifest, ModelSet]:
     """Verify a release in the verification thread; return the manifest and the models.
 
@@ -313,5 +327,6 @@ async def verify_off_loop(
         settings,
         model_set=model_set,
         helper=helper,
+        last=last,
     )
     return await asyncio.get_running_loop().run_in_executor(_verification_thread(), call)

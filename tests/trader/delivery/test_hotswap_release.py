@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -103,18 +102,30 @@ def test_a_good_release_swaps_and_scores(s3_settings: Settings) -> None:
 def test_tampered_artifact_bytes_in_s3_are_rejected(s3_settings: Settings) -> None:
     s = Serving(s3_settings)
     blobs = build_blobs(2)
+    # someone overwrites the exec model; the manifest pins that later version
+    evil = bytearray(blobs["exec"])
+    evil[-5] ^= 0xFF
+    tampered = object_store(s3_settings).put("models/exec/v2/model.onnx", bytes(evil))
+
+    def pin_evil(arts: list[Artifact]) -> list[Artifact]:
+        a = arts[1]
+        return [arts[0], a.model_copy(update={"s3_version_id": tampered.version_id}), arts[2]]
+
+    raw = release_bytes(s3_settings, 2, blobs=blobs, mutate=pin_evil)
+    rej = s.rejects(raw, "sha_mismatch")
+    assert rej["release"] == "r2" and rej["sequence"] == 2
+    assert "exec" in rej["detail"]
+
+
+def test_an_unpinned_artifact_is_a_bad_uri(s3_settings: Settings) -> None:
+    """Old code fetched the newest bytes of an unpinned key (the sha256 alone decided)."""
+    s = Serving(s3_settings)
 
     def unpinned(arts: list[Artifact]) -> list[Artifact]:
         return [a.model_copy(update={"s3_version_id": None}) for a in arts]
 
-    raw = release_bytes(s3_settings, 2, blobs=blobs, mutate=unpinned)
-    # someone overwrites the exec model after the manifest was signed
-    evil = bytearray(blobs["exec"])
-    evil[-5] ^= 0xFF
-    object_store(s3_settings).put("models/exec/v2/model.onnx", bytes(evil))
-    rej = s.rejects(raw, "sha_mismatch")
-    assert rej["release"] == "r2" and rej["sequence"] == 2
-    assert "exec" in rej["detail"]
+    rej = s.rejects(release_bytes(s3_settings, 2, mutate=unpinned), "bad_uri")
+    assert "pinned version id" in rej["detail"]
 
 
 def test_tampered_artifact_bytes_in_a_local_store_are_rejected(
@@ -125,12 +136,11 @@ def test_tampered_artifact_bytes_in_a_local_store_are_rejected(
     raw = release_bytes(settings, 2)
     manifest = ModelManifest.model_validate(orjson.loads(raw))
     art = manifest.artifact("meta")
-    assert art is not None and Path(art.uri).is_absolute()
+    assert art is not None and art.uri == "models/meta/v2/model.onnx"  # a key, not a path
     # tamper both the file and its immutable version copy on disk
     root = settings.store_root
-    key = Path(art.uri).relative_to(root).as_posix()
     assert art.s3_version_id is not None
-    for path in (Path(art.uri), root / ".versions" / key / art.s3_version_id):
+    for path in (root / art.uri, root / ".versions" / art.uri / art.s3_version_id):
         data = bytearray(path.read_bytes())
         data[10] ^= 0x01
         path.write_bytes(bytes(data))
@@ -176,7 +186,7 @@ def test_a_replayed_older_sequence_is_rejected(s3_settings: Settings) -> None:
     assert s.apply(s.r1) == "rejected"  # the genuine, signed r1 replayed
     status = s.swapper.status()
     assert status["release"] == "r2"
-    assert status["last_rejection"]["code"] == "stale_sequence"
+    assert status["last_rejection"]["code"] == "replayed"  # was `stale_sequence`
     assert status["last_rejection"]["sequence"] == 1
 
 
@@ -204,7 +214,8 @@ def test_a_missing_artifact_is_rejected(s3_settings: Settings) -> None:
 
     def gone(arts: list[Artifact]) -> list[Artifact]:
         a = arts[1]
-        return [arts[0], a.model_copy(update={"uri": a.uri.replace("v2", "v2-gone")}), arts[2]]
+        moved = {"uri": a.uri.replace("v2", "v2-gone"), "version": "v2-gone"}
+        return [arts[0], a.model_copy(update=moved), arts[2]]
 
     rej = s.rejects(release_bytes(s3_settings, 2, mutate=gone), "missing_artifact")
     assert "exec" in rej["detail"]
@@ -299,10 +310,10 @@ def test_a_signed_rollback_is_accepted(s3_settings: Settings) -> None:
     status = s.swapper.status()
     assert status["last_swap"]["kind"] == "rollback"
     assert status["sequence"] == 3
-    # a rollback must still be newer: the same rollback with an old sequence is stale
+    # a rollback must still be newer: the same rollback with an old sequence is replayed
     old = unsigned_manifest(list(r1.artifacts), 2, release="r2-rollback", kind="rollback")
     assert s.apply(sign(old, Keyring.from_settings(s3_settings))) == "rejected"
-    assert s.swapper.status()["last_rejection"]["code"] == "stale_sequence"
+    assert s.swapper.status()["last_rejection"]["code"] == "replayed"
 
 
 def test_ed25519_only_verification(make_settings: Callable[..., Settings], s3_server: Any) -> None:
@@ -322,7 +333,7 @@ def test_ed25519_only_verification(make_settings: Callable[..., Settings], s3_se
         MANIFEST_HMAC_KEY="",
         MANIFEST_ED25519_PUBLIC_KEYS=f"ed1:{public}",
     )
-    keyring = Keyring.from_settings(trader)
+    keyring = Keyring.for_trader(trader)
     assert not keyring.hmac_keys and not keyring.can_sign  # verification only
     raw = release_bytes(publisher, 1)
     assert orjson.loads(raw)["signatures"][0]["alg"] == "ed25519"
@@ -332,7 +343,7 @@ def test_ed25519_only_verification(make_settings: Callable[..., Settings], s3_se
     hmac_signed = release_bytes(make_settings(kafka=False, s3=True, S3_BUCKET=bucket), 2)
     with pytest.raises(ReleaseRejected) as err:
         verify_release(hmac_signed, 1, keyring, trader)
-    assert err.value.code == "unknown_key_id"
+    assert err.value.code == "downgrade"
     # a signature by another Ed25519 key under the same key id fails
     other_private, _ = generate_ed25519()
     forger = make_settings(
