@@ -127,7 +127,11 @@ async def run_trade(
     # journal, adoption, reconciliation, kill switch, prop-firm account (trader/recovery.py)
     recovery = Recovery(settings, engine)
     runtime.reconciliation = recovery.start()
-    runtime.venue, runtime.killswitch = engine.venue, recovery.killswitch
+    runtime.venue, runtime.killswitch, runtime.recovery = (
+        engine.venue,
+        recovery.killswitch,
+        recovery,
+    )
     runtime.swapper, runtime.router = swapper, router
     swap_stop = asyncio.Event()
     swap_task = asyncio.create_task(swapper.run(swap_stop)) if swapper is not None else None

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # hot swap and canary (trader/delivery/hotswap.py, trader/del
     from trader.core.killswitch import KillSwitch
     from trader.delivery.canary import ModelRouter
     from trader.delivery.hotswap import HotSwapper
+    from trader.recovery import Recovery
     from trader.venues.base import Venue
     from trader.venues.reconcile import Reconciliation
 
@@ -74,6 +75,7 @@ class Runtime:
     venue: Venue | None = None  # where orders go (None: the engine's own paper broker)
     killswitch: KillSwitch | None = None  # persisted halt (trader/core/killswitch.py)
     reconciliation: Reconciliation | None = None  # the last start-up/reconnect comparison
+    recovery: Recovery | None = None  # journal and reconciliation (trader/recovery.py)
 
     def entries(self) -> dict[str, Any]:
         """Return whether new entries are allowed and, if not, why (for /healthz)."""

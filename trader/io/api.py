@@ -146,13 +146,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         request: Annotated[KillRequest | None, Body()] = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        """Lift the kill switch (other holds, such as a prop-firm breach, stay)."""
+        """Lift the kill switch and reconcile again (other holds, such as a prop-firm breach, stay)."""
         _authorize(runtime, authorization)
         ks = runtime.killswitch
         if ks is None:
             raise HTTPException(503, "this trader runs without a kill switch")
         req = request or KillRequest()
         ks.resume(req.by, req.reason or "POST /resume")
+        if runtime.recovery is not None:  # the operator may have cleared a difference at the venue
+            runtime.reconciliation = runtime.recovery.reconcile("resume")
         return {**ks.status(), "entries_now": runtime.entries()}
 
     @app.get("/healthz/canary")

@@ -103,3 +103,22 @@ def test_without_a_configured_token_every_kill_is_refused(runtime: Runtime) -> N
     runtime.settings = Settings(_env_file=None)  # type: ignore[call-arg]
     r = _call(runtime, "POST", "/kill", headers=_auth(""))
     assert r.status_code == 401 and "TRADER_API_TOKEN is not set" in r.json()["detail"]
+
+
+def test_resume_reconciles_again(tmp_path: Path) -> None:
+    from trader.recovery import Recovery
+
+    settings = Settings(_env_file=None, TRADER_API_TOKEN=TOKEN)  # type: ignore[call-arg]
+    holder = ModelHolder()
+    engine = Engine(settings, EngineConfig(run_id="resume", source="sim"), holder)
+    recovery = Recovery(settings, engine, state_dir=tmp_path)
+    rt = Runtime(settings, engine, SimFeed(("ES",), seed=1, days=1), holder)
+    rt.reconciliation = recovery.start()
+    rt.venue, rt.killswitch, rt.recovery = engine.venue, recovery.killswitch, recovery
+    assert _call(rt, "POST", "/kill", headers=_auth(TOKEN)).status_code == 200
+    assert _call(rt, "GET", "/healthz").json()["reconciliation"]["trigger"] == "start"
+    assert _call(rt, "POST", "/resume", headers=_auth(TOKEN)).status_code == 200
+    health = _call(rt, "GET", "/healthz").json()
+    assert health["reconciliation"]["trigger"] == "resume" and health["reconciliation"]["clean"]
+    assert health["entries"]["allowed"] is True
+    recovery.close()
