@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -50,7 +50,7 @@ _EMPTY: Mapping[str, float] = {}
 class Choice(NamedTuple):
     """What the models (or rules) said for one bar's candidates of one symbol."""
 
-    path: str
+    path: Literal["models", "rules"]
     chosen: int  # index into the candidates
     probabilities: dict[str, float]
     predicted_r: float | None

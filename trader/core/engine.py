@@ -1,10 +1,16 @@
 """The engine: one code path for live trading, backtests and replays.
 
-Per bar: update the symbol's features, let the paper broker fill and exit, run the
+Per bar: update the symbol's features, show the bar to the venue (the paper venue
+fills and exits by it; a broker ignores it) and to the counterfactual fill model,
+count the excursions of open trades, settle the trades whose exit filled, run the
 four strategies, decide among the candidates (models or rules, then risk), emit a
-`SignalSnapshot` for every candidate and a `TradeOutcome` for every closed trade
-(real or counterfactual). Events go to the sinks (outbox, lake writer, a list) and
-back into the stream-feature cache. Nothing here touches the network or blocks.
+`SignalSnapshot` for every candidate, submit the taken one as a bracket order to
+the venue and place the others as counterfactuals. Every fact (signals, the
+venue's order events, outcomes, bars) is published once to the sinks: the
+outbox or lake writer, the stream-feature cache, the statistics and the canary's
+outcome tracking; only the canary's routing is a direct call. The venue is called
+the same way in backtests, paper and live trading. Nothing here touches the
+network or blocks.
 """
 
 from __future__ import annotations
@@ -15,28 +21,41 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 from features.compute import MarketFeatures
-from infra.contracts import FEATURE_NAMES, Decision, Event, SignalSnapshot, TradeOutcome, topic_for
+from features.rolls import front_contract
+from infra.contracts import (
+    FEATURE_NAMES,
+    Decision,
+    Event,
+    SignalSnapshot,
+    TradeOutcome,
+    VenueEvent,
+    topic_for,
+)
 from infra.settings import Settings
 from trader import metrics
 from trader.core.bar import MarketBar
 from trader.core.decision import Choice, Decider
 from trader.core.instruments import Instrument, instruments_from_settings, require
-from trader.core.risk import RiskLimits, RiskManager
+from trader.core.risk import RiskLimits, RiskManager, open_pnl_usd
+from trader.core.sinks import CanaryOutcomes, Sink, StatsSink
 from trader.core.stats import TradeStats
 from trader.core.strategies import Candidate, Strategy, build_strategies
 from trader.core.stream_cache import StreamCache
+from trader.core.trades import Trade, TradeBook
 from trader.delivery.canary import ModelRouter
 from trader.delivery.models import ModelHolder
-from trader.venues.paper import Closed, PaperBroker, Position
+from trader.venues.base import BracketOrder, Venue, VenueError, client_order_id
+from trader.venues.fills import Closed, PaperBroker, Position
+from trader.venues.paper import PaperVenue
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[str, Event], None]
+Variant = Literal["champion", "challenger", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +74,26 @@ def _utc(ts_s: int) -> datetime:
     return datetime.fromtimestamp(ts_s, UTC)
 
 
+def _decision(
+    choice: Choice, variant: Variant, strategy: str, chosen: bool, reason: str, contracts: int
+) -> Decision:
+    """Return the decision on one candidate, built from checked values (no re-validation)."""
+    taken = chosen and reason == "taken"
+    return Decision.model_construct(
+        path=choice.path,
+        taken=taken,
+        reason=reason if chosen else "not_chosen",
+        chosen_strategy=strategy,
+        probabilities=choice.probabilities,
+        predicted_r=choice.predicted_r if chosen else None,
+        size_multiplier=choice.multiplier if chosen else 1.0,
+        contracts=contracts if taken else 0,
+        variant=variant,
+    )
+
+
 class Engine:
-    """Features, strategies, decisions, risk and the paper broker for a set of symbols."""
+    """Features, strategies, decisions, risk and a venue for a set of symbols."""
 
     def __init__(
         self,
@@ -66,6 +103,7 @@ class Engine:
         sinks: Iterable[Sink] = (),
         cache: StreamCache | None = None,
         router: ModelRouter | None = None,
+        venue: Venue | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -77,7 +115,10 @@ class Engine:
         self.holder = holder or ModelHolder()
         self.router = router  # canary routing (trader/delivery/canary.py); None: the holder decides
         self.cache = cache or StreamCache()
-        self.sinks: list[Sink] = list(sinks)
+        self.stats_sink = StatsSink()
+        self.sinks: list[Sink] = [*sinks, self.cache, self.stats_sink]
+        if router is not None:  # resolves a canary/shadow decision with its outcome's R
+            self.sinks.append(CanaryOutcomes(router))
         self.decider = Decider(
             self.holder,
             self.cache,
@@ -86,8 +127,15 @@ class Engine:
         )
         self.risk = RiskManager(RiskLimits.from_settings(settings))
         self.flatten = settings.flatten_at_session_end
-        self.broker = PaperBroker(
-            {s: self.instruments[s] for s in self.symbols},
+        traded = {s: self.instruments[s] for s in self.symbols}
+        self.venue: Venue = venue or PaperVenue.from_settings(
+            settings, traded, max_hold_bars=config.max_hold_bars
+        )
+        self.venue.source, self.venue.run_id = self.source, self.run_id
+        self.venue.add_listener(self._order_event)
+        self.book = TradeBook({s: i.point_value_usd for s, i in self.instruments.items()})
+        self.shadow = PaperBroker(  # counterfactuals: the paper fill model, never a venue
+            traded,
             slippage_ticks=settings.slippage_ticks,
             commission_per_contract_usd=settings.commission_per_contract_usd,
             flatten=self.flatten,
@@ -97,12 +145,11 @@ class Engine:
         self.strategies: dict[str, list[Strategy]] = {
             s: build_strategies(self.instruments[s]) for s in self.symbols
         }
-        self.stats = TradeStats()
-        self.today = TradeStats()
         self.last_bar: dict[str, MarketBar] = {}
         self.bars = 0
         self.ignored_bars = 0
         self.unfilled = 0
+        self.order_errors = 0
         self.events_emitted = 0
         self.realized_pnl_usd: dict[str, float] = dict.fromkeys(self.symbols, 0.0)
         self.equity: list[tuple[int, float]] = []
@@ -110,26 +157,47 @@ class Engine:
         self._record = config.record_metrics
         self._decision_counters: dict[tuple[str, str, str, str], Any] = {}
 
+    @property
+    def stats(self) -> TradeStats:
+        """Return the run's signal and trade statistics."""
+        return self.stats_sink.total
+
+    @property
+    def today(self) -> TradeStats:
+        """Return the trading day's signal and trade statistics."""
+        return self.stats_sink.today
+
     # the per-bar path ---------------------------------------------------
 
     def on_bar(self, bar: MarketBar) -> None:
         """Process one bar of any configured symbol (others are counted and ignored)."""
-        f = self.features.get(bar.symbol)
+        symbol = bar.symbol
+        f = self.features.get(symbol)
         if f is None:
             self.ignored_bars += 1
             return
         ready = f.push(bar.ts_s, bar.open, bar.high, bar.low, bar.close, bar.volume)
         if f.trading_day != self.risk.day:
             self.risk.new_bar(f.trading_day)
-            self.today = TradeStats()
-        broker = self.broker
-        if broker.open[bar.symbol] or broker.pending[bar.symbol]:
-            for closed in broker.on_bar(bar, f.minutes_to_close, f.in_rth):
-                self._closed(closed)
+            self.stats_sink.new_day()
+        self.venue.on_bar(bar, f)
+        shadow = self.shadow
+        if shadow.open[symbol] or shadow.pending[symbol]:
+            for closed in shadow.on_bar(bar, f.minutes_to_close, f.in_rth):
+                self._counterfactual_closed(closed)
+        book = self.book
+        if book.open.get(symbol):
+            book.step(bar, skip_held=self.flatten and not f.in_rth)
+            self._manage(bar, f)
+        if book.closing:
+            for trade in book.settle():
+                self._trade_closed(trade)
+        if self.risk.prop is not None:  # prop-firm rules (trader/core/risk.py): mark, flatten
+            self._mark(bar)
         # strategies keep no per-bar state: bars that cannot trade (exchange calendar) skip them
-        if ready and (f.entries_allowed if self.flatten else f.in_session):
+        if ready and self._entries_open(f):
             candidates = None
-            for strategy in self.strategies[bar.symbol]:
+            for strategy in self.strategies[symbol]:
                 cand = strategy.on_bar(f)
                 if cand is not None:
                     if candidates is None:
@@ -140,15 +208,58 @@ class Engine:
                 self._act(bar, f, candidates)
         if self.config.emit_bars:
             self._emit(bar.to_event(self.source, self.settings.roll_days_before_expiry))
-        self.last_bar[bar.symbol] = bar
+        self.last_bar[symbol] = bar
         self.bars += 1
+
+    def _mark(self, bar: MarketBar) -> None:
+        """Mark the symbol's open trades at the close for the prop-firm rules; flatten on a breach."""
+        pv = self.instruments[bar.symbol].point_value_usd
+        fee = self.settings.commission_per_contract_usd
+        pnl = sum(
+            open_pnl_usd(t.side, t.quantity, t.entry_price, bar.close, pv, fee)
+            for t in self.book.open.get(bar.symbol, ())
+            if not t.exiting
+        )
+        if self.risk.mark(bar.symbol, pnl) is not None:
+            self._venue_call(self.venue.flatten, None, "risk_flatten")
+
+    def _entries_open(self, f: MarketFeatures) -> bool:
+        """Say whether a trade may open on the features' current bar (the exchange calendar)."""
+        return f.entries_allowed if self.flatten else f.in_session
+
+    def _manage(self, bar: MarketBar, f: MarketFeatures) -> None:
+        """Flatten trades the venue still holds at the session end or after `max_hold_bars`."""
+        for trade in self.book.open[bar.symbol]:
+            if trade.exiting:
+                continue
+            reason = None
+            if self.flatten and (
+                (f.in_rth and f.minutes_to_close <= 0)
+                or (not f.in_rth and trade.entry_ts_s != bar.ts_s)
+            ):
+                reason = "session_end"
+            elif trade.bars_held >= self.config.max_hold_bars:
+                reason = "timeout"
+            if reason is not None:
+                self._venue_call(self.venue.flatten, bar.symbol, reason)
+                return
+
+    def _venue_call(self, call: Callable[..., None], *args: Any) -> bool:
+        """Call the venue; count and log a refusal instead of raising into the bar loop."""
+        try:
+            call(*args)
+        except VenueError as exc:
+            self.order_errors += 1
+            log.warning("venue %s refused %s%r: %s", self.venue.name, call.__name__, args, exc)
+            return False
+        return True
 
     def evaluate_bar(self, bar: MarketBar) -> list[Candidate]:
         """Update features with a bar and return the candidates `on_bar` would act on."""
         f = self.features[bar.symbol]
         if not f.push(bar.ts_s, bar.open, bar.high, bar.low, bar.close, bar.volume):
             return []
-        if not (f.entries_allowed if self.flatten else f.in_session):
+        if not self._entries_open(f):
             return []
         return [c for s in self.strategies[bar.symbol] if (c := s.on_bar(f)) is not None]
 
@@ -157,49 +268,22 @@ class Engine:
         f = self.features[symbol]
         inst = self.instruments[symbol]
         router = self.router
+        variant: Variant = "champion"
         if router is None:
             choice = self.decider.decide(symbol, candidates, f, inst)
-            variant = "champion"
         else:  # canary routing: one pre-built (model set, variant) per decision
-            models, variant = router.select(symbol, f.ts_s)
+            models, routed = router.select(symbol, f.ts_s)
+            variant = cast(Variant, routed)
             choice = self.decider.decide(symbol, candidates, f, inst, models)
-        decisions: list[Decision] = []
         chosen = candidates[choice.chosen]
-        strategy = chosen.strategy
         contracts, reason = 0, choice.skip_reason
         if reason is None:
             stop_usd = chosen.stop_distance * inst.point_value_usd
             contracts, reason = self.risk.check(symbol, choice.contracts, stop_usd, f.ts_s)
-        for i, _cand in enumerate(candidates):
-            if i == choice.chosen:
-                taken = reason == "taken"
-                decisions.append(
-                    Decision.model_construct(  # built from checked values: no re-validation
-                        path=choice.path,  # type: ignore[arg-type]
-                        taken=taken,
-                        reason=reason,
-                        chosen_strategy=strategy,
-                        probabilities=choice.probabilities,
-                        predicted_r=choice.predicted_r,
-                        size_multiplier=choice.multiplier,
-                        contracts=contracts if taken else 0,
-                        variant=variant,  # type: ignore[arg-type]
-                    )
-                )
-            else:
-                decisions.append(
-                    Decision.model_construct(
-                        path=choice.path,  # type: ignore[arg-type]
-                        taken=False,
-                        reason="not_chosen",
-                        chosen_strategy=strategy,
-                        probabilities=choice.probabilities,
-                        predicted_r=None,
-                        size_multiplier=1.0,
-                        contracts=0,
-                        variant=variant,  # type: ignore[arg-type]
-                    )
-                )
+        decisions = [
+            _decision(choice, variant, chosen.strategy, i == choice.chosen, reason, contracts)
+            for i in range(len(candidates))
+        ]
         return choice, decisions
 
     def _act(self, bar: MarketBar, f: MarketFeatures, candidates: list[Candidate]) -> None:
@@ -236,28 +320,66 @@ class Engine:
             self._emit(snapshot)
             if signal_ids is not None:
                 signal_ids.append(snapshot.event_id)
-            self.cache.learn(snapshot)
             taken = decision.taken
-            self.stats.signal(bar.symbol, cand.strategy, taken)
-            self.today.signal(bar.symbol, cand.strategy, taken)
             if self._record:
                 self._count_decision(bar.symbol, cand.strategy, choice.path, taken)
-            self.broker.place(
-                Position(
-                    snapshot,
-                    bar.symbol,
-                    cand.strategy,
-                    cand.side,
-                    decision.contracts if taken else 1,
-                    cand.stop_distance,
-                    abs(cand.target - cand.entry),
-                    counterfactual=not taken,
-                )
-            )
             if taken:
-                self.risk.opened(bar.symbol)
+                self._submit(bar, cand, snapshot, decision.contracts)
+            else:
+                self.shadow.place(
+                    Position(
+                        snapshot,
+                        bar.symbol,
+                        cand.strategy,
+                        cand.side,
+                        1,
+                        cand.stop_distance,
+                        abs(cand.target - cand.entry),
+                        counterfactual=True,
+                    )
+                )
         if router is not None and signal_ids is not None:
             self._record_variant(router, choice, decisions, shadow_choice, signal_ids)
+
+    def _submit(
+        self, bar: MarketBar, cand: Candidate, snapshot: SignalSnapshot, contracts: int
+    ) -> None:
+        """Send a taken candidate to the venue as a bracket order."""
+        order = BracketOrder(
+            client_order_id=client_order_id(bar.symbol, cand.strategy, snapshot.ts_event, "entry"),
+            symbol=bar.symbol,
+            side="buy" if cand.side > 0 else "sell",
+            quantity=contracts,
+            stop_distance=cand.stop_distance,
+            target_distance=abs(cand.target - cand.entry),
+            contract=front_contract(bar.symbol, bar.ts_s, self.settings.roll_days_before_expiry),
+            signal_id=snapshot.event_id,
+            strategy=cand.strategy,
+        )
+        self.book.submitted(
+            Trade(
+                snapshot,
+                order.client_order_id,
+                bar.symbol,
+                cand.strategy,
+                cand.side,
+                contracts,
+                order.stop_distance,
+                order.target_distance,
+            )
+        )
+        self.risk.opened(bar.symbol)
+        if not self._venue_call(self.venue.submit_bracket, order):
+            self.book.forget(order.client_order_id)
+            self.risk.cancelled(bar.symbol)
+
+    def _order_event(self, event: VenueEvent) -> None:
+        """Venue listener: publish the order event; release the risk of an entry that died."""
+        self._emit(event)
+        dead = self.book.apply(event)
+        if dead is not None:
+            self.risk.cancelled(dead.symbol)
+            self.unfilled += 1
 
     def _record_variant(
         self,
@@ -298,51 +420,71 @@ class Engine:
             counter = self._decision_counters[key] = metrics.DECISIONS.labels(*key)
         counter.inc()
 
-    def _closed(self, closed: Closed) -> None:
+    def _counterfactual_closed(self, closed: Closed) -> None:
         p = closed.position
         signal: SignalSnapshot = p.signal
-        outcome = TradeOutcome(
-            ts_event=_utc(closed.exit_ts_s),
-            signal_id=signal.event_id,
-            symbol=p.symbol,
-            strategy=p.strategy,
-            side=signal.side,
-            entry_ts=_utc(p.entry_ts_s),
-            entry_price=p.entry_price,
-            exit_ts=_utc(closed.exit_ts_s),
-            exit_price=closed.exit_price,
-            quantity=p.quantity,
-            pnl_usd=closed.pnl_usd,
-            r_multiple=closed.r_multiple,
-            mae_r=closed.mae_r,
-            mfe_r=closed.mfe_r,
-            commission_usd=closed.commission_usd,
-            exit_reason=closed.exit_reason,  # type: ignore[arg-type]
-            counterfactual=p.counterfactual,
-            model_versions=signal.model_versions,
-            source=self.source,
-            run_id=self.run_id,
-        )
-        self._emit(outcome)
-        if self.router is not None:  # resolves a canary/shadow decision with its R
-            self.router.record_outcome(signal.event_id, closed.r_multiple)
-        self.cache.learn(outcome)
-        self.stats.outcome(
-            p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual
-        )
-        self.today.outcome(
-            p.symbol, p.strategy, closed.pnl_usd, closed.r_multiple, p.counterfactual
-        )
-        if not p.counterfactual:
-            bar = self.last_bar.get(p.symbol)
-            self.risk.closed(
-                p.symbol, closed.pnl_usd, closed.exit_ts_s, bar.interval_s if bar else 60
+        self._emit(
+            TradeOutcome(
+                ts_event=_utc(closed.exit_ts_s),
+                signal_id=signal.event_id,
+                symbol=p.symbol,
+                strategy=p.strategy,
+                side=signal.side,
+                entry_ts=_utc(p.entry_ts_s),
+                entry_price=p.entry_price,
+                exit_ts=_utc(closed.exit_ts_s),
+                exit_price=closed.exit_price,
+                quantity=p.quantity,
+                pnl_usd=closed.pnl_usd,
+                r_multiple=closed.r_multiple,
+                mae_r=closed.mae_r,
+                mfe_r=closed.mfe_r,
+                commission_usd=closed.commission_usd,
+                exit_reason=closed.exit_reason,  # type: ignore[arg-type]
+                counterfactual=True,
+                model_versions=signal.model_versions,
+                source=self.source,
+                run_id=self.run_id,
             )
-            self.realized_pnl_usd[p.symbol] += closed.pnl_usd
-            self._equity_usd += closed.pnl_usd
-            self.equity.append((closed.exit_ts_s, self._equity_usd))
-            if self._record:
-                metrics.PNL.labels(symbol=p.symbol).set(self.realized_pnl_usd[p.symbol])
+        )
+
+    def _trade_closed(self, t: Trade) -> None:
+        signal: SignalSnapshot = t.signal
+        risk_usd = t.stop_dist * self.instruments[t.symbol].point_value_usd * t.quantity
+        pnl = t.pnl_usd
+        self._emit(
+            TradeOutcome(
+                ts_event=_utc(t.exit_ts_s),
+                signal_id=signal.event_id,
+                symbol=t.symbol,
+                strategy=t.strategy,
+                side=signal.side,
+                entry_ts=_utc(t.entry_ts_s),
+                entry_price=t.entry_price,
+                exit_ts=_utc(t.exit_ts_s),
+                exit_price=t.exit_price,
+                quantity=t.quantity,
+                pnl_usd=pnl,
+                r_multiple=pnl / risk_usd if risk_usd > 0 else 0.0,
+                mae_r=t.mae_pts / t.stop_dist if t.stop_dist > 0 else 0.0,
+                mfe_r=t.mfe_pts / t.stop_dist if t.stop_dist > 0 else 0.0,
+                commission_usd=t.commission_usd,
+                exit_reason=t.exit_reason,  # type: ignore[arg-type]
+                counterfactual=False,
+                model_versions=signal.model_versions,
+                source=self.source,
+                run_id=self.run_id,
+                entry_order_id=t.entry_id,
+                exit_order_id=t.exit_id,
+            )
+        )
+        bar = self.last_bar.get(t.symbol)
+        self.risk.closed(t.symbol, pnl, t.exit_ts_s, bar.interval_s if bar else 60)
+        self.realized_pnl_usd[t.symbol] += pnl
+        self._equity_usd += pnl
+        self.equity.append((t.exit_ts_s, self._equity_usd))
+        if self._record:
+            metrics.PNL.labels(symbol=t.symbol).set(self.realized_pnl_usd[t.symbol])
 
     def _emit(self, event: Event) -> None:
         topic = topic_for(event)
@@ -371,17 +513,20 @@ class Engine:
         return n
 
     def finish(self) -> None:
-        """Exit every open position at the last close (`shutdown`) and drop unfilled orders."""
-        closed, unfilled = self.broker.close_all(self.last_bar, "shutdown")
+        """Flatten the venue (`shutdown`: unfilled entries cancelled) and close counterfactuals."""
+        unfilled = self.unfilled
+        if self.venue.connected:
+            self._venue_call(self.venue.flatten, None, "shutdown")
+        for trade in self.book.settle():
+            self._trade_closed(trade)
+        closed, dropped = self.shadow.close_all(self.last_bar, "shutdown")
         for c in closed:
-            self._closed(c)
-        for p in unfilled:
-            if not p.counterfactual:
-                self.risk.cancelled(p.symbol)
-        self.unfilled += len(unfilled)
-        if unfilled:
+            self._counterfactual_closed(c)
+        self.unfilled += len(dropped)
+        if self.unfilled > unfilled:
             log.info(
-                "%d orders placed on the last bar never filled (no outcome emitted)", len(unfilled)
+                "%d orders placed on the last bar never filled (no outcome emitted)",
+                self.unfilled - unfilled,
             )
 
     def status(self) -> dict[str, Any]:
@@ -389,12 +534,15 @@ class Engine:
         return {
             "run_id": self.run_id,
             "source": self.source,
+            "venue": {"name": self.venue.name, "state": self.venue.state.value},
             "bars": self.bars,
             "events": self.events_emitted,
             "ignored_bars": self.ignored_bars,
             "unfilled_orders": self.unfilled,
-            "open_positions": len(self.broker.positions(counterfactual=False)),
-            "open_counterfactuals": len(self.broker.positions(counterfactual=True)),
+            "order_errors": self.order_errors,
+            "open_positions": len(self.venue.positions()),
+            "open_counterfactuals": len(self.shadow.positions(counterfactual=True)),
+            "working_orders": len(self.venue.working_orders()),
             "realized_pnl_usd": {s: round(v, 2) for s, v in self.realized_pnl_usd.items()},
             "risk": self.risk.state(),
             "last_bar": {s: b.ts_event.isoformat() for s, b in self.last_bar.items()},

@@ -1,6 +1,7 @@
 """In-process stream features for decisions, fed with the trader's own events.
 
-The trader feeds every signal and outcome it emits to this cache, so the stream
+The cache is one of the engine's sinks: every signal and outcome the engine publishes
+is learned here (`__call__`), so the stream
 features a decision sees (per-strategy win rate, EW R, ...) are the same in a
 backtest, live and in a replay. The computation is `features.stream.StreamFeatureState`
 (the streams workers use the same class). Values are cached per symbol and
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from features.stream import StreamFeatureState
-from infra.contracts import DriftAlert, FeatureUpdate, SignalSnapshot, TradeOutcome
+from infra.contracts import DriftAlert, Event, FeatureUpdate, SignalSnapshot, TradeOutcome
 
 __all__ = ["StreamCache"]
 
@@ -34,6 +35,11 @@ class StreamCache:
             self._strategy.pop(symbol, None)
             self._symbol.pop(symbol, None)
         return out
+
+    def __call__(self, topic: str, event: Event) -> None:
+        """Engine sink: learn every signal and outcome (other events carry no stream features)."""
+        if isinstance(event, SignalSnapshot | TradeOutcome):
+            self.learn(event)
 
     def strategy_values(self, symbol: str) -> Mapping[str, Mapping[str, float]]:
         """Return strategy -> feature name -> value for a symbol."""

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from infra.contracts import OrderRole, OrderSide, OrderType, VenueEvent
 
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidOrder",
     "Listener",
     "Position",
+    "SessionState",
     "UnknownOrder",
     "Venue",
     "VenueDisconnected",
@@ -46,6 +47,16 @@ __all__ = [
 ]
 
 Listener = Callable[[VenueEvent], None]
+
+
+class SessionState(Protocol):
+    """The exchange session at the current bar (`features.compute.MarketFeatures` is one)."""
+
+    @property
+    def in_rth(self) -> bool: ...
+
+    @property
+    def minutes_to_close(self) -> int: ...
 
 
 class ConnectionState(StrEnum):
@@ -229,8 +240,11 @@ class Venue(ABC):
     def working_orders(self) -> list[WorkingOrder]:
         """Return the orders the venue is working."""
 
-    def on_bar(self, bar: MarketBar, minutes_to_close: int, in_rth: bool) -> None:  # noqa: B027
-        """Take the market's latest bar (venues that simulate fills use it; brokers do not)."""
+    def on_bar(self, bar: MarketBar, session: SessionState) -> None:  # noqa: B027
+        """Take the market's latest bar (venues that simulate fills use it; brokers do not).
+
+        `session` is read only when needed: a venue with nothing to fill skips it.
+        """
 
     # events ------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""The paper broker: next-bar-open fills, bracket exits from the bar range.
+"""The paper fill model: next-bar-open fills, bracket exits from the bar range.
+
+The `paper` venue (`trader.venues.paper`) routes real orders through it; the engine
+runs counterfactual positions through a second instance.
 
 - An order placed on a bar's close fills at the next bar's open plus
   `SLIPPAGE_TICKS` against the trader (long pays up, short sells lower). Stop and
@@ -101,6 +104,7 @@ class PaperBroker:
         commission_per_contract_usd: float = 2.25,
         flatten: bool = True,
         max_hold_bars: int = 240,
+        record_fills: bool = False,
     ) -> None:
         self.instruments = instruments
         self.slippage_ticks = slippage_ticks
@@ -109,6 +113,9 @@ class PaperBroker:
         self.max_hold_bars = max_hold_bars
         self.pending: dict[str, list[Position]] = {s: [] for s in instruments}
         self.open: dict[str, list[Position]] = {s: [] for s in instruments}
+        self.record_fills = record_fills
+        #: with `record_fills`: the entries filled since the caller last cleared it
+        self.filled: list[Position] = []
 
     def place(self, position: Position) -> None:
         """Queue an entry for the next bar's open."""
@@ -141,6 +148,8 @@ class PaperBroker:
                 p.stop = price - p.side * p.stop_dist
                 p.target = price + p.side * p.target_dist
                 held.append(p)
+            if self.record_fills:
+                self.filled.extend(pending)
             pending.clear()
         if not held:
             return closed

@@ -7,7 +7,7 @@ import pytest
 from trader.core.bar import MarketBar
 from trader.core.instruments import BUILTIN
 from trader.core.risk import RiskLimits, RiskManager
-from trader.venues.paper import PaperBroker, Position
+from trader.venues.fills import PaperBroker, Position
 
 T0 = 1_709_650_860  # 2024-03-05 15:01 UTC = 10:01 ET
 

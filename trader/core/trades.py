@@ -1,0 +1,223 @@
+"""Real trades from order events: entries, excursions, exits, ready to become outcomes.
+
+The engine registers a trade when it submits a bracket; the venue's order events
+(folded into a `Ledger`, so realised PnL has one arithmetic) fill it and close it.
+Excursions come from bars (`step`) by the rules of the paper fill model: on a bar
+the stop or target was touched, the excursion stops at that level, and a gap
+through the stop counts nothing. A trade whose exit filled is `closing` until the
+engine settles it after the bar, so the exit bar's range is counted first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from infra.contracts import (
+    Event,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+)
+from trader.core.bar import MarketBar
+from trader.venues.ledger import Ledger
+
+__all__ = ["EXIT_REASONS", "Trade", "TradeBook"]
+
+#: Reasons a flatten order may carry that are exit reasons of a trade outcome as they are.
+EXIT_REASONS = frozenset({"session_end", "timeout", "shutdown", "risk_flatten"})
+
+
+class Trade:
+    """One real trade from its bracket's submission to its exit."""
+
+    __slots__ = (
+        "bars_held",
+        "commission_usd",
+        "entry_id",
+        "entry_price",
+        "entry_ts_s",
+        "exit_id",
+        "exit_price",
+        "exit_reason",
+        "exit_ts_s",
+        "filled",
+        "mae_pts",
+        "mfe_pts",
+        "pnl_usd",
+        "quantity",
+        "side",
+        "signal",
+        "stop",
+        "stop_dist",
+        "strategy",
+        "symbol",
+        "target",
+        "target_dist",
+    )
+
+    def __init__(
+        self,
+        signal: Any,
+        entry_id: str,
+        symbol: str,
+        strategy: str,
+        side: int,
+        quantity: int,
+        stop_dist: float,
+        target_dist: float,
+    ) -> None:
+        self.signal = signal
+        self.entry_id = entry_id
+        self.symbol = symbol
+        self.strategy = strategy
+        self.side = side
+        self.quantity = quantity
+        self.stop_dist = stop_dist
+        self.target_dist = target_dist
+        self.filled = 0
+        self.entry_price = self.stop = self.target = 0.0
+        self.entry_ts_s = self.exit_ts_s = self.bars_held = 0
+        self.mae_pts = self.mfe_pts = 0.0
+        self.exit_id = self.exit_reason = ""
+        self.exit_price = self.pnl_usd = self.commission_usd = 0.0
+
+    @property
+    def exiting(self) -> bool:
+        """Say whether the exit filled (the trade waits to be settled)."""
+        return bool(self.exit_reason)
+
+    def step(self, bar: MarketBar) -> None:
+        """Count one bar's excursions (the paper fill model's rules)."""
+        side, entry = self.side, self.entry_price
+        fresh = self.entry_ts_s == bar.ts_s
+        o, h, lo = bar.open, bar.high, bar.low
+        if side > 0:
+            adverse, favourable = entry - lo, h - entry
+            stop_hit, target_hit = lo <= self.stop, h >= self.target
+            gap_stop = not fresh and o <= self.stop
+            gap_target = not fresh and o >= self.target
+        else:
+            adverse, favourable = h - entry, entry - lo
+            stop_hit, target_hit = h >= self.stop, lo <= self.target
+            gap_stop = not fresh and o >= self.stop
+            gap_target = not fresh and o <= self.target
+        self.bars_held += 1
+        if gap_stop:
+            return
+        if gap_target:
+            self.mfe_pts = max(self.mfe_pts, (o - entry) * side)
+        elif stop_hit:
+            self.mae_pts = max(self.mae_pts, self.stop_dist)
+            if not target_hit:
+                self.mfe_pts = max(self.mfe_pts, favourable)
+        elif target_hit:
+            self.mae_pts = max(self.mae_pts, adverse)
+            self.mfe_pts = max(self.mfe_pts, self.target_dist)
+        else:
+            self.mae_pts = max(self.mae_pts, adverse)
+            self.mfe_pts = max(self.mfe_pts, favourable)
+
+
+class TradeBook:
+    """The engine's real trades, driven by the venue's order events."""
+
+    def __init__(self, point_values: Mapping[str, float]) -> None:
+        self.ledger = Ledger(point_values)
+        self.trades: dict[str, Trade] = {}  # entry client order id -> trade
+        self.parent: dict[str, str] = {}  # child or flatten client order id -> entry id
+        self.flatten_reason: dict[str, str] = {}
+        self.open: dict[str, list[Trade]] = {}  # symbol -> filled trades, exits included
+        self.closing: list[Trade] = []
+
+    def submitted(self, trade: Trade) -> None:
+        """Register a trade whose bracket is being submitted."""
+        self.trades[trade.entry_id] = trade
+
+    def forget(self, entry_id: str) -> Trade | None:
+        """Drop a trade whose bracket the venue refused at once."""
+        return self.trades.pop(entry_id, None)
+
+    def apply(self, event: Event) -> Trade | None:
+        """Fold an order event; return a trade whose entry ended unfilled (to release its risk)."""
+        pnl = self.ledger.apply(event)
+        if isinstance(event, OrderFilled):
+            self._filled(event, pnl)
+        elif isinstance(event, OrderSubmitted):
+            if event.parent_id:
+                self.parent[event.client_order_id] = event.parent_id
+                trade = self.trades.get(event.parent_id)
+                if trade is not None:
+                    if event.role == "stop" and event.stop_price is not None:
+                        trade.stop = event.stop_price
+                    elif event.role == "target" and event.limit_price is not None:
+                        trade.target = event.limit_price
+            if event.role == "flatten":
+                self.flatten_reason[event.client_order_id] = event.reason
+        elif isinstance(event, OrderRejected | OrderCancelled | OrderExpired):
+            trade = self.trades.get(event.client_order_id)
+            if trade is not None and trade.filled == 0:
+                return self.trades.pop(event.client_order_id)
+        return None
+
+    def _filled(self, e: OrderFilled, pnl: float | None) -> None:
+        cid = e.client_order_id
+        if e.role == "entry":
+            trade = self.trades.get(cid)
+            if trade is None:
+                return
+            done = trade.filled
+            trade.entry_price = (
+                e.fill_price
+                if done == 0
+                else (trade.entry_price * done + e.fill_price * e.quantity) / (done + e.quantity)
+            )
+            trade.filled += e.quantity
+            trade.commission_usd += e.commission_usd
+            if e.leaves_quantity == 0:
+                trade.quantity = trade.filled
+                trade.entry_ts_s = int(e.ts_event.timestamp())
+                if not trade.stop:
+                    trade.stop = trade.entry_price - trade.side * trade.stop_dist
+                    trade.target = trade.entry_price + trade.side * trade.target_dist
+                self.open.setdefault(trade.symbol, []).append(trade)
+            return
+        entry_id = self.parent.get(cid)
+        trade = self.trades.get(entry_id) if entry_id is not None else None
+        if trade is None:
+            return
+        trade.commission_usd += e.commission_usd
+        if pnl is not None:
+            trade.pnl_usd += pnl
+        if e.leaves_quantity == 0:
+            trade.exit_id, trade.exit_price = cid, e.fill_price
+            trade.exit_ts_s = int(e.ts_event.timestamp())
+            if e.role == "flatten":
+                reason = self.flatten_reason.pop(cid, "")
+                trade.exit_reason = reason if reason in EXIT_REASONS else "risk_flatten"
+            else:
+                trade.exit_reason = e.role
+            self.closing.append(trade)
+
+    def step(self, bar: MarketBar, skip_held: bool) -> None:
+        """Count a bar's excursions for the symbol's filled trades (`skip_held`: fresh ones only)."""
+        for trade in self.open.get(bar.symbol, ()):
+            if skip_held and trade.entry_ts_s != bar.ts_s:
+                continue
+            if trade.exiting and trade.exit_ts_s <= bar.ts_s - bar.interval_s:
+                continue  # the exit filled before this bar opened
+            trade.step(bar)
+
+    def settle(self) -> list[Trade]:
+        """Return the trades whose exit filled, in exit order, and forget them."""
+        done, self.closing = self.closing, []
+        for trade in done:
+            held = self.open.get(trade.symbol)
+            if held is not None and trade in held:
+                held.remove(trade)
+            self.trades.pop(trade.entry_id, None)
+            for cid in [c for c, p in self.parent.items() if p == trade.entry_id]:
+                del self.parent[cid]
+        return done

@@ -1,0 +1,715 @@
+"""The `paper` venue: the bar-level fill model (`trader.venues.fills`) behind the venue interface.
+
+Used by paper trading and backtests alike. Orders fill by the rules of
+`PaperBroker` (market entries at the next bar's open plus slippage; stop and target
+re-anchored at the fill, the stop winning a bar that touches both; session end,
+timeout and shutdown at market) and every step is published as an order event:
+
+- `submit_bracket`: `OrderSubmitted` + `OrderAccepted` for the entry (an unknown
+  symbol or a quantity above `max_order_quantity` is `OrderRejected`);
+- the entry's fill: `OrderFilled`, then the stop and target children
+  (`OrderSubmitted` + `OrderAccepted`, one OCO group, at prices from the fill);
+- the exit: `OrderFilled` of the stop or target and `OrderCancelled` (`oco`) of
+  the other; a session end, timeout or shutdown submits, accepts and fills a
+  `flatten` market order and cancels both children.
+
+Limit entries fill on the first bar whose range reaches the limit, at the open when
+it gaps through, else at the limit (no slippage); working limit entries expire at
+the session end (`OrderExpired`). With `max_fill_per_bar` an entry fills at most that
+many contracts per bar (partial fills, at each bar's open); its children are placed
+once it is complete, at distances from the average price.
+
+`disconnect()` simulates a dropped session: the simulated exchange keeps working
+the orders, requests raise `VenueDisconnected`, and the events that happened
+meanwhile are delivered on `connect()`, in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from infra.contracts import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderRole,
+    OrderSide,
+    OrderSubmitted,
+    OrderType,
+    VenueEvent,
+    utc_now,
+)
+from infra.settings import Settings
+from trader.core.bar import MarketBar
+from trader.core.instruments import Instrument
+from trader.venues.base import (
+    BracketOrder,
+    ConnectionState,
+    DuplicateClientOrderId,
+    InvalidOrder,
+    Position,
+    SessionState,
+    UnknownOrder,
+    Venue,
+    VenueDisconnected,
+    VenueError,
+    WorkingOrder,
+    child_order_id,
+)
+from trader.venues.fills import Closed, PaperBroker
+from trader.venues.fills import Position as FillPosition
+
+__all__ = ["PaperVenue", "PaperVenueSettings"]
+
+_INF = float("inf")
+
+
+class PaperVenueSettings(BaseModel):
+    """The paper venue's fill model (read from `SLIPPAGE_TICKS`, `COMMISSION_PER_CONTRACT_USD`, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    slippage_ticks: float = Field(default=1.0, ge=0)
+    commission_per_contract_usd: float = Field(default=2.25, ge=0)
+    flatten_at_session_end: bool = True
+    max_hold_bars: int = Field(default=240, gt=0)
+    max_fill_per_bar: int | None = Field(default=None, gt=0)
+    max_order_quantity: int = Field(default=1000, gt=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> PaperVenueSettings:
+        """Return the paper venue settings of the process settings."""
+        values: dict[str, Any] = {
+            "slippage_ticks": settings.slippage_ticks,
+            "commission_per_contract_usd": settings.commission_per_contract_usd,
+            "flatten_at_session_end": settings.flatten_at_session_end,
+        }
+        return cls(**{**values, **overrides})
+
+
+class _Order:
+    """The venue's record of one order."""
+
+    __slots__ = (
+        "bracket",
+        "client_order_id",
+        "filled",
+        "limit_price",
+        "order_type",
+        "parent_id",
+        "quantity",
+        "role",
+        "side",
+        "stop_price",
+        "symbol",
+        "venue_order_id",
+    )
+
+    def __init__(
+        self,
+        client_order_id: str,
+        symbol: str,
+        role: OrderRole,
+        side: OrderSide,
+        quantity: int,
+        order_type: OrderType,
+        venue_order_id: str,
+        bracket: BracketOrder,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        parent_id: str = "",
+    ) -> None:
+        self.client_order_id = client_order_id
+        self.symbol = symbol
+        self.role = role
+        self.side = side
+        self.quantity = quantity
+        self.order_type = order_type
+        self.venue_order_id = venue_order_id
+        self.bracket = bracket
+        self.limit_price = limit_price
+        self.stop_price = stop_price
+        self.parent_id = parent_id
+        self.filled = 0
+
+
+class _Entry:
+    """A bracket's entry filling outside the market-order path (limit or capped)."""
+
+    __slots__ = ("avg_price", "commission", "order")
+
+    def __init__(self, order: _Order) -> None:
+        self.order = order
+        self.avg_price = 0.0
+        self.commission = 0.0
+
+
+class PaperVenue(Venue):
+    """The bar-level fill model as a venue; starts connected (its session is in-process)."""
+
+    name = "paper"
+
+    def __init__(
+        self,
+        instruments: Mapping[str, Instrument],
+        config: PaperVenueSettings | None = None,
+        *,
+        contracts: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or PaperVenueSettings()
+        self.instruments = dict(instruments)
+        self.contracts = dict(contracts or {})
+        self.book = PaperBroker(
+            self.instruments,
+            slippage_ticks=self.config.slippage_ticks,
+            commission_per_contract_usd=self.config.commission_per_contract_usd,
+            flatten=self.config.flatten_at_session_end,
+            max_hold_bars=self.config.max_hold_bars,
+            record_fills=True,
+        )
+        self._orders: dict[str, _Order] = {}  # working orders by client order id
+        self._used: set[str] = set()
+        self._entries: dict[str, list[_Entry]] = {}  # symbol -> limit / capped entries
+        self._positions: dict[str, FillPosition] = {}  # entry id -> position in the book
+        self._held: list[VenueEvent] = []
+        self._last: dict[str, MarketBar] = {}
+        self._busy: set[str] = set()  # symbols with working entries or positions
+        self._ids = itertools.count(1)
+        self._set_state(ConnectionState.CONNECTED)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, instruments: Mapping[str, Instrument], **overrides: Any
+    ) -> PaperVenue:
+        """Return a paper venue configured from the process settings."""
+        return cls(instruments, PaperVenueSettings.from_settings(settings, **overrides))
+
+    # connection ---------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Re-open the session and deliver the events that happened while it was down."""
+        self._set_state(ConnectionState.CONNECTED)
+        held, self._held = self._held, []
+        for event in held:
+            self._publish(event)
+
+    async def disconnect(self) -> None:
+        """Drop the session; the simulated exchange keeps working the orders."""
+        self._set_state(ConnectionState.DISCONNECTED)
+
+    def _require_session(self) -> None:
+        if self._state is not ConnectionState.CONNECTED:
+            raise VenueDisconnected(f"venue {self.name!r} is {self._state.value}")
+
+    # events -------------------------------------------------------------
+
+    def _ts(self, symbol: str) -> datetime:
+        """Return the market time of a symbol (its last bar's close) or, before any bar, now."""
+        bar = self._last.get(symbol)
+        return bar.ts_event if bar is not None else utc_now()
+
+    def _emit(self, event: VenueEvent) -> None:
+        if self._state is ConnectionState.CONNECTED:
+            self._publish(event)
+        else:
+            self._held.append(event)
+
+    def _common(self, o: _Order) -> dict[str, Any]:
+        return {
+            "ts_event": self._ts(o.symbol),
+            "venue": self.name,
+            "symbol": o.symbol,
+            "contract": o.bracket.contract or self.contracts.get(o.symbol, ""),
+            "source": self.source,
+            "run_id": self.run_id,
+            "client_order_id": o.client_order_id,
+            "venue_order_id": o.venue_order_id,
+        }
+
+    def _submitted(self, o: _Order, reason: str = "") -> None:
+        b = o.bracket
+        self._emit(
+            OrderSubmitted(
+                **self._common(o),
+                role=o.role,
+                side=o.side,
+                quantity=o.quantity,
+                order_type=o.order_type,
+                limit_price=o.limit_price,
+                stop_price=o.stop_price,
+                parent_id=o.parent_id,
+                oco_group=b.client_order_id if o.role in ("stop", "target") else "",
+                signal_id=b.signal_id,
+                strategy=b.strategy,
+                reason=reason,
+            )
+        )
+
+    def _accepted(self, o: _Order) -> None:
+        self._emit(
+            OrderAccepted(
+                **self._common(o),
+                quantity=o.quantity,
+                limit_price=o.limit_price,
+                stop_price=o.stop_price,
+            )
+        )
+
+    def _filled(self, o: _Order, price: float, quantity: int) -> float:
+        o.filled += quantity
+        commission = self.config.commission_per_contract_usd * quantity
+        self._emit(
+            OrderFilled(
+                **self._common(o),
+                role=o.role,
+                side=o.side,
+                fill_price=price,
+                quantity=quantity,
+                cumulative_quantity=o.filled,
+                leaves_quantity=o.quantity - o.filled,
+                commission_usd=commission,
+                venue_fill_id=f"{o.venue_order_id}-F{o.filled}",
+            )
+        )
+        if o.filled >= o.quantity:
+            self._orders.pop(o.client_order_id, None)
+        return commission
+
+    def _done(self, o: _Order, reason: str, expired: bool = False) -> None:
+        self._orders.pop(o.client_order_id, None)
+        cls = OrderExpired if expired else OrderCancelled
+        self._emit(cls(**self._common(o), reason=reason, cumulative_quantity=o.filled))
+
+    def _new_order(
+        self,
+        bracket: BracketOrder,
+        client_order_id: str,
+        role: OrderRole,
+        side: OrderSide,
+        quantity: int,
+        order_type: OrderType,
+        **prices: Any,
+    ) -> _Order:
+        o = _Order(
+            client_order_id,
+            bracket.symbol,
+            role,
+            side,
+            quantity,
+            order_type,
+            f"P{next(self._ids)}",
+            bracket,
+            parent_id="" if role == "entry" else bracket.client_order_id,
+            **prices,
+        )
+        self._used.add(client_order_id)
+        return o
+
+    # orders -------------------------------------------------------------
+
+    def submit_bracket(self, order: BracketOrder) -> None:
+        """Accept (or reject) a bracket; its entry fills on the next bar."""
+        self._require_session()
+        ids = (order.client_order_id, *(order.child_id(r) for r in ("stop", "target", "flatten")))
+        for cid in ids:
+            if cid in self._used:
+                raise DuplicateClientOrderId(f"client order id {cid!r} was already used")
+        o = self._new_order(
+            order,
+            order.client_order_id,
+            "entry",
+            order.side,
+            order.quantity,
+            order.entry_type,
+            limit_price=order.limit_price,
+        )
+        self._submitted(o)
+        inst = self.instruments.get(order.symbol)
+        if inst is None or order.quantity > self.config.max_order_quantity:
+            why = (
+                f"unknown symbol {order.symbol!r}"
+                if inst is None
+                else f"quantity {order.quantity} above {self.config.max_order_quantity}"
+            )
+            self._emit(OrderRejected(**self._common(o), reason=why))
+            return
+        self._orders[o.client_order_id] = o
+        self._busy.add(order.symbol)
+        self._accepted(o)
+        cap = self.config.max_fill_per_bar
+        if order.entry_type == "market" and (cap is None or order.quantity <= cap):
+            p = FillPosition(
+                o,
+                order.symbol,
+                order.strategy,
+                order.sign,
+                order.quantity,
+                order.stop_distance,
+                order.target_distance,
+                counterfactual=False,
+            )
+            self._positions[o.client_order_id] = p
+            self.book.place(p)
+        else:
+            self._entries.setdefault(order.symbol, []).append(_Entry(o))
+
+    def modify(
+        self,
+        client_order_id: str,
+        *,
+        quantity: int | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> None:
+        """Change a working order's quantity (entries) or price; answer with `OrderAccepted`."""
+        self._require_session()
+        o = self._working(client_order_id)
+        if quantity is not None:
+            if o.role != "entry" or quantity < max(1, o.filled):
+                raise InvalidOrder(f"cannot set the quantity of {client_order_id!r} to {quantity}")
+            o.quantity = quantity
+            p = self._positions.get(client_order_id)
+            if p is not None:
+                p.quantity = quantity
+        if limit_price is not None:
+            if o.order_type != "limit" or limit_price <= 0:
+                raise InvalidOrder(f"{client_order_id!r} takes no limit price {limit_price}")
+            o.limit_price = limit_price
+            if o.role == "target":
+                self._positions[o.parent_id].target = limit_price
+        if stop_price is not None:
+            if o.order_type != "stop" or stop_price <= 0:
+                raise InvalidOrder(f"{client_order_id!r} takes no stop price {stop_price}")
+            o.stop_price = stop_price
+            self._positions[o.parent_id].stop = stop_price
+        self._accepted(o)
+
+    def _working(self, client_order_id: str) -> _Order:
+        o = self._orders.get(client_order_id)
+        if o is None:
+            raise UnknownOrder(f"no working order {client_order_id!r}")
+        return o
+
+    def cancel(self, client_order_id: str) -> None:
+        """Cancel a working order; a child's cancellation leaves the position unprotected."""
+        self._require_session()
+        self._cancel(self._working(client_order_id), "requested")
+
+    def _cancel(self, o: _Order, reason: str, expired: bool = False) -> None:
+        if o.role == "entry":
+            p = self._positions.pop(o.client_order_id, None)
+            if p is not None:
+                self.book.pending[o.symbol].remove(p)
+            entries = self._entries.get(o.symbol, [])
+            entries[:] = [e for e in entries if e.order is not o]
+        else:
+            p = self._positions[o.parent_id]
+            if o.role == "stop":
+                p.stop = -p.side * _INF
+            elif o.role == "target":
+                p.target = p.side * _INF
+        self._done(o, reason, expired)
+
+    def cancel_all(self, symbol: str | None = None) -> None:
+        """Cancel every working order (of one symbol)."""
+        self._require_session()
+        for o in list(self._orders.values()):
+            if symbol is None or o.symbol == symbol:
+                self._cancel(o, "cancel_all")
+
+    def flatten(self, symbol: str | None = None, reason: str = "requested") -> None:
+        """Cancel working entries and exit open positions at the last close less slippage."""
+        self._require_session()
+        self._flatten(symbol, reason)
+
+    def _flatten(self, symbol: str | None, reason: str) -> None:
+        for o in list(self._orders.values()):
+            if o.role == "entry" and (symbol is None or o.symbol == symbol):
+                self._cancel(o, reason)
+        for sym, held in self.book.open.items():
+            bar = self._last.get(sym)
+            if (symbol is not None and sym != symbol) or bar is None or not held:
+                continue
+            inst = self.instruments[sym]
+            slip = self.config.slippage_ticks * inst.tick_size
+            closed = [
+                self.book._close(p, bar.ts_s, bar.close - p.side * slip, reason, inst) for p in held
+            ]
+            held.clear()
+            for c in closed:
+                self._exit(c)
+
+    def positions(self) -> list[Position]:
+        """Return the net position per symbol (filled entries, also partly filled ones)."""
+        out: list[Position] = []
+        for symbol in self.instruments:
+            qty, cost = 0, 0.0
+            for p in self.book.open.get(symbol, ()):
+                qty += p.side * p.quantity
+                cost += p.entry_price * p.quantity
+            for e in self._entries.get(symbol, ()):
+                if e.order.filled:
+                    qty += e.order.bracket.sign * e.order.filled
+                    cost += e.avg_price * e.order.filled
+            if qty:
+                held = sum(p.quantity for p in self.book.open.get(symbol, ())) + sum(
+                    e.order.filled for e in self._entries.get(symbol, ())
+                )
+                out.append(Position(symbol, qty, cost / held, self.contracts.get(symbol, "")))
+        return out
+
+    def working_orders(self) -> list[WorkingOrder]:
+        """Return the working orders in submission order."""
+        return [
+            WorkingOrder(
+                client_order_id=o.client_order_id,
+                symbol=o.symbol,
+                role=o.role,
+                side=o.side,
+                quantity=o.quantity,
+                order_type=o.order_type,
+                filled_quantity=o.filled,
+                limit_price=o.limit_price,
+                stop_price=o.stop_price,
+                parent_id=o.parent_id,
+                venue_order_id=o.venue_order_id,
+                contract=self.contracts.get(o.symbol, ""),
+            )
+            for o in self._orders.values()
+        ]
+
+    # the market ---------------------------------------------------------
+
+    def on_bar(self, bar: MarketBar, session: SessionState) -> None:
+        """Fill and exit by this bar; publish what happened."""
+        symbol = bar.symbol
+        self._last[symbol] = bar
+        if symbol in self._busy:
+            self._work(bar, session.minutes_to_close, session.in_rth)
+
+    def _work(self, bar: MarketBar, minutes_to_close: int, in_rth: bool) -> None:
+        symbol = bar.symbol
+        book = self.book
+        entries = self._entries.get(symbol)
+        if entries:
+            self._fill_entries(bar, entries, minutes_to_close, in_rth)
+        if book.open[symbol] or book.pending[symbol]:
+            closed = book.on_bar(bar, minutes_to_close, in_rth)
+            if book.filled:
+                for p in book.filled:
+                    o: _Order = p.signal
+                    self._positions[o.client_order_id] = p
+                    self._filled(o, p.entry_price, p.quantity)
+                    self._children(o, p)
+                book.filled.clear()
+            for c in closed:
+                self._exit(c)
+        if not (book.open[symbol] or book.pending[symbol] or self._entries.get(symbol)):
+            self._busy.discard(symbol)
+
+    def _fill_entries(
+        self, bar: MarketBar, entries: list[_Entry], minutes_to_close: int, in_rth: bool
+    ) -> None:
+        inst = self.instruments[bar.symbol]
+        slip = self.config.slippage_ticks * inst.tick_size
+        cap = self.config.max_fill_per_bar
+        for e in list(entries):
+            o = e.order
+            sign = o.bracket.sign
+            if o.order_type == "limit":
+                limit = o.limit_price or 0.0
+                if (bar.low > limit) if sign > 0 else (bar.high < limit):
+                    if self.config.flatten_at_session_end and in_rth and minutes_to_close <= 0:
+                        entries.remove(e)
+                        self._done(o, "day order at the session end", expired=True)
+                    continue
+                price = min(bar.open, limit) if sign > 0 else max(bar.open, limit)
+            else:
+                price = bar.open + sign * slip
+            q = min(o.quantity - o.filled, cap or o.quantity)
+            e.avg_price = (e.avg_price * o.filled + price * q) / (o.filled + q)
+            if o.filled == 0:
+                e.avg_price = price
+            e.commission += self._filled(o, price, q)
+            if o.filled < o.quantity:
+                continue
+            entries.remove(e)
+            b = o.bracket
+            p = FillPosition(
+                o,
+                b.symbol,
+                b.strategy,
+                sign,
+                o.quantity,
+                b.stop_distance,
+                b.target_distance,
+                counterfactual=False,
+            )
+            p.entry_price, p.entry_ts_s = e.avg_price, bar.ts_s
+            p.stop = e.avg_price - sign * b.stop_distance
+            p.target = e.avg_price + sign * b.target_distance
+            self.book.open.setdefault(b.symbol, []).append(p)
+            self._positions[o.client_order_id] = p
+            self._children(o, p)
+
+    def _children(self, entry: _Order, p: FillPosition) -> None:
+        b = entry.bracket
+        exit_side: OrderSide = "sell" if b.sign > 0 else "buy"
+        stop = self._new_order(
+            b, b.child_id("stop"), "stop", exit_side, p.quantity, "stop", stop_price=p.stop
+        )
+        target = self._new_order(
+            b, b.child_id("target"), "target", exit_side, p.quantity, "limit", limit_price=p.target
+        )
+        for child in (stop, target):
+            self._orders[child.client_order_id] = child
+            self._submitted(child)
+            self._accepted(child)
+
+    def _exit(self, c: Closed) -> None:
+        entry: _Order = c.position.signal
+        b = entry.bracket
+        self._positions.pop(b.client_order_id, None)
+        stop = self._orders.get(b.child_id("stop"))
+        target = self._orders.get(b.child_id("target"))
+        if c.exit_reason in ("stop", "target"):
+            filled, other = (stop, target) if c.exit_reason == "stop" else (target, stop)
+            if filled is not None:
+                self._filled(filled, c.exit_price, filled.quantity - filled.filled)
+            if other is not None:
+                self._done(other, "oco")
+            return
+        for child in (stop, target):
+            if child is not None:
+                self._done(child, c.exit_reason)
+        exit_side: OrderSide = "sell" if b.sign > 0 else "buy"
+        qty = c.position.quantity
+        flat = self._new_order(b, b.child_id("flatten"), "flatten", exit_side, qty, "market")
+        self._orders[flat.client_order_id] = flat
+        self._submitted(flat, reason=c.exit_reason)
+        self._accepted(flat)
+        self._filled(flat, c.exit_price, qty)
+
+    # restart ------------------------------------------------------------
+
+    def restore(self, events: Iterable[VenueEvent]) -> list[str]:
+        """Rebuild the book of a restarted process from the order events this venue published.
+
+        Filled brackets come back open at their entry price with their stop and
+        target working at their last accepted prices. An entry that had not filled
+        completely cannot be rebuilt (its distances were never published): it
+        expires now (`OrderExpired`, reason `venue restarted`). Return the entry
+        ids of the brackets restored. The book must be empty.
+        """
+        if self._orders or any(self.book.open.values()) or any(self.book.pending.values()):
+            raise VenueError("restore needs an empty book (a freshly started venue)")
+        subs: dict[str, OrderSubmitted] = {}
+        terms: dict[str, OrderAccepted] = {}
+        fills: dict[str, list[OrderFilled]] = {}
+        ended: set[str] = set()
+        top = 0
+        for e in events:
+            if not isinstance(e, OrderEvent):
+                continue
+            cid = e.client_order_id
+            if e.venue_order_id.startswith("P") and e.venue_order_id[1:].isdigit():
+                top = max(top, int(e.venue_order_id[1:]))
+            if isinstance(e, OrderSubmitted):
+                subs[cid] = e
+            elif isinstance(e, OrderAccepted):
+                terms[cid] = e
+            elif isinstance(e, OrderFilled):
+                fills.setdefault(cid, []).append(e)
+                if e.leaves_quantity == 0:
+                    ended.add(cid)
+            else:
+                ended.add(cid)
+        self._ids = itertools.count(top + 1)
+        self._used.update(subs)
+        restored: list[str] = []
+        for cid, sub in subs.items():
+            if sub.role != "entry" or (cid in ended and not fills.get(cid)):
+                continue
+            self._used.update(child_order_id(cid, r) for r in ("stop", "target", "flatten"))
+            got = fills.get(cid, [])
+            filled = sum(f.quantity for f in got)
+            if filled < sub.quantity:
+                o = self._restored_order(sub, terms.get(cid), None)
+                o.filled = filled
+                self._done(o, "venue restarted", expired=True)
+                if filled == 0:
+                    continue
+            stop_sub, target_sub = (
+                subs.get(child_order_id(cid, "stop")),
+                subs.get(child_order_id(cid, "target")),
+            )
+            if stop_sub is None or target_sub is None:
+                continue
+            children = [c for c in (stop_sub, target_sub) if c.client_order_id not in ended]
+            if not children:  # the bracket closed: nothing left to restore
+                continue
+            avg = sum(f.fill_price * f.quantity for f in got) / filled
+            sign = 1 if sub.side == "buy" else -1
+            stop_price = (terms.get(stop_sub.client_order_id) or stop_sub).stop_price or 0.0
+            target_price = (terms.get(target_sub.client_order_id) or target_sub).limit_price or 0.0
+            bracket = BracketOrder(
+                cid,
+                sub.symbol,
+                sub.side,
+                filled,
+                abs(avg - stop_price) or self.instruments[sub.symbol].tick_size,
+                abs(target_price - avg) or self.instruments[sub.symbol].tick_size,
+                contract=sub.contract,
+                signal_id=sub.signal_id,
+                strategy=sub.strategy,
+            )
+            entry = self._restored_order(sub, None, bracket)
+            entry.filled = filled
+            p = FillPosition(
+                entry,
+                sub.symbol,
+                sub.strategy,
+                sign,
+                filled,
+                bracket.stop_distance,
+                bracket.target_distance,
+                counterfactual=False,
+            )
+            p.entry_price, p.entry_ts_s = avg, int(got[-1].ts_event.timestamp())
+            p.stop = stop_price if stop_sub in children else -sign * _INF
+            p.target = target_price if target_sub in children else sign * _INF
+            self.book.open.setdefault(sub.symbol, []).append(p)
+            self._busy.add(sub.symbol)
+            self._positions[cid] = p
+            for child in children:
+                o = self._restored_order(child, terms.get(child.client_order_id), bracket)
+                self._orders[o.client_order_id] = o
+            restored.append(cid)
+        return restored
+
+    def _restored_order(
+        self, sub: OrderSubmitted, accepted: OrderAccepted | None, bracket: BracketOrder | None
+    ) -> _Order:
+        """Return the venue's record of a published order (at its last accepted terms)."""
+        return _Order(
+            sub.client_order_id,
+            sub.symbol,
+            sub.role,
+            sub.side,
+            accepted.quantity if accepted else sub.quantity,
+            sub.order_type,
+            sub.venue_order_id or (accepted.venue_order_id if accepted else ""),
+            bracket
+            or BracketOrder(sub.client_order_id, sub.symbol, sub.side, sub.quantity, 1.0, 1.0),
+            limit_price=accepted.limit_price if accepted else sub.limit_price,
+            stop_price=accepted.stop_price if accepted else sub.stop_price,
+            parent_id=sub.parent_id,
+        )
