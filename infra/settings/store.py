@@ -43,11 +43,6 @@ class StoreSettings(SettingsContext):
         validation_alias="AWS_SECRET_ACCESS_KEY",
         description="S3 secret key (secret; seed name).",
     )
-    cdn_base_url: str = Field(
-        default="",
-        validation_alias="CDN_BASE_URL",
-        description="Optional public base URL for model downloads (seed name); informational.",
-    )
     lake_uri: str = Field(
         default="",
         validation_alias="LAKE_URI",
