@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ BRACKETS = 50
 T0 = int(datetime(2024, 3, 5, 15, 0, tzinfo=UTC).timestamp())  # 10:00 ET, a Tuesday
 
 
-@dataclass(frozen=True)
 class Session:
     """The exchange session a bar falls in (what `SessionState` asks of the features)."""
 
-    in_rth: bool = True
-    minutes_to_close: int = 300
+    in_rth = True
+    minutes_to_close = 300
 
 
 RTH = Session()
