@@ -1,4 +1,4 @@
-"""`tradeloop train` and `tradeloop models` (list, show, verify, rollback)."""
+"""`tradeloop train` and `tradeloop models` (list, show, verify, keygen, rollback)."""
 
 from __future__ import annotations
 
@@ -343,8 +343,17 @@ def show(ref: str | None, as_json: bool, model_set: str) -> None:
 @click.option(
     "--model-set", default="default", show_default=True, help="Whose latest release, without REF."
 )
-def verify(ref: str | None, model_set: str) -> None:
-    """Verify a release: signature, every artifact's sha256, ONNX load and probe."""
+@click.option(
+    "--chain",
+    is_flag=True,
+    help="Verify every manifest of the model set and the links between them.",
+)
+def verify(ref: str | None, model_set: str, chain: bool) -> None:
+    """Verify a release: signature, every artifact's sha256, ONNX load and probe.
+
+    Public keys suffice (MANIFEST_ED25519_PUBLIC_KEYS); with them set, only an Ed25519
+    signature by one of them verifies.
+    """
     import numpy as np
 
     from infra.signing import Keyring, SignatureError
@@ -352,6 +361,18 @@ def verify(ref: str | None, model_set: str) -> None:
     from training.export import onnx_session, run_onnx
     from training.release import verify_manifest
 
+    if chain:
+        reg = _registry()
+        try:
+            lines = reg.verify_chain(Keyring.from_settings(reg.settings), model_set)
+        except ReleaseError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not lines:
+            raise click.ClickException(f"no release of model set {model_set!r}")
+        for line in lines:
+            click.echo(line)
+        click.echo(f"chain ok: {len(lines)} manifests of {model_set}")
+        return
     reg, m = _resolve(ref, model_set)
     try:
         kid = verify_manifest(m, Keyring.from_settings(reg.settings))
@@ -370,6 +391,34 @@ def verify(ref: str | None, model_set: str) -> None:
         if not diff < 1e-4:
             raise click.ClickException(f"{m.release}: {art.family} probe differs by {diff:.3g}")
         click.echo(f"  {art.family:<6} sha256 ok, loads, probe ok (|diff| {diff:.1e})")
+
+
+@models.command()
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Private key file (default: $TRADELOOP_HOME/keys/manifest-ed25519.key).",
+)
+@click.option("--key-id", default="ed1", show_default=True, help="Key id the signatures carry.")
+def keygen(out_path: str | None, key_id: str) -> None:
+    """Create an Ed25519 release key pair: the private key in a 0600 file, the public key printed."""
+    from infra.signing import generate_ed25519, write_secret_file
+
+    if not key_id or any(c in key_id for c in ":, "):
+        raise click.UsageError("--key-id must be non-empty, without ':', ',' or spaces")
+    path = Path(out_path) if out_path else get_settings().home / "keys" / "manifest-ed25519.key"
+    private, public = generate_ed25519()
+    try:
+        write_secret_file(path, f"{key_id}:{private}\n")
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists: refusing to overwrite a key") from None
+    pub_path = path.with_suffix(".pub")
+    pub_path.write_text(f"{key_id}:{public}\n")
+    click.echo(f"private key: {path} (0600; trainer only: MANIFEST_ED25519_PRIVATE_KEY)")
+    click.echo(f"public key:  {pub_path}")
+    click.echo(f"MANIFEST_ED25519_PUBLIC_KEYS={key_id}:{public}")
 
 
 @models.command()

@@ -371,6 +371,7 @@ def run_training(
         model_set=model_set,
         gate=_gate_result(verdicts, champion),
         window=window,
+        previous=registry.chain_link(model_set),
     )
     result.published = registry.publish(sign_manifest(manifest, keyring), topic=publish_topic)
     result.status = "released"

@@ -38,6 +38,7 @@ from infra.contracts.keys import (
 )
 from infra.objectstore import (
     LocalObjectStore,
+    ObjectExistsError,
     ObjectNotFoundError,
     ObjectStore,
     S3ObjectStore,
@@ -45,7 +46,7 @@ from infra.objectstore import (
     s3_client,
 )
 from infra.settings import Settings
-from infra.signing import Keyring, sign_body, verify_body
+from infra.signing import Keyring, SignatureError, sign_body, verify_body
 from training.config import ReleaseError
 
 __all__ = [
@@ -185,6 +186,54 @@ class Registry:
                 return m
         raise ReleaseError(f"no release {ref!r} in {self.store.uri(MANIFEST_PREFIX)}")
 
+    def chain_link(self, model_set: str = DEFAULT_MODEL_SET) -> dict[str, Any]:
+        """Return the link a new manifest of the set carries: its previous manifest's sequence and sha256."""
+        raw = self.latest_raw(model_set)
+        if raw is None:
+            return {"previous_sequence": None, "previous_sha256": None}
+        previous = decode(raw, ModelManifest)
+        return {
+            "previous_sequence": previous.sequence,
+            "previous_sha256": hashlib.sha256(raw).hexdigest(),
+        }
+
+    def verify_chain(self, keyring: Keyring, model_set: str = DEFAULT_MODEL_SET) -> list[str]:
+        """Verify every manifest of a model set in the history and the links between them.
+
+        Return one line per manifest; raise `ReleaseError` naming the first that fails
+        (a bad signature, or a link to other bytes than the previous manifest's). Manifests
+        published before the chain existed carry no link and are reported as such.
+        """
+        lines: list[str] = []
+        previous: tuple[int, str] | None = None
+        linked = False
+        for seq in self.sequences():
+            raw = self.store.get(manifest_key(seq))
+            try:
+                kid = verify_manifest(raw, keyring)
+            except SignatureError as exc:
+                raise ReleaseError(f"sequence {seq}: signature: {exc}") from None
+            m = decode(raw, ModelManifest)
+            if m.model_set != model_set:
+                continue
+            digest = hashlib.sha256(raw).hexdigest()
+            link = (m.previous_sequence, m.previous_sha256)
+            if link == (None, None) and not linked and previous is not None:
+                lines.append(f"{seq} {m.release}: signed by {kid}, no link (predates the chain)")
+            elif link == (None, None) and previous is None:
+                lines.append(f"{seq} {m.release}: signed by {kid}, first of {model_set}")
+            elif previous is None or link != previous:
+                want = f"{previous[0]} {previous[1][:16]}…" if previous else "nothing"
+                raise ReleaseError(
+                    f"sequence {seq}: chain broken: links to {link[0]} "
+                    f"{str(link[1])[:16]}…, the previous manifest is {want}"
+                )
+            else:
+                linked = True
+                lines.append(f"{seq} {m.release}: signed by {kid}, links to {link[0]}")
+            previous = (seq, digest)
+        return lines
+
     def next_sequence(self) -> int:
         """Return one more than the highest sequence in the history and in latest.json."""
         seqs = self.sequences()
@@ -259,13 +308,26 @@ class Registry:
             raise ReleaseError(
                 f"sequence {manifest.sequence} is not newer than the published {current.sequence}"
             )
+        link = self.chain_link(manifest.model_set)
+        if manifest.previous_sequence is not None or current is not None:
+            got = {
+                "previous_sequence": manifest.previous_sequence,
+                "previous_sha256": manifest.previous_sha256,
+            }
+            if got != link:
+                raise ReleaseError(
+                    f"the manifest links to {manifest.previous_sequence}, the latest of "
+                    f"{manifest.model_set} is {link['previous_sequence']}: another release "
+                    "was published meanwhile"
+                )
         body = manifest_json(manifest)
         key = manifest_key(manifest.sequence)
-        if self.store.exists(key):
+        try:  # claims the sequence: of two trainers at once, exactly one wins it
+            hist = self.store.put_new(key, body)
+        except ObjectExistsError:
             raise ReleaseError(
                 f"{key} already exists: another release took sequence {manifest.sequence}"
-            )
-        hist = self.store.put(key, body)
+            ) from None
         latest = self.store.put(latest_key(manifest.model_set), body)
         topic_name: str | None = None
         offset: int | None = None
@@ -308,8 +370,9 @@ def build_manifest(
     window: tuple[Any, Any] | None = None,
     kind: str = "release",
     rollback_of: str | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> ModelManifest:
-    """Return an unsigned manifest for a set of artifacts."""
+    """Return an unsigned manifest for a set of artifacts; `previous` is `Registry.chain_link`."""
     fams = sorted(a.family for a in artifacts)
     if len(set(fams)) != len(fams):
         raise ReleaseError(f"duplicate families in a release: {fams}")
@@ -326,6 +389,7 @@ def build_manifest(
         train_window_start=window[0] if window else None,
         train_window_end=window[1] if window else None,
         gate=gate,
+        **dict(previous or {}),
     )
 
 
@@ -359,5 +423,6 @@ def rollback(
         window=(old.train_window_start, old.train_window_end),
         kind="rollback",
         rollback_of=current.release,
+        previous=registry.chain_link(old.model_set),
     )
     return registry.publish(sign_manifest(manifest, keyring), topic=topic)
