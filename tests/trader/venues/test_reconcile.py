@@ -194,3 +194,45 @@ def test_the_trading_process_reconciles_again_after_a_reconnect(tmp_path: Path) 
     assert set(es.working_orders) == {"r-stop", "r-target"}
     assert len(recovery.journal.events) > 0  # type: ignore[union-attr]
     recovery.close()
+
+
+def test_paper_venue_restores_its_book_from_the_journal(tmp_path: Path) -> None:
+    from infra.contracts import OrderExpired
+    from trader.venues.base import DuplicateClientOrderId, VenueError
+
+    t = Trader(tmp_path / "orders.jsonl")
+    t.bar("ES", 5000, 5001, 4999, 5000)
+    t.bar("NQ", 18000, 18001, 17999, 18000)
+    t.venue.submit_bracket(BracketOrder("a-entry", "ES", "buy", 2, 4.0, 8.0, strategy="S2"))
+    t.venue.submit_bracket(BracketOrder("c-entry", "NQ", "sell", 1, 10.0, 20.0))
+    t.bar("ES", 5000, 5002, 4999, 5001)  # a fills at 5000.25: stop 4996.25, target 5008.25
+    t.bar("NQ", 18000, 18001, 17995, 17996)  # c fills at 17999.75
+    t.bar("NQ", 17996, 17997, 17975, 17978)  # c's target (17979.75) fills: NQ is flat
+    t.venue.modify("a-stop", stop_price=4998.0)
+    t.venue.submit_bracket(BracketOrder("b-entry", "ES", "sell", 1, 4.0, 8.0))  # never fills
+    t.journal.close()
+
+    journal = OrderJournal(tmp_path / "orders.jsonl")
+    venue = PaperVenue(INSTRUMENTS)
+    seen: list[object] = []
+    venue.add_listener(seen.append)
+    assert venue.restore(list(journal.events)) == ["a-entry"]
+    assert [(type(e).__name__, e.client_order_id, e.reason) for e in seen] == [  # type: ignore[attr-defined]
+        ("OrderExpired", "b-entry", "venue restarted")
+    ]
+    assert isinstance(seen[0], OrderExpired)
+    (pos,) = venue.positions()
+    assert (pos.symbol, pos.quantity, pos.avg_price) == ("ES", 2, 5000.25)
+    orders = {w.client_order_id: w for w in venue.working_orders()}
+    assert set(orders) == {"a-stop", "a-target"}
+    assert orders["a-stop"].stop_price == 4998.0 and orders["a-target"].limit_price == 5008.25
+    with pytest.raises(DuplicateClientOrderId):
+        venue.submit_bracket(BracketOrder("a-entry", "ES", "buy", 1, 4.0, 8.0))
+    with pytest.raises(VenueError, match="empty book"):
+        venue.restore(list(journal.events))
+    # the restored stop works: a bar through 4998 exits there, less a tick of slippage
+    venue.on_bar(MarketBar("ES", T0 + 600, 5000, 5000, 4990, 4995, 100.0), RTH)
+    fills = [e for e in seen if isinstance(e, OrderFilled)]
+    assert [(f.client_order_id, f.fill_price) for f in fills] == [("a-stop", 4997.75)]
+    assert venue.positions() == [] and venue.working_orders() == []
+    journal.close()
