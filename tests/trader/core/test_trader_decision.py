@@ -74,7 +74,9 @@ def test_model_set_loads_from_dir_paths_and_bytes(models_dir: Path) -> None:
             (nested / f / version).mkdir(parents=True, exist_ok=True)
             (nested / f / version / "model.onnx").write_bytes(blob)
     assert ModelSet.from_dir(nested).versions == dict.fromkeys(("exec", "meta", "sizer"), "v2")
-    settings = _settings(META_ONNX=str(paths["meta"]), RL_ONNX=str(paths["sizer"]))
+    settings = _settings(
+        META_ONNX=str(paths["meta"]), RL_ONNX=str(paths["sizer"]), ALLOW_UNSIGNED_MODELS="1"
+    )
     assert ModelSet.from_settings(settings).families == ("meta", "sizer")
     assert ModelSet.from_settings(_settings()) is EMPTY
 

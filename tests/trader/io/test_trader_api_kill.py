@@ -122,3 +122,18 @@ def test_resume_reconciles_again(tmp_path: Path) -> None:
     assert health["reconciliation"]["trigger"] == "resume" and health["reconciliation"]["clean"]
     assert health["entries"]["allowed"] is True
     recovery.close()
+
+
+def test_the_client_names_what_went_wrong() -> None:
+    from pydantic import SecretStr
+
+    from infra.stack import free_port
+    from trader.io.api_client import TraderApiError, post_control
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(TraderApiError, match=f"no trader answers at {url}/kill"):
+        post_control(url, "kill", SecretStr(TOKEN), timeout_s=2)
+    with pytest.raises(TraderApiError, match="TRADER_API_TOKEN is not set here"):
+        post_control(url, "resume", SecretStr(""))
+    with pytest.raises(ValueError, match="'kill' or 'resume'"):
+        post_control(url, "explode", SecretStr(TOKEN))
