@@ -9,7 +9,8 @@
 - `LOSS_STREAK_COOLDOWN` losing trades in a row start a cooldown of
   `COOLDOWN_BARS` bars (counted in market time) without new entries.
 - `FLATTEN_AT_SESSION_END`: entries only in regular hours up to 5 minutes before
-  the 16:00 ET close, where the paper broker flattens (see `trader.venues.paper`).
+  the exchange calendar's close (early closes included, none on holidays; see
+  `features.calendar`), where the paper venue flattens.
 - Holds: named reasons that refuse every entry until released (the kill switch,
   an unexplained reconciliation difference, a prop-firm breach); a hold may expire
   when a given trading day starts.
