@@ -142,6 +142,8 @@ class MarketFeatures:
         "_absdiff_sum",
         "_bb",
         "_closes",
+        "_day_base",
+        "_last_entry_s",
         "_maxq",
         "_minq",
         "_rets",
@@ -156,17 +158,14 @@ class MarketFeatures:
         "bb_mean",
         "bb_std",
         "close",
-        "day_shift_s",
         "ema_fast",
         "ema_slow",
         "entries_allowed",
         "high",
         "in_rth",
-        "in_session",
         "long_var",
         "low",
         "minute_et",
-        "minutes_to_close",
         "n",
         "open",
         "prev_atr",
@@ -205,13 +204,12 @@ class MarketFeatures:
         self.minute_et = 0
         self.weekday = 0
         self.trading_day = -1
-        self.day_shift_s = -1  # from the exchange calendar on the first bar
+        self._day_base = 0  # UTC offset + the calendar's trading-day shift, in seconds
         #: Today's (globex open, globex close, rth open, rth close, flags), epoch seconds.
         self._session = CLOSED
+        self._last_entry_s = 0  # the last bar close that may open a trade today
         #: Exchange-calendar state of the current bar (see `features.calendar`).
-        self.in_session = False  # Globex trades at this bar's close
         self.in_rth = False  # the bar closes inside the regular trading hours
-        self.minutes_to_close = -1  # to today's (possibly early) RTH close; -1 without RTH
         self.entries_allowed = False  # in RTH and at least ENTRY_CUTOFF_MIN before the close
         self.open = self.high = self.low = self.close = self.volume = 0.0
         self.atr = 0.0
@@ -335,28 +333,33 @@ class MarketFeatures:
         hour = ts_s // 3600
         if hour != self._tz_hour:
             self._tz_hour = hour
-            self._tz_offset = utc_offset_s(ts_s)
+            self._tz_offset = offset = utc_offset_s(ts_s)
+            self._day_base = offset + calendar().day_shift_s
         local = ts_s + self._tz_offset
         self.minute_et = (local % 86400) // 60
         self.weekday = (local // 86400 + 3) % 7
-        if self.day_shift_s < 0:
-            self.day_shift_s = calendar().day_shift_s
-        day = (local + self.day_shift_s) // 86400
+        day = (ts_s + self._day_base) // 86400
+        session = self._session
         if day != self.trading_day:
             self.trading_day = day
-            self._session = calendar().row(day)
-        go, gc, ro, rc, _flags = self._session
-        self.in_session = go < ts_s <= gc
-        rth = self.in_rth = ro < ts_s <= rc
-        if rc:
-            left = rc - ts_s
-            self.minutes_to_close = left // 60
-            self.entries_allowed = rth and left >= _ENTRY_CUTOFF_S
-        else:
-            self.minutes_to_close = -1
-            self.entries_allowed = False
+            session = self._session = calendar().row(day)
+            self._last_entry_s = session[3] - _ENTRY_CUTOFF_S
+        rth = self.in_rth = session[2] < ts_s <= session[3]
+        self.entries_allowed = rth and ts_s <= self._last_entry_s
         self.n = n + 1
         return n >= WARMUP_BARS - 1
+
+    @property
+    def in_session(self) -> bool:
+        """Say whether Globex trades at the current bar's close (any hour of the session)."""
+        session = self._session
+        return session[0] < self.ts_s <= session[1]
+
+    @property
+    def minutes_to_close(self) -> int:
+        """Return the minutes to today's (possibly early) RTH close; -1 on a day without RTH."""
+        close_s = self._session[3]
+        return (close_s - self.ts_s) // 60 if close_s else -1
 
     def values(self) -> list[float]:
         """Return the current features as Python floats (valid once ready)."""
