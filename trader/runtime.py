@@ -15,6 +15,7 @@ from infra.settings import Settings
 from trader import metrics
 from trader.core.engine import Engine
 from trader.delivery.models import ModelHolder, ModelSet
+from trader.delivery.startup import release_trust
 from trader.feeds.base import Feed
 from trader.io.outbox import Outbox, OutboxDrainer
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # hot swap and canary (trader/delivery/hotswap.py, trader/del
     from trader.core.killswitch import KillSwitch
     from trader.delivery.canary import ModelRouter
     from trader.delivery.hotswap import HotSwapper
+    from trader.io.console.feed import ConsoleFeed
     from trader.recovery import Recovery
     from trader.venues.base import Venue
     from trader.venues.reconcile import Reconciliation
@@ -76,6 +78,7 @@ class Runtime:
     killswitch: KillSwitch | None = None  # persisted halt (trader/core/killswitch.py)
     reconciliation: Reconciliation | None = None  # the last start-up/reconnect comparison
     recovery: Recovery | None = None  # journal and reconciliation (trader/recovery.py)
+    console: ConsoleFeed | None = None  # the operator console's facts (trader/io/console/)
 
     def entries(self) -> dict[str, Any]:
         """Return whether new entries are allowed and, if not, why (for /healthz)."""
@@ -103,6 +106,7 @@ class Runtime:
             "swaps": self.holder.swaps,
             "rl_enabled": self.settings.rl_enabled,
             "hot_swap": self.swapper.status() if self.swapper is not None else None,
+            "trust": release_trust(self.settings),
         }
 
     def refresh_gauges(self) -> None:

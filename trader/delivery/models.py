@@ -26,6 +26,7 @@ from features.vectors import MODEL_FEATURES, MODEL_IO, SIZE_MAX, SIZE_MIN
 from infra.contracts import MODEL_FAMILIES, STRATEGIES
 from infra.settings import Settings
 from trader.delivery.priority import lowered
+from trader.delivery.startup import covering_manifest
 
 __all__ = [
     "EMPTY",
@@ -194,14 +195,7 @@ class ModelSet:
         release: str = "",
     ) -> ModelSet:
         """Build a set from ONNX files (`META_ONNX`, `EXEC_ONNX`, `RL_ONNX`); version = file digest."""
-        blobs: dict[str, bytes] = {}
-        for family, path in (("meta", meta), ("exec", exec), ("sizer", sizer)):
-            if path:
-                try:
-                    blobs[family] = Path(path).read_bytes()
-                except OSError as exc:
-                    raise ModelLoadError(family, f"cannot read {path}: {exc}") from None
-        versions = {f: f"sha-{hashlib.sha256(b).hexdigest()[:12]}" for f, b in blobs.items()}
+        blobs, versions = _path_blobs(meta, exec, sizer)
         return cls.from_bytes(blobs, versions, release=release)
 
     @classmethod
@@ -212,52 +206,36 @@ class ModelSet:
         when present, else the file digest), or the bucket layout
         `{dir}/{family}/{version}/*.onnx`, taking the latest version (sorted) per family.
         """
-        root = Path(path)
-        if not root.is_dir():
-            raise ModelLoadError("meta", f"models directory {root} does not exist")
-        declared: dict[str, str] = {}
-        release = ""
-        vfile = root / "versions.json"
-        if vfile.exists():
-            try:
-                spec = json.loads(vfile.read_text())
-            except ValueError as exc:
-                raise ModelLoadError("meta", f"{vfile} is not valid JSON: {exc}") from None
-            declared = {
-                k: str(v) for k, v in dict(spec.get("versions", spec)).items() if k in FAMILIES
-            }
-            release = str(spec.get("release", "")) if isinstance(spec, dict) else ""
-        blobs: dict[str, bytes] = {}
-        versions: dict[str, str] = {}
-        for family in FAMILIES:
-            flat = root / f"{family}.onnx"
-            if flat.exists():
-                blobs[family] = flat.read_bytes()
-                versions[family] = (
-                    declared.get(family) or f"sha-{hashlib.sha256(blobs[family]).hexdigest()[:12]}"
-                )
-                continue
-            fam_dir = root / family
-            if fam_dir.is_dir():
-                for vdir in sorted((d for d in fam_dir.iterdir() if d.is_dir()), reverse=True):
-                    files = sorted(vdir.glob("*.onnx"))
-                    if files:
-                        blobs[family] = files[0].read_bytes()
-                        versions[family] = vdir.name
-                        break
+        blobs, versions, release = _dir_blobs(path)
         return cls.from_bytes(blobs, versions, release=release)
 
     @classmethod
-    def from_settings(cls, settings: Settings, models_dir: str | None = None) -> ModelSet:
-        """Load from `--models-dir`/`MODELS_DIR`, else `META_ONNX`/`EXEC_ONNX`/`RL_ONNX` (maybe empty)."""
+    def from_settings(
+        cls, settings: Settings, models_dir: str | None = None, *, require_signed: bool = True
+    ) -> ModelSet:
+        """Load from `--models-dir`/`MODELS_DIR`, else `META_ONNX`/`EXEC_ONNX`/`RL_ONNX` (maybe empty).
+
+        With `require_signed` (a trader), the files must be covered by a signed manifest
+        (`MODELS_MANIFEST`, default `{dir}/manifest.json`: its signature verified as the
+        hot swap does, each file's sha256 the one it lists) unless ALLOW_UNSIGNED_MODELS=1;
+        else `UnsignedModelsError` (code `unsigned_models`), checked before any file is
+        parsed. A backtest places no orders and passes `require_signed=False`.
+        """
         directory = models_dir or settings.models_dir
+        release = ""
         if directory:
-            return cls.from_dir(directory)
-        if settings.meta_onnx or settings.exec_onnx or settings.rl_onnx:
-            return cls.from_paths(
+            blobs, versions, release = _dir_blobs(directory)
+        elif settings.meta_onnx or settings.exec_onnx or settings.rl_onnx:
+            blobs, versions = _path_blobs(
                 settings.meta_onnx or None, settings.exec_onnx or None, settings.rl_onnx or None
             )
-        return EMPTY
+        else:
+            return EMPTY
+        if require_signed and not settings.allow_unsigned_models:
+            manifest = covering_manifest(blobs, settings, directory)
+            versions = {a.family: a.version for a in manifest.artifacts if a.family in blobs}
+            release = manifest.release
+        return cls.from_bytes(blobs, versions, release=release)
 
     # checks -------------------------------------------------------------
 
@@ -323,3 +301,52 @@ class ModelHolder:
             self.swaps += 1
             self.swapped_at = time.time()
         return old
+
+
+def _path_blobs(
+    meta: str | Path | None, exec: str | Path | None, sizer: str | Path | None
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    blobs: dict[str, bytes] = {}
+    for family, path in (("meta", meta), ("exec", exec), ("sizer", sizer)):
+        if path:
+            try:
+                blobs[family] = Path(path).read_bytes()
+            except OSError as exc:
+                raise ModelLoadError(family, f"cannot read {path}: {exc}") from None
+    versions = {f: f"sha-{hashlib.sha256(b).hexdigest()[:12]}" for f, b in blobs.items()}
+    return blobs, versions
+
+
+def _dir_blobs(path: str | Path) -> tuple[dict[str, bytes], dict[str, str], str]:
+    root = Path(path)
+    if not root.is_dir():
+        raise ModelLoadError("meta", f"models directory {root} does not exist")
+    declared: dict[str, str] = {}
+    release = ""
+    vfile = root / "versions.json"
+    if vfile.exists():
+        try:
+            spec = json.loads(vfile.read_text())
+        except ValueError as exc:
+            raise ModelLoadError("meta", f"{vfile} is not valid JSON: {exc}") from None
+        declared = {k: str(v) for k, v in dict(spec.get("versions", spec)).items() if k in FAMILIES}
+        release = str(spec.get("release", "")) if isinstance(spec, dict) else ""
+    blobs: dict[str, bytes] = {}
+    versions: dict[str, str] = {}
+    for family in FAMILIES:
+        flat = root / f"{family}.onnx"
+        if flat.exists():
+            blobs[family] = flat.read_bytes()
+            versions[family] = (
+                declared.get(family) or f"sha-{hashlib.sha256(blobs[family]).hexdigest()[:12]}"
+            )
+            continue
+        fam_dir = root / family
+        if fam_dir.is_dir():
+            for vdir in sorted((d for d in fam_dir.iterdir() if d.is_dir()), reverse=True):
+                files = sorted(vdir.glob("*.onnx"))
+                if files:
+                    blobs[family] = files[0].read_bytes()
+                    versions[family] = vdir.name
+                    break
+    return blobs, versions, release
