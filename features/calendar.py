@@ -102,6 +102,8 @@ class SessionCalendar:
         self._blocks: set[int] = set()
         self._lock = threading.Lock()
         self.day_shift_s = self._globex_day_shift_s()
+        this_year = datetime.now(UTC).year
+        self._load(this_year - this_year % _BLOCK_YEARS)  # live trading never waits on a bar
 
     def _globex_day_shift_s(self) -> int:
         """Return how long before ET midnight the trading day starts (the Globex open)."""

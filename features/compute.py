@@ -205,6 +205,7 @@ class MarketFeatures:
         self.weekday = 0
         self.trading_day = -1
         self._day_base = 0  # UTC offset + the calendar's trading-day shift, in seconds
+        calendar()  # build the exchange calendar now, not on the first bar
         #: Today's (globex open, globex close, rth open, rth close, flags), epoch seconds.
         self._session = CLOSED
         self._last_entry_s = 0  # the last bar close that may open a trade today
