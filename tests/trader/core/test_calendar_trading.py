@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from pathlib import Path
 
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from features.calendar import EASTERN, ENTRY_CUTOFF_MIN, calendar
 from infra.contracts import Bar, Event, SignalSnapshot, TradeOutcome
 from infra.settings import Settings
+from trader.cli import backtest
 from trader.core.bar import MarketBar
 from trader.core.engine import Engine, EngineConfig
 from trader.feeds.sim import SimFeed
@@ -115,3 +119,36 @@ def test_emitted_bars_carry_the_front_contract_across_a_roll() -> None:
     roll_open = _et(date(2024, 12, 11), 18, 0)  # Thursday's session: the roll day
     assert {c for t, c in contracts if t <= roll_open} == {"ESZ4"}
     assert {c for t, c in contracts if t > roll_open} == {"ESH5"}
+
+
+def test_a_csv_backtest_with_bars_on_christmas_day_trades_around_it_not_on_it(
+    christmas_bars: list[MarketBar], tmp_path: Path
+) -> None:
+    """A vendor file that (wrongly) has bars on the 25th: `tradeloop backtest` enters none there."""
+    cal = calendar()
+    es = [b for b in christmas_bars if b.symbol == "ES"]
+    invented = [
+        MarketBar("ES", b.ts_s - 86400, b.open, b.high, b.low, b.close, b.volume)
+        for b in es
+        if cal.session_at(b.ts_s).day.day == 26 and b.ts_s - 86400 > _et(XMAS, 0, 0).timestamp()
+    ]
+    rows = sorted([*es, *invented], key=lambda b: b.ts_s)
+    path = tmp_path / "es.csv"
+    with path.open("w") as fh:
+        fh.write("timestamp,open,high,low,close,volume\n")
+        for b in rows:
+            fh.write(f"{b.ts_s},{b.open},{b.high},{b.low},{b.close},{b.volume}\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        backtest,
+        [
+            *("--data", str(path), "--symbol", "ES", "--symbols", "ES", "--out", str(out)),
+            *("--no-progress", "--no-plot"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    trades = pd.read_parquet(out / "trades.parquet")
+    entry_days = trades["entry_ts"].dt.tz_convert(EASTERN).dt.date
+    assert len(trades) >= 3 and XMAS not in set(entry_days)
+    eve = trades[entry_days == date(2024, 12, 24)]
+    assert (eve["exit_ts"] <= pd.Timestamp(_et(date(2024, 12, 24), 13, 0))).all()
