@@ -101,7 +101,8 @@ def _run_all(
 def _print_result(result: Any) -> None:
     click.echo(f"[{result.model_set}] {result.status}: {result.message}")
     for v in result.verdicts:
-        click.echo(f"  {v.family:<6} {'release' if v.release else 'keep   '}  {v.reason}")
+        word = {"release": "release", "champion": "keep   ", "rules": "rules  "}[v.serving]
+        click.echo(f"  {v.family:<6} {word}  {v.reason}")
     if result.published is not None:
         p = result.published
         click.echo(f"  manifest {p.latest_uri} (history {p.manifest_uri})")
@@ -402,7 +403,12 @@ def verify(ref: str | None, model_set: str, chain: bool) -> None:
     help="Private key file (default: $TRADELOOP_HOME/keys/manifest-ed25519.key).",
 )
 @click.option("--key-id", default="ed1", show_default=True, help="Key id the signatures carry.")
-def keygen(out_path: str | None, key_id: str) -> None:
+@click.option(
+    "--ecdsa",
+    is_flag=True,
+    help="Also create the P-256 key of the OpenSSF model-signing bundles (MODEL_SIGNING_KEY).",
+)
+def keygen(out_path: str | None, key_id: str, ecdsa: bool) -> None:
     """Create an Ed25519 release key pair: the private key in a 0600 file, the public key printed."""
     from infra.signing import generate_ed25519, write_secret_file
 
@@ -419,6 +425,16 @@ def keygen(out_path: str | None, key_id: str) -> None:
     click.echo(f"private key: {path} (0600; trainer only: MANIFEST_ED25519_PRIVATE_KEY)")
     click.echo(f"public key:  {pub_path}")
     click.echo(f"MANIFEST_ED25519_PUBLIC_KEYS={key_id}:{public}")
+    if ecdsa:
+        from training.openssf import generate_ec_pair
+
+        ec_path = path.with_name("model-signing.pem")
+        try:
+            ec_public = generate_ec_pair(ec_path)
+        except FileExistsError:
+            raise click.ClickException(f"{ec_path} exists: refusing to overwrite a key") from None
+        click.echo(f"MODEL_SIGNING_KEY={ec_path} (0600; trainer only)")
+        click.echo(f"model-signing public key: {ec_public} (for `model_signing verify key`)")
 
 
 @models.command()

@@ -32,6 +32,7 @@ from infra.contracts.keys import (
     LATEST_MANIFEST_KEY,
     MANIFEST_PREFIX,
     MANIFEST_SEQ_RE,
+    artifact_bundle_key,
     artifact_key,
     latest_manifest_key,
     manifest_key,
@@ -279,6 +280,11 @@ class Registry:
     ) -> Artifact:
         """Store one ONNX file and return its `Artifact` (URI, version id, sha256, IO)."""
         stored = self.store.put(artifact_key(family, version), onnx_bytes)
+        if self.settings.model_signing_key:  # the OpenSSF bundle, for third-party verifiers
+            from training.openssf import sign_bundle
+
+            bundle = sign_bundle(family, onnx_bytes, self.settings.model_signing_key)
+            self.store.put(artifact_bundle_key(family, version), bundle)
         return Artifact(
             family=family,
             version=version,

@@ -10,6 +10,7 @@ __all__ = [
     "MANIFEST_PREFIX",
     "MANIFEST_SEQ_RE",
     "MODELS_PREFIX",
+    "artifact_bundle_key",
     "artifact_key",
     "latest_manifest_key",
     "manifest_key",
@@ -43,3 +44,8 @@ def manifest_key(sequence: int) -> str:
 def artifact_key(family: str, version: str) -> str:
     """Return the store key of a family's ONNX file in a version."""
     return f"{MODELS_PREFIX}{family}/{version}/{family}.onnx"
+
+
+def artifact_bundle_key(family: str, version: str) -> str:
+    """Return the store key of the OpenSSF model-signing bundle beside a family's ONNX file."""
+    return f"{MODELS_PREFIX}{family}/{version}/model.sig"

@@ -72,6 +72,11 @@ class ReleaseSettings(SettingsContext):
         validation_alias="CDN_BASE_URL",
         description="HTTPS base URL artifacts may also come from (untrusted: the signed sha256 decides).",
     )
+    model_signing_key: str = Field(
+        default="",
+        validation_alias="MODEL_SIGNING_KEY",
+        description="Trainer: PEM file of an ECDSA (P-256/384/521) private key; set, each artifact gets an OpenSSF model-signing bundle `model.sig` beside it.",
+    )
     release_state_path: str = Field(
         default="",
         validation_alias="RELEASE_STATE_PATH",
