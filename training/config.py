@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Literal
 
 from infra.settings import Settings
 
 __all__ = [
+    "HYPERPARAMETERS",
     "SOURCES",
     "DataError",
     "ExportError",
     "ReleaseError",
     "TrainConfig",
     "TrainingError",
+    "load_params",
     "parse_weights",
 ]
 
 #: The data sources of the seed design, in merge order.
 SOURCES: tuple[str, ...] = ("real", "vendor", "synthetic")
 Profile = Literal["standard", "small"]
+#: The TrainConfig fields of each family that a tuned profile may set (and the manifest records).
+HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
+    "meta": ("meta_trees", "meta_max_depth", "meta_min_leaf", "meta_max_samples"),
+    "exec": (
+        "exec_trees",
+        "exec_max_depth",
+        "exec_learning_rate",
+        "exec_subsample",
+        "exec_max_features",
+    ),
+    "sizer": ("sizer_timesteps", "sizer_dd_penalty", "sizer_size_penalty"),
+}
 
 
 class TrainingError(RuntimeError):
@@ -102,6 +118,21 @@ class TrainConfig:
     # gate tolerance: a challenger must improve on the champion by more than this
     # (a retrain on identical data must not count as an improvement)
     gate_min_improvement: float = 1e-6
+    # purged walk-forward: a training label must close this long before its test fold starts
+    embargo_min: float = 15.0
+    # the champion gate's one-sided paired test on per-decision sized R
+    gate_test: Literal["paired_t", "bootstrap"] = "paired_t"
+    gate_confidence: float = 0.9
+    gate_bootstrap_draws: int = 4000
+    # the trader skips a candidate whose predicted R is at or below this
+    min_predicted_r: float = 0.0
+
+    def hyperparameters(self) -> dict[str, dict[str, float]]:
+        """Return the tunable values per family (as recorded in a manifest)."""
+        return {
+            fam: {name: float(getattr(self, name)) for name in names}
+            for fam, names in HYPERPARAMETERS.items()
+        }
 
     @classmethod
     def for_profile(cls, profile: Profile, **overrides: object) -> TrainConfig:
@@ -132,6 +163,42 @@ class TrainConfig:
         """Return the configuration that Settings (TRAIN_PROFILE, TRAIN_SOURCE_WEIGHTS) select."""
         profile: Profile = "small" if settings.train_profile == "small" else "standard"
         weights = parse_weights(settings.train_source_weights)
-        merged: dict[str, object] = {"weights": {**cls().weights, **weights}}
+        merged: dict[str, object] = {
+            "weights": {**cls().weights, **weights},
+            "embargo_min": settings.train_embargo_min,
+            "gate_test": settings.gate_test,
+            "gate_confidence": settings.gate_confidence,
+        }
+        if settings.train_params_file:
+            merged.update(load_params(settings.train_params_file))
         merged.update(overrides)
         return cls.for_profile(profile, **merged)
+
+
+def load_params(path: str | Path) -> dict[str, object]:
+    """Read a tuned profile (`{"meta": {...}, "exec": {...}, "sizer": {...}}`) as overrides.
+
+    Raise `ValueError` naming the file and the offending family or parameter.
+    """
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"training profile {path}: {exc}") from None
+    params = doc.get("params", doc) if isinstance(doc, dict) else None
+    if not isinstance(params, dict):
+        raise ValueError(f"training profile {path}: expected an object of families")
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out: dict[str, object] = {}
+    for fam, values in params.items():
+        if fam not in HYPERPARAMETERS or not isinstance(values, dict):
+            raise ValueError(f"training profile {path}: unknown family {fam!r}")
+        for name, value in values.items():
+            if name not in HYPERPARAMETERS[fam]:
+                raise ValueError(
+                    f"training profile {path}: {fam}.{name} is not tunable "
+                    f"(one of {HYPERPARAMETERS[fam]})"
+                )
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"training profile {path}: {fam}.{name}={value!r} is not a number")
+            out[name] = int(value) if types[name] in ("int", int) else float(value)
+    return out

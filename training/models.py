@@ -94,18 +94,24 @@ def meta_metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"log_loss": ll, "auc": auc, "accuracy": acc, "rows": float(len(y_idx))}
 
 
-def exec_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Return MAE, the MAE of predicting the mean, and rank correlation of predicted R."""
+def exec_metrics(pred: np.ndarray, y: np.ndarray, mean_r: float | None = None) -> dict[str, float]:
+    """Return MAE, baseline MAEs and the rank correlation of predicted R.
+
+    `mae_baseline` predicts the holdout's own median (a hindsight floor);
+    `mae_mean_predictor` predicts `mean_r`, the training window's mean R (the gate's
+    trivial baseline), and is left out when `mean_r` is None.
+    """
     pred = np.asarray(pred, dtype=np.float64).reshape(-1)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     mae = float(mean_absolute_error(y, pred))
     base = float(mean_absolute_error(y, np.full_like(y, np.median(y))))
+    extra = {} if mean_r is None else {"mae_mean_predictor": float(np.mean(np.abs(y - mean_r)))}
     corr = 0.0
     if len(y) > 2 and np.std(pred) > 0 and np.std(y) > 0:
         rp = np.argsort(np.argsort(pred))
         ry = np.argsort(np.argsort(y))
         corr = float(np.corrcoef(rp, ry)[0, 1])
-    return {"mae": mae, "mae_baseline": base, "spearman": corr, "rows": float(len(y))}
+    return {"mae": mae, "mae_baseline": base, **extra, "spearman": corr, "rows": float(len(y))}
 
 
 def sharpe(r: np.ndarray) -> float:

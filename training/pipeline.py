@@ -1,12 +1,13 @@
 """One training run: data -> walk-forward fits -> ONNX + parity -> gate -> signed release.
 
-Walk-forward: decision points are cut by time into `folds + 1` blocks. Fold k
-trains on every row whose outcome closed before block k starts (purged, so no
-label overlaps the test block) and tests on block k. The last block is the
-latest holdout: its fold's models are the challengers, checked for ONNX parity
-and gated against the champion on it. The sizer trains on the earlier test blocks,
-whose meta probability and predicted R are out-of-sample predictions of their
-fold's models, and is evaluated on the holdout with the models that will serve.
+Walk-forward (`training.walk_forward`): decision points are cut by time into
+`folds + 1` blocks. Fold k trains on every row whose outcome closed an embargo
+before block k starts (purged, so no label overlaps the test block) and tests on
+block k. The last block is the latest holdout: its fold's models are the
+challengers, checked for ONNX parity and gated on it (`training.gate`). The sizer
+trains on the earlier test blocks whose outcomes closed before the holdout, whose
+meta probability and predicted R are out-of-sample predictions of their fold's
+models, and is evaluated on the holdout with the models that will serve.
 """
 
 from __future__ import annotations
@@ -25,19 +26,21 @@ import numpy as np
 import pandas as pd
 
 from features.vectors import SIZER_FEATURE_NAMES
-from infra.contracts import STRATEGIES, Artifact, GateResult, ModelManifest
+from infra.contracts import Artifact, FamilyDecision, GateResult, ModelManifest
 from infra.settings import Settings
 from infra.signing import Keyring
 from training import export as ex
 from training import models as md
+from training import paths
 from training.config import DataError, TrainConfig, TrainingError
 from training.datasets import PitEngine, TrainingData, build_training_data
-from training.gate import Verdict, champion_scores, judge
+from training.gate import Verdict, champion_model, champion_scores, judge, refuse_all
 from training.release import Published, Registry, build_manifest, release_name, sign_manifest
 from training.sizer import export_sizer, train_sizer
 from training.trained import FamilyResult, TrainedSet
+from training.walk_forward import folds, purged_train
 
-__all__ = ["RunResult", "TrainedSet", "fit_all", "run_training", "sizer_obs"]
+__all__ = ["GateOutcome", "RunResult", "TrainedSet", "fit_all", "gate", "run_training", "sizer_obs"]
 
 log = logging.getLogger(__name__)
 Step = Callable[[str], None]
@@ -61,27 +64,6 @@ class RunResult:
         return self.published.manifest if self.published else None
 
 
-def _cuts(ts: pd.Series, folds: int) -> list[pd.Timestamp]:
-    """Return the start times of blocks 1..folds (quantiles of the decision times)."""
-    values = np.sort(ts.to_numpy())
-    cuts = []
-    for k in range(1, folds + 1):
-        cuts.append(pd.Timestamp(values[min(len(values) - 1, int(len(values) * k / (folds + 1)))]))
-    if len(set(cuts)) != len(cuts) or cuts[0] <= pd.Timestamp(values[0]):
-        raise DataError(
-            f"the window is too short for {folds} walk-forward folds "
-            f"({len(values)} decision points between {values[0]} and {values[-1]})"
-        )
-    return cuts
-
-
-def _block(ts: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp | None) -> np.ndarray:
-    mask = ts >= lo
-    if hi is not None:
-        mask &= ts < hi
-    return mask.to_numpy()
-
-
 def sizer_obs(signals: pd.DataFrame, meta_prob: np.ndarray, predicted_r: np.ndarray) -> np.ndarray:
     """Return sizer observations laid out as `SIZER_FEATURE_NAMES` (float32)."""
     cols = {
@@ -96,12 +78,11 @@ def sizer_obs(signals: pd.DataFrame, meta_prob: np.ndarray, predicted_r: np.ndar
     return np.column_stack([cols[n] for n in SIZER_FEATURE_NAMES]).astype(np.float32)
 
 
-def _signal_meta_prob(signals: pd.DataFrame, groups: pd.DataFrame, proba: np.ndarray) -> np.ndarray:
+def _signal_meta_prob(
+    signals: pd.DataFrame, groups: pd.DataFrame, proba: np.ndarray | None
+) -> np.ndarray:
     """Return each signal's probability for its own strategy from its group's row."""
-    pos = pd.Series(np.arange(len(groups)), index=groups["group"].to_numpy())
-    rows = pos.loc[signals["group"].to_numpy()].to_numpy()
-    cols = signals["strategy"].map({s: i for i, s in enumerate(STRATEGIES)}).to_numpy()
-    return proba[rows, cols]
+    return paths.signal_meta_prob(signals, groups, proba)
 
 
 @contextmanager
@@ -116,13 +97,9 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> TrainedSet:
     """Fit the three challengers walk-forward and export them with parity checks."""
     say = step or (lambda _s: None)
-    if cfg.folds < 2:
-        raise DataError(
-            "walk-forward needs at least 2 folds (the sizer trains on fold 1's test block)"
-        )
     g, s = data.groups, data.signals
-    cuts = _cuts(g["event_timestamp"], cfg.folds)
-    bounds = [*cuts, None]
+    splits = folds(g, s, cfg.folds, cfg.embargo_min)
+    holdout_start = splits[-1].test_start
     timings: dict[str, float] = {}
     xm_all, ym_all, wm_all = (
         data.meta_matrix(),
@@ -140,17 +117,11 @@ def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> T
     oos_pred_r = np.full(len(s), np.nan)
     meta_model: Any = None
     exec_model: Any = None
-    for k in range(cfg.folds):
-        lo, hi = bounds[k], bounds[k + 1]
-        g_train = (g["exit_ts"] < lo).to_numpy()
-        g_test = _block(g["event_timestamp"], lo, hi)
-        s_train = (s["exit_ts"] < lo).to_numpy()
-        s_test = _block(s["event_timestamp"], lo, hi)
-        if g_train.sum() < 2 or g_test.sum() < 1 or s_train.sum() < 2 or s_test.sum() < 1:
-            raise DataError(
-                f"fold {k + 1}: too few rows (train {int(g_train.sum())} decision points / "
-                f"{int(s_train.sum())} signals, test {int(g_test.sum())} / {int(s_test.sum())})"
-            )
+    train_mean_r = 0.0
+    for fold in splits:
+        k = fold.number - 1
+        g_train, g_test, s_train, s_test = fold.g_train, fold.g_test, fold.s_train, fold.s_test
+        train_mean_r = float(np.average(ye_all[s_train], weights=we_all[s_train]))
         say(f"fold {k + 1}/{cfg.folds}: meta classifier")
         with _timed(timings, "meta_fit"):
             meta_model = md.fit_meta(xm_all[g_train], ym_all[g_train], wm_all[g_train], cfg)
@@ -160,11 +131,12 @@ def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> T
         with _timed(timings, "exec_fit"):
             exec_model = md.fit_exec(xe_all[s_train], ye_all[s_train], we_all[s_train], cfg)
         pred = exec_model.predict(xe_all[s_test])
-        exec_fold.append({**md.exec_metrics(pred, ye_all[s_test]), "fold": float(k + 1)})
+        exec_fold.append(
+            {**md.exec_metrics(pred, ye_all[s_test], train_mean_r), "fold": float(k + 1)}
+        )
         oos_meta_prob[s_test] = _signal_meta_prob(s[s_test], g[g_test], proba)
         oos_pred_r[s_test] = pred
-    hold_g = _block(g["event_timestamp"], cuts[-1], None)
-    hold_s = _block(s["event_timestamp"], cuts[-1], None)
+    hold_g, hold_s = splits[-1].g_test, splits[-1].s_test
     say("ONNX export and parity: meta, exec")
     with _timed(timings, "export"):
         meta_bytes = ex.export_meta(meta_model)
@@ -197,13 +169,19 @@ def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> T
     exec_res = FamilyResult(
         "exec",
         exec_exp,
-        md.exec_metrics(exec_scores, ye_all[hold_s]),
+        md.exec_metrics(exec_scores, ye_all[hold_s], train_mean_r),
         exec_fold,
         exec_model,
         exec_scores,
     )
     # the sizer: out-of-sample observations of the earlier test blocks
-    train_s = _block(s["event_timestamp"], cuts[0], cuts[-1])
+    train_s = purged_train(
+        s, holdout_start, pd.Timedelta(minutes=cfg.embargo_min), lo=splits[0].test_start
+    )
+    if train_s.sum() < 2:
+        raise DataError(
+            f"sizer: {int(train_s.sum())} out-of-sample signals closed before the holdout"
+        )
     obs = sizer_obs(s[train_s], oos_meta_prob[train_s], oos_pred_r[train_s])
     say(f"sizer: PPO on {len(obs)} time-ordered signals ({cfg.sizer_timesteps} steps)")
     with _timed(timings, "sizer_fit"):
@@ -225,7 +203,7 @@ def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> T
         meta=meta_res,
         exec=exec_res,
         sizer=sizer_res,
-        holdout_start=cuts[-1].to_pydatetime(),
+        holdout_start=holdout_start.to_pydatetime(),
         timings_s=timings,
         holdout_groups=g[hold_g],
         holdout_signals=s[hold_s],
@@ -233,49 +211,140 @@ def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> T
     return trained
 
 
+@dataclass
+class GateOutcome:
+    """The gate's verdicts, the replayed holdout paths and the paired test between them."""
+
+    verdicts: list[Verdict]
+    test: paths.PairedTest
+    versus: str  # what the serving set was tested against: "champion" or "rules"
+    confidence: float
+    path_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def released(self) -> list[str]:
+        """Return the families whose challengers serve next."""
+        return [v.family for v in self.verdicts if v.release]
+
+
 def gate(
     trained: TrainedSet,
     champion: ModelManifest | None,
     fetch: Callable[[Artifact], bytes],
     cfg: TrainConfig,
-) -> list[Verdict]:
-    """Score the champion on the holdout and decide each family."""
+) -> GateOutcome:
+    """Judge each family on the holdout, then test the serving set against the champion's."""
     data = trained.data
     hg, hs = trained.holdout_groups, trained.holdout_signals
     assert hg is not None and hs is not None
+    eps = cfg.gate_min_improvement
     y_meta = hg["label"].to_numpy()
     y_r = hs["r_multiple"].to_numpy(dtype=np.float64)
-    verdicts: list[Verdict] = []
-    scores, art, why = champion_scores(fetch, champion, "meta", data.meta_matrix(hg))
-    champ = md.meta_metrics(scores, y_meta) if scores is not None else None
-    v_meta = judge("meta", trained.meta.holdout_metrics, champ, cfg.gate_min_improvement, art, why)
-    verdicts.append(v_meta)
-    serving_meta = trained.meta.holdout_scores if v_meta.release or scores is None else scores
-    scores, art, why = champion_scores(fetch, champion, "exec", data.exec_matrix(hs))
-    champ = md.exec_metrics(scores, y_r) if scores is not None else None
-    v_exec = judge("exec", trained.exec.holdout_metrics, champ, cfg.gate_min_improvement, art, why)
-    verdicts.append(v_exec)
-    serving_exec = trained.exec.holdout_scores if v_exec.release or scores is None else scores
+    rules_choice = paths.chosen_signals(hs, hg, None)
+
+    def chosen_r(proba: np.ndarray | None) -> float:
+        rows = paths.chosen_signals(hs, hg, proba) if proba is not None else rules_choice
+        return float(np.mean(y_r[rows])) if len(rows) else 0.0
+
+    k_meta, art, why = champion_scores(fetch, champion, "meta", data.meta_matrix(hg))
+    chal = {**trained.meta.holdout_metrics, "chosen_r": chosen_r(trained.meta.holdout_scores)}
+    champ = (
+        None
+        if k_meta is None
+        else {**md.meta_metrics(k_meta, y_meta), "chosen_r": chosen_r(k_meta)}
+    )
+    v_meta = judge("meta", chal, champ, eps, art, why, {"chosen_r": chosen_r(None)})
+    k_exec, art, why = champion_scores(fetch, champion, "exec", data.exec_matrix(hs))
+    chal = trained.exec.holdout_metrics
+    mean_r = chal["mae_mean_predictor"]
+    champ = None if k_exec is None else md.exec_metrics(k_exec, y_r)
+    v_exec = judge("exec", chal, champ, eps, art, why, {"mae": mean_r})
+    serving = {
+        "meta": _pick(v_meta, trained.meta.holdout_scores, k_meta),
+        "exec": _pick(v_exec, trained.exec.holdout_scores, k_exec),
+    }
     # the sizers are compared on observations from the models that will serve
-    obs = sizer_obs(hs, _signal_meta_prob(hs, hg, serving_meta), serving_exec.reshape(-1))
-    chal_scores = ex.run_onnx(ex.onnx_session(trained.sizer.exported.onnx_bytes), "sizer", obs)
-    chal = md.sizer_metrics(chal_scores, y_r)
-    scores, art, why = champion_scores(fetch, champion, "sizer", obs)
-    champ = md.sizer_metrics(scores, y_r) if scores is not None else None
-    verdicts.append(judge("sizer", chal, champ, cfg.gate_min_improvement, art, why))
-    return verdicts
+    obs = sizer_obs(
+        hs, _signal_meta_prob(hs, hg, serving["meta"]), _pred_or_zero(serving["exec"], len(hs))
+    )
+    chal_sizer = _onnx_fn(ex.onnx_session(trained.sizer.exported.onnx_bytes), "sizer")
+    chal = md.sizer_metrics(chal_sizer(obs), y_r)
+    session, art, why = champion_model(fetch, champion, "sizer")
+    k_sizer = None if session is None else _onnx_fn(session, "sizer")
+    champ = None if k_sizer is None else md.sizer_metrics(k_sizer(obs), y_r)
+    v_sizer = judge("sizer", chal, champ, eps, art, why, {"sharpe_sized": chal["sharpe_fixed"]})
+    verdicts = [v_meta, v_exec, v_sizer]
+    sizer_fn = {"release": chal_sizer, "champion": k_sizer, "rules": None}[v_sizer.serving]
+
+    def obs_at(rows: np.ndarray, meta_prob: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        return sizer_obs(hs.iloc[rows], meta_prob, pred)
+
+    def replay(proba: np.ndarray | None, pred: np.ndarray | None, sizer: object) -> paths.Path:
+        return paths.replay(
+            hs, hg, proba=proba, predicted_r=pred, sizer=sizer,  # type: ignore[arg-type]
+            obs=obs_at, min_predicted_r=cfg.min_predicted_r,
+        )  # fmt: skip
+
+    new = replay(serving["meta"], serving["exec"], sizer_fn)
+    has_champion = any(x is not None for x in (k_meta, k_exec, k_sizer))
+    old = replay(k_meta, k_exec, k_sizer) if has_champion else replay(None, None, None)
+    test = paths.paired_test(
+        new.sized_r, old.sized_r, cfg.gate_test, cfg.gate_bootstrap_draws, cfg.seed
+    )
+    versus = "champion" if has_champion else "rules"
+    outcome = GateOutcome(
+        verdicts,
+        test,
+        versus,
+        cfg.gate_confidence,
+        {"serving": new.summary(), versus: old.summary()},
+    )
+    alpha = 1.0 - cfg.gate_confidence
+    if has_champion and outcome.released and not test.p_value < alpha:
+        why = (
+            f"sized R over the holdout not better than the champion's with "
+            f"{cfg.gate_confidence:.0%} confidence ({test.name}, p={test.p_value:.4f}, "
+            f"mean difference {test.mean_diff:.4f} R over {test.n} decisions)"
+        )
+        outcome.verdicts = refuse_all(verdicts, why)
+    return outcome
 
 
-def _gate_result(verdicts: Sequence[Verdict], champion: ModelManifest | None) -> GateResult:
+def _pick(v: Verdict, challenger: np.ndarray, champion: np.ndarray | None) -> np.ndarray | None:
+    """Return the scores of the model that serves a family next (None: the rule)."""
+    return {"release": challenger, "champion": champion, "rules": None}[v.serving]
+
+
+def _pred_or_zero(pred: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros(n) if pred is None else np.asarray(pred, dtype=np.float64).reshape(-1)
+
+
+def _onnx_fn(session: Any, family: str) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: ex.run_onnx(session, family, x)
+
+
+def _gate_result(outcome: GateOutcome, champion: ModelManifest | None) -> GateResult:
+    verdicts = outcome.verdicts
     first = champion is None
+    word = {"release": "release", "champion": "keep champion", "rules": "rules (no model)"}
     return GateResult(
         decision="first" if first else "release",
-        reasons=tuple(
-            f"{v.family}: {'release' if v.release else 'keep champion'} ({v.reason})"
-            for v in verdicts
+        reasons=(
+            *(f"{v.family}: {word[v.serving]} ({v.reason})" for v in verdicts),
+            f"sized R vs the {outcome.versus}: {outcome.test.name} one-sided, "
+            f"p={outcome.test.p_value:.4f}, mean difference {outcome.test.mean_diff:.4f} R "
+            f"over {outcome.test.n} decisions",
         ),
         champion_metrics={v.family: dict(v.champion) for v in verdicts if v.champion is not None},
         challenger_metrics={v.family: dict(v.challenger) for v in verdicts},
+        baseline_metrics={
+            **{v.family: dict(v.baseline) for v in verdicts if v.baseline is not None},
+            **{f"path_{k}": v for k, v in outcome.path_metrics.items()},
+        },
+        families={v.family: FamilyDecision(decision=v.serving, reason=v.reason) for v in verdicts},
+        test=f"{outcome.test.name} vs {outcome.versus}",
+        p_value=outcome.test.p_value,
+        confidence=outcome.confidence,
     )
 
 
@@ -329,17 +398,20 @@ def run_training(
         timings.update({f"train_{k}": v for k, v in trained.timings_s.items()})
         say("gate: champion vs challenger on the latest holdout")
         champion = registry.latest(model_set)
-        verdicts = gate(trained, champion, registry.fetch, cfg)
+        outcome = gate(trained, champion, registry.fetch, cfg)
+        verdicts = outcome.verdicts
     except TrainingError as exc:
         log.error("training run failed, nothing released: %s", exc)
         return RunResult("failed", str(exc), model_set, timings_s=timings)
     for v in verdicts:
-        log.info(
-            "gate %s: %s (%s)", v.family, "release" if v.release else "keep champion", v.reason
-        )
+        log.info("gate %s: %s (%s)", v.family, v.serving, v.reason)
     result = RunResult("refused", "", model_set, verdicts, None, out_dir, timings)
     if not any(v.release for v in verdicts):
-        result.message = "the champion stays: no challenger beat it on the latest holdout"
+        result.message = (
+            "the champion stays: no challenger beat it (and its baseline) on the latest holdout"
+            if champion is not None
+            else "nothing released: no challenger beat its baseline on the latest holdout"
+        )
         write_report(out_dir, trained, verdicts, None, timings)
         return result
     say("release: upload, sign, publish")
@@ -360,7 +432,7 @@ def run_training(
                     probe_output=fr.exported.probe_output,
                 )
             )
-        else:
+        elif v.serving == "champion":
             assert v.champion_artifact is not None
             artifacts.append(v.champion_artifact)
     window = (data.window[0], data.window[1])
@@ -369,10 +441,11 @@ def run_training(
         sequence=seq,
         artifacts=artifacts,
         model_set=model_set,
-        gate=_gate_result(verdicts, champion),
+        gate=_gate_result(outcome, champion),
         window=window,
         previous=registry.chain_link(model_set),
     )
+    manifest = manifest.model_copy(update={"hyperparameters": cfg.hyperparameters()})
     result.published = registry.publish(sign_manifest(manifest, keyring), topic=publish_topic)
     result.status = "released"
     released = [v.family for v in verdicts if v.release]

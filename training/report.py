@@ -132,7 +132,9 @@ def write_report(
             if v is None
             else {
                 "release": v.release,
+                "serving": v.serving,
                 "reason": v.reason,
+                "baseline": v.baseline,
                 "challenger": v.challenger,
                 "champion": v.champion,
             },

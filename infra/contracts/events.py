@@ -36,6 +36,7 @@ __all__ = [
     "Event",
     "EventDecodeError",
     "ExitReason",
+    "FamilyDecision",
     "FeatureUpdate",
     "GateResult",
     "ModelManifest",
@@ -414,14 +415,34 @@ class Artifact(BaseModel):
     probe_output: tuple[float, ...] = ()
 
 
+class FamilyDecision(BaseModel):
+    """What the gate did with one model family and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    #: release: the challenger serves; champion: the previous model keeps serving;
+    #: rules: no model of the family serves (the trader's rule fallback decides).
+    decision: Literal["release", "champion", "rules"]
+    reason: str = ""
+
+
 class GateResult(BaseModel):
-    """The champion/challenger decision recorded in a manifest."""
+    """The champion/challenger decision recorded in a manifest.
+
+    Fields after `challenger_metrics` came later: manifests without them still decode.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     decision: Literal["release", "refuse", "first", "rollback"]
     reasons: tuple[str, ...] = ()
     champion_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     challenger_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: The trivial baseline of each family on the same holdout (rules, mean, fixed size).
+    baseline_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    families: dict[str, FamilyDecision] = Field(default_factory=dict)
+    #: The significance test of the holdout's per-decision sized R (release vs champion).
+    test: str = ""
+    p_value: float | None = Field(default=None, ge=0.0, le=1.0)
+    confidence: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
 class Signature(BaseModel):
@@ -447,6 +468,8 @@ class ModelManifest(Event):
     train_window_start: datetime | None = None
     train_window_end: datetime | None = None
     gate: GateResult | None = None
+    #: The training hyperparameters per family (a tuned profile's values included).
+    hyperparameters: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: The link to the model set's previous manifest (None on its first one): its
     #: sequence and the sha256 of its published bytes.
     previous_sequence: int | None = Field(default=None, ge=1)

@@ -11,6 +11,7 @@ __all__ = [
     "FEATURE_NAMES",
     "MODEL_FAMILIES",
     "OUTCOME_STREAM_FEATURES",
+    "RULE_PRIORITY",
     "SIGNAL_STREAM_FEATURES",
     "STRATEGIES",
     "STRATEGY_STREAM_FEATURES",
@@ -25,6 +26,8 @@ __all__ = [
 StrategyId = Literal["S2", "S3", "S6", "S11"]
 #: The four rule-based strategies of the seed design, in model-output order.
 STRATEGIES: tuple[str, ...] = ("S2", "S3", "S6", "S11")
+#: The rules path's choice among a bar's candidates: the first in this order.
+RULE_PRIORITY: tuple[str, ...] = ("S6", "S2", "S11", "S3")
 Side = Literal["long", "short"]
 #: The three model families of a release.
 MODEL_FAMILIES: tuple[str, ...] = ("meta", "exec", "sizer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from infra.settings.base import SettingsContext
 
@@ -44,6 +44,34 @@ class TrainingSettings(SettingsContext):
         ge=0,
         validation_alias="TRAIN_SYNTHETIC_BARS",
         description="Simulated bars backtested into training data (0: none).",
+    )
+    train_params_file: str = Field(
+        default="",
+        validation_alias="TRAIN_PARAMS_FILE",
+        description="A tuned training profile (JSON from `tradeloop tune`) read over the profile's defaults.",
+    )
+    train_embargo_min: float = Field(
+        default=15.0,
+        ge=0.0,
+        validation_alias="TRAIN_EMBARGO_MIN",
+        description="Walk-forward embargo: training labels must close this many minutes before a test fold.",
+    )
+    gate_confidence: float = Field(
+        default=0.9,
+        gt=0.5,
+        lt=1.0,
+        validation_alias="GATE_CONFIDENCE",
+        description="Confidence a challenger's holdout sized R must beat the champion's with.",
+    )
+    gate_test: Literal["paired_t", "bootstrap"] = Field(
+        default="paired_t",
+        validation_alias="GATE_TEST",
+        description="The gate's one-sided paired test on per-decision sized R.",
+    )
+    optuna_storage: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="OPTUNA_STORAGE",
+        description="Optuna storage URL for `tradeloop tune` (postgresql://...); default SQLite in the home.",
     )
     train_report_dir: str = Field(
         default="",

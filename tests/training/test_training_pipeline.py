@@ -144,9 +144,16 @@ def test_gate_keeps_the_champion_and_replaces_a_worse_one(
     assert m is not None and m.sequence == 2 and m.gate is not None and m.gate.decision == "release"
     verdicts = {v.family: v for v in better.verdicts}
     assert verdicts["meta"].release and verdicts["exec"].release
-    assert verdicts["meta"].champion is not None
-    assert verdicts["meta"].challenger["log_loss"] < verdicts["meta"].champion["log_loss"]
-    assert set(m.gate.champion_metrics) == {"meta", "exec", "sizer"}
+    # on noise neither meta nor exec beat its trivial baseline: the champion served the
+    # rules for them, so the challengers were held to the baselines and the sizer champion
+    assert first.manifest is not None
+    assert [a.family for a in first.manifest.artifacts] == ["sizer"]
+    assert first.manifest.gate is not None
+    assert first.manifest.gate.families["meta"].decision == "rules"
+    assert verdicts["meta"].champion is None and verdicts["meta"].baseline is not None
+    assert verdicts["meta"].challenger["chosen_r"] > verdicts["meta"].baseline["chosen_r"]
+    assert set(m.gate.champion_metrics) == {"sizer"}
+    assert m.gate.p_value is not None and m.gate.p_value < 1 - CFG.gate_confidence
     # a family that did not improve keeps serving the champion's artifact
     for v in better.verdicts:
         art = m.artifact(v.family)

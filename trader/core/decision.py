@@ -33,7 +33,7 @@ from features.vectors import (
     meta_vector,
     sizer_vector,
 )
-from infra.contracts import FEATURE_NAMES, STRATEGIES
+from infra.contracts import FEATURE_NAMES, RULE_PRIORITY, STRATEGIES
 from trader.core.instruments import Instrument
 from trader.core.strategies import Candidate
 from trader.core.stream_cache import StreamCache
@@ -41,7 +41,6 @@ from trader.delivery.models import ModelHolder, ModelSet
 
 __all__ = ["RULE_PRIORITY", "Choice", "Decider"]
 
-RULE_PRIORITY: tuple[str, ...] = ("S6", "S2", "S11", "S3")
 _RULE_RANK = {s: i for i, s in enumerate(RULE_PRIORITY)}
 _STRATEGY_INDEX = {s: i for i, s in enumerate(STRATEGIES)}
 _EMPTY: Mapping[str, float] = {}
