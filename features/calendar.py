@@ -38,6 +38,7 @@ __all__ = [
     "SessionCalendar",
     "SessionDay",
     "calendar",
+    "describe",
     "utc_offset_s",
 ]
 
