@@ -122,3 +122,46 @@ def test_a_manifest_this_trader_does_not_trust_covers_nothing(
     (directory / "manifest.json").write_bytes(orjson.dumps(obj))
     with pytest.raises(UnsignedModelsError, match="bad_signature"):
         ModelSet.from_settings(trader)
+
+
+def _healthz_trust(settings: Settings) -> dict[str, object]:
+    import asyncio
+
+    import httpx
+
+    from trader.core.engine import Engine, EngineConfig
+    from trader.delivery.models import ModelHolder
+    from trader.feeds.sim import SimFeed
+    from trader.io.api import create_app
+    from trader.runtime import Runtime
+
+    holder = ModelHolder()
+    engine = Engine(settings, EngineConfig(run_id="trust", source="sim"), holder, sinks=[])
+    runtime = Runtime(settings, engine, SimFeed(("ES",), seed=1, days=1), holder)
+
+    async def get() -> dict[str, object]:
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://trader") as client:
+            return dict((await client.get("/healthz")).json()["models"]["trust"])
+
+    return asyncio.run(get())
+
+
+def test_healthz_flags_the_weaker_modes(make_settings: Callable[..., Settings]) -> None:
+    """Old: /healthz said nothing about what a trader accepts."""
+    _trainer, public = _keys(make_settings)
+    strict = _healthz_trust(
+        make_settings(kafka=False, MANIFEST_ED25519_PUBLIC_KEYS=public, ALLOW_HMAC_RELEASES="0")
+    )
+    assert strict == {
+        "accepts": "ed25519",
+        "ed25519_key_ids": ["ed1"],
+        "hmac_releases_allowed": False,
+        "unsigned_models_allowed": False,
+        "weaker": [],
+    }
+    weak = _healthz_trust(
+        make_settings(kafka=False, ALLOW_HMAC_RELEASES="1", ALLOW_UNSIGNED_MODELS="1")
+    )
+    assert weak["accepts"] == "hmac"
+    assert weak["weaker"] == ["ALLOW_HMAC_RELEASES", "ALLOW_UNSIGNED_MODELS"]
