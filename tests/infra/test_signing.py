@@ -216,3 +216,52 @@ def test_verify_body_ignores_signatures_member_and_requires_one() -> None:
     with pytest.raises(SignatureError) as err:
         verify_body({"a": 1}, [], ring)
     assert err.value.code == "unsigned"
+
+
+def test_with_public_keys_only_ed25519_verifies() -> None:
+    """Old: a valid HMAC verified even when Ed25519 public keys were configured."""
+    private, public = generate_ed25519()
+    signer = Keyring.from_settings(
+        _settings(MANIFEST_HMAC_KEY="secret-1", MANIFEST_ED25519_PRIVATE_KEY=f"ed1:{private}")
+    )
+    hmac_only = Keyring(signer.hmac_keys, signer.signing_key_id)
+    signed = sign_manifest(_manifest(), hmac_only)
+    both_kinds = Keyring(
+        signer.hmac_keys, "", None, {"ed1": signer.ed25519_public["ed1"]}, accept_hmac=True
+    )
+    with pytest.raises(SignatureError) as err:
+        verify_manifest(signed, both_kinds)
+    assert err.value.code == "downgrade" and "Ed25519" in str(err.value)
+    # a trader without public keys accepts HMAC only when it opts in
+    trader = Keyring.for_trader(_settings(MANIFEST_HMAC_KEY="secret-1"))
+    assert not trader.hmac_keys and not trader.accept_hmac
+    with pytest.raises(SignatureError) as err:
+        verify_manifest(signed, trader)
+    assert err.value.code == "downgrade" and "ALLOW_HMAC_RELEASES=1" in str(err.value)
+    opted = Keyring.for_trader(_settings(MANIFEST_HMAC_KEY="secret-1", ALLOW_HMAC_RELEASES="1"))
+    assert verify_manifest(signed, opted) == "k1"
+    public_trader = Keyring.for_trader(
+        _settings(
+            MANIFEST_ED25519_PUBLIC_KEYS=f"ed1:{public}",
+            MANIFEST_ED25519_PRIVATE_KEY=f"ed1:{private}",
+        )
+    )
+    assert public_trader.ed25519_private is None and not public_trader.can_sign
+
+
+def test_keys_are_parsed_strictly_and_written_owner_only(tmp_path: Path) -> None:
+    from infra.signing import parse_private_key, write_secret_file
+
+    private, _public = generate_ed25519()
+    assert parse_private_key(f"rot2:{private}")[0] == "rot2"
+    assert parse_private_key(private)[0] == "ed1"
+    for bad in ("ed1:not base64!", "ed1:" + private[:-8]):
+        with pytest.raises(ValueError, match="not `id:base64`"):
+            parse_private_key(bad)
+    with pytest.raises(ValueError, match="MANIFEST_ED25519_PUBLIC_KEYS"):
+        Keyring.for_trader(_settings(MANIFEST_ED25519_PUBLIC_KEYS="ed1:@@@"))
+    path = tmp_path / "keys" / "k.key"
+    write_secret_file(path, "ed1:secret")
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_text() == "ed1:secret"
+    with pytest.raises(FileExistsError):
+        write_secret_file(path, "ed1:other")
