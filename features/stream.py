@@ -30,13 +30,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-import pickle
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from river import stats, utils
 
+from features import stream_codec
+from features.stream_codec import StateDecodeError
 from infra.contracts import (
     Bar,
     DriftAlert,
@@ -61,12 +63,14 @@ __all__ = [
     "VIEW_FEATURES",
     "KeyState",
     "Source",
+    "StateDecodeError",
     "StreamFeatureState",
     "derived_id",
     "key_for",
 ]
 
-STATE_VERSION = 1
+STATE_SCHEMA = "tradeloop.stream_state"
+STATE_VERSION = 2  # 1 was a pickle
 WINDOW_TRADES = 50
 EWM_FADING = 0.1
 SIGNAL_PERIOD = dt.timedelta(hours=1)
@@ -179,16 +183,147 @@ class KeyState:
         return _KIND_VIEW[self.kind]
 
     def to_bytes(self) -> bytes:
-        """Serialise exactly (river objects and floats round-trip bit for bit)."""
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        """Serialise exactly as a versioned JSON document (floats round-trip bit for bit)."""
+        doc = {
+            "schema": STATE_SCHEMA,
+            "version": self.version,
+            "kind": self.kind,
+            "symbol": self.symbol,
+            "strategy": self.strategy,
+            "stats": {
+                name: value if name in _SCALARS else stream_codec.export(value)
+                for name, value in self.stats.items()
+            },
+            "values": {k: stream_codec.dump_float(v) for k, v in self.values.items()},
+            "positions": self.positions,
+            "last_event_id": self.last_event_id,
+            "last_ts_event": _iso(self.last_ts_event),
+            "last_ts_init": _iso(self.last_ts_init),
+            "last_drift": (
+                None
+                if self.last_drift is None
+                else [stream_codec.dump_float(self.last_drift[0]), self.last_drift[1]]
+            ),
+        }
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
     @staticmethod
     def from_bytes(blob: bytes) -> KeyState:
-        """Restore a piece written by `to_bytes` (trusted: the worker's own changelog)."""
-        ks = pickle.loads(blob)
-        if not isinstance(ks, KeyState):
-            raise TypeError(f"not a KeyState: {type(ks).__name__}")
-        return ks
+        """Restore a piece written by `to_bytes`; raise `StateDecodeError` on anything else.
+
+        The blob is untrusted (anyone who can produce to the changelog wrote it):
+        it is parsed as JSON against the piece's schema and never executed.
+        """
+        try:
+            doc = orjson.loads(blob)
+        except orjson.JSONDecodeError as exc:
+            raise StateDecodeError(f"state piece is not JSON ({exc})") from None
+        return _piece_from_doc(doc)
+
+
+_SCALARS = frozenset({"cum_r", "peak_r", "count", "last_close"})
+_PIECE_FIELDS = (
+    "schema",
+    "version",
+    "kind",
+    "symbol",
+    "strategy",
+    "stats",
+    "values",
+    "positions",
+    "last_event_id",
+    "last_ts_event",
+    "last_ts_init",
+    "last_drift",
+)
+
+
+def _iso(ts: dt.datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def _str(v: Any, what: str, limit: int = 256) -> str:
+    if not isinstance(v, str) or len(v) > limit:
+        raise StateDecodeError(f"{what}: expected a string of at most {limit} characters")
+    return v
+
+
+def _utc(v: Any, what: str) -> dt.datetime | None:
+    if v is None:
+        return None
+    try:
+        ts = dt.datetime.fromisoformat(_str(v, what))
+    except ValueError as exc:
+        raise StateDecodeError(f"{what}: {exc}") from None
+    if ts.utcoffset() != dt.timedelta(0):
+        raise StateDecodeError(f"{what}: expected a UTC timestamp")
+    return ts.replace(tzinfo=dt.UTC)
+
+
+def _scalar(name: str, v: Any, what: str) -> float | int | None:
+    if name == "count":
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise StateDecodeError(f"{what}: expected a trade count")
+        return v
+    if name == "last_close" and v is None:
+        return None
+    return stream_codec.load_float(v, what)
+
+
+def _piece_from_doc(doc: Any) -> KeyState:
+    if not isinstance(doc, dict) or set(doc) != set(_PIECE_FIELDS):
+        raise StateDecodeError("not a stream state piece (fields differ)")
+    if doc["schema"] != STATE_SCHEMA or doc["version"] != STATE_VERSION:
+        raise StateDecodeError(
+            f"state piece schema {doc['schema']!r:.40} v{doc['version']!r:.10} "
+            f"(this code reads {STATE_SCHEMA} v{STATE_VERSION})"
+        )
+    kind = _str(doc["kind"], "kind", 1)
+    if kind not in _KIND_VIEW:
+        raise StateDecodeError(f"unknown state kind {kind!r}")
+    symbol, strategy = _str(doc["symbol"], "symbol"), _str(doc["strategy"], "strategy")
+    if "|" in symbol or "|" in strategy or (kind == "b") == bool(strategy):
+        raise StateDecodeError(f"bad key parts {symbol!r:.40}/{strategy!r:.40} for kind {kind}")
+    key = f"b|{symbol}" if kind == "b" else f"{kind}|{symbol}|{strategy}"
+    stats_doc = doc["stats"]
+    if not isinstance(stats_doc, dict):
+        raise StateDecodeError("stats: expected an object")
+    ks = KeyState.new(key, detect_drift="adwin" in stats_doc)
+    if set(stats_doc) != set(ks.stats):
+        raise StateDecodeError(f"stats of a {kind!r} piece: expected {sorted(ks.stats)}")
+    for name, template in ks.stats.items():
+        if name in _SCALARS:
+            ks.stats[name] = _scalar(name, stats_doc[name], f"stats.{name}")
+        else:
+            stream_codec.restore(template, stats_doc[name], f"stats.{name}")
+    values, positions = doc["values"], doc["positions"]
+    if not isinstance(values, dict) or not set(values) <= set(VIEW_FEATURES[ks.view]):
+        raise StateDecodeError(f"values: expected features of {ks.view}")
+    ks.values = {k: stream_codec.load_float(v, f"values.{k}") for k, v in values.items()}
+    if not isinstance(positions, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in positions.items()
+    ):
+        raise StateDecodeError("positions: expected {topic:partition: offset}")
+    for pos in positions:
+        _, _, part = pos.rpartition(":")
+        if not part.isdigit():
+            raise StateDecodeError(f"positions: {pos!r:.80} is not topic:partition")
+    ks.positions = dict(positions)
+    ks.last_event_id = _str(doc["last_event_id"], "last_event_id")
+    ks.last_ts_event = _utc(doc["last_ts_event"], "last_ts_event")
+    ks.last_ts_init = _utc(doc["last_ts_init"], "last_ts_init")
+    drift = doc["last_drift"]
+    if drift is not None:
+        if not isinstance(drift, list) or len(drift) != 2:
+            raise StateDecodeError("last_drift: expected [value, detail]")
+        ks.last_drift = (
+            stream_codec.load_float(drift[0], "last_drift"),
+            _str(drift[1], "last_drift", 4096),
+        )
+    if ks.last_event_id and (ks.last_ts_event is None or ks.last_ts_init is None):
+        raise StateDecodeError("a piece with a last event needs its timestamps")
+    return ks
 
 
 def _adwin() -> Any:

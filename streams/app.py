@@ -39,7 +39,7 @@ from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
 from streams.sink_process import SinkOptions, SinkProcess
-from streams.state_table import PickledTable, install_full_flush
+from streams.state_table import StateTable, install_full_flush
 
 __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
 
@@ -109,7 +109,12 @@ class WorkerApp:
         )
         install_full_flush()
         install_faust_highwater_fix(self.bus)
-        self.pieces = PickledTable(self.table)
+        self.pieces = StateTable(
+            self.table,
+            dead_letter_topic=settings.topic("dlq"),
+            consumer=self.group_id,
+            on_reject=self.metrics.dead_letters.labels(topic="stream_state").inc,
+        )
         self.state = StreamFeatureState(store=self.pieces)
         self.pusher: OnlinePusher | None = None
         if options.feast:
@@ -142,7 +147,9 @@ class WorkerApp:
         """Hand every state piece changed since the last call to the changelog."""
         return await self.pieces.persist_dirty(self._send_changelog)
 
-    async def _send_changelog(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+    async def _send_changelog(
+        self, topic: str, key: bytes, value: bytes, partition: int | None
+    ) -> None:
         fut = await self.app.producer.send(
             topic, key, value, partition=partition, timestamp=None, headers=None
         )
