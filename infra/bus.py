@@ -2,20 +2,24 @@
 
 Producers are idempotent (acks=all), consumers commit only when asked, the admin
 client creates topics; `KafkaConnection.faust_options()` gives the streams worker's
-Faust app the same broker, client id and timeouts.
+Faust app the same broker, client id, timeouts and security. `KafkaSecurity` holds
+TLS and SASL (SCRAM) settings; every client gets them from the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
 from infra import kafka_compat as _kafka_compat  # noqa: F401  (registers InitProducerId v3)
 from infra.contracts.topics import TOPICS
@@ -25,8 +29,11 @@ __all__ = [
     "BrokerUnavailableError",
     "BusConsumer",
     "BusProducer",
+    "KafkaAuthError",
     "KafkaBus",
     "KafkaConnection",
+    "KafkaSecurity",
+    "KafkaSecurityError",
     "Record",
     "TopicSetting",
     "next_offsets",
@@ -47,9 +54,131 @@ class BrokerUnavailableError(RuntimeError):
         )
 
 
+class KafkaSecurityError(ValueError):
+    """Raise when the Kafka security settings are incomplete or inconsistent."""
+
+
+class KafkaAuthError(BrokerUnavailableError):
+    """Raise when a TLS or SASL connection to the broker fails (down, or refused)."""
+
+    def __init__(self, bootstrap: str, how: str, cause: BaseException) -> None:
+        self.bootstrap = bootstrap
+        RuntimeError.__init__(
+            self,
+            f"cannot connect to Kafka at {bootstrap} with {how} ({type(cause).__name__}): the "
+            "broker is down, does not offer this protocol or mechanism, or refused the "
+            "credentials; check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, "
+            "KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD and KAFKA_SSL_CAFILE",
+        )
+
+
+def _start_error(bootstrap: str, options: Mapping[str, Any], exc: Exception) -> Exception | None:
+    """Return the error to raise for a client that failed to start (None: re-raise)."""
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    if protocol != "PLAINTEXT" and isinstance(exc, KafkaError | KeyError | OSError):
+        how = protocol
+        if "sasl_mechanism" in options:
+            how += f" {options['sasl_mechanism']} as user {options['sasl_plain_username']!r}"
+        return KafkaAuthError(bootstrap, how, exc)
+    if isinstance(exc, KafkaConnectionError):
+        return BrokerUnavailableError(bootstrap, exc)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How clients authenticate and encrypt: `PLAINTEXT`, TLS, SASL or SASL over TLS."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password: SecretStr = field(default=SecretStr(""), repr=False)
+    cafile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise KafkaSecurityError(f"unknown KAFKA_SECURITY_PROTOCOL {self.protocol!r}")
+        if self.uses_sasl and not (self.username and self.password.get_secret_value()):
+            raise KafkaSecurityError(
+                f"KAFKA_SECURITY_PROTOCOL={self.protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.certfile) != bool(self.keyfile):
+            raise KafkaSecurityError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        if (self.cafile or self.certfile) and not self.uses_tls:
+            raise KafkaSecurityError(
+                f"TLS files are set but KAFKA_SECURITY_PROTOCOL={self.protocol} does not use TLS"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings) -> KafkaSecurity:
+        """Return the security of the Kafka settings (checked: see `KafkaSecurityError`)."""
+        return cls(
+            protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Say whether clients authenticate with SASL."""
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        """Say whether the connection is encrypted with TLS."""
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Return the TLS context (hostname checked, CA and client certificate loaded)."""
+        if not self.uses_tls:
+            return None
+        return create_ssl_context(  # type: ignore[no-any-return]
+            cafile=self.cafile or None,
+            certfile=self.certfile or None,
+            keyfile=self.keyfile or None,
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        """Return the aiokafka options of this security (empty for PLAINTEXT)."""
+        if self.protocol == "PLAINTEXT":
+            return {}
+        opts: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_tls:
+            opts["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            opts.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.username,
+                sasl_plain_password=self.password.get_secret_value(),
+            )
+        return opts
+
+    def faust_credentials(self) -> Any:
+        """Return the `faust.App(broker_credentials=...)` of this security (None: PLAINTEXT)."""
+        if self.protocol == "PLAINTEXT":
+            return None
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        if self.uses_sasl:
+            return SASLCredentials(
+                username=self.username,
+                password=self.password.get_secret_value(),
+                ssl_context=self.ssl_context(),
+                mechanism=self.sasl_mechanism,
+            )
+        return SSLCredentials(self.ssl_context())
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaConnection:
-    """How every client connects: one broker list, one client id, one set of timeouts.
+    """How every client connects: one broker list, one client id, timeouts and security.
 
     `client_id` prefixes each client's id (`tradeloop-producer`, `tradeloop-monitor`).
     """
@@ -58,6 +187,7 @@ class KafkaConnection:
     client_id: str = "tradeloop"
     request_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000
+    security: KafkaSecurity = KafkaSecurity()
 
     @classmethod
     def from_settings(
@@ -68,6 +198,7 @@ class KafkaConnection:
             bootstrap_servers=bootstrap or settings.bootstrap_servers,
             request_timeout_ms=settings.kafka_request_timeout_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
+            security=KafkaSecurity.from_settings(settings),
         )
 
     @property
@@ -98,6 +229,7 @@ class KafkaConnection:
             "enable_idempotence": True,
             "linger_ms": 5,
             "request_timeout_ms": self.request_timeout_ms,
+            **self.security.client_options(),
         }
 
     def consumer_options(self, group_id: str | None, *, from_beginning: bool) -> dict[str, Any]:
@@ -109,6 +241,7 @@ class KafkaConnection:
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest" if from_beginning else "latest",
             "request_timeout_ms": self.group_request_timeout_ms,
+            **self.security.client_options(),
         }
         if group_id is not None:
             opts.update(
@@ -124,6 +257,7 @@ class KafkaConnection:
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": self.client("admin"),
             "request_timeout_ms": self.request_timeout_ms,
+            **self.security.client_options(),
         }
 
     def faust_options(self) -> dict[str, Any]:
@@ -137,6 +271,7 @@ class KafkaConnection:
             "broker_request_timeout": self.group_request_timeout_ms / 1000.0,
             "broker_rebalance_timeout": self.rebalance_timeout_ms / 1000.0,
             "producer_acks": -1,  # acks=all, as the bus's producers
+            "broker_credentials": self.security.faust_credentials(),
         }
 
 
@@ -174,9 +309,12 @@ class BusProducer:
         self._producer = AIOKafkaProducer(**self._options)
         try:
             await self._producer.start()
-        except KafkaConnectionError as exc:
+        except Exception as exc:
             await self._producer.stop()
-            raise BrokerUnavailableError(self._bootstrap, exc) from None
+            error = _start_error(self._bootstrap, self._options, exc)
+            if error is None:
+                raise
+            raise error from None
         return self
 
     async def stop(self) -> None:
@@ -242,9 +380,12 @@ class BusConsumer:
             self._consumer.subscribe(topics=list(self._topics), listener=self._listener)
         try:
             await self._consumer.start()
-        except KafkaConnectionError as exc:
+        except Exception as exc:
             await self._consumer.stop()
-            raise BrokerUnavailableError(self._bootstrap, exc) from None
+            error = _start_error(self._bootstrap, self._options, exc)
+            if error is None:
+                raise
+            raise error from None
         return self
 
     async def stop(self) -> None:
@@ -337,9 +478,12 @@ class KafkaBus:
         admin = AIOKafkaAdminClient(**opts)
         try:
             await admin.start()
-        except KafkaConnectionError as exc:
+        except Exception as exc:
             await admin.close()
-            raise BrokerUnavailableError(self.bootstrap, exc) from None
+            error = _start_error(self.bootstrap, opts, exc)
+            if error is None:
+                raise
+            raise error from None
         return admin
 
     def faust_options(self) -> dict[str, Any]:

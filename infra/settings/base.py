@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +33,22 @@ def mask_secret(raw: str) -> str:
     return "********" if raw else "(unset)"
 
 
+MASK = "********"
+# user info of a URL (`scheme://user:password@host`) and credential-like query values
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]*)@")
+_URL_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:[^=&;#\s]*(?:pass|secret|token|key|signature|credential|auth)"
+    r"[^=&;#\s]*)=)(?P<value>[^&;#\s]*)",
+    re.IGNORECASE,
+)
+
+
+def mask_url(text: str) -> str:
+    """Return `text` with every URL's user info and credential query values masked."""
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    return _URL_QUERY_SECRET.sub(lambda m: f"{m['key']}{MASK}", text)
+
+
 class SettingsContext(BaseSettings):
     """One context's settings, read from environment variables and an optional `.env`.
 
@@ -44,6 +62,11 @@ class SettingsContext(BaseSettings):
 
     title: ClassVar[str] = ""
     effective: ClassVar[dict[str, str]] = {}
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Show fields as `repr` does, with credentials inside URLs masked."""
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if isinstance(value, str) else value
 
     @property
     def home(self) -> Path:

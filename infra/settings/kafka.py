@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from infra.settings.base import SettingsContext, stack_state
 
@@ -40,6 +40,41 @@ class KafkaSettings(SettingsContext):
         default=10_000,
         validation_alias="KAFKA_SESSION_TIMEOUT_MS",
         description="Consumer-group session timeout.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        validation_alias="KAFKA_SECURITY_PROTOCOL",
+        description="How clients talk to the broker; production brokers use `SASL_SSL`.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512",
+        validation_alias="KAFKA_SASL_MECHANISM",
+        description="SASL mechanism of the `SASL_*` protocols.",
+    )
+    kafka_sasl_username: str = Field(
+        default="",
+        validation_alias="KAFKA_SASL_USERNAME",
+        description="This service's Kafka user (one per service: trader, trainer, worker).",
+    )
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="KAFKA_SASL_PASSWORD",
+        description="The Kafka user's password (secret).",
+    )
+    kafka_ssl_cafile: str = Field(
+        default="",
+        validation_alias="KAFKA_SSL_CAFILE",
+        description="CA bundle that signs the broker's certificate (`SSL`/`SASL_SSL`); empty: the system's.",
+    )
+    kafka_ssl_certfile: str = Field(
+        default="",
+        validation_alias="KAFKA_SSL_CERTFILE",
+        description="Client certificate for mutual TLS (optional).",
+    )
+    kafka_ssl_keyfile: str = Field(
+        default="",
+        validation_alias="KAFKA_SSL_KEYFILE",
+        description="Private key of the client certificate (optional; keep it 0600).",
     )
     retention_ms: int = Field(
         default=7 * 24 * 3600 * 1000,

@@ -7,17 +7,19 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from infra.settings.base import SettingsContext, mask_secret
+from infra.settings.base import SettingsContext, mask_secret, mask_url
 
 EFFECTIVE = " (effective)"
 
 
 def shown(value: object) -> object:
-    """Return a value as `tradeloop config` prints it: secrets masked, tuples joined."""
+    """Return a value as `tradeloop config` prints it: secrets (also inside URLs) masked, tuples joined."""
     if isinstance(value, SecretStr):
         return mask_secret(value.get_secret_value())
     if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
+        return mask_url(",".join(str(v) for v in value))
+    if isinstance(value, str):
+        return mask_url(value)
     return value
 
 

@@ -179,3 +179,36 @@ def test_markdown_has_one_table_per_context_and_every_variable_once() -> None:
         assert page.count(f"| `{_alias(fld)}` |") == 1
     assert "| `SYMBOLS` | `ES,NQ` |" in page
     assert "| `MANIFEST_HMAC_KEY` | `(secret, unset)` |" in page
+
+
+def test_credentials_inside_urls_are_masked_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    hidden = ["redis-pw-1", "AKIA-user-2", "s3-pw-3", "sasl-pw-4", "sig-5"]
+    monkeypatch.setenv("REDIS_URL", "redis://worker:redis-pw-1@redis.internal:6379/0")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "https://AKIA-user-2:s3-pw-3@s3.internal:9000")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "trader")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "sasl-pw-4")
+    monkeypatch.setenv("CDN_BASE_URL", "https://cdn.example/models?X-Amz-Signature=sig-5")
+    import infra.settings as module
+
+    module.get_settings.cache_clear()
+    try:
+        settings = Settings()
+        shown = [
+            json.dumps(settings.masked_by_context(), default=str),
+            repr(settings),
+            str(settings),
+            CliRunner().invoke(config, []).output,
+            CliRunner().invoke(config, ["--json"]).output,
+        ]
+    finally:
+        module.get_settings.cache_clear()
+    assert [h for h in hidden for text in shown if h in text] == []
+    masked = settings.masked()
+    assert masked["redis_url"] == "redis://********@redis.internal:6379/0"
+    assert masked["s3_endpoint_url"] == "https://********@s3.internal:9000"
+    assert masked["kafka_sasl_password"] == "********"
+    assert masked["kafka_sasl_username"] == "trader"  # a user name is not a secret
+    assert masked["cdn_base_url"].endswith("X-Amz-Signature=********")
+    # the settings keep the real values for the clients
+    assert settings.redis_url == "redis://worker:redis-pw-1@redis.internal:6379/0"
