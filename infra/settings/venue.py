@@ -35,3 +35,26 @@ class VenueSettings(SettingsContext):
         validation_alias="COMMISSION_PER_CONTRACT_USD",
         description="Paper fills: commission per contract per side.",
     )
+    ib_host: str = Field(
+        default="127.0.0.1",
+        validation_alias="IB_HOST",
+        description="Interactive Brokers: host of TWS or IB Gateway (`--venue ib`).",
+    )
+    ib_port: int = Field(
+        default=4002,
+        gt=0,
+        lt=65536,
+        validation_alias="IB_PORT",
+        description="Interactive Brokers: API port (Gateway 4001 live / 4002 paper, TWS 7496 / 7497).",
+    )
+    ib_client_id: int = Field(
+        default=1,
+        ge=0,
+        validation_alias="IB_CLIENT_ID",
+        description="Interactive Brokers: API client id of the trader (unique per connection).",
+    )
+    ib_account: str = Field(
+        default="",
+        validation_alias="IB_ACCOUNT",
+        description="Interactive Brokers: account that orders go to (empty: the only managed one).",
+    )
