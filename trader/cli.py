@@ -85,6 +85,11 @@ def _symbols(value: str | None) -> tuple[str, ...]:
     show_default=True,
     help="Seconds to drain the outbox on exit.",
 )
+@click.option(
+    "--venue",
+    default=None,
+    help="Venue that routes the orders, by name (default: VENUE, else paper).",
+)
 @_with(_file_options)
 def trade(
     feed: str,
@@ -99,6 +104,7 @@ def trade(
     seed: int,
     from_beginning: bool,
     drain_timeout: float,
+    venue: str | None,
     symbol: str | None,
     skip_bad_rows: bool,
     tz: str,
@@ -110,6 +116,7 @@ def trade(
     from trader.feeds.base import FeedDataError
     from trader.live import TradeOptions, run_trade
     from trader.recovery import RecoveryError
+    from trader.venues import VenueError
     from trader.venues.journal import JournalError
 
     settings = get_settings()
@@ -131,6 +138,7 @@ def trade(
         bar_ts=bar_ts,
         from_beginning=from_beginning,
         drain_timeout_s=drain_timeout,
+        venue=venue,
     )
     try:
         runtime = asyncio.run(run_trade(settings, opts))
@@ -141,6 +149,7 @@ def trade(
         RecoveryError,
         JournalError,
         KillSwitchError,
+        VenueError,
     ) as exc:
         raise click.ClickException(str(exc)) from None
     status = runtime.engine.status()
@@ -172,7 +181,7 @@ def trade(
 @click.option(
     "--events-out",
     default=None,
-    help="Write every signal and outcome to this event lake (dir or s3://).",
+    help="Write every signal, order event and outcome to this event lake (dir or s3://).",
 )
 @click.option(
     "--models-dir",
@@ -183,6 +192,11 @@ def trade(
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the sim feed.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-plot", is_flag=True, help="Skip the equity-curve PNG.")
+@click.option(
+    "--venue",
+    default=None,
+    help="Venue that routes the orders, by name (default: VENUE, else paper).",
+)
 @_with(_file_options)
 def backtest(
     data: str | None,
@@ -197,6 +211,7 @@ def backtest(
     seed: int,
     no_progress: bool,
     no_plot: bool,
+    venue: str | None,
     symbol: str | None,
     skip_bad_rows: bool,
     tz: str,
@@ -216,6 +231,7 @@ def backtest(
     from trader.delivery.models import ModelHolder, ModelLoadError, ModelSet
     from trader.feeds import FeedDataError, open_feed
     from trader.io.events_out import LakeSink
+    from trader.venues import VenueError, venue_for
 
     if bool(data) == bool(feed_spec):
         raise click.UsageError("give exactly one of --data PATH or --feed SPEC")
@@ -244,7 +260,9 @@ def backtest(
         )
         # a backtest places no orders: unsigned files are fine (docs/releases.md)
         models = ModelSet.from_settings(settings, models_dir, require_signed=False)
-    except (FeedDataError, ModelLoadError, ValueError) as exc:
+        routed = venue_for(venue or settings.venue, settings)
+        asyncio.run(routed.connect())
+    except (FeedDataError, ModelLoadError, VenueError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     run = run_id or uuid.uuid4().hex[:12]
     out = Path(out_dir) if out_dir else settings.home / "backtests" / run
@@ -264,6 +282,7 @@ def backtest(
         ),
         ModelHolder(models),
         sinks=sinks,
+        venue=routed,
     )
     console = Console(stderr=True)
     total = n_bars or (len(feed) if hasattr(feed, "__len__") else None)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from trader.io.api import create_app
 from trader.io.outbox import Outbox, OutboxDrainer
 from trader.recovery import Recovery
 from trader.runtime import Runtime
+from trader.venues import venue_for
 
 __all__ = ["TradeOptions", "outbox_dir", "run_trade"]
 
@@ -59,6 +60,7 @@ class TradeOptions:
     bar_ts: str = "close"
     from_beginning: bool = False
     drain_timeout_s: float = 30.0
+    venue: str | None = None  # by name (trader.venues.VENUES); default: VENUE
 
 
 class _Server(uvicorn.Server):
@@ -108,6 +110,8 @@ async def run_trade(
         outbox.append_event("dlq", dl)
 
     feed = build_feed(opts, bus, dead_letter)
+    venue = venue_for(opts.venue or settings.venue, settings)
+    await venue.connect()
     # hot swap + canary (trader/delivery/hotswap.py, trader/delivery/canary.py)
     router = ModelRouter.from_settings(settings, holder) if settings.canary_mode != "off" else None
     swapper = HotSwapper(settings, holder, router=router) if kafka_configured(settings) else None
@@ -122,8 +126,10 @@ async def run_trade(
         holder,
         sinks=[outbox.sink],
         router=router,
+        venue=venue,
     )
-    runtime = Runtime(settings, engine, feed, holder, mode="paper", outbox=outbox, drainer=drainer)
+    mode = "paper" if venue.name == "paper" else "live"
+    runtime = Runtime(settings, engine, feed, holder, mode=mode, outbox=outbox, drainer=drainer)
     # journal, adoption, reconciliation, kill switch, prop-firm account (trader/recovery.py)
     recovery = Recovery(settings, engine)
     runtime.reconciliation = recovery.start()
@@ -191,6 +197,7 @@ async def run_trade(
         await feed.aclose()
         engine.finish()
         recovery.close()
+        await venue.disconnect()
         drained = await asyncio.to_thread(drainer.stop, opts.drain_timeout_s)
         outbox.close()
         if not drained:

@@ -10,12 +10,21 @@ import httpx
 import pytest
 
 from infra.bus import KafkaBus, topic_settings
-from infra.contracts import DeadLetter, SignalSnapshot, decode, encode, event_key
+from infra.contracts import (
+    DeadLetter,
+    OrderFilled,
+    SignalSnapshot,
+    TradeOutcome,
+    decode,
+    encode,
+    event_key,
+)
 from infra.settings import Settings
 from infra.stack import free_port
 from tests.conftest import SettingsFactory
 from trader.feeds.sim import SimFeed
 from trader.live import TradeOptions, run_trade
+from trader.venues.ledger import rebuild
 
 pytestmark = pytest.mark.kafka
 
@@ -75,12 +84,25 @@ def test_trade_sim_serves_the_api_and_drains_every_event(make_settings: Settings
     appended = seen["runtime"]["appended"]
     assert seen["runtime"]["depth"] == 0 and appended > 100
     bus = KafkaBus(settings)
-    records = asyncio.run(_read_topics(bus, ["signals", "outcomes"], appended))
+    records = asyncio.run(_read_topics(bus, ["signals", "orders", "outcomes"], appended))
     assert len(records) == appended
     events = [decode(r) for r in records]
     snaps = [e for e in events if isinstance(e, SignalSnapshot)]
     assert snaps and all(s.run_id == "live1" and s.source == "sim" for s in snaps)
     assert len({e.event_id for e in events}) == appended
+    # the orders topic replays to the trades the outcomes report: flat, same realised PnL
+    fills = [e for e in events if isinstance(e, OrderFilled)]
+    real = [e for e in events if isinstance(e, TradeOutcome) and not e.counterfactual]
+    assert fills and real and all(f.venue == "paper" and f.run_id == "live1" for f in fills)
+    ledger = rebuild(events, {"ES": 50.0, "NQ": 20.0})
+    assert ledger.positions() == [] and ledger.working == {}
+    for symbol in {t.symbol for t in real}:
+        total = 0.0
+        for t in real:
+            if t.symbol == symbol:
+                total += t.pnl_usd
+        assert ledger.realized_pnl_usd[symbol] == total
+    assert {t.entry_order_id for t in real} <= {f.client_order_id for f in fills}
 
 
 def test_trade_kafka_feed_dead_letters_bad_bars(make_settings: SettingsFactory) -> None:

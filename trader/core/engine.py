@@ -127,13 +127,17 @@ class Engine:
         )
         self.risk = RiskManager(RiskLimits.from_settings(settings))
         self.flatten = settings.flatten_at_session_end
+        #: the entry gate: with flattening, regular hours up to the cutoff; else any session hour
+        self._gate = "entries_allowed" if self.flatten else "in_session"
         traded = {s: self.instruments[s] for s in self.symbols}
         self.venue: Venue = venue or PaperVenue.from_settings(
             settings, traded, max_hold_bars=config.max_hold_bars
         )
         self.venue.source, self.venue.run_id = self.source, self.run_id
         self.venue.add_listener(self._order_event)
-        self.book = TradeBook({s: i.point_value_usd for s, i in self.instruments.items()})
+        self.book = TradeBook(
+            {s: i.point_value_usd for s, i in self.instruments.items()}, self.symbols
+        )
         self.shadow = PaperBroker(  # counterfactuals: the paper fill model, never a venue
             traded,
             slippage_ticks=settings.slippage_ticks,
@@ -186,16 +190,22 @@ class Engine:
             for closed in shadow.on_bar(bar, f.minutes_to_close, f.in_rth):
                 self._counterfactual_closed(closed)
         book = self.book
-        if book.open.get(symbol):
+        held = book.open[symbol]
+        if held:
             book.step(bar, skip_held=self.flatten and not f.in_rth)
-            self._manage(bar, f)
+            if (
+                (self.flatten and not f.entries_allowed)
+                or len(held) > 1
+                or held[0].bars_held >= self.config.max_hold_bars
+            ):
+                self._manage(bar, f)
         if book.closing:
             for trade in book.settle():
                 self._trade_closed(trade)
         if self.risk.prop is not None:  # prop-firm rules (trader/core/risk.py): mark, flatten
             self._mark(bar)
         # strategies keep no per-bar state: bars that cannot trade (exchange calendar) skip them
-        if ready and self._entries_open(f):
+        if ready and getattr(f, self._gate):
             candidates = None
             for strategy in self.strategies[symbol]:
                 cand = strategy.on_bar(f)
@@ -225,15 +235,16 @@ class Engine:
 
     def _entries_open(self, f: MarketFeatures) -> bool:
         """Say whether a trade may open on the features' current bar (the exchange calendar)."""
-        return f.entries_allowed if self.flatten else f.in_session
+        return bool(getattr(f, self._gate))
 
     def _manage(self, bar: MarketBar, f: MarketFeatures) -> None:
         """Flatten trades the venue still holds at the session end or after `max_hold_bars`."""
+        session_over = self.flatten and not f.entries_allowed
         for trade in self.book.open[bar.symbol]:
             if trade.exiting:
                 continue
             reason = None
-            if self.flatten and (
+            if session_over and (
                 (f.in_rth and f.minutes_to_close <= 0)
                 or (not f.in_rth and trade.entry_ts_s != bar.ts_s)
             ):

@@ -38,7 +38,7 @@ class StreamCache:
 
     def __call__(self, topic: str, event: Event) -> None:
         """Engine sink: learn every signal and outcome (other events carry no stream features)."""
-        if isinstance(event, SignalSnapshot | TradeOutcome):
+        if isinstance(event, (SignalSnapshot, TradeOutcome)):
             self.learn(event)
 
     def strategy_values(self, symbol: str) -> Mapping[str, Mapping[str, float]]:

@@ -10,7 +10,7 @@ engine settles it after the bar, so the exit bar's range is counted first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from infra.contracts import (
@@ -124,12 +124,13 @@ class Trade:
 class TradeBook:
     """The engine's real trades, driven by the venue's order events."""
 
-    def __init__(self, point_values: Mapping[str, float]) -> None:
+    def __init__(self, point_values: Mapping[str, float], symbols: Iterable[str] = ()) -> None:
         self.ledger = Ledger(point_values)
         self.trades: dict[str, Trade] = {}  # entry client order id -> trade
         self.parent: dict[str, str] = {}  # child or flatten client order id -> entry id
         self.flatten_reason: dict[str, str] = {}
-        self.open: dict[str, list[Trade]] = {}  # symbol -> filled trades, exits included
+        #: symbol -> filled trades, exits included (every symbol of `symbols` present)
+        self.open: dict[str, list[Trade]] = {s: [] for s in symbols}
         self.closing: list[Trade] = []
 
     def submitted(self, trade: Trade) -> None:
@@ -143,8 +144,9 @@ class TradeBook:
     def apply(self, event: Event) -> Trade | None:
         """Fold an order event; return a trade whose entry ended unfilled (to release its risk)."""
         pnl = self.ledger.apply(event)
-        if isinstance(event, OrderFilled):
-            self._filled(event, pnl)
+        kind = type(event)
+        if kind is OrderFilled:
+            self._filled(event, pnl)  # type: ignore[arg-type]
         elif isinstance(event, OrderSubmitted):
             if event.parent_id:
                 self.parent[event.client_order_id] = event.parent_id
@@ -156,10 +158,10 @@ class TradeBook:
                         trade.target = event.limit_price
             if event.role == "flatten":
                 self.flatten_reason[event.client_order_id] = event.reason
-        elif isinstance(event, OrderRejected | OrderCancelled | OrderExpired):
-            trade = self.trades.get(event.client_order_id)
+        elif kind is OrderRejected or kind is OrderCancelled or kind is OrderExpired:
+            trade = self.trades.get(event.client_order_id)  # type: ignore[attr-defined]
             if trade is not None and trade.filled == 0:
-                return self.trades.pop(event.client_order_id)
+                return self.trades.pop(event.client_order_id)  # type: ignore[attr-defined]
         return None
 
     def _filled(self, e: OrderFilled, pnl: float | None) -> None:

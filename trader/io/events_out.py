@@ -1,4 +1,4 @@
-"""Write the engine's events to an event lake directory (or S3 URI) with `infra.lake`.
+"""Write the engine's events (signals, order events, outcomes, bars) to an event lake with `infra.lake`.
 
 Files follow DESIGN.md's layout, `{lake}/{topic}/date=YYYY-MM-DD/symbol=XX/
 part-0-{first}-{last}.parquet`: partition 0 and, as offsets, a running sequence

@@ -357,7 +357,7 @@ class OutboxDrainer:
         try:
             await asyncio.wait_for(
                 self.bus.ensure_topics(
-                    topic_settings(self.bus, ["bars", "signals", "outcomes", "dlq"])
+                    topic_settings(self.bus, ["bars", "signals", "orders", "outcomes", "dlq"])
                 ),
                 self.send_timeout_s,
             )

@@ -30,6 +30,10 @@ from trader.venues.base import Position, WorkingOrder
 __all__ = ["Holding", "Ledger", "LedgerError", "rebuild"]
 
 
+#: Events after which an order works no more (unless it filled).
+_DONE = frozenset({OrderRejected, OrderCancelled, OrderExpired})
+
+
 class LedgerError(ValueError):
     """Raise when an order event names a symbol without a point value."""
 
@@ -56,35 +60,47 @@ class Ledger:
 
     def apply(self, event: Event) -> float | None:
         """Fold one event; return the PnL a fill realised (None when it realised nothing)."""
-        if isinstance(event, OrderFilled):
-            return self._fill(event)
-        if isinstance(event, OrderSubmitted):
-            self.working[event.client_order_id] = WorkingOrder(
-                client_order_id=event.client_order_id,
-                symbol=event.symbol,
-                role=event.role,
-                side=event.side,
+        kind = type(event)
+        if kind is OrderFilled:
+            return self._fill(event)  # type: ignore[arg-type]
+        if kind is OrderSubmitted:
+            self._submitted(event)  # type: ignore[arg-type]
+        elif kind is OrderAccepted:
+            self._accepted(event)  # type: ignore[arg-type]
+        elif kind in _DONE:
+            self.working.pop(event.client_order_id, None)  # type: ignore[attr-defined]
+        return None
+
+    def _submitted(self, event: OrderSubmitted) -> None:
+        self.working[event.client_order_id] = WorkingOrder(
+            client_order_id=event.client_order_id,
+            symbol=event.symbol,
+            role=event.role,
+            side=event.side,
+            quantity=event.quantity,
+            order_type=event.order_type,
+            limit_price=event.limit_price,
+            stop_price=event.stop_price,
+            parent_id=event.parent_id,
+            venue_order_id=event.venue_order_id,
+            contract=event.contract,
+        )
+
+    def _accepted(self, event: OrderAccepted) -> None:
+        w = self.working.get(event.client_order_id)
+        if w is not None and (
+            w.quantity != event.quantity
+            or w.limit_price != event.limit_price
+            or w.stop_price != event.stop_price
+            or (event.venue_order_id and w.venue_order_id != event.venue_order_id)
+        ):
+            self.working[event.client_order_id] = replace(
+                w,
                 quantity=event.quantity,
-                order_type=event.order_type,
                 limit_price=event.limit_price,
                 stop_price=event.stop_price,
-                parent_id=event.parent_id,
-                venue_order_id=event.venue_order_id,
-                contract=event.contract,
+                venue_order_id=event.venue_order_id or w.venue_order_id,
             )
-        elif isinstance(event, OrderAccepted):
-            w = self.working.get(event.client_order_id)
-            if w is not None:
-                self.working[event.client_order_id] = replace(
-                    w,
-                    quantity=event.quantity,
-                    limit_price=event.limit_price,
-                    stop_price=event.stop_price,
-                    venue_order_id=event.venue_order_id or w.venue_order_id,
-                )
-        elif isinstance(event, OrderRejected | OrderCancelled | OrderExpired):
-            self.working.pop(event.client_order_id, None)
-        return None
 
     def _fill(self, e: OrderFilled) -> float | None:
         pv = self.point_values.get(e.symbol)

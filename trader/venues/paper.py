@@ -101,6 +101,7 @@ class _Order:
         "bracket",
         "client_order_id",
         "filled",
+        "ids",
         "limit_price",
         "order_type",
         "parent_id",
@@ -138,6 +139,7 @@ class _Order:
         self.stop_price = stop_price
         self.parent_id = parent_id
         self.filled = 0
+        self.ids: dict[str, Any] | None = None
 
 
 class _Entry:
@@ -181,6 +183,7 @@ class PaperVenue(Venue):
         self._positions: dict[str, FillPosition] = {}  # entry id -> position in the book
         self._held: list[VenueEvent] = []
         self._last: dict[str, MarketBar] = {}
+        self._clock: dict[str, tuple[int, datetime]] = {}
         self._busy: set[str] = set()  # symbols with working entries or positions
         self._ids = itertools.count(1)
         self._set_state(ConnectionState.CONNECTED)
@@ -214,7 +217,12 @@ class PaperVenue(Venue):
     def _ts(self, symbol: str) -> datetime:
         """Return the market time of a symbol (its last bar's close) or, before any bar, now."""
         bar = self._last.get(symbol)
-        return bar.ts_event if bar is not None else utc_now()
+        if bar is None:
+            return utc_now()
+        clock = self._clock.get(symbol)
+        if clock is None or clock[0] != bar.ts_s:
+            clock = self._clock[symbol] = (bar.ts_s, bar.ts_event)
+        return clock[1]
 
     def _emit(self, event: VenueEvent) -> None:
         if self._state is ConnectionState.CONNECTED:
@@ -223,16 +231,18 @@ class PaperVenue(Venue):
             self._held.append(event)
 
     def _common(self, o: _Order) -> dict[str, Any]:
-        return {
-            "ts_event": self._ts(o.symbol),
-            "venue": self.name,
-            "symbol": o.symbol,
-            "contract": o.bracket.contract or self.contracts.get(o.symbol, ""),
-            "source": self.source,
-            "run_id": self.run_id,
-            "client_order_id": o.client_order_id,
-            "venue_order_id": o.venue_order_id,
-        }
+        ids = o.ids
+        if ids is None:  # what every event of the order carries, built once
+            ids = o.ids = {
+                "venue": self.name,
+                "symbol": o.symbol,
+                "contract": o.bracket.contract or self.contracts.get(o.symbol, ""),
+                "source": self.source,
+                "run_id": self.run_id,
+                "client_order_id": o.client_order_id,
+                "venue_order_id": o.venue_order_id,
+            }
+        return {"ts_event": self._ts(o.symbol), **ids}
 
     def _submitted(self, o: _Order, reason: str = "") -> None:
         b = o.bracket
