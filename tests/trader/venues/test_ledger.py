@@ -130,7 +130,9 @@ def test_a_backtests_orders_in_the_lake_rebuild_its_positions_and_pnl(
     engine.finish()
     lake.flush()
 
-    orders = [decode(raw) for _, _, raw in iter_payloads(str(tmp_path / "lake"), "orders")]
+    orders: list[Event] = [
+        decode(raw) for _, _, raw in iter_payloads(str(tmp_path / "lake"), "orders")
+    ]
     ledger = rebuild(orders, PV)
     assert len(recorder.trades) > 20
     assert ledger.positions() == [] and ledger.working == {}
