@@ -169,7 +169,40 @@ def _demo_env(settings: Settings, home: Path, http_port: int, bootstrap: str) ->
             key_file.write_text(secrets.token_hex(32))
             key_file.chmod(0o600)
         env["MANIFEST_HMAC_KEY"] = key_file.read_text().strip()
+    if not settings.manifest_ed25519_public_keys:
+        env.update(_demo_ed25519(home, settings))
     return env
+
+
+def _demo_ed25519(home: Path, settings: Settings) -> dict[str, str]:
+    """Return the demo's Ed25519 release keys (made once, the private key 0600).
+
+    The trainer signs with the private key; the trader verifies with the public one
+    only (it is started without the private key).
+    """
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from infra.signing import generate_ed25519, parse_private_key, write_secret_file
+
+    raw = settings.manifest_ed25519_private_key.get_secret_value()
+    if raw:
+        private_text = raw if ":" in raw else f"ed1:{raw}"
+    else:
+        key_file = home / "keys" / "demo-ed25519.key"
+        if not key_file.exists():
+            private, _public = generate_ed25519()
+            write_secret_file(key_file, f"demo:{private}")
+        private_text = key_file.read_text().strip()
+    kid, key = parse_private_key(private_text)
+    public = base64.b64encode(
+        key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    ).decode()
+    return {
+        "MANIFEST_ED25519_PRIVATE_KEY": private_text,
+        "MANIFEST_ED25519_PUBLIC_KEYS": f"{kid}:{public}",
+    }
 
 
 @contextlib.contextmanager
@@ -236,6 +269,7 @@ def run_demo(
             run.spawn(
                 "trader", "trade", "--feed", "sim", "--speed", str(speed),
                 "--max-bars", str(bars), "--http-port", str(http_port),
+                extra_env={"MANIFEST_ED25519_PRIVATE_KEY": ""},  # verifies with the public key
             )  # fmt: skip
             _wait("the trader's /healthz", lambda: _health(http_port), 60, 0.5)
 

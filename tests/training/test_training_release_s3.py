@@ -191,6 +191,9 @@ def test_models_verify_chain_finds_a_broken_link(make_settings, monkeypatch) -> 
         out = CliRunner().invoke(models, ["verify", "--chain"])
         assert out.exit_code == 0, out.output
         assert "chain ok: 3 manifests" in out.output
+        out = CliRunner().invoke(models, ["verify"])
+        assert out.exit_code == 0, out.output
+        assert "signature ok (key id ed1)" in out.output and "probe ok" in out.output
         # a validly signed manifest whose link skips its predecessor breaks the chain
         seq = reg.next_sequence()
         forked = build_manifest(

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 #: How long `tradeloop trade` waits for the start-up release before trading without one.
 STARTUP_WAIT_S = 30.0
 _SEEN_MAX = 512
+#: The most of `latest.json` read (a manifest is a few kB; the rest is an attack).
+_MANIFEST_MAX_BYTES = 4 * 1024 * 1024
 _BACKOFF_MAX_S = 30.0
 
 
@@ -276,7 +278,7 @@ class HotSwapper:
         return await self.apply(raw, source="latest.json")
 
     def _read_latest(self) -> bytes:
-        return object_store(self.settings).get(LATEST_MANIFEST_KEY)
+        return object_store(self.settings).get(LATEST_MANIFEST_KEY, max_bytes=_MANIFEST_MAX_BYTES)
 
     async def apply(self, raw: bytes, *, source: str, initial: bool = False) -> str:
         """Verify a release and swap to it (or put it on trial); never raises.
