@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "features": ("features.cli:features", "Feast repo: apply, get online values, history."),
     "train": ("training.cli:train", "Train, gate and publish model releases."),
     "models": ("training.cli:models", "List, show, verify or roll back releases."),
+    "tune": ("training.tune_cli:tune", "Search training hyperparameters with Optuna."),
 }
 
 
