@@ -57,7 +57,10 @@ class VenueFactory(Protocol):
 
 
 #: name -> "module:factory"; a factory takes (settings, instruments) and returns a `Venue`.
-VENUES: dict[str, str] = {"paper": "trader.venues.paper:PaperVenue.from_settings"}
+VENUES: dict[str, str] = {
+    "paper": "trader.venues.paper:PaperVenue.from_settings",
+    "ib": "trader.venues.ib:IbVenue.from_settings",
+}
 
 
 class UnknownVenue(VenueError, ValueError):
