@@ -58,7 +58,7 @@ class TrainingSettings(SettingsContext):
     )
     gate_confidence: float = Field(
         default=0.9,
-        gt=0.5,
+        ge=0.5,
         lt=1.0,
         validation_alias="GATE_CONFIDENCE",
         description="Confidence a challenger's holdout sized R must beat the champion's with.",
