@@ -1,0 +1,580 @@
+"""The `ib` venue: Interactive Brokers (TWS or IB Gateway) through `ib_async`.
+
+- Contracts: the CME front month of each symbol from the roll calendar
+  (`features.rolls`), qualified at connect (`Future(symbol, YYYYMM, "CME")`).
+- A bracket is three IB orders: the entry (parent, `transmit` off), a stop and a
+  limit child (`parentId`, one `ocaGroup`), the last child transmitting all three.
+  Children are sent at distances from the last bar's close (the limit price for
+  limit entries) and moved to distances from the average fill price once the entry
+  is complete; their `OrderSubmitted`/`OrderAccepted` follow the entry's fill, as
+  on the paper venue. `orderRef` carries the client order id.
+- Executions with their commission reports become `OrderFilled`; `orderStatus`
+  `Cancelled` becomes `OrderCancelled` (`oco` when the sibling filled), or
+  `OrderRejected` when the gateway refused the order (error 201).
+- `flatten`: cancel the symbol's working orders, then a market order against the
+  net position (role `flatten`).
+- Disconnects (the gateway's nightly restart included) move the state to
+  `CONNECTING` and reconnect with backoff; once back, executions missed meanwhile
+  are published and orders the gateway no longer works are closed, then the state
+  is `CONNECTED` again and the trading process reconciles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ib_async import IB, Fill, Future, LimitOrder, MarketOrder, Order, StopOrder, Trade
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.rolls import front_month
+from infra.contracts import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderRole,
+    OrderSide,
+    OrderSubmitted,
+    OrderType,
+    utc_now,
+)
+from infra.settings import Settings
+from trader.core.bar import MarketBar
+from trader.core.instruments import Instrument
+from trader.venues.base import (
+    BracketOrder,
+    ConnectionState,
+    DuplicateClientOrderId,
+    InvalidOrder,
+    Position,
+    SessionState,
+    UnknownOrder,
+    Venue,
+    VenueDisconnected,
+    WorkingOrder,
+)
+
+__all__ = ["IbVenue", "IbVenueSettings"]
+
+log = logging.getLogger(__name__)
+
+_IB_TYPES: dict[OrderType, str] = {"market": "MKT", "limit": "LMT", "stop": "STP"}
+
+
+class IbVenueSettings(BaseModel):
+    """Where the gateway listens and which account trades (`IB_HOST`, `IB_PORT`, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(default=4002, gt=0, lt=65536)
+    client_id: int = Field(default=1, ge=0)
+    account: str = ""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    reconnect_delays_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> IbVenueSettings:
+        """Return the IB settings of the process settings."""
+        values: dict[str, Any] = {
+            "host": settings.ib_host,
+            "port": settings.ib_port,
+            "client_id": settings.ib_client_id,
+            "account": settings.ib_account,
+        }
+        return cls(**{**values, **overrides})
+
+
+@dataclass(slots=True)
+class _Order:
+    """Our record of one IB order."""
+
+    client_order_id: str
+    symbol: str
+    role: OrderRole
+    side: OrderSide
+    order_type: OrderType
+    ib: Order
+    bracket: BracketOrder | None
+    parent_id: str = ""
+    filled: int = 0
+    avg_price: float = 0.0
+    announced: bool = False  # OrderSubmitted published
+    accepted: bool = False
+    done: bool = False
+    cancel_reason: str = ""
+
+    @property
+    def quantity(self) -> int:
+        return int(self.ib.totalQuantity)
+
+
+class IbVenue(Venue):
+    """Interactive Brokers behind the venue interface (see the module docstring)."""
+
+    name = "ib"
+
+    def __init__(
+        self,
+        instruments: Mapping[str, Instrument],
+        config: IbVenueSettings | None = None,
+        *,
+        ib: IB | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or IbVenueSettings()
+        self.instruments = dict(instruments)
+        self.ib = ib or IB()
+        self.contracts: dict[str, Future] = {}
+        self._orders: dict[str, _Order] = {}
+        self._by_ib: dict[int, str] = {}
+        self._used: set[str] = set()
+        self._execs: set[str] = set()
+        self._last: dict[str, float] = {}
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        self.ib.orderStatusEvent += self._on_status
+        self.ib.commissionReportEvent += self._on_commission
+        self.ib.disconnectedEvent += self._on_disconnected
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, instruments: Mapping[str, Instrument], **overrides: Any
+    ) -> IbVenue:
+        """Return an IB venue configured from the process settings."""
+        return cls(instruments, IbVenueSettings.from_settings(settings, **overrides))
+
+    # connection ---------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, qualify the front contracts and catch up on what happened meanwhile."""
+        self._closing = False
+        self._set_state(ConnectionState.CONNECTING)
+        try:
+            await self._session()
+        except Exception:
+            self._set_state(ConnectionState.DISCONNECTED)
+            raise
+
+    async def _session(self) -> None:
+        c = self.config
+        await self.ib.connectAsync(
+            c.host, c.port, clientId=c.client_id, timeout=c.connect_timeout_s, account=c.account
+        )
+        now = datetime.now(UTC)
+        wanted = []
+        for symbol in self.instruments:
+            year, month = front_month(now.date())
+            wanted.append(Future(symbol, f"{year}{month:02d}", "CME", currency="USD"))
+        qualified = await self.ib.qualifyContractsAsync(*wanted)
+        for want, got in zip(wanted, qualified, strict=True):
+            if isinstance(got, Future):
+                self.contracts[want.symbol] = got
+            else:
+                log.warning(
+                    "ib: no CME contract for %s %s", want.symbol, want.lastTradeDateOrContractMonth
+                )
+        self._catch_up()
+        self._set_state(ConnectionState.CONNECTED)
+
+    async def disconnect(self) -> None:
+        """Close the session (orders at the gateway keep working)."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.ib.disconnect()
+        self._set_state(ConnectionState.DISCONNECTED)
+
+    def _on_disconnected(self) -> None:
+        if self._closing or self._task is not None:
+            return
+        self._set_state(ConnectionState.CONNECTING)
+        self._task = asyncio.get_event_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Reconnect with backoff until the gateway answers (or `disconnect` is called)."""
+        delays = self.config.reconnect_delays_s
+        attempt = 0
+        try:
+            while not self._closing:
+                await asyncio.sleep(delays[min(attempt, len(delays) - 1)])  # backoff
+                attempt += 1
+                try:
+                    await self._session()
+                except (OSError, TimeoutError, ConnectionError) as exc:
+                    log.warning("ib: reconnect attempt %d failed: %s", attempt, exc)
+                    self.ib.disconnect()
+                    self._set_state(ConnectionState.CONNECTING)
+                    continue
+                self.reconnects += 1
+                log.info("ib: session back after %d attempt(s)", attempt)
+                return
+        finally:
+            self._task = None
+
+    def _require_session(self) -> None:
+        if self._state is not ConnectionState.CONNECTED or not self.ib.isConnected():
+            raise VenueDisconnected(f"venue {self.name!r} is {self._state.value}")
+
+    def _catch_up(self) -> None:
+        """Publish executions missed while away; close orders the gateway no longer works."""
+        for fill in sorted(self.ib.fills(), key=lambda f: f.execution.time):
+            cid = self._by_ib.get(fill.execution.orderId) or fill.execution.orderRef
+            o = self._orders.get(cid)
+            if o is not None:
+                self._fill(o, fill, fill.commissionReport.commission)
+        live = {t.order.orderId for t in self.ib.openTrades()}
+        for o in list(self._orders.values()):
+            if o.done or o.ib.orderId in live:
+                continue
+            if o.role in ("stop", "target") and not o.announced:
+                entry = self._orders.get(o.parent_id)
+                if entry is not None and not entry.done:
+                    continue  # waits for its entry, which the gateway may still work
+            self._close(o, self._oco_reason(o) or "not working after reconnect")
+
+    # orders -------------------------------------------------------------
+
+    def submit_bracket(self, order: BracketOrder) -> None:
+        """Send the entry, stop and target as one IB bracket (the last child transmits)."""
+        self._require_session()
+        ids = (order.client_order_id, *(order.child_id(r) for r in ("stop", "target", "flatten")))
+        for cid in ids:
+            if cid in self._used:
+                raise DuplicateClientOrderId(f"client order id {cid!r} was already used")
+        contract = self.contracts.get(order.symbol)
+        inst = self.instruments.get(order.symbol)
+        if contract is None or inst is None:
+            raise InvalidOrder(f"no IB contract for symbol {order.symbol!r}")
+        ref = order.limit_price if order.entry_type == "limit" else self._last.get(order.symbol)
+        if ref is None:
+            raise InvalidOrder(f"no price yet for {order.symbol!r}: a market bracket needs a bar")
+        self._used.update(ids)
+        sign, acct = order.sign, self.config.account
+        entry_action, exit_action = ("BUY", "SELL") if sign > 0 else ("SELL", "BUY")
+        oca = f"oca-{order.client_order_id}"
+        parent: Order = (
+            LimitOrder(entry_action, order.quantity, inst.round_price(ref))
+            if order.entry_type == "limit"
+            else MarketOrder(entry_action, order.quantity)
+        )
+        parent.orderId = self.ib.client.getReqId()
+        stop = StopOrder(
+            exit_action, order.quantity, inst.round_price(ref - sign * order.stop_distance)
+        )
+        target = LimitOrder(
+            exit_action, order.quantity, inst.round_price(ref + sign * order.target_distance)
+        )
+        exit_side: OrderSide = "sell" if sign > 0 else "buy"
+        legs: list[tuple[Order, str, OrderRole, OrderSide, OrderType, str]] = [
+            (parent, order.client_order_id, "entry", order.side, order.entry_type, ""),
+            (stop, order.child_id("stop"), "stop", exit_side, "stop", order.client_order_id),
+            (target, order.child_id("target"), "target", exit_side, "limit", order.client_order_id),
+        ]
+        for i, (ib_order, cid, role, side, otype, parent_cid) in enumerate(legs):
+            ib_order.orderRef, ib_order.account, ib_order.tif = (
+                cid,
+                acct,
+                "DAY" if i == 0 else "GTC",
+            )
+            ib_order.transmit = i == 2
+            if i:
+                ib_order.orderId = self.ib.client.getReqId()
+                ib_order.parentId, ib_order.ocaGroup, ib_order.ocaType = parent.orderId, oca, 3
+            self._orders[cid] = _Order(
+                cid,
+                order.symbol,
+                role,
+                side,
+                otype,
+                ib_order,
+                order,
+                parent_id=parent_cid,
+            )
+            self._by_ib[ib_order.orderId] = cid
+        self._announce(self._orders[order.client_order_id])
+        for ib_order, *_ in legs:
+            self.ib.placeOrder(contract, ib_order)
+
+    def modify(
+        self,
+        client_order_id: str,
+        *,
+        quantity: int | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> None:
+        """Send the order again under its IB id with new terms."""
+        self._require_session()
+        o = self._working(client_order_id)
+        if quantity is not None:
+            if o.role != "entry" or quantity < max(1, o.filled):
+                raise InvalidOrder(f"cannot set the quantity of {client_order_id!r} to {quantity}")
+            o.ib.totalQuantity = quantity
+        if limit_price is not None:
+            if o.order_type != "limit" or limit_price <= 0:
+                raise InvalidOrder(f"{client_order_id!r} takes no limit price {limit_price}")
+            o.ib.lmtPrice = limit_price
+        if stop_price is not None:
+            if o.order_type != "stop" or stop_price <= 0:
+                raise InvalidOrder(f"{client_order_id!r} takes no stop price {stop_price}")
+            o.ib.auxPrice = stop_price
+        o.ib.transmit = True
+        self.ib.placeOrder(self.contracts[o.symbol], o.ib)
+        if o.announced:
+            self._accepted(o)
+
+    def _working(self, client_order_id: str) -> _Order:
+        o = self._orders.get(client_order_id)
+        if o is None or o.done:
+            raise UnknownOrder(f"no working order {client_order_id!r}")
+        return o
+
+    def cancel(self, client_order_id: str) -> None:
+        """Ask the gateway to cancel a working order; `OrderCancelled` follows."""
+        self._require_session()
+        o = self._working(client_order_id)
+        o.cancel_reason = o.cancel_reason or "requested"
+        self.ib.cancelOrder(o.ib)
+
+    def cancel_all(self, symbol: str | None = None) -> None:
+        """Cancel every working order (of one symbol)."""
+        self._require_session()
+        for o in list(self._orders.values()):
+            if not o.done and (symbol is None or o.symbol == symbol):
+                o.cancel_reason = o.cancel_reason or "cancel_all"
+                self.ib.cancelOrder(o.ib)
+
+    def flatten(self, symbol: str | None = None, reason: str = "requested") -> None:
+        """Cancel working orders, then close each net position with a market order."""
+        self._require_session()
+        for o in list(self._orders.values()):
+            if not o.done and (symbol is None or o.symbol == symbol):
+                o.cancel_reason = o.cancel_reason or reason
+                self.ib.cancelOrder(o.ib)
+        for p in self.positions():
+            if symbol is not None and p.symbol != symbol:
+                continue
+            entry = next(
+                (
+                    o
+                    for o in reversed(self._orders.values())
+                    if o.role == "entry" and o.symbol == p.symbol and o.filled
+                ),
+                None,
+            )
+            if entry is None or entry.bracket is None:
+                continue
+            cid = entry.bracket.child_id("flatten")
+            if cid in self._orders:
+                cid = f"{cid}-{self.ib.client.getReqId()}"
+            side: OrderSide = "sell" if p.quantity > 0 else "buy"
+            mkt = MarketOrder("SELL" if p.quantity > 0 else "BUY", abs(p.quantity))
+            mkt.orderId, mkt.orderRef, mkt.account = (
+                self.ib.client.getReqId(),
+                cid,
+                self.config.account,
+            )
+            o = _Order(
+                cid, p.symbol, "flatten", side, "market", mkt, entry.bracket, entry.client_order_id
+            )
+            self._orders[cid], self._by_ib[mkt.orderId] = o, cid
+            self._used.add(cid)
+            self._announce(o, reason)
+            self.ib.placeOrder(self.contracts[p.symbol], mkt)
+
+    def positions(self) -> list[Position]:
+        """Return the account's net futures positions per symbol (from the gateway)."""
+        out: list[Position] = []
+        for p in self.ib.positions(self.config.account):
+            c = p.contract
+            if c.symbol not in self.instruments or not p.position:
+                continue
+            mult = float(c.multiplier or 1)
+            out.append(Position(c.symbol, int(p.position), p.avgCost / mult, c.localSymbol))
+        return out
+
+    def working_orders(self) -> list[WorkingOrder]:
+        """Return the orders the gateway works for this client, with our ids."""
+        out: list[WorkingOrder] = []
+        for t in self.ib.openTrades():
+            cid = self._by_ib.get(t.order.orderId) or t.order.orderRef
+            o = self._orders.get(cid)
+            if o is None or o.done:
+                continue
+            out.append(
+                WorkingOrder(
+                    client_order_id=cid,
+                    symbol=o.symbol,
+                    role=o.role,
+                    side=o.side,
+                    quantity=o.quantity,
+                    order_type=o.order_type,
+                    filled_quantity=o.filled,
+                    limit_price=_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
+                    stop_price=_price(o.ib.auxPrice) if o.order_type == "stop" else None,
+                    parent_id=o.parent_id,
+                    venue_order_id=str(o.ib.orderId),
+                    contract=t.contract.localSymbol,
+                )
+            )
+        return out
+
+    def on_bar(self, bar: MarketBar, session: SessionState) -> None:
+        """Keep the last close: market brackets place their children from it."""
+        self._last[bar.symbol] = bar.close
+
+    # the gateway's answers -> order events ---------------------------------
+
+    def _common(self, o: _Order) -> dict[str, Any]:
+        c = self.contracts.get(o.symbol)
+        return {
+            "ts_event": utc_now(),
+            "venue": self.name,
+            "symbol": o.symbol,
+            "contract": c.localSymbol if c is not None else "",
+            "source": self.source,
+            "run_id": self.run_id,
+            "client_order_id": o.client_order_id,
+            "venue_order_id": str(o.ib.orderId),
+        }
+
+    def _announce(self, o: _Order, reason: str = "") -> None:
+        b = o.bracket
+        o.announced = True
+        self._publish(
+            OrderSubmitted(
+                **self._common(o),
+                role=o.role,
+                side=o.side,
+                quantity=o.quantity,
+                order_type=o.order_type,
+                limit_price=_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
+                stop_price=_price(o.ib.auxPrice) if o.order_type == "stop" else None,
+                parent_id=o.parent_id,
+                oco_group=o.parent_id if o.role in ("stop", "target") else "",
+                signal_id=b.signal_id if b else "",
+                strategy=b.strategy if b else "",
+                reason=reason,
+            )
+        )
+
+    def _accepted(self, o: _Order) -> None:
+        o.accepted = True
+        self._publish(
+            OrderAccepted(
+                **self._common(o),
+                quantity=o.quantity,
+                limit_price=_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
+                stop_price=_price(o.ib.auxPrice) if o.order_type == "stop" else None,
+            )
+        )
+
+    def _on_status(self, trade: Trade) -> None:
+        cid = self._by_ib.get(trade.order.orderId)
+        o = self._orders.get(cid or "")
+        if o is None or o.done:
+            return
+        status = trade.orderStatus.status
+        if status in ("Submitted", "PreSubmitted") and o.announced and not o.accepted:
+            self._accepted(o)
+        elif status in ("Cancelled", "ApiCancelled", "Inactive"):
+            entry = trade.log[-1] if trade.log else None
+            if entry is not None and entry.errorCode == 201 and not o.filled:
+                self._reject(o, entry.message.partition("reason:")[2].strip() or entry.message)
+            else:
+                self._close(o, self._oco_reason(o) or o.cancel_reason or "cancelled by the venue")
+
+    def _on_commission(self, trade: Trade, fill: Fill, report: Any) -> None:
+        cid = self._by_ib.get(trade.order.orderId)
+        o = self._orders.get(cid or "")
+        if o is not None:
+            self._fill(o, fill, report.commission)
+
+    def _fill(self, o: _Order, fill: Fill, commission: float) -> None:
+        ex = fill.execution
+        if ex.execId in self._execs:
+            return
+        self._execs.add(ex.execId)
+        qty = int(ex.shares)
+        o.avg_price = (o.avg_price * o.filled + ex.price * qty) / (o.filled + qty)
+        o.filled += qty
+        if not o.announced:  # a child filled before we moved it (e.g. missed while away)
+            self._announce(o)
+        self._publish(
+            OrderFilled(
+                **self._common(o),
+                role=o.role,
+                side=o.side,
+                fill_price=ex.price,
+                quantity=qty,
+                cumulative_quantity=o.filled,
+                leaves_quantity=max(0, o.quantity - o.filled),
+                commission_usd=max(0.0, commission),
+                venue_fill_id=ex.execId,
+            )
+        )
+        if o.filled < o.quantity:
+            return
+        o.done = True
+        if o.role == "entry":
+            self._anchor_children(o)
+
+    def _anchor_children(self, entry: _Order) -> None:
+        """Move the children to distances from the entry's average price, then announce them."""
+        b = entry.bracket
+        if b is None:
+            return
+        inst = self.instruments[entry.symbol]
+        sign = b.sign
+        prices = {
+            "stop": inst.round_price(entry.avg_price - sign * b.stop_distance),
+            "target": inst.round_price(entry.avg_price + sign * b.target_distance),
+        }
+        for role, price in prices.items():
+            child = self._orders.get(b.child_id(role))  # type: ignore[arg-type]
+            if child is None or child.done:
+                continue
+            current = _price(child.ib.auxPrice if role == "stop" else child.ib.lmtPrice) or 0.0
+            if abs(current - price) > inst.tick_size / 2 and self.ib.isConnected():
+                if role == "stop":
+                    child.ib.auxPrice = price
+                else:
+                    child.ib.lmtPrice = price
+                child.ib.transmit = True
+                self.ib.placeOrder(self.contracts[entry.symbol], child.ib)
+            self._announce(child)
+            self._accepted(child)
+
+    def _oco_reason(self, o: _Order) -> str:
+        if o.role not in ("stop", "target") or o.bracket is None:
+            return ""
+        other = self._orders.get(o.bracket.child_id("target" if o.role == "stop" else "stop"))
+        return "oco" if other is not None and other.filled else ""
+
+    def _close(self, o: _Order, reason: str) -> None:
+        o.done = True
+        if not o.announced:
+            return  # a child that never worked for us (its entry did not fill)
+        self._publish(
+            OrderCancelled(**self._common(o), reason=reason, cumulative_quantity=o.filled)
+        )
+
+    def _reject(self, o: _Order, reason: str) -> None:
+        o.done = True
+        if o.announced:
+            self._publish(OrderRejected(**self._common(o), reason=reason or "rejected"))
+
+
+def _price(value: object) -> float | None:
+    """Return an IB price, None where IB means unset."""
+    if value is None:
+        return None
+    price = float(value)  # type: ignore[arg-type]
+    return price if 0 < price < 1e300 else None
