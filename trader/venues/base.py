@@ -33,6 +33,7 @@ __all__ = [
     "BracketOrder",
     "ConnectionState",
     "DuplicateClientOrderId",
+    "EventStream",
     "InvalidOrder",
     "Listener",
     "Position",
@@ -171,6 +172,26 @@ class WorkingOrder:
     contract: str = ""
 
 
+class EventStream:
+    """An async iterator over a venue's order events; subscribed when created, until `close()`."""
+
+    def __init__(self, queues: list[asyncio.Queue[VenueEvent]]) -> None:
+        self._queues = queues
+        self._queue: asyncio.Queue[VenueEvent] = asyncio.Queue()
+        queues.append(self._queue)
+
+    def __aiter__(self) -> AsyncIterator[VenueEvent]:
+        return self
+
+    async def __anext__(self) -> VenueEvent:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        if self._queue in self._queues:
+            self._queues.remove(self._queue)
+
+
 class Venue(ABC):
     """Where orders go and fills come from; see the module docstring for the contract."""
 
@@ -252,15 +273,9 @@ class Venue(ABC):
         """Call `listener` with every order event, in order, as it happens."""
         self._listeners.append(listener)
 
-    async def events(self) -> AsyncIterator[VenueEvent]:
-        """Yield every order event published from now on, in order."""
-        queue: asyncio.Queue[VenueEvent] = asyncio.Queue()
-        self._queues.append(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._queues.remove(queue)
+    def events(self) -> EventStream:
+        """Return an async iterator of every order event published from this call on, in order."""
+        return EventStream(self._queues)
 
     def _publish(self, event: VenueEvent) -> None:
         """Deliver an event to the listeners and to every `events()` iterator."""
