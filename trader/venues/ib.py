@@ -154,6 +154,10 @@ class IbVenue(Venue):
     async def connect(self) -> None:
         """Connect, qualify the front contracts and catch up on what happened meanwhile."""
         self._closing = False
+        if self._task is not None:  # a reconnect in flight gives way to this one
+            self._task.cancel()
+            self._task = None
+            self.ib.disconnect()
         self._set_state(ConnectionState.CONNECTING)
         try:
             await self._session()
@@ -248,14 +252,18 @@ class IbVenue(Venue):
         for cid in ids:
             if cid in self._used:
                 raise DuplicateClientOrderId(f"client order id {cid!r} was already used")
+        self._used.update(ids)
         contract = self.contracts.get(order.symbol)
         inst = self.instruments.get(order.symbol)
-        if contract is None or inst is None:
-            raise InvalidOrder(f"no IB contract for symbol {order.symbol!r}")
         ref = order.limit_price if order.entry_type == "limit" else self._last.get(order.symbol)
-        if ref is None:
-            raise InvalidOrder(f"no price yet for {order.symbol!r}: a market bracket needs a bar")
-        self._used.update(ids)
+        if contract is None or inst is None or ref is None:
+            why = (
+                f"no IB contract for symbol {order.symbol!r}"
+                if contract is None or inst is None
+                else f"no price for {order.symbol!r} yet: a market bracket needs a bar first"
+            )
+            self._refuse_unsent(order, why)
+            return
         sign, acct = order.sign, self.config.account
         entry_action, exit_action = ("BUY", "SELL") if sign > 0 else ("SELL", "BUY")
         oca = f"oca-{order.client_order_id}"
@@ -301,6 +309,21 @@ class IbVenue(Venue):
         self._announce(self._orders[order.client_order_id])
         for ib_order, *_ in legs:
             self.ib.placeOrder(contract, ib_order)
+
+    def _refuse_unsent(self, order: BracketOrder, why: str) -> None:
+        """Publish a bracket the gateway never saw as submitted and rejected."""
+        o = _Order(
+            order.client_order_id,
+            order.symbol,
+            "entry",
+            order.side,
+            order.entry_type,
+            Order(totalQuantity=order.quantity, lmtPrice=order.limit_price or 0.0),
+            order,
+        )
+        self._orders[o.client_order_id] = o
+        self._announce(o)
+        self._reject(o, why)
 
     def modify(
         self,
@@ -406,8 +429,8 @@ class IbVenue(Venue):
         for t in self.ib.openTrades():
             cid = self._by_ib.get(t.order.orderId) or t.order.orderRef
             o = self._orders.get(cid)
-            if o is None or o.done:
-                continue
+            if o is None or o.done or not o.announced:
+                continue  # children join once their entry filled
             out.append(
                 WorkingOrder(
                     client_order_id=cid,
@@ -442,7 +465,7 @@ class IbVenue(Venue):
             "source": self.source,
             "run_id": self.run_id,
             "client_order_id": o.client_order_id,
-            "venue_order_id": str(o.ib.orderId),
+            "venue_order_id": str(o.ib.orderId) if o.ib.orderId else "",
         }
 
     def _announce(self, o: _Order, reason: str = "") -> None:

@@ -121,6 +121,7 @@ class IbSimulator:
         self._by_cid: dict[str, int] = {}
         self._executions: list[_Execution] = []
         self._flatten_into: int | None = None
+        self._closers: set[int] = set()  # market orders that close positions
         self._next_id = 1
         self._perm = itertools.count(1_000_001)
         self._sessions: list[_Session] = []
@@ -420,6 +421,7 @@ class IbSimulator:
 
     def _close_position(self, o: SimOrder) -> None:
         o.status = "Submitted"
+        self._closers.add(o.placed.order_id)
         self._report(o)
         self._flatten_into = o.placed.order_id
         try:
@@ -508,7 +510,7 @@ class IbSimulator:
         elif (
             isinstance(e, OrderCancelled | OrderExpired)
             and o.working
-            and not (o.placed.parent_id == 0 and o.placed.order_type == "MKT")
+            and o.placed.order_id not in self._closers
         ):
             self._cancelled(o)
 
@@ -531,11 +533,11 @@ class IbSimulator:
         self._executions.append(ex)
         self._to_owner(o, self._exec_fields(-1, o, ex))
         self._status(o, e.fill_price)
-        self._to_owner(o, w.encode_commission_report(ex.exec_id, ex.commission_usd, 0.0))
         update = self._position_fields(o.placed.symbol)
         for session in self._sessions:
             if session.positions:
                 self._send(session, update)
+        self._to_owner(o, w.encode_commission_report(ex.exec_id, ex.commission_usd, 0.0))
 
     def _position_fields(self, symbol: str) -> list[w.Field]:
         c = self.contract(symbol)
