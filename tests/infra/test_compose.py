@@ -289,3 +289,86 @@ def test_observability_is_wired(compose: dict[str, Any]) -> None:
     assert targets["streams"] == [f"streams:{port}"]
     assert _env(services["streams"])["STREAMS_METRICS_PORT"] == port
     assert "tradeloop.json" in " ".join(services["grafana"]["volumes"])
+
+
+def _acls(script: str) -> set[tuple[str, str, str, str, bool]]:
+    """Return the (user, operation, resource type, name, prefixed) grants of kafka-init.
+
+    `allow` calls inside `for topic in ...; do` loops are expanded.
+    """
+    grants: set[tuple[str, str, str, str, bool]] = set()
+    loop: list[str] = []
+    for raw in script.splitlines():
+        line = raw.strip()
+        if m := re.match(r"for topic in ([a-z ]+); do", line):
+            loop = m.group(1).split()
+            continue
+        if line == "done":
+            loop = []
+            continue
+        if not line.startswith("allow "):
+            continue
+        user, op, kind, name, *rest = shlex.split(line)[1:]
+        for topic in loop or [""]:
+            resolved = name.replace("${TOPIC_PREFIX}", "P.").replace("${topic}", topic)
+            grants.add((user, op, kind, resolved, rest == ["prefixed"]))
+    return grants
+
+
+def test_kafka_uses_sasl_scram_with_a_user_and_acls_per_service(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    kafka = _env(services["kafka"])
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = {lst.split("://")[0]: lst for lst in kafka["KAFKA_LISTENERS"].split(",")}
+    # clients (in the network and from the host) authenticate; plaintext only on loopback
+    assert protocols["SASL"] == protocols["HOST"] == "SASL_PLAINTEXT"
+    assert protocols["LOCAL"] == "PLAINTEXT" and listeners["LOCAL"].startswith("LOCAL://127.0.0.1:")
+    assert kafka["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    published = " ".join(str(p) for p in services["kafka"]["ports"])
+    assert "19092" not in published
+    assert services["kafka-init"]["network_mode"] == "service:kafka"
+
+    # each tradeloop service connects as its own user with its own password
+    for name in ("streams", "trader", "trainer"):
+        env = _env(services[name])
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert env["KAFKA_SASL_USERNAME"] == name
+        assert env["KAFKA_SASL_PASSWORD"].startswith(f"${{{name.upper()}_KAFKA_PASSWORD:?")
+    assert "KAFKA_SASL_PASSWORD" not in _env(services["feast"])
+
+    script = _scripts(services["kafka-init"])[-1]
+    users = set(re.findall(r"^\s*user (\w+) \"\$\{(\w+)_KAFKA_PASSWORD\}\"", script, re.M))
+    assert users == {("trader", "TRADER"), ("trainer", "TRAINER"), ("streams", "STREAMS"),
+                     ("monitor", "MONITOR")}  # fmt: skip
+    assert "SCRAM-SHA-512=[iterations=8192,password=$2]" in script
+    grants = _acls(script)
+
+    def can(user: str, op: str, topic: str) -> bool:
+        for u, o, kind, name, prefixed in grants:
+            if u == user and kind == "topic" and o in (op, "All"):
+                if name == f"P.{topic}" or (prefixed and f"P.{topic}".startswith(name)):
+                    return True
+        return False
+
+    sources = ("bars", "signals", "orders", "outcomes")
+    # trader: reads models, writes its own topics and nothing else
+    assert can("trader", "Read", "models") and not can("trader", "Write", "models")
+    assert all(can("trader", "Write", t) for t in sources)
+    assert not any(can("trader", "Write", t) for t in ("features", "drift", "dlq"))
+    # trainer: the only writer of models
+    assert can("trainer", "Write", "models")
+    assert [u for u in ("trader", "streams", "monitor") if can(u, "Write", "models")] == []
+    # worker: reads the sources, writes its outputs and changelogs, never models or sources
+    assert all(can("streams", "Read", t) for t in ("bars", "signals", "outcomes"))
+    assert all(can("streams", "Write", t) for t in ("features", "drift", "dlq"))
+    assert can("streams", "Write", "streams-stream_state-changelog")
+    assert not any(can("streams", "Write", t) for t in (*sources, "models"))
+    # monitor: reads everything, writes nothing
+    assert all(can("monitor", "Read", t) for t in TOPICS)
+    assert not any(can("monitor", "Write", t) for t in TOPICS)
+    # consumer groups are granted by prefix per service
+    groups = {(u, n) for u, o, kind, n, _ in grants if kind == "group"}
+    assert {("trader", "P.trader"), ("streams", "P.streams")} <= groups
