@@ -348,9 +348,10 @@ def test_kafka_uses_sasl_scram_with_a_user_and_acls_per_service(compose: dict[st
 
     def can(user: str, op: str, topic: str) -> bool:
         for u, o, kind, name, prefixed in grants:
-            if u == user and kind == "topic" and o in (op, "All"):
-                if name == f"P.{topic}" or (prefixed and f"P.{topic}".startswith(name)):
-                    return True
+            full = f"P.{topic}"
+            matches = name == full or (prefixed and full.startswith(name))
+            if (u, kind) == (user, "topic") and o in (op, "All") and matches:
+                return True
         return False
 
     sources = ("bars", "signals", "orders", "outcomes")
