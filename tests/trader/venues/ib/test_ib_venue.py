@@ -103,7 +103,7 @@ def test_a_gateway_restart_with_a_fill_while_down_reconnects_and_reconciles_clea
         d, rec = await _started()
         try:
             o = _bracket(d, "night-entry", qty=2)
-            stop, target = await _filled_bracket(d, rec, o)
+            _stop, target = await _filled_bracket(d, rec, o)
             states: list[ConnectionState] = []
             await d.barrier()
             await d.sim.stop()  # the nightly restart begins
@@ -147,7 +147,7 @@ def test_a_restarted_trader_finds_its_position_and_children_at_the_gateway() -> 
         d, rec = await _started()
         try:
             o = _bracket(d, "crash-entry", qty=1, side="sell")
-            stop, target = await _filled_bracket(d, rec, o)
+            stop, _target = await _filled_bracket(d, rec, o)
             await d.barrier()
             d.ib_venue.ib.disconnect()  # the old process is gone
             fresh = await start_ib(client_id=11, sim=d.sim)
