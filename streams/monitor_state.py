@@ -18,7 +18,14 @@ from infra.contracts import (
     Event,
     EventDecodeError,
     ModelManifest,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
     TradeOutcome,
+    VenueEvent,
     decode,
 )
 from infra.timeutil import parse_time
@@ -128,6 +135,10 @@ class MonitorState:
     _pnl_by_symbol: dict[str, TradeAccumulator] = field(default_factory=dict)
     _pnl_total: TradeAccumulator = field(default_factory=TradeAccumulator)
     _seen_outcomes: set[str] = field(default_factory=set)
+    order_events: Counter[str] = field(default_factory=Counter)
+    working: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latest_fills: deque[OrderFilled] = field(default_factory=lambda: deque(maxlen=LATEST_N))
+    _seen_orders: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def observe(self, topic: str, value: bytes | None, timestamp_ms: int) -> None:
         """Fold one record of a short topic name (`outcomes`, `dlq`, ...) in.
@@ -140,7 +151,7 @@ class MonitorState:
         ts = datetime.fromtimestamp(ts_s, UTC)
         if topic not in self.last_ts or ts > self.last_ts[topic]:
             self.last_ts[topic] = ts
-        if topic not in ("outcomes", "dlq", "drift", "models"):
+        if topic not in ("outcomes", "orders", "dlq", "drift", "models"):
             return
         if value is None:
             if topic != "models":  # a tombstone on the compacted topic is legal
@@ -153,6 +164,8 @@ class MonitorState:
             return
         if isinstance(event, TradeOutcome) and topic == "outcomes":
             self._outcome(event)
+        elif isinstance(event, VenueEvent) and topic == "orders":
+            self._order(event)
         elif isinstance(event, DeadLetter) and topic == "dlq":
             self.dead_letters[event.source_topic] += 1
             self.latest_dead.append(event)
@@ -186,6 +199,48 @@ class MonitorState:
             self.decode_errors["outcomes"] += 1
             return
         self._seen_outcomes.add(outcome.event_id)
+
+    def _order(self, e: VenueEvent) -> None:
+        """Fold an order event: working orders by client order id, the latest fills."""
+        if e.event_id in self._seen_orders:
+            return
+        self._seen_orders.append(e.event_id)
+        self.order_events[e.SCHEMA_NAME] += 1
+        if isinstance(e, OrderSubmitted):
+            self.working[e.client_order_id] = {
+                "client_order_id": e.client_order_id,
+                "venue": e.venue,
+                "symbol": e.symbol,
+                "contract": e.contract,
+                "role": e.role,
+                "side": e.side,
+                "quantity": e.quantity,
+                "filled": 0,
+                "type": e.order_type,
+                "price": e.limit_price if e.limit_price is not None else e.stop_price,
+                "since": _iso(e.ts_event),
+            }
+        elif isinstance(e, OrderAccepted) and e.client_order_id in self.working:
+            w = self.working[e.client_order_id]
+            w["quantity"] = e.quantity
+            w["price"] = e.limit_price if e.limit_price is not None else e.stop_price
+        elif isinstance(e, OrderFilled):
+            self.latest_fills.append(e)
+            filled = self.working.get(e.client_order_id)
+            if filled is not None:
+                filled["filled"] = e.cumulative_quantity
+                if e.leaves_quantity == 0:
+                    del self.working[e.client_order_id]
+        elif isinstance(e, OrderRejected | OrderCancelled | OrderExpired):
+            self.working.pop(e.client_order_id, None)
+
+    def orders(self) -> dict[str, Any]:
+        """Return the working orders and the latest fills seen on `orders`."""
+        return {
+            "working": sorted(self.working.values(), key=lambda w: (w["symbol"], w["since"] or "")),
+            "latest_fills": [_fill(f) for f in reversed(self.latest_fills)],
+            "events": dict(sorted(self.order_events.items())),
+        }
 
     def roll_day(self, day: date) -> None:
         """Start a new PnL day (outcomes of the old day are forgotten)."""
@@ -284,10 +339,27 @@ class MonitorState:
                 "latest": [_drift(d) for d in reversed(self.latest_drift)],
             },
             "pnl": self.pnl(),
+            "orders": self.orders(),
             "models": self.models(now),
             "trader": trader,
             "decode_errors": dict(sorted(self.decode_errors.items())),
         }
+
+
+def _fill(f: OrderFilled) -> dict[str, Any]:
+    return {
+        "at": _iso(f.ts_event),
+        "symbol": f.symbol,
+        "contract": f.contract,
+        "client_order_id": f.client_order_id,
+        "role": f.role,
+        "side": f.side,
+        "quantity": f.quantity,
+        "cumulative_quantity": f.cumulative_quantity,
+        "price": f.fill_price,
+        "commission_usd": f.commission_usd,
+        "venue": f.venue,
+    }
 
 
 def _dead(d: DeadLetter) -> dict[str, Any]:

@@ -89,6 +89,37 @@ def render(snap: dict[str, Any], max_rows: int = 12) -> RenderableType:
         style="bold",
     )
 
+    orders = snap.get("orders", {"working": [], "latest_fills": []})
+    work_t = Table(title=f"working orders: {len(orders['working'])}", expand=True)
+    for col in ("symbol", "role", "side", "qty", "filled", "type", "price", "order", "since"):
+        work_t.add_column(col, justify="right" if col in ("qty", "filled", "price") else "left")
+    for w in orders["working"][:max_rows]:
+        work_t.add_row(
+            w["symbol"],
+            w["role"],
+            w["side"],
+            str(w["quantity"]),
+            str(w["filled"]),
+            w["type"],
+            _fmt(w["price"], ".2f"),
+            w["client_order_id"],
+            _fmt(w["since"])[11:19],
+        )
+    fills_t = Table(title="latest fills", expand=True)
+    for col in ("at", "symbol", "role", "side", "qty", "cum", "price", "order"):
+        fills_t.add_column(col, justify="right" if col in ("qty", "cum", "price") else "left")
+    for f in orders["latest_fills"][:5]:
+        fills_t.add_row(
+            _fmt(f["at"])[11:19],
+            f["symbol"],
+            f["role"],
+            f["side"],
+            str(f["quantity"]),
+            str(f["cumulative_quantity"]),
+            f"{f['price']:.2f}",
+            f["client_order_id"],
+        )
+
     latest = snap["models"]["latest"]
     trader = snap["trader"]
     model_lines = [
@@ -147,6 +178,8 @@ def render(snap: dict[str, Any], max_rows: int = 12) -> RenderableType:
         lag_t,
         *lag_notes,
         pnl_t,
+        work_t,
+        fills_t,
         Panel(Group(*model_lines), title="models"),
         dlq_t,
         drift_t,
