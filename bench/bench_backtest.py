@@ -3,7 +3,9 @@
 The workload is `tradeloop backtest`'s code path: the sim feed (ES and NQ, the
 23-hour Globex day) streamed through the engine with models from
 `bench_decision.build_models` (built in a subprocess, so sklearn never enters this
-process and the RSS is the trader's), trades recorded, no lake output. 1M bars
+process and the RSS is the trader's), trades recorded, no lake output. Taken
+signals go to the paper venue as bracket orders, whose order events (submitted,
+accepted, filled, cancelled) the engine publishes like every other fact. 1M bars
 (quick: 50k). Baselines on the same bars: the feed alone, and backtesting.py
 running an SMA cross on the ES bars (a vectorised-indicator, per-bar-loop library
 that has no features, models, counterfactuals or events).
@@ -114,7 +116,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "workload": (
             f"{processed:,} sim bars (ES+NQ, 23h sessions) through the engine with 3 ONNX models "
-            f"(training's standard sizes), {decisions:,} decisions, {engine.events_emitted:,} events"
+            f"(training's standard sizes), {decisions:,} decisions, {engine.events_emitted:,} events "
+            "(signals, the paper venue's order events, outcomes)"
         ),
         "metrics": {
             "bars_per_s": throughput(
