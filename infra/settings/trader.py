@@ -85,6 +85,11 @@ class TraderSettings(SettingsContext):
         validation_alias="TRADER_API_TOKEN",
         description="Bearer token of the trader API's `POST /kill` and `POST /resume` (secret; unset: both refuse every request).",
     )
+    trader_api_docs: bool = Field(
+        default=False,
+        validation_alias="TRADER_API_DOCS",
+        description="Serve the trader API's `/docs`, `/redoc` and `/openapi.json` (off: they are 404).",
+    )
     outbox_dir: str = Field(
         default="",
         validation_alias="OUTBOX_DIR",

@@ -1,8 +1,11 @@
 """The trader's HTTP API (FastAPI): health, canary, today's verification, build, metrics.
 
-`POST /kill` and `POST /resume` engage and lift the kill switch; both need
+`POST /kill` and `POST /resume` engage and lift the kill switch. Every
+state-changing request (any method but GET, HEAD and OPTIONS, on any route) needs
 `Authorization: Bearer $TRADER_API_TOKEN` (compared in constant time; 401 without
-it, and always 401 while no token is configured). Every handler that touches the
+it, and always 401 while no token is configured). `/docs`, `/redoc` and
+`/openapi.json` are off unless `TRADER_API_DOCS=1`; `/healthz` shows no file paths
+and no exception texts (`trader.io.public`). Every handler that touches the
 engine is `async`, so it runs on the trading loop between bars, never beside one.
 """
 
@@ -12,11 +15,13 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, HTTPException, Response
+from fastapi import Body, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from trader import metrics
+from trader.io.public import error_code, public
 from trader.runtime import Runtime, build_info
 
 __all__ = ["KillRequest", "create_app"]
@@ -45,6 +50,9 @@ def _authorize(runtime: Runtime, authorization: str | None) -> None:
         raise HTTPException(
             401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _venue(runtime: Runtime) -> dict[str, Any] | None:
@@ -76,7 +84,26 @@ def _venue(runtime: Runtime) -> dict[str, Any] | None:
 
 def create_app(runtime: Runtime) -> FastAPI:
     """Return the API over a running trader."""
-    app = FastAPI(title="tradeloop trader", version=build_info(runtime.mode)["version"])
+    docs = runtime.settings.trader_api_docs
+    app = FastAPI(
+        title="tradeloop trader",
+        version=build_info(runtime.mode)["version"],
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+
+    @app.middleware("http")
+    async def _require_token(request: Request, call_next: Any) -> Any:
+        """Refuse every state-changing request without the bearer token, whatever the route."""
+        if request.method not in SAFE_METHODS:
+            try:
+                _authorize(runtime, request.headers.get("authorization"))
+            except HTTPException as exc:
+                return JSONResponse(
+                    {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+                )
+        return await call_next(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -89,7 +116,6 @@ def create_app(runtime: Runtime) -> FastAPI:
                 appended=ob.appended,
                 next_seq=ob.next_seq,
                 cursor=ob.cursor,
-                dir=str(ob.dir),
             )
         broker = runtime.drainer.status() if runtime.drainer is not None else {"link": "off"}
         link_ok = broker["link"] in ("up", "off")
@@ -97,30 +123,35 @@ def create_app(runtime: Runtime) -> FastAPI:
         status = "ok" if link_ok else "degraded"
         if not entries["allowed"]:
             status = "halted"
-        return {
-            "status": status,
-            "entries": entries,
-            "kill_switch": runtime.killswitch.status() if runtime.killswitch else None,
-            "reconciliation": (
-                runtime.reconciliation.status() if runtime.reconciliation is not None else None
-            ),
-            "venue": _venue(runtime),
-            "mode": runtime.mode,
-            "uptime_s": round(datetime.now(UTC).timestamp() - runtime.started_at, 1),
-            "feed": runtime.feed.describe(),
-            "broker": broker,
-            "outbox": outbox,
-            "models": runtime.models_status(),
-            # hot swap: rejections come from the swapper when one follows releases
-            "last_rejected_release": (
-                runtime.swapper.last_rejection if runtime.swapper else runtime.last_rejected
-            ),
-            "rejections": dict(
-                runtime.swapper.rejections if runtime.swapper else runtime.rejections
-            ),
-            "engine": runtime.engine.status(),
-            "bar_errors": {"count": runtime.bar_errors, "last": runtime.last_bar_error},
-        }
+        return public(  # no file paths, no exception texts
+            {
+                "status": status,
+                "entries": entries,
+                "kill_switch": runtime.killswitch.status() if runtime.killswitch else None,
+                "reconciliation": (
+                    runtime.reconciliation.status() if runtime.reconciliation is not None else None
+                ),
+                "venue": _venue(runtime),
+                "mode": runtime.mode,
+                "uptime_s": round(datetime.now(UTC).timestamp() - runtime.started_at, 1),
+                "feed": runtime.feed.describe(),
+                "broker": broker,
+                "outbox": outbox,
+                "models": runtime.models_status(),
+                # hot swap: rejections come from the swapper when one follows releases
+                "last_rejected_release": (
+                    runtime.swapper.last_rejection if runtime.swapper else runtime.last_rejected
+                ),
+                "rejections": dict(
+                    runtime.swapper.rejections if runtime.swapper else runtime.rejections
+                ),
+                "engine": runtime.engine.status(),
+                "bar_errors": {
+                    "count": runtime.bar_errors,
+                    "last": error_code(runtime.last_bar_error),
+                },
+            }
+        )
 
     @app.post("/kill")
     async def kill(
