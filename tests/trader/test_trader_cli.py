@@ -55,6 +55,13 @@ def test_backtest_sim_writes_trades_png_summary_and_the_lake(tmp_path: Path) -> 
     assert all(f["partition"] == 0 for f in files)
     assert {f["symbol"] for f in files} == {"ES", "NQ"}
     first_rows = signals.num_rows
+    # the paper venue's order events are in the lake too: one entry fill per trade
+    orders = read_topic(str(lake), "orders")
+    kinds = orders.column("kind").to_pylist()
+    roles = orders.column("role").to_pylist()
+    entry_fills = [k == "order_filled" and r == "entry" for k, r in zip(kinds, roles, strict=True)]
+    assert sum(entry_fills) == len(trades) and set(orders.column("venue").to_pylist()) == {"paper"}
+    assert set(trades["event_id"]) <= set(outcomes.column("event_id").to_pylist())
 
     # a vendor CSV run into the same lake continues the offsets instead of overwriting
     rows = [
@@ -141,6 +148,15 @@ def test_backtest_with_models_and_bad_data(tmp_path: Path) -> None:
     assert "skipped rows: {'high < low': 1}" in result.output
     result = CliRunner().invoke(cli, ["backtest", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "exactly one of --data" in result.output
+
+
+def test_an_unknown_venue_is_refused_with_the_known_names(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["backtest", "--feed", "sim", "--bars", "100", "--out", str(tmp_path), "--venue", "nope"],
+    )
+    assert result.exit_code != 0
+    assert "unknown venue 'nope'" in result.output and "paper" in result.output
 
 
 def test_trade_keeps_trading_without_a_broker(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
