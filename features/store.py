@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from infra.settings import Settings, get_settings
+from infra.settings.base import mask_url
 
 __all__ = ["PACKAGE_REPO", "STREAM_VIEW_FEATURES", "TradeloopFeatureStore", "project_name"]
 
@@ -51,7 +52,7 @@ def redis_connection_string(url: str) -> str:
     """Turn `redis://[:password@]host:port/db` into Feast's `host:port,db=N[,password=...]`."""
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss"):
-        raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {url!r}")
+        raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {mask_url(url)!r}")
     parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
     db = (parsed.path or "/0").strip("/") or "0"
     parts.append(f"db={db}")
@@ -62,12 +63,16 @@ def redis_connection_string(url: str) -> str:
     return ",".join(parts)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace a file in one step (processes rendering one repo at once never collide)."""
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace a file in one step (processes rendering one repo at once never collide).
+
+    The temporary file is created private and only then given `mode`, so a secret
+    is never readable by others, not even for a moment.
+    """
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         f.write(data)
     tmp = Path(f.name)
-    tmp.chmod(0o644)  # as a plain write would leave it (the temporary file starts private)
+    tmp.chmod(mode)
     tmp.replace(path)
 
 
@@ -132,7 +137,7 @@ class TradeloopFeatureStore:
         path = self.repo_dir / "feature_store.yaml"
         text = "# Rendered from settings by `tradeloop features apply`; edits are overwritten.\n"
         text += yaml.safe_dump(self.config(), sort_keys=False)
-        _write_atomic(path, text.encode())
+        _write_atomic(path, text.encode(), mode=0o600)  # holds the Redis password
         self._fs = None
         return path
 
