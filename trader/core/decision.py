@@ -33,13 +33,15 @@ from features.vectors import (
     meta_vector,
     sizer_vector,
 )
-from infra.contracts import FEATURE_NAMES, RULE_PRIORITY, STRATEGIES
+from infra.contracts import FEATURE_NAMES, RULE_PRIORITY, STRATEGIES, Decision
 from trader.core.instruments import Instrument
 from trader.core.strategies import Candidate
 from trader.core.stream_cache import StreamCache
 from trader.delivery.models import ModelHolder, ModelSet
 
-__all__ = ["RULE_PRIORITY", "Choice", "Decider"]
+__all__ = ["RULE_PRIORITY", "Choice", "Decider", "Variant", "decision_for"]
+
+Variant = Literal["champion", "challenger", "shadow"]
 
 _RULE_RANK = {s: i for i, s in enumerate(RULE_PRIORITY)}
 _STRATEGY_INDEX = {s: i for i, s in enumerate(STRATEGIES)}
@@ -157,3 +159,24 @@ class Decider:
             features=features,
             skip_reason=skip,
         )
+
+
+def decision_for(
+    choice: Choice, variant: Variant, strategy: str, chosen: bool, reason: str, contracts: int
+) -> Decision:
+    """Return the decision on one candidate of a `Choice` (the chosen one, or one not chosen).
+
+    Built from values already checked here and by risk, so pydantic does not re-validate.
+    """
+    taken = chosen and reason == "taken"
+    return Decision.model_construct(
+        path=choice.path,
+        taken=taken,
+        reason=reason if chosen else "not_chosen",
+        chosen_strategy=strategy,
+        probabilities=choice.probabilities,
+        predicted_r=choice.predicted_r if chosen else None,
+        size_multiplier=choice.multiplier if chosen else 1.0,
+        contracts=contracts if taken else 0,
+        variant=variant,
+    )

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from features.compute import MarketFeatures
 from features.rolls import front_contract
@@ -30,21 +30,20 @@ from infra.contracts import (
     Decision,
     Event,
     SignalSnapshot,
-    TradeOutcome,
     VenueEvent,
     topic_for,
 )
 from infra.settings import Settings
 from trader import metrics
 from trader.core.bar import MarketBar
-from trader.core.decision import Choice, Decider
+from trader.core.decision import Choice, Decider, Variant, decision_for
 from trader.core.instruments import Instrument, instruments_from_settings, require
 from trader.core.risk import RiskLimits, RiskManager, open_pnl_usd
 from trader.core.sinks import CanaryOutcomes, Sink, StatsSink
 from trader.core.stats import TradeStats
 from trader.core.strategies import Candidate, Strategy, build_strategies
 from trader.core.stream_cache import StreamCache
-from trader.core.trades import Trade, TradeBook
+from trader.core.trades import Trade, TradeBook, counterfactual_outcome, trade_outcome
 from trader.delivery.canary import ModelRouter
 from trader.delivery.models import ModelHolder
 from trader.venues.base import BracketOrder, Venue, VenueError, client_order_id
@@ -54,8 +53,6 @@ from trader.venues.paper import PaperVenue
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
 log = logging.getLogger(__name__)
-
-Variant = Literal["champion", "challenger", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -72,24 +69,6 @@ class EngineConfig:
 
 def _utc(ts_s: int) -> datetime:
     return datetime.fromtimestamp(ts_s, UTC)
-
-
-def _decision(
-    choice: Choice, variant: Variant, strategy: str, chosen: bool, reason: str, contracts: int
-) -> Decision:
-    """Return the decision on one candidate, built from checked values (no re-validation)."""
-    taken = chosen and reason == "taken"
-    return Decision.model_construct(
-        path=choice.path,
-        taken=taken,
-        reason=reason if chosen else "not_chosen",
-        chosen_strategy=strategy,
-        probabilities=choice.probabilities,
-        predicted_r=choice.predicted_r if chosen else None,
-        size_multiplier=choice.multiplier if chosen else 1.0,
-        contracts=contracts if taken else 0,
-        variant=variant,
-    )
 
 
 class Engine:
@@ -292,7 +271,7 @@ class Engine:
             stop_usd = chosen.stop_distance * inst.point_value_usd
             contracts, reason = self.risk.check(symbol, choice.contracts, stop_usd, f.ts_s)
         decisions = [
-            _decision(choice, variant, chosen.strategy, i == choice.chosen, reason, contracts)
+            decision_for(choice, variant, chosen.strategy, i == choice.chosen, reason, contracts)
             for i in range(len(candidates))
         ]
         return choice, decisions
@@ -356,17 +335,26 @@ class Engine:
         self, bar: MarketBar, cand: Candidate, snapshot: SignalSnapshot, contracts: int
     ) -> None:
         """Send a taken candidate to the venue as a bracket order."""
-        order = BracketOrder(
-            client_order_id=client_order_id(bar.symbol, cand.strategy, snapshot.ts_event, "entry"),
-            symbol=bar.symbol,
-            side="buy" if cand.side > 0 else "sell",
-            quantity=contracts,
-            stop_distance=cand.stop_distance,
-            target_distance=abs(cand.target - cand.entry),
-            contract=front_contract(bar.symbol, bar.ts_s, self.settings.roll_days_before_expiry),
-            signal_id=snapshot.event_id,
-            strategy=cand.strategy,
-        )
+        try:
+            order = BracketOrder(
+                client_order_id=client_order_id(
+                    bar.symbol, cand.strategy, snapshot.ts_event, "entry"
+                ),
+                symbol=bar.symbol,
+                side="buy" if cand.side > 0 else "sell",
+                quantity=contracts,
+                stop_distance=cand.stop_distance,
+                target_distance=abs(cand.target - cand.entry),
+                contract=front_contract(
+                    bar.symbol, bar.ts_s, self.settings.roll_days_before_expiry
+                ),
+                signal_id=snapshot.event_id,
+                strategy=cand.strategy,
+            )
+        except VenueError as exc:  # e.g. a zero stop distance: no order, the bar goes on
+            self.order_errors += 1
+            log.warning("no order for signal %s: %s", snapshot.event_id, exc)
+            return
         self.book.submitted(
             Trade(
                 snapshot,
@@ -432,63 +420,12 @@ class Engine:
         counter.inc()
 
     def _counterfactual_closed(self, closed: Closed) -> None:
-        p = closed.position
-        signal: SignalSnapshot = p.signal
-        self._emit(
-            TradeOutcome(
-                ts_event=_utc(closed.exit_ts_s),
-                signal_id=signal.event_id,
-                symbol=p.symbol,
-                strategy=p.strategy,
-                side=signal.side,
-                entry_ts=_utc(p.entry_ts_s),
-                entry_price=p.entry_price,
-                exit_ts=_utc(closed.exit_ts_s),
-                exit_price=closed.exit_price,
-                quantity=p.quantity,
-                pnl_usd=closed.pnl_usd,
-                r_multiple=closed.r_multiple,
-                mae_r=closed.mae_r,
-                mfe_r=closed.mfe_r,
-                commission_usd=closed.commission_usd,
-                exit_reason=closed.exit_reason,  # type: ignore[arg-type]
-                counterfactual=True,
-                model_versions=signal.model_versions,
-                source=self.source,
-                run_id=self.run_id,
-            )
-        )
+        self._emit(counterfactual_outcome(closed, self.source, self.run_id))
 
     def _trade_closed(self, t: Trade) -> None:
-        signal: SignalSnapshot = t.signal
-        risk_usd = t.stop_dist * self.instruments[t.symbol].point_value_usd * t.quantity
+        pv = self.instruments[t.symbol].point_value_usd
+        self._emit(trade_outcome(t, pv, self.source, self.run_id))
         pnl = t.pnl_usd
-        self._emit(
-            TradeOutcome(
-                ts_event=_utc(t.exit_ts_s),
-                signal_id=signal.event_id,
-                symbol=t.symbol,
-                strategy=t.strategy,
-                side=signal.side,
-                entry_ts=_utc(t.entry_ts_s),
-                entry_price=t.entry_price,
-                exit_ts=_utc(t.exit_ts_s),
-                exit_price=t.exit_price,
-                quantity=t.quantity,
-                pnl_usd=pnl,
-                r_multiple=pnl / risk_usd if risk_usd > 0 else 0.0,
-                mae_r=t.mae_pts / t.stop_dist if t.stop_dist > 0 else 0.0,
-                mfe_r=t.mfe_pts / t.stop_dist if t.stop_dist > 0 else 0.0,
-                commission_usd=t.commission_usd,
-                exit_reason=t.exit_reason,  # type: ignore[arg-type]
-                counterfactual=False,
-                model_versions=signal.model_versions,
-                source=self.source,
-                run_id=self.run_id,
-                entry_order_id=t.entry_id,
-                exit_order_id=t.exit_id,
-            )
-        )
         bar = self.last_bar.get(t.symbol)
         self.risk.closed(t.symbol, pnl, t.exit_ts_s, bar.interval_s if bar else 60)
         self.realized_pnl_usd[t.symbol] += pnl

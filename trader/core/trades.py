@@ -11,6 +11,7 @@ engine settles it after the bar, so the exit bar's range is counted first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from infra.contracts import (
@@ -20,11 +21,14 @@ from infra.contracts import (
     OrderFilled,
     OrderRejected,
     OrderSubmitted,
+    SignalSnapshot,
+    TradeOutcome,
 )
 from trader.core.bar import MarketBar
+from trader.venues.fills import Closed
 from trader.venues.ledger import Ledger
 
-__all__ = ["EXIT_REASONS", "Trade", "TradeBook"]
+__all__ = ["EXIT_REASONS", "Trade", "TradeBook", "counterfactual_outcome", "trade_outcome"]
 
 #: Reasons a flatten order may carry that are exit reasons of a trade outcome as they are.
 EXIT_REASONS = frozenset({"session_end", "timeout", "shutdown", "risk_flatten"})
@@ -223,3 +227,66 @@ class TradeBook:
             for cid in [c for c, p in self.parent.items() if p == trade.entry_id]:
                 del self.parent[cid]
         return done
+
+
+def _utc(ts_s: int) -> datetime:
+    return datetime.fromtimestamp(ts_s, UTC)
+
+
+def trade_outcome(t: Trade, point_value_usd: float, source: str, run_id: str) -> TradeOutcome:
+    """Return the outcome of a settled real trade, naming its entry and exit orders."""
+    signal: SignalSnapshot = t.signal
+    risk_usd = t.stop_dist * point_value_usd * t.quantity
+    pnl = t.pnl_usd
+    return TradeOutcome(
+        ts_event=_utc(t.exit_ts_s),
+        signal_id=signal.event_id,
+        symbol=t.symbol,
+        strategy=t.strategy,
+        side=signal.side,
+        entry_ts=_utc(t.entry_ts_s),
+        entry_price=t.entry_price,
+        exit_ts=_utc(t.exit_ts_s),
+        exit_price=t.exit_price,
+        quantity=t.quantity,
+        pnl_usd=pnl,
+        r_multiple=pnl / risk_usd if risk_usd > 0 else 0.0,
+        mae_r=t.mae_pts / t.stop_dist if t.stop_dist > 0 else 0.0,
+        mfe_r=t.mfe_pts / t.stop_dist if t.stop_dist > 0 else 0.0,
+        commission_usd=t.commission_usd,
+        exit_reason=t.exit_reason,  # type: ignore[arg-type]
+        counterfactual=False,
+        model_versions=signal.model_versions,
+        source=source,
+        run_id=run_id,
+        entry_order_id=t.entry_id,
+        exit_order_id=t.exit_id,
+    )
+
+
+def counterfactual_outcome(closed: Closed, source: str, run_id: str) -> TradeOutcome:
+    """Return the outcome of a counterfactual position closed by the paper fill model."""
+    p = closed.position
+    signal: SignalSnapshot = p.signal
+    return TradeOutcome(
+        ts_event=_utc(closed.exit_ts_s),
+        signal_id=signal.event_id,
+        symbol=p.symbol,
+        strategy=p.strategy,
+        side=signal.side,
+        entry_ts=_utc(p.entry_ts_s),
+        entry_price=p.entry_price,
+        exit_ts=_utc(closed.exit_ts_s),
+        exit_price=closed.exit_price,
+        quantity=p.quantity,
+        pnl_usd=closed.pnl_usd,
+        r_multiple=closed.r_multiple,
+        mae_r=closed.mae_r,
+        mfe_r=closed.mfe_r,
+        commission_usd=closed.commission_usd,
+        exit_reason=closed.exit_reason,  # type: ignore[arg-type]
+        counterfactual=True,
+        model_versions=signal.model_versions,
+        source=source,
+        run_id=run_id,
+    )
