@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "flatten": ("trader.cli:flatten", "Kill switch: cancel orders, flatten, halt entries."),
     "resume": ("trader.cli:resume", "Lift the kill switch of a running trader."),
     "backtest": ("trader.cli:backtest", "Backtest bars through the trader's code path."),
+    "venues": ("trader.venues.sims.cli:venues", "Venue simulators: venues sim NAME --port PORT."),
     "report": ("trader.report:report", "Write an HTML report with plots."),
     "streams": ("streams.cli:streams", "Run the Faust streams worker."),
     "replay": ("streams.cli:replay", "Replay the event lake or a Kafka range."),

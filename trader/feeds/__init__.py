@@ -29,7 +29,7 @@ def open_feed(
     on_dead_letter: Any = None,
     instruments: dict[str, Any] | None = None,
 ) -> Feed:
-    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka` or a path.
+    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka`, `ib` or a path.
 
     A file's bars are checked against the instruments (built-in ones unless given) and
     the strategies' bar length before any trade (`trader.feeds.sanity`).
@@ -39,6 +39,11 @@ def open_feed(
         from trader.feeds.sim import SimFeed
 
         return SimFeed(symbols, seed=seed, days=days, instruments=instruments)
+    if kind == "ib":
+        from infra.settings import Settings
+        from trader.feeds.ib import IbFeed
+
+        return IbFeed.from_settings(Settings(), symbols)
     if kind == "kafka":
         from trader.feeds.kafka import KafkaFeed
 

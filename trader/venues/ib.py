@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class IbVenueSettings(BaseModel):
     client_id: int = Field(default=1, ge=0)
     account: str = ""
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    settle_timeout_s: float = Field(default=5.0, ge=0)  # disconnect waits for closing fills
     reconnect_delays_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
     @classmethod
@@ -138,6 +140,7 @@ class IbVenue(Venue):
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
+        self._settled = asyncio.Event()  # set when no flatten order waits for its fill
         self.ib.orderStatusEvent += self._on_status
         self.ib.commissionReportEvent += self._on_commission
         self.ib.disconnectedEvent += self._on_disconnected
@@ -188,6 +191,11 @@ class IbVenue(Venue):
 
     async def disconnect(self) -> None:
         """Close the session (orders at the gateway keep working)."""
+        closers = [o for o in self._orders.values() if o.role == "flatten" and not o.done]
+        if closers and self.connected and self.config.settle_timeout_s > 0:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), self.config.settle_timeout_s)
         self._closing = True
         if self._task is not None:
             self._task.cancel()
@@ -546,6 +554,7 @@ class IbVenue(Venue):
         if o.filled < o.quantity:
             return
         o.done = True
+        self._check_settled()
         if o.role == "entry":
             self._anchor_children(o)
 
@@ -575,6 +584,10 @@ class IbVenue(Venue):
             self._announce(child)
             self._accepted(child)
 
+    def _check_settled(self) -> None:
+        if not any(o.role == "flatten" and not o.done for o in self._orders.values()):
+            self._settled.set()
+
     def _oco_reason(self, o: _Order) -> str:
         if o.role not in ("stop", "target") or o.bracket is None:
             return ""
@@ -583,6 +596,7 @@ class IbVenue(Venue):
 
     def _close(self, o: _Order, reason: str) -> None:
         o.done = True
+        self._check_settled()
         if not o.announced:
             return  # a child that never worked for us (its entry did not fill)
         self._publish(
@@ -591,6 +605,7 @@ class IbVenue(Venue):
 
     def _reject(self, o: _Order, reason: str) -> None:
         o.done = True
+        self._check_settled()
         if o.announced:
             self._publish(OrderRejected(**self._common(o), reason=reason or "rejected"))
 

@@ -127,6 +127,8 @@ class IbSimulator:
         self._sessions: list[_Session] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: symbol -> (session, request id) of each `reqRealTimeBars` subscription
+        self.bar_subscribers: dict[str, list[tuple[_Session, int]]] = {}
         self.connections = 0  # accepted handshakes since start
 
     # server --------------------------------------------------------------
@@ -177,6 +179,17 @@ class IbSimulator:
     def on_bar(self, bar: MarketBar, session: SessionState) -> None:
         """Match working orders against one bar."""
         self.paper.on_bar(bar, session)
+
+    def publish_bar(self, bar: MarketBar) -> None:
+        """Stream a 1-minute bar to its subscribers as the twelve 5-second real-time bars."""
+        subs = self.bar_subscribers.get(bar.symbol, [])
+        subs[:] = [(s, r) for s, r in subs if s in self._sessions]
+        if not subs:
+            return
+        start = bar.ts_s - 60
+        for fields in w.realtime_bars(start, bar.open, bar.high, bar.low, bar.close, bar.volume):
+            for session, req_id in subs:
+                self._send(session, [50, 3, req_id, *fields])
 
     def contract(self, symbol: str) -> w.IbContract:
         """Return the front contract the gateway lists for `symbol`."""
@@ -275,6 +288,8 @@ class IbSimulator:
             self._send(s, [49, 1, int(time.time())])
         elif msg == w.REQ_IDS:
             self._send(s, [9, 1, self._next_id])
+        elif msg == w.REQ_REAL_TIME_BARS:
+            self.bar_subscribers.setdefault(f[4], []).append((s, int(f[2])))
         elif msg == w.REQ_AUTO_OPEN_ORDERS:
             pass
         else:

@@ -429,3 +429,22 @@ def encode_contract_details(req_id: int, c: IbContract) -> list[Field]:
         1,  # sizeIncrement
         1,  # suggestedSizeIncrement
     ]
+
+
+def realtime_bars(
+    start_s: int, open: float, high: float, low: float, close: float, volume: float
+) -> list[list[Field]]:
+    """Return one minute as twelve 5-second `realtimeBar` bodies (time .. count).
+
+    The path is open -> high -> low -> close, so the twelve aggregate back to the
+    minute exactly; the bar starting at second 55 is the minute's last.
+    """
+    legs = [(open, high, open, high), (high, high, low, low)]
+    legs += [(low, low, low, low)] * 9
+    legs += [(low, max(low, close), low, close)]
+    share = int(volume) // 12
+    out: list[list[Field]] = []
+    for i, (o, h, lo, c) in enumerate(legs):
+        v = share if i < 11 else int(volume) - 11 * share
+        out.append([start_s + 5 * i, o, max(o, h, c), min(o, lo, c), c, v, c, 1])
+    return out

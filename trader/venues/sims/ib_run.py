@@ -1,0 +1,100 @@
+"""`tradeloop venues sim ib`: the IB simulator serving a market made of the sim feed's bars.
+
+The gateway matches orders on each bar, then streams the bar to `reqRealTimeBars`
+subscribers (`--feed ib`), so a trader sees the same market its orders fill in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from infra.settings import Settings
+from trader.core.bar import MarketBar
+from trader.core.instruments import instruments_from_settings
+from trader.feeds.sim import SimFeed
+from trader.venues.sims.ib import IbSimulator
+
+__all__ = ["play", "run"]
+
+
+@dataclass(frozen=True)
+class _AlwaysOpen:
+    """The simulator does no session-end flattening: the trader's engine does."""
+
+    in_rth: bool = True
+    minutes_to_close: int = 1 << 20
+
+
+async def play(
+    sim: IbSimulator,
+    bars: Iterable[MarketBar],
+    *,
+    bar_ms: int,
+    wait_for: tuple[str, ...] = (),
+    wait_s: float = 600.0,
+) -> int:
+    """Trade `bars` one every `bar_ms` ms, after every symbol in `wait_for` has a subscriber.
+
+    Return the number of bars played.
+    """
+    deadline = time.monotonic() + wait_s
+    while not all(sim.bar_subscribers.get(s) for s in wait_for):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no real-time bar subscriber for {wait_for} within {wait_s} s")
+        await asyncio.sleep(0.05)  # the market opens once the trader listens
+    n = 0
+    for bar in bars:
+        sim.on_bar(bar, _AlwaysOpen())
+        sim.publish_bar(bar)
+        n += 1
+        await asyncio.sleep(bar_ms / 1000)  # the market's clock
+    return n
+
+
+async def run(
+    settings: Settings,
+    host: str,
+    port: int,
+    echo: Callable[[dict[str, str]], None],
+    *,
+    seed: int = 7,
+    days: int | None = 1,
+    bar_ms: int = 1000,
+    wait_for_client: bool = True,
+    session: str = "rth",
+) -> None:
+    """Serve the simulator on `host:port` until cancelled; `echo` the settings that reach it."""
+    symbols = tuple(settings.symbols)
+    instruments = {s: i for s, i in instruments_from_settings(settings).items() if s in symbols}
+    sim = IbSimulator(
+        instruments,
+        host=host,
+        port=port,
+        slippage_ticks=settings.slippage_ticks,
+        commission_per_contract_usd=settings.commission_per_contract_usd,
+    )
+    await sim.start()
+    echo(
+        {
+            "VENUE": "ib",
+            "IB_HOST": host,
+            "IB_PORT": str(sim.port),
+            "IB_CLIENT_ID": str(settings.ib_client_id),
+            "IB_ACCOUNT": sim.account,
+        }
+    )
+    try:
+        feed = SimFeed(
+            symbols,
+            seed=seed,
+            days=days,
+            session="globex" if session == "globex" else "rth",
+            instruments=instruments,
+        )
+        await play(sim, feed, bar_ms=bar_ms, wait_for=symbols if wait_for_client else ())
+        await asyncio.Event().wait()  # keep serving orders and positions after the last bar
+    finally:
+        await sim.stop()
