@@ -29,6 +29,7 @@ from trader.delivery.hotswap import STARTUP_WAIT_S, HotSwapper, kafka_configured
 from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds import Feed, Pacer, open_feed
 from trader.io.api import create_app
+from trader.io.console import ConsoleFeed
 from trader.io.outbox import Outbox, OutboxDrainer
 from trader.recovery import Recovery
 from trader.runtime import Runtime
@@ -139,6 +140,7 @@ async def run_trade(
         recovery,
     )
     runtime.swapper, runtime.router = swapper, router
+    runtime.console = console = ConsoleFeed().attach(engine)  # the operator console's facts
     swap_stop = asyncio.Event()
     swap_task = asyncio.create_task(swapper.run(swap_stop)) if swapper is not None else None
     if swapper is not None and holder.current.empty:  # start on the latest release if any
@@ -205,6 +207,7 @@ async def run_trade(
                 "outbox: %d events stay spooled in %s for the next run", outbox.depth, outbox.dir
             )
         if server is not None and server_task is not None:
+            console.close()  # end the console's live streams, or uvicorn waits for them
             server.should_exit = True
             await server_task
     return runtime

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from trader import metrics
+from trader.io.console import console_router
 from trader.io.public import error_code, public
 from trader.runtime import Runtime, build_info
 
@@ -230,4 +231,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         runtime.refresh_gauges()
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(console_router(runtime))  # the operator console at /ui
     return app
