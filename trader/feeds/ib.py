@@ -104,6 +104,7 @@ class IbFeed(Feed):
         self._last: dict[str, int] = {}
         self._queue: asyncio.Queue[MarketBar | None] = asyncio.Queue()
         self._lost = asyncio.Event()
+        self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings, symbols: tuple[str, ...]) -> IbFeed:
@@ -171,7 +172,7 @@ class IbFeed(Feed):
 
     async def _keep_session(self) -> None:
         """Connect and subscribe; after a loss, retry every `retry_s` until back."""
-        while True:
+        while not self._closed:
             try:
                 await self._subscribe()
             except (OSError, TimeoutError, ConnectionError) as exc:
@@ -183,6 +184,7 @@ class IbFeed(Feed):
             await self._lost.wait()
 
     async def aclose(self) -> None:
+        self._closed = True
         self.ib.disconnect()
         self._queue.put_nowait(None)
 

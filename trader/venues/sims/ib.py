@@ -182,14 +182,19 @@ class IbSimulator:
 
     def publish_bar(self, bar: MarketBar) -> None:
         """Stream a 1-minute bar to its subscribers as the twelve 5-second real-time bars."""
-        subs = self.bar_subscribers.get(bar.symbol, [])
-        subs[:] = [(s, r) for s, r in subs if s in self._sessions]
-        if not subs:
-            return
         start = bar.ts_s - 60
         for fields in w.realtime_bars(start, bar.open, bar.high, bar.low, bar.close, bar.volume):
-            for session, req_id in subs:
-                self._send(session, [50, 3, req_id, *fields])
+            self.publish_realtime(bar.symbol, fields)
+
+    def publish_realtime(self, symbol: str, fields: list[w.Field]) -> None:
+        """Stream one 5-second bar (time, open, high, low, close, volume, wap, count) as given.
+
+        Nothing is checked: a fault switch for bad vendor data as well.
+        """
+        subs = self.bar_subscribers.get(symbol, [])
+        subs[:] = [(s, r) for s, r in subs if s in self._sessions]
+        for session, req_id in subs:
+            self._send(session, [50, 3, req_id, *fields])
 
     def contract(self, symbol: str) -> w.IbContract:
         """Return the front contract the gateway lists for `symbol`."""
@@ -233,6 +238,8 @@ class IbSimulator:
         finally:
             if session in self._sessions:
                 self._sessions.remove(session)
+            for subs in self.bar_subscribers.values():
+                subs[:] = [(s, r) for s, r in subs if s is not session]
             writer.close()
 
     def _send(self, session: _Session, fields: list[w.Field]) -> None:
