@@ -13,6 +13,7 @@ from typing import Any
 
 from features.trade_stats import TradeAccumulator, TradeStatsError
 from infra.contracts import (
+    TOPICS,
     DeadLetter,
     DriftAlert,
     Event,
@@ -42,6 +43,8 @@ __all__ = [
 
 #: How many dead letters and drift alerts the snapshot keeps.
 LATEST_N = 10
+#: The topics whose records the monitor decodes (the others it only counts).
+DECODED = frozenset(TOPICS) - {"bars", "signals", "features"}
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -151,7 +154,7 @@ class MonitorState:
         ts = datetime.fromtimestamp(ts_s, UTC)
         if topic not in self.last_ts or ts > self.last_ts[topic]:
             self.last_ts[topic] = ts
-        if topic not in ("outcomes", "orders", "dlq", "drift", "models"):
+        if topic not in DECODED:
             return
         if value is None:
             if topic != "models":  # a tombstone on the compacted topic is legal

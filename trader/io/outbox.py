@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.bus import BusProducer, KafkaBus, topic_settings
-from infra.contracts import Event, encode, event_key
+from infra.contracts import TOPICS, Event, encode, event_key
 
 __all__ = ["Outbox", "OutboxDrainer", "OutboxError"]
 
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 _HEAD = struct.Struct("<II")
 _LEN16 = struct.Struct("<H")
 SEGMENT_BYTES = 16 * 1024 * 1024
+#: What a trader spools: every topic but the streams worker's outputs and the models.
+TRADER_TOPICS: tuple[str, ...] = tuple(
+    t for t in TOPICS if t not in ("features", "drift", "models")
+)
 
 
 class OutboxError(RuntimeError):
@@ -356,9 +360,7 @@ class OutboxDrainer:
     async def _connect(self) -> BusProducer | None:
         try:
             await asyncio.wait_for(
-                self.bus.ensure_topics(
-                    topic_settings(self.bus, ["bars", "signals", "orders", "outcomes", "dlq"])
-                ),
+                self.bus.ensure_topics(topic_settings(self.bus, TRADER_TOPICS)),
                 self.send_timeout_s,
             )
             producer = self.bus.producer(linger_ms=0, client_id="tradeloop-trader-outbox")

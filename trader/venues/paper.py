@@ -31,21 +31,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from infra.contracts import (
     OrderAccepted,
-    OrderCancelled,
     OrderEvent,
-    OrderExpired,
     OrderFilled,
     OrderRejected,
-    OrderRole,
     OrderSide,
     OrderSubmitted,
-    OrderType,
     VenueEvent,
-    utc_now,
 )
 from infra.settings import Settings
 from trader.core.bar import MarketBar
@@ -66,94 +59,14 @@ from trader.venues.base import (
 )
 from trader.venues.fills import Closed, PaperBroker
 from trader.venues.fills import Position as FillPosition
+from trader.venues.paper_book import PaperOrder, PaperOrderEvents, PaperVenueSettings, PendingEntry
 
 __all__ = ["PaperVenue", "PaperVenueSettings"]
 
 _INF = float("inf")
 
 
-class PaperVenueSettings(BaseModel):
-    """The paper venue's fill model (read from `SLIPPAGE_TICKS`, `COMMISSION_PER_CONTRACT_USD`, ...)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    slippage_ticks: float = Field(default=1.0, ge=0)
-    commission_per_contract_usd: float = Field(default=2.25, ge=0)
-    flatten_at_session_end: bool = True
-    max_hold_bars: int = Field(default=240, gt=0)
-    max_fill_per_bar: int | None = Field(default=None, gt=0)
-    max_order_quantity: int = Field(default=1000, gt=0)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> PaperVenueSettings:
-        """Return the paper venue settings of the process settings."""
-        values: dict[str, Any] = {
-            "slippage_ticks": settings.slippage_ticks,
-            "commission_per_contract_usd": settings.commission_per_contract_usd,
-            "flatten_at_session_end": settings.flatten_at_session_end,
-        }
-        return cls(**{**values, **overrides})
-
-
-class _Order:
-    """The venue's record of one order."""
-
-    __slots__ = (
-        "bracket",
-        "client_order_id",
-        "filled",
-        "ids",
-        "limit_price",
-        "order_type",
-        "parent_id",
-        "quantity",
-        "role",
-        "side",
-        "stop_price",
-        "symbol",
-        "venue_order_id",
-    )
-
-    def __init__(
-        self,
-        client_order_id: str,
-        symbol: str,
-        role: OrderRole,
-        side: OrderSide,
-        quantity: int,
-        order_type: OrderType,
-        venue_order_id: str,
-        bracket: BracketOrder,
-        limit_price: float | None = None,
-        stop_price: float | None = None,
-        parent_id: str = "",
-    ) -> None:
-        self.client_order_id = client_order_id
-        self.symbol = symbol
-        self.role = role
-        self.side = side
-        self.quantity = quantity
-        self.order_type = order_type
-        self.venue_order_id = venue_order_id
-        self.bracket = bracket
-        self.limit_price = limit_price
-        self.stop_price = stop_price
-        self.parent_id = parent_id
-        self.filled = 0
-        self.ids: dict[str, Any] | None = None
-
-
-class _Entry:
-    """A bracket's entry filling outside the market-order path (limit or capped)."""
-
-    __slots__ = ("avg_price", "commission", "order")
-
-    def __init__(self, order: _Order) -> None:
-        self.order = order
-        self.avg_price = 0.0
-        self.commission = 0.0
-
-
-class PaperVenue(Venue):
+class PaperVenue(PaperOrderEvents, Venue):
     """The bar-level fill model as a venue; starts connected (its session is in-process)."""
 
     name = "paper"
@@ -177,9 +90,9 @@ class PaperVenue(Venue):
             max_hold_bars=self.config.max_hold_bars,
             record_fills=True,
         )
-        self._orders: dict[str, _Order] = {}  # working orders by client order id
+        self._orders: dict[str, PaperOrder] = {}  # working orders by client order id
         self._used: set[str] = set()
-        self._entries: dict[str, list[_Entry]] = {}  # symbol -> limit / capped entries
+        self._entries: dict[str, list[PendingEntry]] = {}  # symbol -> limit / capped entries
         self._positions: dict[str, FillPosition] = {}  # entry id -> position in the book
         self._held: list[VenueEvent] = []
         self._last: dict[str, MarketBar] = {}
@@ -213,115 +126,6 @@ class PaperVenue(Venue):
             raise VenueDisconnected(f"venue {self.name!r} is {self._state.value}")
 
     # events -------------------------------------------------------------
-
-    def _ts(self, symbol: str) -> datetime:
-        """Return the market time of a symbol (its last bar's close) or, before any bar, now."""
-        bar = self._last.get(symbol)
-        if bar is None:
-            return utc_now()
-        clock = self._clock.get(symbol)
-        if clock is None or clock[0] != bar.ts_s:
-            clock = self._clock[symbol] = (bar.ts_s, bar.ts_event)
-        return clock[1]
-
-    def _emit(self, event: VenueEvent) -> None:
-        if self._state is ConnectionState.CONNECTED:
-            self._publish(event)
-        else:
-            self._held.append(event)
-
-    def _common(self, o: _Order) -> dict[str, Any]:
-        ids = o.ids
-        if ids is None:  # what every event of the order carries, built once
-            ids = o.ids = {
-                "venue": self.name,
-                "symbol": o.symbol,
-                "contract": o.bracket.contract or self.contracts.get(o.symbol, ""),
-                "source": self.source,
-                "run_id": self.run_id,
-                "client_order_id": o.client_order_id,
-                "venue_order_id": o.venue_order_id,
-            }
-        return {"ts_event": self._ts(o.symbol), **ids}
-
-    def _submitted(self, o: _Order, reason: str = "") -> None:
-        b = o.bracket
-        self._emit(
-            OrderSubmitted(
-                **self._common(o),
-                role=o.role,
-                side=o.side,
-                quantity=o.quantity,
-                order_type=o.order_type,
-                limit_price=o.limit_price,
-                stop_price=o.stop_price,
-                parent_id=o.parent_id,
-                oco_group=b.client_order_id if o.role in ("stop", "target") else "",
-                signal_id=b.signal_id,
-                strategy=b.strategy,
-                reason=reason,
-            )
-        )
-
-    def _accepted(self, o: _Order) -> None:
-        self._emit(
-            OrderAccepted(
-                **self._common(o),
-                quantity=o.quantity,
-                limit_price=o.limit_price,
-                stop_price=o.stop_price,
-            )
-        )
-
-    def _filled(self, o: _Order, price: float, quantity: int) -> float:
-        o.filled += quantity
-        commission = self.config.commission_per_contract_usd * quantity
-        self._emit(
-            OrderFilled(
-                **self._common(o),
-                role=o.role,
-                side=o.side,
-                fill_price=price,
-                quantity=quantity,
-                cumulative_quantity=o.filled,
-                leaves_quantity=o.quantity - o.filled,
-                commission_usd=commission,
-                venue_fill_id=f"{o.venue_order_id}-F{o.filled}",
-            )
-        )
-        if o.filled >= o.quantity:
-            self._orders.pop(o.client_order_id, None)
-        return commission
-
-    def _done(self, o: _Order, reason: str, expired: bool = False) -> None:
-        self._orders.pop(o.client_order_id, None)
-        cls = OrderExpired if expired else OrderCancelled
-        self._emit(cls(**self._common(o), reason=reason, cumulative_quantity=o.filled))
-
-    def _new_order(
-        self,
-        bracket: BracketOrder,
-        client_order_id: str,
-        role: OrderRole,
-        side: OrderSide,
-        quantity: int,
-        order_type: OrderType,
-        **prices: Any,
-    ) -> _Order:
-        o = _Order(
-            client_order_id,
-            bracket.symbol,
-            role,
-            side,
-            quantity,
-            order_type,
-            f"P{next(self._ids)}",
-            bracket,
-            parent_id="" if role == "entry" else bracket.client_order_id,
-            **prices,
-        )
-        self._used.add(client_order_id)
-        return o
 
     # orders -------------------------------------------------------------
 
@@ -369,7 +173,7 @@ class PaperVenue(Venue):
             self._positions[o.client_order_id] = p
             self.book.place(p)
         else:
-            self._entries.setdefault(order.symbol, []).append(_Entry(o))
+            self._entries.setdefault(order.symbol, []).append(PendingEntry(o))
 
     def modify(
         self,
@@ -402,7 +206,7 @@ class PaperVenue(Venue):
             self._positions[o.parent_id].stop = stop_price
         self._accepted(o)
 
-    def _working(self, client_order_id: str) -> _Order:
+    def _working(self, client_order_id: str) -> PaperOrder:
         o = self._orders.get(client_order_id)
         if o is None:
             raise UnknownOrder(f"no working order {client_order_id!r}")
@@ -413,7 +217,7 @@ class PaperVenue(Venue):
         self._require_session()
         self._cancel(self._working(client_order_id), "requested")
 
-    def _cancel(self, o: _Order, reason: str, expired: bool = False) -> None:
+    def _cancel(self, o: PaperOrder, reason: str, expired: bool = False) -> None:
         if o.role == "entry":
             p = self._positions.pop(o.client_order_id, None)
             if p is not None:
@@ -515,7 +319,7 @@ class PaperVenue(Venue):
             closed = book.on_bar(bar, minutes_to_close, in_rth)
             if book.filled:
                 for p in book.filled:
-                    o: _Order = p.signal
+                    o: PaperOrder = p.signal
                     self._positions[o.client_order_id] = p
                     self._filled(o, p.entry_price, p.quantity)
                     self._children(o, p)
@@ -526,7 +330,7 @@ class PaperVenue(Venue):
             self._busy.discard(symbol)
 
     def _fill_entries(
-        self, bar: MarketBar, entries: list[_Entry], minutes_to_close: int, in_rth: bool
+        self, bar: MarketBar, entries: list[PendingEntry], minutes_to_close: int, in_rth: bool
     ) -> None:
         inst = self.instruments[bar.symbol]
         slip = self.config.slippage_ticks * inst.tick_size
@@ -570,7 +374,7 @@ class PaperVenue(Venue):
             self._positions[o.client_order_id] = p
             self._children(o, p)
 
-    def _children(self, entry: _Order, p: FillPosition) -> None:
+    def _children(self, entry: PaperOrder, p: FillPosition) -> None:
         b = entry.bracket
         exit_side: OrderSide = "sell" if b.sign > 0 else "buy"
         stop = self._new_order(
@@ -585,7 +389,7 @@ class PaperVenue(Venue):
             self._accepted(child)
 
     def _exit(self, c: Closed) -> None:
-        entry: _Order = c.position.signal
+        entry: PaperOrder = c.position.signal
         b = entry.bracket
         self._positions.pop(b.client_order_id, None)
         stop = self._orders.get(b.child_id("stop"))
@@ -707,9 +511,9 @@ class PaperVenue(Venue):
 
     def _restored_order(
         self, sub: OrderSubmitted, accepted: OrderAccepted | None, bracket: BracketOrder | None
-    ) -> _Order:
+    ) -> PaperOrder:
         """Return the venue's record of a published order (at its last accepted terms)."""
-        return _Order(
+        return PaperOrder(
             sub.client_order_id,
             sub.symbol,
             sub.role,
