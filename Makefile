@@ -25,6 +25,8 @@ demo: venv ## Run the whole loop end to end on the embedded stack
 	$(BIN)/tradeloop demo
 
 test: venv ## Run the whole suite against real services (Tansu, moto S3, Redis)
+	@# the console's browser tests drive Debian's chromium (Playwright cannot download one here)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 docs: venv ## Build the documentation site strict into site/

@@ -272,6 +272,7 @@ def run_demo(
                 extra_env={"MANIFEST_ED25519_PRIVATE_KEY": ""},  # verifies with the public key
             )  # fmt: skip
             _wait("the trader's /healthz", lambda: _health(http_port), 60, 0.5)
+            console.print(f"  operator console: [bold]http://127.0.0.1:{http_port}/ui[/]")
 
         with _phase(run, "events flowing into the lake"):
             _wait(

@@ -195,7 +195,7 @@ def test_a_hot_swap_shows_up_live(trader: Trader, browser: Browser, tmp_path: Pa
     assert "r2" in swaps[0] and "replaced r1" in swaps[0]
     models = page.locator("#models").inner_text()
     assert "meta v2" in models and "auc 0.600" in models and "release" in models
-    page.screenshot(path=str(tmp_path / "console-swap.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "console-swap.png"))
 
 
 def _list(page: Page, name: str) -> list[str]:

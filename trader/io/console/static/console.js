@@ -51,7 +51,7 @@
       td.colSpan = cols.length; r.append(td); body.append(r);
     }
     for (const row of rows) {
-      const r = el("tr");
+      const r = el("tr", row.strategy === "ALL" ? "total" : "");
       for (const [, get, cls] of cols) {
         const v = get(row);
         const td = el("td", cls || "");
