@@ -25,24 +25,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ib_async import IB, Fill, Future, LimitOrder, MarketOrder, Order, StopOrder, Trade
+from ib_async import IB, Future, LimitOrder, MarketOrder, Order, StopOrder
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.rolls import front_month
 from infra.contracts import (
-    OrderAccepted,
-    OrderCancelled,
-    OrderFilled,
-    OrderRejected,
     OrderRole,
     OrderSide,
-    OrderSubmitted,
     OrderType,
-    utc_now,
 )
 from infra.settings import Settings
 from trader.core.bar import MarketBar
@@ -59,6 +52,7 @@ from trader.venues.base import (
     VenueDisconnected,
     WorkingOrder,
 )
+from trader.venues.ib_events import IbOrder, IbOrderEvents, ib_price
 
 __all__ = ["IbVenue", "IbVenueSettings"]
 
@@ -91,31 +85,7 @@ class IbVenueSettings(BaseModel):
         return cls(**{**values, **overrides})
 
 
-@dataclass(slots=True)
-class _Order:
-    """Our record of one IB order."""
-
-    client_order_id: str
-    symbol: str
-    role: OrderRole
-    side: OrderSide
-    order_type: OrderType
-    ib: Order
-    bracket: BracketOrder | None
-    parent_id: str = ""
-    filled: int = 0
-    avg_price: float = 0.0
-    announced: bool = False  # OrderSubmitted published
-    accepted: bool = False
-    done: bool = False
-    cancel_reason: str = ""
-
-    @property
-    def quantity(self) -> int:
-        return int(self.ib.totalQuantity)
-
-
-class IbVenue(Venue):
+class IbVenue(IbOrderEvents, Venue):
     """Interactive Brokers behind the venue interface (see the module docstring)."""
 
     name = "ib"
@@ -132,7 +102,7 @@ class IbVenue(Venue):
         self.instruments = dict(instruments)
         self.ib = ib or IB()
         self.contracts: dict[str, Future] = {}
-        self._orders: dict[str, _Order] = {}
+        self._orders: dict[str, IbOrder] = {}
         self._by_ib: dict[int, str] = {}
         self._used: set[str] = set()
         self._execs: set[str] = set()
@@ -303,7 +273,7 @@ class IbVenue(Venue):
             if i:
                 ib_order.orderId = self.ib.client.getReqId()
                 ib_order.parentId, ib_order.ocaGroup, ib_order.ocaType = parent.orderId, oca, 3
-            self._orders[cid] = _Order(
+            self._orders[cid] = IbOrder(
                 cid,
                 order.symbol,
                 role,
@@ -320,7 +290,7 @@ class IbVenue(Venue):
 
     def _refuse_unsent(self, order: BracketOrder, why: str) -> None:
         """Publish a bracket the gateway never saw as submitted and rejected."""
-        o = _Order(
+        o = IbOrder(
             order.client_order_id,
             order.symbol,
             "entry",
@@ -361,7 +331,7 @@ class IbVenue(Venue):
         if o.announced:
             self._accepted(o)
 
-    def _working(self, client_order_id: str) -> _Order:
+    def _working(self, client_order_id: str) -> IbOrder:
         o = self._orders.get(client_order_id)
         if o is None or o.done:
             raise UnknownOrder(f"no working order {client_order_id!r}")
@@ -412,7 +382,7 @@ class IbVenue(Venue):
                 cid,
                 self.config.account,
             )
-            o = _Order(
+            o = IbOrder(
                 cid, p.symbol, "flatten", side, "market", mkt, entry.bracket, entry.client_order_id
             )
             self._orders[cid], self._by_ib[mkt.orderId] = o, cid
@@ -448,8 +418,8 @@ class IbVenue(Venue):
                     quantity=o.quantity,
                     order_type=o.order_type,
                     filled_quantity=o.filled,
-                    limit_price=_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
-                    stop_price=_price(o.ib.auxPrice) if o.order_type == "stop" else None,
+                    limit_price=ib_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
+                    stop_price=ib_price(o.ib.auxPrice) if o.order_type == "stop" else None,
                     parent_id=o.parent_id,
                     venue_order_id=str(o.ib.orderId),
                     contract=t.contract.localSymbol,
@@ -460,159 +430,3 @@ class IbVenue(Venue):
     def on_bar(self, bar: MarketBar, session: SessionState) -> None:
         """Keep the last close: market brackets place their children from it."""
         self._last[bar.symbol] = bar.close
-
-    # the gateway's answers -> order events ---------------------------------
-
-    def _common(self, o: _Order) -> dict[str, Any]:
-        c = self.contracts.get(o.symbol)
-        return {
-            "ts_event": utc_now(),
-            "venue": self.name,
-            "symbol": o.symbol,
-            "contract": c.localSymbol if c is not None else "",
-            "source": self.source,
-            "run_id": self.run_id,
-            "client_order_id": o.client_order_id,
-            "venue_order_id": str(o.ib.orderId) if o.ib.orderId else "",
-        }
-
-    def _announce(self, o: _Order, reason: str = "") -> None:
-        b = o.bracket
-        o.announced = True
-        self._publish(
-            OrderSubmitted(
-                **self._common(o),
-                role=o.role,
-                side=o.side,
-                quantity=o.quantity,
-                order_type=o.order_type,
-                limit_price=_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
-                stop_price=_price(o.ib.auxPrice) if o.order_type == "stop" else None,
-                parent_id=o.parent_id,
-                oco_group=o.parent_id if o.role in ("stop", "target") else "",
-                signal_id=b.signal_id if b else "",
-                strategy=b.strategy if b else "",
-                reason=reason,
-            )
-        )
-
-    def _accepted(self, o: _Order) -> None:
-        o.accepted = True
-        self._publish(
-            OrderAccepted(
-                **self._common(o),
-                quantity=o.quantity,
-                limit_price=_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
-                stop_price=_price(o.ib.auxPrice) if o.order_type == "stop" else None,
-            )
-        )
-
-    def _on_status(self, trade: Trade) -> None:
-        cid = self._by_ib.get(trade.order.orderId)
-        o = self._orders.get(cid or "")
-        if o is None or o.done:
-            return
-        status = trade.orderStatus.status
-        if status in ("Submitted", "PreSubmitted") and o.announced and not o.accepted:
-            self._accepted(o)
-        elif status in ("Cancelled", "ApiCancelled", "Inactive"):
-            entry = trade.log[-1] if trade.log else None
-            if entry is not None and entry.errorCode == 201 and not o.filled:
-                self._reject(o, entry.message.partition("reason:")[2].strip() or entry.message)
-            else:
-                self._close(o, self._oco_reason(o) or o.cancel_reason or "cancelled by the venue")
-
-    def _on_commission(self, trade: Trade, fill: Fill, report: Any) -> None:
-        cid = self._by_ib.get(trade.order.orderId)
-        o = self._orders.get(cid or "")
-        if o is not None:
-            self._fill(o, fill, report.commission)
-
-    def _fill(self, o: _Order, fill: Fill, commission: float) -> None:
-        ex = fill.execution
-        if ex.execId in self._execs:
-            return
-        self._execs.add(ex.execId)
-        qty = int(ex.shares)
-        o.avg_price = (o.avg_price * o.filled + ex.price * qty) / (o.filled + qty)
-        o.filled += qty
-        if not o.announced:  # a child filled before we moved it (e.g. missed while away)
-            self._announce(o)
-        self._publish(
-            OrderFilled(
-                **self._common(o),
-                role=o.role,
-                side=o.side,
-                fill_price=ex.price,
-                quantity=qty,
-                cumulative_quantity=o.filled,
-                leaves_quantity=max(0, o.quantity - o.filled),
-                commission_usd=max(0.0, commission),
-                venue_fill_id=ex.execId,
-            )
-        )
-        if o.filled < o.quantity:
-            return
-        o.done = True
-        self._check_settled()
-        if o.role == "entry":
-            self._anchor_children(o)
-
-    def _anchor_children(self, entry: _Order) -> None:
-        """Move the children to distances from the entry's average price, then announce them."""
-        b = entry.bracket
-        if b is None:
-            return
-        inst = self.instruments[entry.symbol]
-        sign = b.sign
-        prices = {
-            "stop": inst.round_price(entry.avg_price - sign * b.stop_distance),
-            "target": inst.round_price(entry.avg_price + sign * b.target_distance),
-        }
-        for role, price in prices.items():
-            child = self._orders.get(b.child_id(role))  # type: ignore[arg-type]
-            if child is None or child.done:
-                continue
-            current = _price(child.ib.auxPrice if role == "stop" else child.ib.lmtPrice) or 0.0
-            if abs(current - price) > inst.tick_size / 2 and self.ib.isConnected():
-                if role == "stop":
-                    child.ib.auxPrice = price
-                else:
-                    child.ib.lmtPrice = price
-                child.ib.transmit = True
-                self.ib.placeOrder(self.contracts[entry.symbol], child.ib)
-            self._announce(child)
-            self._accepted(child)
-
-    def _check_settled(self) -> None:
-        if not any(o.role == "flatten" and not o.done for o in self._orders.values()):
-            self._settled.set()
-
-    def _oco_reason(self, o: _Order) -> str:
-        if o.role not in ("stop", "target") or o.bracket is None:
-            return ""
-        other = self._orders.get(o.bracket.child_id("target" if o.role == "stop" else "stop"))
-        return "oco" if other is not None and other.filled else ""
-
-    def _close(self, o: _Order, reason: str) -> None:
-        o.done = True
-        self._check_settled()
-        if not o.announced:
-            return  # a child that never worked for us (its entry did not fill)
-        self._publish(
-            OrderCancelled(**self._common(o), reason=reason, cumulative_quantity=o.filled)
-        )
-
-    def _reject(self, o: _Order, reason: str) -> None:
-        o.done = True
-        self._check_settled()
-        if o.announced:
-            self._publish(OrderRejected(**self._common(o), reason=reason or "rejected"))
-
-
-def _price(value: object) -> float | None:
-    """Return an IB price, None where IB means unset."""
-    if value is None:
-        return None
-    price = float(value)  # type: ignore[arg-type]
-    return price if 0 < price < 1e300 else None

@@ -1,0 +1,228 @@
+"""The `ib` venue's half that turns the gateway's answers into our order events.
+
+`IbOrderEvents` is mixed into `trader.venues.ib.IbVenue`: `orderStatus` changes,
+executions with their commission reports, the children moved to the entry's fill,
+OCO cancels and rejections become `OrderSubmitted` ... `OrderRejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ib_async import IB, Fill, Future, Order, Trade
+
+from infra.contracts import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderRole,
+    OrderSide,
+    OrderSubmitted,
+    OrderType,
+    VenueEvent,
+    utc_now,
+)
+from trader.core.instruments import Instrument
+from trader.venues.base import BracketOrder
+
+__all__ = ["IbOrder", "IbOrderEvents", "ib_price"]
+
+
+@dataclass(slots=True)
+class IbOrder:
+    """Our record of one IB order."""
+
+    client_order_id: str
+    symbol: str
+    role: OrderRole
+    side: OrderSide
+    order_type: OrderType
+    ib: Order
+    bracket: BracketOrder | None
+    parent_id: str = ""
+    filled: int = 0
+    avg_price: float = 0.0
+    announced: bool = False  # OrderSubmitted published
+    accepted: bool = False
+    done: bool = False
+    cancel_reason: str = ""
+
+    @property
+    def quantity(self) -> int:
+        return int(self.ib.totalQuantity)
+
+
+class IbOrderEvents:
+    """Order events from the gateway's answers (mixed into `IbVenue`)."""
+
+    name: ClassVar[str]
+    source: str
+    run_id: str
+    ib: IB
+    instruments: dict[str, Instrument]
+    contracts: dict[str, Future]
+    _orders: dict[str, IbOrder]
+    _execs: set[str]
+    _by_ib: dict[int, str]
+    _settled: asyncio.Event
+
+    if TYPE_CHECKING:
+
+        def _publish(self, event: VenueEvent) -> None: ...
+
+    def _common(self, o: IbOrder) -> dict[str, Any]:
+        c = self.contracts.get(o.symbol)
+        return {
+            "ts_event": utc_now(),
+            "venue": self.name,
+            "symbol": o.symbol,
+            "contract": c.localSymbol if c is not None else "",
+            "source": self.source,
+            "run_id": self.run_id,
+            "client_order_id": o.client_order_id,
+            "venue_order_id": str(o.ib.orderId) if o.ib.orderId else "",
+        }
+
+    def _announce(self, o: IbOrder, reason: str = "") -> None:
+        b = o.bracket
+        o.announced = True
+        self._publish(
+            OrderSubmitted(
+                **self._common(o),
+                role=o.role,
+                side=o.side,
+                quantity=o.quantity,
+                order_type=o.order_type,
+                limit_price=ib_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
+                stop_price=ib_price(o.ib.auxPrice) if o.order_type == "stop" else None,
+                parent_id=o.parent_id,
+                oco_group=o.parent_id if o.role in ("stop", "target") else "",
+                signal_id=b.signal_id if b else "",
+                strategy=b.strategy if b else "",
+                reason=reason,
+            )
+        )
+
+    def _accepted(self, o: IbOrder) -> None:
+        o.accepted = True
+        self._publish(
+            OrderAccepted(
+                **self._common(o),
+                quantity=o.quantity,
+                limit_price=ib_price(o.ib.lmtPrice) if o.order_type == "limit" else None,
+                stop_price=ib_price(o.ib.auxPrice) if o.order_type == "stop" else None,
+            )
+        )
+
+    def _on_status(self, trade: Trade) -> None:
+        cid = self._by_ib.get(trade.order.orderId)
+        o = self._orders.get(cid or "")
+        if o is None or o.done:
+            return
+        status = trade.orderStatus.status
+        if status in ("Submitted", "PreSubmitted") and o.announced and not o.accepted:
+            self._accepted(o)
+        elif status in ("Cancelled", "ApiCancelled", "Inactive"):
+            entry = trade.log[-1] if trade.log else None
+            if entry is not None and entry.errorCode == 201 and not o.filled:
+                self._reject(o, entry.message.partition("reason:")[2].strip() or entry.message)
+            else:
+                self._close(o, self._oco_reason(o) or o.cancel_reason or "cancelled by the venue")
+
+    def _on_commission(self, trade: Trade, fill: Fill, report: Any) -> None:
+        cid = self._by_ib.get(trade.order.orderId)
+        o = self._orders.get(cid or "")
+        if o is not None:
+            self._fill(o, fill, report.commission)
+
+    def _fill(self, o: IbOrder, fill: Fill, commission: float) -> None:
+        ex = fill.execution
+        if ex.execId in self._execs:
+            return
+        self._execs.add(ex.execId)
+        qty = int(ex.shares)
+        o.avg_price = (o.avg_price * o.filled + ex.price * qty) / (o.filled + qty)
+        o.filled += qty
+        if not o.announced:  # a child filled before we moved it (e.g. missed while away)
+            self._announce(o)
+        self._publish(
+            OrderFilled(
+                **self._common(o),
+                role=o.role,
+                side=o.side,
+                fill_price=ex.price,
+                quantity=qty,
+                cumulative_quantity=o.filled,
+                leaves_quantity=max(0, o.quantity - o.filled),
+                commission_usd=max(0.0, commission),
+                venue_fill_id=ex.execId,
+            )
+        )
+        if o.filled < o.quantity:
+            return
+        o.done = True
+        self._check_settled()
+        if o.role == "entry":
+            self._anchor_children(o)
+
+    def _anchor_children(self, entry: IbOrder) -> None:
+        """Move the children to distances from the entry's average price, then announce them."""
+        b = entry.bracket
+        if b is None:
+            return
+        inst = self.instruments[entry.symbol]
+        sign = b.sign
+        prices = {
+            "stop": inst.round_price(entry.avg_price - sign * b.stop_distance),
+            "target": inst.round_price(entry.avg_price + sign * b.target_distance),
+        }
+        for role, price in prices.items():
+            child = self._orders.get(b.child_id(role))  # type: ignore[arg-type]
+            if child is None or child.done:
+                continue
+            current = ib_price(child.ib.auxPrice if role == "stop" else child.ib.lmtPrice) or 0.0
+            if abs(current - price) > inst.tick_size / 2 and self.ib.isConnected():
+                if role == "stop":
+                    child.ib.auxPrice = price
+                else:
+                    child.ib.lmtPrice = price
+                child.ib.transmit = True
+                self.ib.placeOrder(self.contracts[entry.symbol], child.ib)
+            self._announce(child)
+            self._accepted(child)
+
+    def _check_settled(self) -> None:
+        if not any(o.role == "flatten" and not o.done for o in self._orders.values()):
+            self._settled.set()
+
+    def _oco_reason(self, o: IbOrder) -> str:
+        if o.role not in ("stop", "target") or o.bracket is None:
+            return ""
+        other = self._orders.get(o.bracket.child_id("target" if o.role == "stop" else "stop"))
+        return "oco" if other is not None and other.filled else ""
+
+    def _close(self, o: IbOrder, reason: str) -> None:
+        o.done = True
+        self._check_settled()
+        if not o.announced:
+            return  # a child that never worked for us (its entry did not fill)
+        self._publish(
+            OrderCancelled(**self._common(o), reason=reason, cumulative_quantity=o.filled)
+        )
+
+    def _reject(self, o: IbOrder, reason: str) -> None:
+        o.done = True
+        self._check_settled()
+        if o.announced:
+            self._publish(OrderRejected(**self._common(o), reason=reason or "rejected"))
+
+
+def ib_price(value: object) -> float | None:
+    """Return an IB price, None where IB means unset."""
+    if value is None:
+        return None
+    price = float(value)  # type: ignore[arg-type]
+    return price if 0 < price < 1e300 else None
