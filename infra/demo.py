@@ -366,6 +366,10 @@ def _summary(run: DemoRun, settings: Settings, bus: KafkaBus) -> dict[str, Any]:
                 "gate": (m.get("gate") or {}).get("decision"),
                 "metrics": {a["family"]: a.get("metrics", {}) for a in m.get("artifacts", [])},
                 "artifacts": {a["family"]: a["uri"] for a in m.get("artifacts", [])},
+                "families": {
+                    f: d.get("decision")
+                    for f, d in ((m.get("gate") or {}).get("families") or {}).items()
+                },
             }
             for m in run.releases
         ],

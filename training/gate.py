@@ -116,7 +116,9 @@ def judge(
     beats the baseline (or no baseline is given), else the family serves no model.
     """
     base_ok, base_why = (
-        (True, "") if baseline is None else beats_baseline(family, challenger, baseline)
+        (True, "")
+        if baseline is None
+        else beats_baseline(family, challenger, baseline, min_improvement)
     )
     if champion is None:
         reason = "; ".join(x for x in (no_champion_reason, base_why) if x)
