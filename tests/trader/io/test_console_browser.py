@@ -10,6 +10,7 @@ to the test's tmp output (`console-*.png`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -25,6 +27,7 @@ from infra.settings import Settings
 from infra.stack import free_port
 from tests.helpers import s3_bucket_for, unique
 from tests.hotswap_support import Publisher, release_bytes
+from trader.io.console.routes import MIN_INTERVAL_S
 from trader.live import TradeOptions, run_trade
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3, pytest.mark.slow]
@@ -285,3 +288,22 @@ def test_the_page_is_small_self_contained_and_paints_fast(trader: Trader, browse
     assert paint_ms is not None and paint_ms < 1000, paint_ms
     headers = httpx.get(f"{trader.url}/ui", timeout=5).headers
     assert "script-src 'self'" in headers["content-security-policy"]
+
+
+def test_the_stream_coalesces_bursts_and_sends_only_changes(trader: Trader) -> None:
+    """At 3000x the engine publishes many facts a second; the stream sends at most ~4."""
+    stamps: list[float] = []
+    bodies: list[str] = []
+    with httpx.stream("GET", f"{trader.url}/ui/events", timeout=30) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                stamps.append(time.monotonic())
+                bodies.append(line.removeprefix("data: "))
+            if len(stamps) == 9:
+                break
+    spacing_s = (stamps[-1] - stamps[1]) / 7  # the first message is sent at once
+    assert spacing_s >= MIN_INTERVAL_S * 0.9, spacing_s
+    states = [{k: v for k, v in orjson.loads(b).items() if k != "sent_at"} for b in bodies]
+    for before, after in itertools.pairwise(states):
+        assert before != after, "a message was sent without a change"
