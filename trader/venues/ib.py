@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.rolls import front_month
 from infra.contracts import (
+    OrderAccepted,
+    OrderEvent,
+    OrderFilled,
     OrderRole,
     OrderSide,
+    OrderSubmitted,
     OrderType,
+    VenueEvent,
 )
 from infra.settings import Settings
 from trader.core.bar import MarketBar
@@ -51,6 +56,7 @@ from trader.venues.base import (
     Venue,
     VenueDisconnected,
     WorkingOrder,
+    child_order_id,
 )
 from trader.venues.ib_events import IbOrder, IbOrderEvents, ib_price
 
@@ -221,6 +227,81 @@ class IbVenue(IbOrderEvents, Venue):
                     continue  # waits for its entry, which the gateway may still work
             self._close(o, self._oco_reason(o) or "not working after reconnect")
 
+    # restart ------------------------------------------------------------
+
+    def restore(self, events: Iterable[VenueEvent]) -> list[str]:
+        """Take back the orders of a previous process from its published order events.
+
+        Each order is matched to the gateway's open orders by `orderRef`, so fills,
+        cancels, `modify` and `flatten` work on it again; fills the gateway made while
+        no process listened are published now. Return the entry ids whose bracket
+        still holds a position or works an order.
+        """
+        subs: dict[str, OrderSubmitted] = {}
+        accepted: dict[str, OrderAccepted] = {}
+        fills: dict[str, list[OrderFilled]] = {}
+        ended: set[str] = set()
+        for e in events:
+            if not isinstance(e, OrderEvent):
+                continue
+            if isinstance(e, OrderSubmitted):
+                subs[e.client_order_id] = e
+            elif isinstance(e, OrderAccepted):
+                accepted[e.client_order_id] = e
+            elif isinstance(e, OrderFilled):
+                fills.setdefault(e.client_order_id, []).append(e)
+                self._execs.add(e.venue_fill_id)
+            else:
+                ended.add(e.client_order_id)
+        live = {t.order.orderRef: t.order for t in self.ib.openTrades() if t.order.orderRef}
+        restored: list[str] = []
+        for cid, sub in subs.items():
+            self._used.add(cid)
+            if cid in self._orders:
+                continue
+            got = fills.get(cid, [])
+            filled = sum(f.quantity for f in got)
+            ack = accepted.get(cid)
+            ib_order = live.get(cid) or Order(
+                orderId=int(sub.venue_order_id or (ack.venue_order_id if ack else "") or 0),
+                totalQuantity=ack.quantity if ack else sub.quantity,
+                lmtPrice=(ack.limit_price if ack else sub.limit_price) or 0.0,
+                auxPrice=(ack.stop_price if ack else sub.stop_price) or 0.0,
+            )
+            o = IbOrder(cid, sub.symbol, sub.role, sub.side, sub.order_type, ib_order, None)
+            o.parent_id, o.filled, o.announced, o.accepted = sub.parent_id, filled, True, True
+            if filled:
+                o.avg_price = sum(f.fill_price * f.quantity for f in got) / filled
+            o.done = cid in ended or filled >= o.quantity  # the rest: `_catch_up` decides
+            self._orders[cid] = o
+            if ib_order.orderId:
+                self._by_ib[ib_order.orderId] = cid
+        children = [o for o in self._orders.values() if o.parent_id in self._orders]
+        for o in children:
+            entry = self._orders[o.parent_id]
+            o.bracket = entry.bracket = entry.bracket or self._bracket_of(entry)
+        self._catch_up()
+        for o in children:
+            if not o.done and o.parent_id not in restored:
+                restored.append(o.parent_id)
+        return restored
+
+    def _bracket_of(self, entry: IbOrder) -> BracketOrder:
+        """Return a bracket for a restored entry (distances from its children's prices)."""
+        tick = self.instruments[entry.symbol].tick_size
+        stop = self._orders.get(child_order_id(entry.client_order_id, "stop"))
+        target = self._orders.get(child_order_id(entry.client_order_id, "target"))
+        stop_px = ib_price(stop.ib.auxPrice) if stop else None
+        target_px = ib_price(target.ib.lmtPrice) if target else None
+        return BracketOrder(
+            entry.client_order_id,
+            entry.symbol,
+            entry.side,
+            max(1, entry.filled or entry.quantity),
+            abs(entry.avg_price - stop_px) or tick if stop_px else tick,
+            abs(target_px - entry.avg_price) or tick if target_px else tick,
+        )
+
     # orders -------------------------------------------------------------
 
     def submit_bracket(self, order: BracketOrder) -> None:
@@ -362,29 +443,32 @@ class IbVenue(IbOrderEvents, Venue):
         for p in self.positions():
             if symbol is not None and p.symbol != symbol:
                 continue
-            entry = next(
-                (
-                    o
-                    for o in reversed(self._orders.values())
-                    if o.role == "entry" and o.symbol == p.symbol and o.filled
-                ),
-                None,
+            entries = [
+                o
+                for o in reversed(self._orders.values())
+                if o.role == "entry" and o.symbol == p.symbol and o.filled
+            ]
+            open_ids = {
+                o.parent_id
+                for o in self._orders.values()
+                if o.role in ("stop", "target") and not o.done
+            }
+            # the bracket still working names the flatten; else the latest filled entry
+            entry = next((e for e in entries if e.client_order_id in open_ids), None) or next(
+                iter(entries), None
             )
-            if entry is None or entry.bracket is None:
-                continue
-            cid = entry.bracket.child_id("flatten")
-            if cid in self._orders:
-                cid = f"{cid}-{self.ib.client.getReqId()}"
+            order_id = self.ib.client.getReqId()
+            cid = f"{p.symbol.lower()}-{order_id}-flatten"  # a position no bracket of ours explains
+            if entry is not None and entry.bracket is not None:
+                cid = entry.bracket.child_id("flatten")
+                if cid in self._orders:
+                    cid = f"{cid}-{order_id}"
             side: OrderSide = "sell" if p.quantity > 0 else "buy"
             mkt = MarketOrder("SELL" if p.quantity > 0 else "BUY", abs(p.quantity))
-            mkt.orderId, mkt.orderRef, mkt.account = (
-                self.ib.client.getReqId(),
-                cid,
-                self.config.account,
-            )
-            o = IbOrder(
-                cid, p.symbol, "flatten", side, "market", mkt, entry.bracket, entry.client_order_id
-            )
+            mkt.orderId, mkt.orderRef, mkt.account = order_id, cid, self.config.account
+            bracket = entry.bracket if entry is not None else None
+            parent = entry.client_order_id if entry is not None else ""
+            o = IbOrder(cid, p.symbol, "flatten", side, "market", mkt, bracket, parent)
             self._orders[cid], self._by_ib[mkt.orderId] = o, cid
             self._used.add(cid)
             self._announce(o, reason)

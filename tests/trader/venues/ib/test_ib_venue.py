@@ -7,9 +7,16 @@ import time
 
 import pytest
 
-from infra.contracts import OrderAccepted, OrderCancelled, OrderFilled, OrderRejected
+from infra.contracts import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+)
 from tests.trader.venues.conformance import Recorder, _bracket, _filled_bracket
-from tests.trader.venues.ib.driver import INSTRUMENTS, IbDriver, start_ib
+from tests.trader.venues.ib.driver import INSTRUMENTS, IbDriver, RegularHours, start_ib
+from trader.core.bar import MarketBar
 from trader.venues.base import ConnectionState
 from trader.venues.ib import IbVenue, IbVenueSettings
 from trader.venues.ledger import Ledger
@@ -158,6 +165,63 @@ def test_a_restarted_trader_finds_its_position_and_children_at_the_gateway() -> 
                 trades = fresh.ib_venue.ib.openTrades()
                 assert sorted(t.order.orderRef for t in trades) == ["crash-stop", "crash-target"]
                 assert {t.order.auxPrice for t in trades if t.order.orderType == "STP"} == {stop}
+            finally:
+                await fresh.venue.disconnect()
+        finally:
+            await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_process_restores_its_brackets_and_learns_what_filled_while_it_was_dead() -> (
+    None
+):
+    async def scenario() -> None:
+        d, rec = await _started()
+        try:
+            held = _bracket(d, "keep-entry", qty=1)
+            gone = _bracket(d, "gone-entry", qty=1, side="sell")
+            d.venue.submit_bracket(held)
+            d.venue.submit_bracket(gone)
+            p = d.start_price
+            await d.bar(p, p + d.tick, p - d.tick, p)
+            await rec.wait(
+                lambda: bool(rec.of(gone.child_id("target"), OrderAccepted)), 5, "the children"
+            )
+            await d.barrier()
+            d.ib_venue.ib.disconnect()  # the process dies (kill -9): nobody listens
+            (gone_stop,) = [
+                e for e in rec.of(gone.child_id("stop")) if isinstance(e, OrderSubmitted)
+            ]
+            assert gone_stop.stop_price is not None
+            up = gone_stop.stop_price  # the short's stop fills; the long's target is far above
+            d.sim.on_bar(
+                MarketBar("ES", d.ts_s + 60, up, up + d.tick, up - d.tick, up, 10.0), RegularHours()
+            )
+            fresh = await start_ib(client_id=11, sim=d.sim)
+            after = Recorder()
+            fresh.venue.add_listener(after)
+            try:
+                restored = fresh.ib_venue.restore(rec.events)
+                assert restored == ["keep-entry"]
+                (sfill,) = after.of(gone.child_id("stop"), OrderFilled)
+                assert isinstance(sfill, OrderFilled) and sfill.commission_usd == 2.0
+                (oco,) = after.of(gone.child_id("target"), OrderCancelled)
+                assert isinstance(oco, OrderCancelled) and oco.reason == "oco"
+                assert {w.client_order_id for w in fresh.venue.working_orders()} == {
+                    "keep-stop",
+                    "keep-target",
+                }
+                fresh.venue.modify("keep-stop", stop_price=p - 40 * d.tick)
+                fresh.venue.flatten("ES", reason="operator")
+                await after.wait(lambda: bool(after.of("keep-flatten", OrderFilled)), 5, "flatten")
+                assert fresh.venue.positions() == []
+                await after.wait(
+                    lambda: bool(after.of("keep-target", OrderCancelled)), 5, "the cancels"
+                )
+                (flat,) = after.of("keep-flatten", OrderFilled)
+                assert isinstance(flat, OrderFilled) and flat.side == "sell"
+                assert fresh.venue.working_orders() == []
             finally:
                 await fresh.venue.disconnect()
         finally:
