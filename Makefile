@@ -5,10 +5,14 @@ BIN := $(VENV)/bin
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 PYTEST_ARGS ?=
+PYTHON ?= $(BIN)/python
+# The release gate: what CI runs before it publishes (.github/workflows/train.yml).
+RELEASE_TESTS := tests/infra/contracts tests/trader/delivery tests/training/test_training_workflow.py \
+	tests/streams/test_changelog_security.py tests/infra/test_bus_security.py tests/infra/test_settings.py
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test docs lint fmt typecheck bench bench-smoke stack-up stack-down schemas clean
+.PHONY: help venv demo test test-release docs lint fmt typecheck bench bench-smoke stack-up stack-down schemas clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +32,9 @@ test: venv ## Run the whole suite against real services (Tansu, moto S3, Redis)
 	@# the console's browser tests drive Debian's chromium (Playwright cannot download one here)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-release: ## The fast release gate CI runs before publishing (PYTHON=python in CI)
+	$(PYTHON) -m pytest -q -m "not slow" $(RELEASE_TESTS)
 
 docs: venv ## Build the documentation site strict into site/
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
