@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from infra.settings.base import SettingsContext
 
@@ -57,4 +57,34 @@ class VenueSettings(SettingsContext):
         default="",
         validation_alias="IB_ACCOUNT",
         description="Interactive Brokers: account that orders go to (empty: the only managed one).",
+    )
+    projectx_api_url: str = Field(
+        default="https://api.topstepx.com",
+        validation_alias="PROJECTX_API_URL",
+        description="ProjectX Gateway (TopstepX): base URL of the REST API (`--venue projectx`).",
+    )
+    projectx_user_hub_url: str = Field(
+        default="",
+        validation_alias="PROJECTX_USER_HUB_URL",
+        description="ProjectX Gateway: websocket URL of the real-time user hub (TopstepX: wss://rtc.topstepx.com/hubs/user; empty: the API URL's host with /hubs/user).",
+    )
+    projectx_username: str = Field(
+        default="",
+        validation_alias="PROJECTX_USERNAME",
+        description="ProjectX Gateway: user name that logs in with the API key.",
+    )
+    projectx_api_key: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="PROJECTX_API_KEY",
+        description="ProjectX Gateway: API key (secret).",
+    )
+    projectx_account: str = Field(
+        default="",
+        validation_alias="PROJECTX_ACCOUNT",
+        description="ProjectX Gateway: account name or id that orders go to (empty: the only active one).",
+    )
+    topstepx_enable_nq: bool = Field(
+        default=False,
+        validation_alias="TOPSTEPX_ENABLE_NQ",
+        description="ProjectX Gateway: allow NQ brackets (off: they are rejected with this setting's name).",
     )

@@ -60,6 +60,7 @@ class VenueFactory(Protocol):
 VENUES: dict[str, str] = {
     "paper": "trader.venues.paper:PaperVenue.from_settings",
     "ib": "trader.venues.ib:IbVenue.from_settings",
+    "projectx": "trader.venues.projectx:ProjectxVenue.from_settings",
 }
 
 

@@ -12,4 +12,5 @@ from __future__ import annotations
 #: venue name -> "module:runner"
 SIMULATORS: dict[str, str] = {
     "ib": "trader.venues.sims.ib_run:run",
+    "projectx": "trader.venues.sims.projectx_run:run",
 }
