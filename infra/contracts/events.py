@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import random
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import orjson
 from pydantic import (
@@ -106,6 +106,8 @@ class SchemaRef(BaseModel):
 
 #: Each contract's own `SchemaRef`, built once (a shared frozen instance validates fastest).
 _SCHEMA_REFS: dict[type, SchemaRef] = {}
+#: Each contract's static field defaults and schema, for `Event.checked`.
+_DEFAULTS: dict[type, dict[str, Any]] = {}
 
 
 class Event(BaseModel):
@@ -145,9 +147,37 @@ class Event(BaseModel):
     @field_validator("ts_event", "ts_init")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is UTC:
+            return value
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("timestamp must be timezone-aware (UTC)")
         return value.astimezone(UTC)
+
+    @classmethod
+    def checked(cls, **values: Any) -> Self:
+        """Build from values the caller already typed and checked, without validating them.
+
+        Only for hot paths that build events from their own typed state (the paper
+        venue's order events, a test re-validates every one). Defaults, `schema`,
+        `event_id` and `ts_init` are filled in as validation would; `ts_event` must be
+        an aware UTC datetime. Anything decoded from outside goes through `decode`.
+        """
+        base = _DEFAULTS.get(cls)
+        if base is None:
+            base = _DEFAULTS[cls] = {
+                name: f.default
+                for name, f in cls.model_fields.items()
+                if f.default_factory is None and not f.is_required()
+            }
+            base["schema_"] = SchemaRef(name=cls.SCHEMA_NAME, version=cls.SCHEMA_VERSION)
+        obj = cls.__new__(cls)
+        object.__setattr__(
+            obj, "__dict__", {**base, "event_id": new_event_id(), "ts_init": utc_now(), **values}
+        )
+        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", None)
+        return obj
 
     def to_dict(self) -> dict[str, Any]:
         """Return the wire form as a plain dict (datetimes kept as datetimes)."""

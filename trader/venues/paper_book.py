@@ -164,7 +164,7 @@ class PaperOrderEvents:
     def _submitted(self, o: PaperOrder, reason: str = "") -> None:
         b = o.bracket
         self._emit(
-            OrderSubmitted(
+            OrderSubmitted.checked(
                 **self._common(o),
                 role=o.role,
                 side=o.side,
@@ -182,7 +182,7 @@ class PaperOrderEvents:
 
     def _accepted(self, o: PaperOrder) -> None:
         self._emit(
-            OrderAccepted(
+            OrderAccepted.checked(
                 **self._common(o),
                 quantity=o.quantity,
                 limit_price=o.limit_price,
@@ -194,7 +194,7 @@ class PaperOrderEvents:
         o.filled += quantity
         commission = self.config.commission_per_contract_usd * quantity
         self._emit(
-            OrderFilled(
+            OrderFilled.checked(
                 **self._common(o),
                 role=o.role,
                 side=o.side,
@@ -213,7 +213,7 @@ class PaperOrderEvents:
     def _done(self, o: PaperOrder, reason: str, expired: bool = False) -> None:
         self._orders.pop(o.client_order_id, None)
         cls = OrderExpired if expired else OrderCancelled
-        self._emit(cls(**self._common(o), reason=reason, cumulative_quantity=o.filled))
+        self._emit(cls.checked(**self._common(o), reason=reason, cumulative_quantity=o.filled))
 
     def _new_order(
         self,

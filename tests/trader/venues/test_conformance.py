@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from infra.contracts import OrderFilled
+from infra.contracts import OrderFilled, decode, encode
 from tests.trader.venues.conformance import (
     CHECKS,
     VenueDriver,
@@ -77,6 +77,11 @@ def test_the_whole_suite_runs_and_paper_fills_by_its_bar_model() -> None:
         ("entry", 5000.25, 4.0),
         ("target", 5008.25, 4.0),
     ]
+    # the paper venue builds its events unvalidated (`Event.checked`): each one validates
+    for rec in recorded.values():
+        for event in rec.events:
+            assert type(event).model_validate(event.model_dump(by_alias=True)) == event
+            assert decode(encode(event)) == event
 
 
 def test_a_check_fails_on_a_venue_that_breaks_oco() -> None:
