@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -263,9 +264,8 @@ class ProjectxVenue(Venue):
 
     def _stop_hub(self) -> None:
         hub, self._hub = self._hub, None
-        if hub is not None:
-            with contextlib.suppress(Exception):
-                hub.stop()
+        if hub is not None:  # the client waits up to 3 s for the close handshake: not on the loop
+            threading.Thread(target=_stop_quietly, args=(hub,), daemon=True).start()
 
     def _hub_closed(self, hub: Any) -> None:
         if hub is not self._hub or self._closing:
@@ -690,8 +690,24 @@ class ProjectxVenue(Venue):
                 venue_fill_id=str(tid),
             )
         )
+        self._position_after_fill(o.symbol, qty if o.side == "buy" else -qty, price)
         if o.filled >= o.quantity:
             o.done = True
+
+    def _position_after_fill(self, symbol: str, signed_qty: int, price: float) -> None:
+        """Move the position by a fill at once; the hub's position update confirms it after."""
+        held = self._positions.get(symbol)
+        q, avg = (held.quantity, held.avg_price) if held else (0, 0.0)
+        new = q + signed_qty
+        if new == 0:
+            self._positions.pop(symbol, None)
+            return
+        if q == 0 or (q > 0) == (signed_qty > 0):
+            avg = (abs(q) * avg + abs(signed_qty) * price) / abs(new)
+        elif (q > 0) != (new > 0):
+            avg = price  # the fill turned the position round
+        name = self.contracts.get(symbol, {}).get("name", "")
+        self._positions[symbol] = Position(symbol, new, avg, name)
 
     def _apply_position(self, data: dict[str, Any]) -> None:
         symbol = self._symbol_of.get(str(data.get("contractId")))
@@ -775,6 +791,11 @@ class ProjectxVenue(Venue):
                 if child is not None:
                     child.done = True
         self._publish(OrderRejected(**self._common(o), reason=reason or "rejected"))
+
+
+def _stop_quietly(hub: Any) -> None:
+    with contextlib.suppress(Exception):
+        hub.stop()
 
 
 def _pick_account(accounts: list[Any], wanted: str) -> int:
