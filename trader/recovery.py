@@ -12,7 +12,7 @@
    account (`{home}/trader/prop_account.json`), saved again on every change.
 
 `after_bar()` runs after every bar: a venue that came back (disconnected, then
-connected) is reconciled again, and a prop-firm breach found by risk triggers the
+connected, or whose `reconnects` count moved between two bars) is reconciled again, and a prop-firm breach found by risk triggers the
 kill switch (the Daily Loss Limit's halt lifts at the next trading day).
 """
 
@@ -70,6 +70,7 @@ class Recovery:
         self.adopted: list[str] = []
         self.restored: list[str] = []
         self._was_connected = True
+        self._sessions = 0  # the venue's reconnect count (venues that reconnect between bars)
         self._prop_path = self.dir / "prop_account.json"
 
     def _to_sinks(self, event: Event) -> None:
@@ -93,6 +94,7 @@ class Recovery:
         if callable(restore):
             self.restored = list(restore(events))
         self._was_connected = venue.connected
+        self._sessions = getattr(venue, "reconnects", 0)
         rec = self.reconcile("start")
         log.info(
             "start-up: journal %d events (%d compacted away), %d open trades adopted, "
@@ -150,9 +152,11 @@ class Recovery:
     def after_bar(self) -> None:
         """Reconcile after a reconnect; turn a prop-firm breach into the kill switch."""
         connected = self.venue.connected
-        if connected and not self._was_connected:
+        sessions = getattr(self.venue, "reconnects", 0)
+        if connected and (not self._was_connected or sessions != self._sessions):
             self.reconcile("reconnect")
         self._was_connected = connected
+        self._sessions = sessions
         risk = self.engine.risk
         while risk.breaches:
             breach = risk.breaches.pop(0)
