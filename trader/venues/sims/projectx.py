@@ -25,16 +25,14 @@ Fault switches: `reject_next`, `partial_fills`, `delay_ms` (slow answers),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from features.rolls import QUARTERLY_ROOTS, contract_code, front_month
 from infra.contracts import (
@@ -50,12 +48,12 @@ from trader.core.bar import MarketBar
 from trader.core.instruments import Instrument
 from trader.venues.base import BracketOrder, SessionState, VenueError
 from trader.venues.paper import PaperVenue, PaperVenueSettings
+from trader.venues.sims.projectx_hub import RS, SignalrHub
 
 __all__ = ["RS", "STATUS", "ProjectxSimulator", "contract_id_of"]
 
 log = logging.getLogger(__name__)
 
-RS = "\x1e"  # SignalR's record separator
 #: ProjectX OrderStatus
 STATUS = {"open": 1, "filled": 2, "cancelled": 3, "expired": 4, "rejected": 5, "pending": 6}
 TYPE_LIMIT, TYPE_MARKET, TYPE_STOP = 1, 2, 4
@@ -72,15 +70,6 @@ def contract_id_of(symbol: str, code: str) -> str:
 
 def _ts(dt: datetime | None = None) -> str:
     return (dt or datetime.now(UTC)).isoformat()
-
-
-class _HubClient:
-    """One user-hub websocket and the ordered queue of records pushed to it."""
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self.subs: set[str] = set()
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
 
 
 class ProjectxSimulator:
@@ -138,7 +127,8 @@ class ProjectxSimulator:
         self._trade_ids = itertools.count(5_000_001)
         self._tokens: set[str] = set()
         self._reject: list[str] = []
-        self._hub: list[_HubClient] = []
+        self.user_hub = SignalrHub(self._tokens)
+        self.market_hub = SignalrHub(self._tokens)
         self._runner: web.AppRunner | None = None
         self.logins = 0
 
@@ -166,7 +156,9 @@ class ProjectxSimulator:
                 f"/api/{path}", self._rest(handler, auth=not path.startswith("Auth/l"))
             )
         app.router.add_post("/hubs/user/negotiate", self._negotiate)
-        app.router.add_get("/hubs/user", self._user_hub)
+        app.router.add_post("/hubs/market/negotiate", self._negotiate)
+        app.router.add_get("/hubs/user", self.user_hub.serve)
+        app.router.add_get("/hubs/market", self.market_hub.serve)
         return app
 
     async def start(self) -> None:
@@ -188,10 +180,8 @@ class ProjectxSimulator:
 
     async def drop_clients(self) -> None:
         """Close every user-hub connection (orders keep working)."""
-        clients, self._hub = self._hub, []
-        for c in clients:
-            with contextlib.suppress(Exception):
-                await c.ws.close()
+        await self.user_hub.drop()
+        await self.market_hub.drop()
 
     async def restart_gateway(self, down_s: float = 0.5) -> None:
         """Stop the gateway, stay down `down_s` seconds (refusing connections), start again."""
@@ -212,7 +202,7 @@ class ProjectxSimulator:
     @property
     def hub_clients(self) -> int:
         """Return the number of subscribed user-hub sessions."""
-        return sum(1 for c in self._hub if c.subs)
+        return self.user_hub.subscribed
 
     # fault switches ------------------------------------------------------
 
@@ -440,66 +430,37 @@ class ProjectxSimulator:
             }
         )
 
-    async def _user_hub(self, request: web.Request) -> web.StreamResponse:
-        if request.query.get("access_token") not in self._tokens:
-            return web.Response(status=401)
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        client = _HubClient(ws)
-        writer = asyncio.create_task(self._write(client))
-        handshaken = False
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    break
-                for record in filter(None, msg.data.split(RS)):
-                    frame = json.loads(record)
-                    if not handshaken:
-                        handshaken = frame.get("protocol") == "json"
-                        client.queue.put_nowait(
-                            "{}" if handshaken else json.dumps({"error": "protocol json only"})
-                        )
-                        if handshaken:
-                            self._hub.append(client)
-                        continue
-                    self._hub_frame(client, frame)
-        finally:
-            if client in self._hub:
-                self._hub.remove(client)
-            writer.cancel()
-        return ws
-
-    def _hub_frame(self, client: _HubClient, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == 6:  # ping
-            client.queue.put_nowait(json.dumps({"type": 6}))
-        elif kind == 1:
-            target = str(frame.get("target", ""))
-            if target.startswith("Subscribe"):
-                client.subs.add(target.removeprefix("Subscribe"))
-            elif target.startswith("Unsubscribe"):
-                client.subs.discard(target.removeprefix("Unsubscribe"))
-            if frame.get("invocationId"):
-                done = {"type": 3, "invocationId": frame["invocationId"], "result": None}
-                client.queue.put_nowait(json.dumps(done))
-        elif kind == 7:
-            asyncio.get_running_loop().create_task(client.ws.close())
-
-    async def _write(self, client: _HubClient) -> None:
-        while True:
-            record = await client.queue.get()
-            try:
-                await client.ws.send_str(record + RS)
-            except (ConnectionError, RuntimeError):
-                return
-
     def _push(self, topic: str, target: str, data: dict[str, Any]) -> None:
-        frame = json.dumps(
-            {"type": 1, "target": target, "arguments": [{"action": 1, "data": data}]}
-        )
-        for client in self._hub:
-            if topic in client.subs:
-                client.queue.put_nowait(frame)
+        self.user_hub.push(f"{topic}:{self.account['id']}", target, [{"action": 1, "data": data}])
+
+    def publish_bar(self, bar: MarketBar) -> None:
+        """Stream a 1-minute bar to the market hub as four trades: open, high, low, close.
+
+        They are stamped at seconds 0, 20 and 40 of the minute and at its last second,
+        so a client can close the minute on the last one.
+        """
+        contract = self.contracts.get(bar.symbol)
+        if contract is None:
+            return
+        start = bar.ts_s - 60
+        prices = ((0, bar.open), (20, bar.high), (40, bar.low), (59, bar.close))
+        volume = max(1, round(bar.volume / 4))
+        trades = [
+            {
+                "symbolId": contract["symbolId"],
+                "price": price,
+                "timestamp": datetime.fromtimestamp(start + s, UTC).isoformat(),
+                "type": 0,
+                "volume": volume,
+            }
+            for s, price in prices
+        ]
+        self.publish_trades(bar.symbol, trades)
+
+    def publish_trades(self, symbol: str, trades: list[dict[str, Any]]) -> None:
+        """Send `GatewayTrade` records for `symbol` as given (a fault switch for bad data too)."""
+        cid = self.contracts[symbol]["id"]
+        self.market_hub.push(f"ContractTrades:{cid}", "GatewayTrade", [cid, trades])
 
     # paper events -> Gateway orders, trades, positions ----------------------
 
