@@ -68,6 +68,11 @@ class VenueSettings(SettingsContext):
         validation_alias="PROJECTX_USER_HUB_URL",
         description="ProjectX Gateway: websocket URL of the real-time user hub (TopstepX: wss://rtc.topstepx.com/hubs/user; empty: the API URL's host with /hubs/user).",
     )
+    projectx_market_hub_url: str = Field(
+        default="",
+        validation_alias="PROJECTX_MARKET_HUB_URL",
+        description="ProjectX Gateway: websocket URL of the market hub for `--feed projectx` (TopstepX: wss://rtc.topstepx.com/hubs/market; empty: the user hub's host with /hubs/market).",
+    )
     projectx_username: str = Field(
         default="",
         validation_alias="PROJECTX_USERNAME",

@@ -29,7 +29,7 @@ def open_feed(
     on_dead_letter: Any = None,
     instruments: dict[str, Any] | None = None,
 ) -> Feed:
-    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka`, `ib` or a path.
+    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka`, `ib`, `projectx` or a path.
 
     A file's bars are checked against the instruments (built-in ones unless given) and
     the strategies' bar length before any trade (`trader.feeds.sanity`).
@@ -44,6 +44,11 @@ def open_feed(
         from trader.feeds.ib import IbFeed
 
         return IbFeed.from_settings(Settings(), symbols)
+    if kind == "projectx":
+        from infra.settings import Settings
+        from trader.feeds.projectx import ProjectxFeed
+
+        return ProjectxFeed.from_settings(Settings(), symbols)
     if kind == "kafka":
         from trader.feeds.kafka import KafkaFeed
 

@@ -68,7 +68,7 @@ from trader.venues.projectx_updates import (
     _Order,
 )
 
-__all__ = ["ProjectxVenue", "ProjectxVenueSettings"]
+__all__ = ["ProjectxVenue", "ProjectxVenueSettings", "login_key", "stop_hub_quietly"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class ProjectxVenueSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     api_url: str = "https://api.topstepx.com"
     user_hub_url: str = ""  # empty: the API URL's host with `/hubs/user`
+    market_hub: str = ""  # empty: the user hub's host with `/hubs/market`
     username: str = ""
     api_key: SecretStr = SecretStr("")
     account: str = ""  # name or id; empty: the only active account
@@ -93,12 +94,20 @@ class ProjectxVenueSettings(BaseModel):
         values: dict[str, Any] = {
             "api_url": settings.projectx_api_url,
             "user_hub_url": settings.projectx_user_hub_url,
+            "market_hub": settings.projectx_market_hub_url,
             "username": settings.projectx_username,
             "api_key": settings.projectx_api_key,
             "account": settings.projectx_account,
             "enable_nq": settings.topstepx_enable_nq,
         }
         return cls(**{**values, **overrides})
+
+    @property
+    def market_hub_url(self) -> str:
+        """Return the market hub's websocket URL."""
+        if self.market_hub:
+            return self.market_hub
+        return self.hub_url.removesuffix("/hubs/user") + "/hubs/market"
 
     @property
     def hub_url(self) -> str:
@@ -189,18 +198,7 @@ class ProjectxVenue(ProjectxUpdates, Venue):
 
     def _login(self) -> str:
         c = self.config
-        answer = requests.post(
-            f"{c.api_url.rstrip('/')}/api/Auth/loginKey",
-            json={"userName": c.username, "apiKey": c.api_key.get_secret_value()},
-            timeout=c.request_timeout_s,
-        )
-        answer.raise_for_status()
-        body = answer.json()
-        if not body.get("success") or not body.get("token"):
-            raise ConnectionError(
-                f"projectx: login of {c.username!r} refused: {body.get('errorMessage')}"
-            )
-        return str(body["token"])
+        return login_key(c.api_url, c.username, c.api_key, c.request_timeout_s)
 
     async def _open_hub(self, token: str) -> None:
         loop = asyncio.get_running_loop()
@@ -238,8 +236,8 @@ class ProjectxVenue(ProjectxUpdates, Venue):
 
     def _stop_hub(self) -> None:
         hub, self._hub = self._hub, None
-        if hub is not None:  # the client waits up to 3 s for the close handshake: not on the loop
-            threading.Thread(target=_stop_quietly, args=(hub,), daemon=True).start()
+        if hub is not None:
+            stop_hub_quietly(hub)
 
     def _hub_closed(self, hub: Any) -> None:
         if hub is not self._hub or self._closing:
@@ -556,9 +554,30 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         ]
 
 
-def _stop_quietly(hub: Any) -> None:
-    with contextlib.suppress(Exception):
-        hub.stop()
+def login_key(api_url: str, username: str, api_key: SecretStr, timeout_s: float) -> str:
+    """Return a session token from `/api/Auth/loginKey` (blocking; run it in a thread)."""
+    answer = requests.post(
+        f"{api_url.rstrip('/')}/api/Auth/loginKey",
+        json={"userName": username, "apiKey": api_key.get_secret_value()},
+        timeout=timeout_s,
+    )
+    answer.raise_for_status()
+    body = answer.json()
+    if not body.get("success") or not body.get("token"):
+        raise ConnectionError(
+            f"projectx: login of {username!r} refused: {body.get('errorMessage')}"
+        )
+    return str(body["token"])
+
+
+def stop_hub_quietly(hub: Any) -> None:
+    """Stop a hub connection off the event loop (its close handshake waits up to 3 s)."""
+
+    def stop() -> None:
+        with contextlib.suppress(Exception):
+            hub.stop()
+
+    threading.Thread(target=stop, daemon=True).start()
 
 
 def _pick_account(accounts: list[Any], wanted: str) -> int:
