@@ -37,8 +37,10 @@ async def run(
 ) -> None:
     """Serve the simulator on `host:port` until cancelled; `echo` the settings that reach it.
 
-    The market (the sim feed's bars, one every `bar_ms` ms) starts once a trader has
-    subscribed to the user hub, unless `wait_for_client` is off.
+    The market (the sim feed's bars, one every `bar_ms` ms: each first fills working
+    orders, then goes out on the market hub as trades) starts once a trader has
+    subscribed to the user hub and to every symbol's trades on the market hub
+    (`--feed projectx`), unless `wait_for_client` is off.
     """
     symbols = tuple(settings.symbols)
     instruments = {s: i for s, i in instruments_from_settings(settings).items() if s in symbols}
@@ -62,9 +64,12 @@ async def run(
     )
     try:
         deadline = time.monotonic() + 600
-        while wait_for_client and not sim.hub_clients:
+        wanted = [f"ContractTrades:{c['id']}" for c in sim.contracts.values()]
+        while wait_for_client and not (
+            sim.hub_clients and all(sim.market_hub.has(t) for t in wanted)
+        ):
             if time.monotonic() > deadline:
-                raise TimeoutError("no trader subscribed to the user hub within 600 s")
+                raise TimeoutError("no trader subscribed to the user and market hubs within 600 s")
             await asyncio.sleep(0.05)  # the market opens once a trader listens
         feed = SimFeed(
             symbols,
@@ -75,6 +80,7 @@ async def run(
         )
         for bar in feed:
             sim.on_bar(bar, _AlwaysOpen())
+            sim.publish_bar(bar)
             await asyncio.sleep(bar_ms / 1000)  # the market's clock
         await asyncio.Event().wait()  # keep serving orders and positions after the last bar
     finally:
