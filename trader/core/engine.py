@@ -163,7 +163,10 @@ class Engine:
         if f.trading_day != self.risk.day:
             self.risk.new_bar(f.trading_day)
             self.stats_sink.new_day()
-        self.venue.on_bar(bar, f)
+        venue = self.venue
+        watching = venue.watching
+        if watching is None or symbol in watching:
+            venue.on_bar(bar, f)
         shadow = self.shadow
         if shadow.open[symbol] or shadow.pending[symbol]:
             for closed in shadow.on_bar(bar, f.minutes_to_close, f.in_rth):
@@ -368,6 +371,9 @@ class Engine:
             )
         )
         self.risk.opened(bar.symbol)
+        watching = self.venue.watching
+        if watching is not None and bar.symbol not in watching:
+            self.venue.on_bar(bar, self.features[bar.symbol])  # the bar the order is sent on
         if not self._venue_call(self.venue.submit_bracket, order):
             self.book.forget(order.client_order_id)
             self.risk.cancelled(bar.symbol)

@@ -129,7 +129,7 @@ class TradeBook:
     """The engine's real trades, driven by the venue's order events."""
 
     def __init__(self, point_values: Mapping[str, float], symbols: Iterable[str] = ()) -> None:
-        self.ledger = Ledger(point_values)
+        self.ledger = Ledger(point_values, track_working=False)  # the venue has them
         self.trades: dict[str, Trade] = {}  # entry client order id -> trade
         self.parent: dict[str, str] = {}  # child or flatten client order id -> entry id
         self.flatten_reason: dict[str, str] = {}
@@ -212,7 +212,7 @@ class TradeBook:
         for trade in self.open.get(bar.symbol, ()):
             if skip_held and trade.entry_ts_s != bar.ts_s:
                 continue
-            if trade.exiting and trade.exit_ts_s <= bar.ts_s - bar.interval_s:
+            if trade.exit_reason and trade.exit_ts_s <= bar.ts_s - bar.interval_s:
                 continue  # the exit filled before this bar opened
             trade.step(bar)
 

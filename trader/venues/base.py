@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -196,6 +196,9 @@ class Venue(ABC):
     """Where orders go and fills come from; see the module docstring for the contract."""
 
     name: ClassVar[str] = "venue"
+    #: The symbols whose bars `on_bar` must see now; None: every bar (the default).
+    #: A simulated venue names the symbols it works orders or holds positions in.
+    watching: Collection[str] | None = None
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []

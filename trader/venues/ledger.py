@@ -56,6 +56,7 @@ class Ledger:
     realized_pnl_usd: dict[str, float] = field(default_factory=dict)
     commission_usd: dict[str, float] = field(default_factory=dict)
     working: dict[str, WorkingOrder] = field(default_factory=dict)
+    track_working: bool = True  # False: positions and PnL only (cheaper)
     fills: int = 0
 
     def apply(self, event: Event) -> float | None:
@@ -63,6 +64,8 @@ class Ledger:
         kind = type(event)
         if kind is OrderFilled:
             return self._fill(event)  # type: ignore[arg-type]
+        if not self.track_working:
+            return None
         if kind is OrderSubmitted:
             self._submitted(event)  # type: ignore[arg-type]
         elif kind is OrderAccepted:

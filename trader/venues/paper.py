@@ -98,6 +98,7 @@ class PaperVenue(PaperOrderEvents, Venue):
         self._last: dict[str, MarketBar] = {}
         self._clock: dict[str, tuple[int, datetime]] = {}
         self._busy: set[str] = set()  # symbols with working entries or positions
+        self.watching = self._busy  # bars of other symbols change nothing here
         self._ids = itertools.count(1)
         self._set_state(ConnectionState.CONNECTED)
 

@@ -15,6 +15,7 @@ from infra.contracts import (
     OrderCancelled,
     OrderFilled,
     OrderSubmitted,
+    SignalSnapshot,
     TradeOutcome,
     decode,
 )
@@ -143,13 +144,23 @@ def test_a_backtests_orders_in_the_lake_rebuild_its_positions_and_pnl(
             if t.symbol == symbol:
                 total += t.pnl_usd
         assert ledger.realized_pnl_usd.get(symbol, 0.0) == total  # exactly, in close order
-    # each real outcome names the orders that opened and closed it
+    # each real outcome names the orders that opened and closed it, sent on its signal's bar
     fills = {e.client_order_id: e for e in orders if isinstance(e, OrderFilled)}
+    sent = {e.client_order_id: e for e in orders if isinstance(e, OrderSubmitted)}
+    signals = {
+        s.event_id: s
+        for _, _, raw in iter_payloads(str(tmp_path / "lake"), "signals")
+        for s in [decode(raw, SignalSnapshot)]
+    }
     for t in recorder.trades:
         assert isinstance(t, TradeOutcome)
         assert fills[t.entry_order_id].fill_price == t.entry_price
+        assert fills[t.entry_order_id].ts_event == t.entry_ts
         assert fills[t.exit_order_id].fill_price == t.exit_price
+        assert fills[t.exit_order_id].ts_event == t.exit_ts
         assert fills[t.exit_order_id].role in ("stop", "target", "flatten")
+        assert sent[t.entry_order_id].ts_event == signals[t.signal_id].ts_event
+        assert sent[t.entry_order_id].signal_id == t.signal_id
     # the lake's typed columns carry the order facts
     table = read_topic(str(tmp_path / "lake"), "orders")
     assert table.num_rows == len(orders)
