@@ -138,6 +138,7 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         self._used: set[str] = set()
         self._trades: set[int] = set()
         self._positions: dict[str, Position] = {}
+        self._history: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         self._hub: Any = None
         self._jobs: asyncio.Queue[Callable[[], Any]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -294,15 +295,8 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         body = {"accountId": self.account_id, "startTimestamp": self._since.isoformat()}
         orders = (await asyncio.to_thread(client.post, "Order/search", json=body)).get("orders", [])
         trades = (await asyncio.to_thread(client.post, "Trade/search", json=body)).get("trades", [])
-        pending = sorted(trades, key=lambda t: int(t["id"]))
-        for order in sorted(orders, key=lambda o: int(o["id"])):
-            while pending and int(pending[0]["orderId"]) <= int(order["id"]):
-                self._apply_trade(pending.pop(0))
-            self._apply_order(order)
-            while pending and int(pending[0]["orderId"]) == int(order["id"]):
-                self._apply_trade(pending.pop(0))
-        for trade in pending:
-            self._apply_trade(trade)
+        self._history = (orders, trades)
+        self._replay(orders, trades)
         positions = await asyncio.to_thread(client.positions.search_open, self.account_id)
         self._positions.clear()
         for p in positions:
@@ -491,14 +485,7 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         for p in self.positions():
             if symbol is not None and p.symbol != symbol:
                 continue
-            entry = next(
-                (
-                    o
-                    for o in reversed(self._orders.values())
-                    if o.role == "entry" and o.symbol == p.symbol and o.filled
-                ),
-                None,
-            )
+            entry = self._holding_entry(p.symbol)
             cid = (
                 entry.bracket.child_id("flatten")
                 if entry and entry.bracket
@@ -521,6 +508,23 @@ class ProjectxVenue(ProjectxUpdates, Venue):
             self._announce(o, reason)
             body = {"accountId": self.account_id, "contractId": self.contracts[p.symbol]["id"]}
             self._close_contract(client, body, o)
+
+    def _holding_entry(self, symbol: str) -> _Order | None:
+        """Return the filled entry whose bracket still works an order (else the last filled)."""
+        filled = [
+            o
+            for o in self._orders.values()
+            if o.role == "entry" and o.symbol == symbol and o.filled
+        ]
+        for o in reversed(filled):
+            kids = (
+                [self._orders.get(o.bracket.child_id(r)) for r in ("stop", "target")]
+                if o.bracket
+                else []
+            )
+            if any(k is not None and k.accepted and not k.done for k in kids):
+                return o
+        return filled[-1] if filled else None
 
     def _close_contract(self, client: ProjectXClient, body: dict[str, Any], o: _Order) -> None:
         self._call(

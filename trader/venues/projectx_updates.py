@@ -9,12 +9,14 @@ the live hub share one path.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from infra.contracts import (
     OrderAccepted,
     OrderCancelled,
+    OrderEvent,
     OrderExpired,
     OrderFilled,
     OrderRejected,
@@ -25,7 +27,7 @@ from infra.contracts import (
     VenueEvent,
     utc_now,
 )
-from trader.venues.base import BracketOrder, Position
+from trader.venues.base import BracketOrder, Position, child_order_id
 
 __all__ = ["ProjectxUpdates"]
 
@@ -69,10 +71,136 @@ class ProjectxUpdates:
     _by_venue: dict[int, str]
     _trades: set[int]
     _positions: dict[str, Position]
+    _used: set[str]
+    instruments: dict[str, Any]
+    #: the Gateway's orders and trades as last fetched (`/api/Order/search`, `/api/Trade/search`)
+    _history: tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
     if TYPE_CHECKING:
 
         def _publish(self, event: VenueEvent) -> None: ...
+
+    def _replay(self, orders: list[dict[str, Any]], trades: list[dict[str, Any]]) -> None:
+        """Apply the Gateway's orders and trades in the order they happened (trades by id once)."""
+        pending = sorted(trades, key=lambda t: int(t["id"]))
+        for order in sorted(orders, key=lambda o: int(o["id"])):
+            while pending and int(pending[0]["orderId"]) <= int(order["id"]):
+                self._apply_trade(pending.pop(0))
+            self._apply_order(order)
+        for trade in pending:
+            self._apply_trade(trade)
+
+    def restore(self, events: Iterable[VenueEvent]) -> list[str]:
+        """Take back the orders of a previous process from its published order events.
+
+        Each order is matched to the Gateway's by the venue order id its events carry,
+        so fills, cancels, `modify` and `flatten` work on it again; what the Gateway
+        did while no process listened (fills, the OCO cancel) is published now, from
+        the orders and trades fetched at connect. Return the entry ids whose bracket
+        still holds a position or works an order.
+        """
+        subs: dict[str, OrderSubmitted] = {}
+        accepted: dict[str, OrderAccepted] = {}
+        fills: dict[str, list[OrderFilled]] = {}
+        ended: set[str] = set()
+        for e in events:
+            if not isinstance(e, OrderEvent):
+                continue
+            if isinstance(e, OrderSubmitted):
+                subs[e.client_order_id] = e
+            elif isinstance(e, OrderAccepted):
+                accepted[e.client_order_id] = e
+            elif isinstance(e, OrderFilled):
+                fills.setdefault(e.client_order_id, []).append(e)
+                if e.venue_fill_id.isdigit():
+                    self._trades.add(int(e.venue_fill_id))
+            else:
+                ended.add(e.client_order_id)
+        for cid, sub in subs.items():
+            self._used.add(cid)
+            if cid in self._orders:
+                continue
+            got, ack = fills.get(cid, []), accepted.get(cid)
+            o = _Order(
+                cid,
+                sub.symbol,
+                sub.role,
+                sub.side,
+                sub.order_type,
+                ack.quantity if ack else sub.quantity,
+                None,
+                parent_id=sub.parent_id,
+                limit_price=(ack.limit_price if ack else None) or sub.limit_price,
+                stop_price=(ack.stop_price if ack else None) or sub.stop_price,
+                filled=sum(f.quantity for f in got),
+                accepted=ack is not None,
+            )
+            if o.filled:
+                o.avg_price = sum(f.fill_price * f.quantity for f in got) / o.filled
+            o.done = cid in ended or o.filled >= o.quantity
+            self._orders[cid] = o
+            vid = sub.venue_order_id or (ack.venue_order_id if ack else "")
+            if vid.isdigit():
+                self._placed(o, int(vid))
+        for entry in [o for o in self._orders.values() if o.role == "entry" and o.bracket is None]:
+            self._rebuild_bracket(entry)
+        held = dict(self._positions)  # already the Gateway's: the replay must not move them
+        self._replay(*self._history)
+        self._positions = held
+        restored: list[str] = []
+        for o in self._orders.values():
+            if o.role in ("stop", "target", "entry") and not o.done:
+                parent = o.parent_id or o.client_order_id
+                if parent in subs and parent not in restored:
+                    restored.append(parent)
+        return restored
+
+    def _rebuild_bracket(self, entry: _Order) -> None:
+        """Give a restored entry its bracket (distances from its children) and child records."""
+        sign = 1 if entry.side == "buy" else -1
+        stop = self._orders.get(child_order_id(entry.client_order_id, "stop"))
+        target = self._orders.get(child_order_id(entry.client_order_id, "target"))
+        ref = entry.avg_price or entry.limit_price or 0.0
+        tick = (
+            float(self.instruments[entry.symbol].tick_size)
+            if entry.symbol in self.instruments
+            else 0.25
+        )
+        stop_d = abs(ref - stop.stop_price) if stop and stop.stop_price and ref else 4 * tick
+        target_d = (
+            abs(target.limit_price - ref) if target and target.limit_price and ref else 8 * tick
+        )
+        b = BracketOrder(
+            client_order_id=entry.client_order_id,
+            symbol=entry.symbol,
+            side=entry.side,
+            quantity=entry.quantity,
+            stop_distance=max(stop_d, tick),
+            target_distance=max(target_d, tick),
+            entry_type="limit" if entry.order_type == "limit" else "market",
+            limit_price=entry.limit_price if entry.order_type == "limit" else None,
+        )
+        entry.bracket = b
+        exit_side: OrderSide = "sell" if sign > 0 else "buy"
+        legs: tuple[tuple[OrderRole, OrderType], ...] = (("stop", "stop"), ("target", "limit"))
+        for role, kind in legs:
+            cid = b.child_id(role)
+            child = self._orders.get(cid)
+            if child is None:  # the Gateway places it when the entry fills
+                child = _Order(
+                    cid,
+                    entry.symbol,
+                    role,
+                    exit_side,
+                    kind,
+                    entry.quantity,
+                    b,
+                    parent_id=entry.client_order_id,
+                    done=entry.done and not entry.filled,
+                )
+                self._orders[cid] = child
+            child.bracket = b
+        self._used.add(b.child_id("flatten"))
 
     def _placed(self, o: _Order, venue_id: int) -> None:
         if venue_id and not o.venue_id:

@@ -10,11 +10,17 @@ import pytest
 import requests
 import websocket
 
-from infra.contracts import OrderAccepted, OrderFilled, OrderRejected
+from infra.contracts import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+)
 from tests.trader.venues.conformance import Recorder
 from tests.trader.venues.projectx.driver import INSTRUMENTS, RegularHours, start_projectx
 from trader.core.bar import MarketBar
-from trader.venues.base import BracketOrder, ConnectionState
+from trader.venues.base import BracketOrder, ConnectionState, DuplicateClientOrderId
 from trader.venues.sims.projectx import RS, ProjectxSimulator
 
 
@@ -203,5 +209,65 @@ def test_an_unknown_account_is_refused_at_connect() -> None:
                 await start_projectx(sim=sim, account="nobody")
         finally:
             await sim.stop()
+
+    asyncio.run(go())
+
+
+def test_a_restarted_process_restores_its_brackets_and_learns_what_filled_while_it_was_dead() -> (
+    None
+):
+    async def go() -> None:
+        d = await start_projectx()
+        rec = Recorder()
+        d.venue.add_listener(rec)
+        try:
+            held = BracketOrder(
+                "keep-entry", "ES", "buy", 1, stop_distance=4.0, target_distance=8.0
+            )
+            gone = BracketOrder(
+                "gone-entry", "ES", "sell", 1, stop_distance=4.0, target_distance=8.0
+            )
+            d.venue.submit_bracket(held)
+            d.venue.submit_bracket(gone)
+            p = d.start_price
+            await d.bar(p, p + 0.25, p - 0.25, p)
+            await rec.wait(lambda: len(d.venue.working_orders()) == 4, 5, "both brackets' children")
+            await d.px.drain()
+            d.px._closing = True  # the process dies (kill -9): nobody listens any more
+            d.px._stop_hub()
+            (gone_stop,) = [e for e in rec.of("gone-stop") if isinstance(e, OrderSubmitted)]
+            assert isinstance(gone_stop, OrderSubmitted) and gone_stop.stop_price is not None
+            up = gone_stop.stop_price  # the short's stop fills; the long's target is far above
+            d.sim.on_bar(
+                MarketBar("ES", d.ts_s + 60, up, up + 0.25, up - 0.25, up, 10.0), RegularHours()
+            )
+            fresh = await start_projectx(sim=d.sim)
+            after = Recorder()
+            fresh.venue.add_listener(after)
+            try:
+                assert fresh.px.restore(rec.events) == ["keep-entry"]
+                (sfill,) = after.of("gone-stop", OrderFilled)
+                assert isinstance(sfill, OrderFilled) and sfill.commission_usd == pytest.approx(2.1)
+                (oco,) = after.of("gone-target", OrderCancelled)
+                assert isinstance(oco, OrderCancelled) and oco.reason == "oco"
+                assert {w.client_order_id for w in fresh.venue.working_orders()} == {
+                    "keep-stop",
+                    "keep-target",
+                }
+                assert [(x.symbol, x.quantity) for x in fresh.venue.positions()] == [("ES", 1)]
+                with pytest.raises(DuplicateClientOrderId):
+                    fresh.venue.submit_bracket(held)
+                fresh.venue.modify("keep-stop", stop_price=p - 10.0)
+                await after.wait(lambda: bool(after.of("keep-stop", OrderAccepted)), 5, "modify")
+                fresh.venue.flatten("ES", reason="operator")
+                await after.wait(lambda: bool(after.of("keep-flatten", OrderFilled)), 5, "flatten")
+                await after.wait(lambda: fresh.venue.positions() == [], 5, "flat")
+                await after.wait(lambda: fresh.venue.working_orders() == [], 5, "the cancels")
+                (flat,) = after.of("keep-flatten", OrderFilled)
+                assert isinstance(flat, OrderFilled) and flat.side == "sell"
+            finally:
+                await fresh.venue.disconnect()
+        finally:
+            await d.close()
 
     asyncio.run(go())
