@@ -154,7 +154,9 @@ class IbVenue(IbOrderEvents, Venue):
         for symbol in self.instruments:
             year, month = front_month(now.date())
             wanted.append(Future(symbol, f"{year}{month:02d}", "CME", currency="USD"))
-        qualified = await self.ib.qualifyContractsAsync(*wanted)
+        qualified = await asyncio.wait_for(
+            self.ib.qualifyContractsAsync(*wanted), c.connect_timeout_s
+        )
         for want, got in zip(wanted, qualified, strict=True):
             if isinstance(got, Future):
                 self.contracts[want.symbol] = got

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ class IbDriver(VenueDriver):
     async def barrier(self) -> None:
         """Wait until the gateway has read everything the client sent (a `reqCurrentTime` round trip)."""
         if self.ib_venue.ib.isConnected() and self.sim.listening:
-            await self.ib_venue.ib.reqCurrentTimeAsync()
+            await asyncio.wait_for(self.ib_venue.ib.reqCurrentTimeAsync(), self.timeout_s)
 
     async def bar(self, open: float, high: float, low: float, close: float) -> None:
         await self.barrier()

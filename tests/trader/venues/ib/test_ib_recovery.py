@@ -36,9 +36,9 @@ def _trader(venue: IbVenue, state: Path, run_id: str, out: list[Any]) -> tuple[E
 async def _bar(
     venue: IbVenue, sim: IbSimulator, engine: Engine, recovery: Recovery, bar: Any
 ) -> None:
-    await venue.ib.reqCurrentTimeAsync()  # the gateway read our orders
+    await asyncio.wait_for(venue.ib.reqCurrentTimeAsync(), 5)  # the gateway read our orders
     sim.on_bar(bar, RegularHours())
-    await venue.ib.reqCurrentTimeAsync()  # we read its answers
+    await asyncio.wait_for(venue.ib.reqCurrentTimeAsync(), 5)  # we read its answers
     engine.on_bar(bar)
     recovery.after_bar()
 
@@ -75,7 +75,7 @@ def test_gateway_restart_then_kill9_reconcile_and_the_trade_exits_in_the_next_pr
         assert {s: r.status for s, r in after.items()} == {"ES": "matched", "NQ": "matched"}
         assert after[pos.symbol].quantity == pos.quantity
         # kill -9: the process vanishes without flattening
-        venue1.ib.disconnect()
+        await venue1.disconnect()  # gone without flattening; its orders stay at the gateway
         fresh = await start_ib(client_id=21, sim=sim)
         venue2 = fresh.ib_venue
         out2: list[Any] = []

@@ -156,7 +156,7 @@ def test_a_restarted_trader_finds_its_position_and_children_at_the_gateway() -> 
             o = _bracket(d, "crash-entry", qty=1, side="sell")
             stop, _target = await _filled_bracket(d, rec, o)
             await d.barrier()
-            d.ib_venue.ib.disconnect()  # the old process is gone
+            await d.venue.disconnect()  # the old process is gone, its orders stay
             fresh = await start_ib(client_id=11, sim=d.sim)
             try:
                 (pos,) = fresh.venue.positions()
@@ -189,7 +189,7 @@ def test_a_restarted_process_restores_its_brackets_and_learns_what_filled_while_
                 lambda: bool(rec.of(gone.child_id("target"), OrderAccepted)), 5, "the children"
             )
             await d.barrier()
-            d.ib_venue.ib.disconnect()  # the process dies (kill -9): nobody listens
+            await d.venue.disconnect()  # the process dies: nobody listens, orders stay
             (gone_stop,) = [
                 e for e in rec.of(gone.child_id("stop")) if isinstance(e, OrderSubmitted)
             ]
