@@ -21,6 +21,8 @@ from tests.trader.venues.conformance import Recorder
 from tests.trader.venues.projectx.driver import INSTRUMENTS, RegularHours, start_projectx
 from trader.core.bar import MarketBar
 from trader.venues.base import BracketOrder, ConnectionState, DuplicateClientOrderId
+from trader.venues.ledger import Ledger
+from trader.venues.reconcile import known_order_ids, reconcile
 from trader.venues.sims.projectx import RS, ProjectxSimulator
 
 
@@ -128,6 +130,20 @@ def test_gateway_restart_with_a_fill_while_down_reconnects_and_catches_up() -> N
             t = target.limit_price
             await d.bar(t, t + 1, t - 0.25, t + 0.5)
             await rec.wait(lambda: d.venue.positions() == [], 5, "the target's fill")
+            await rec.wait(lambda: bool(rec.of("gw-stop", OrderCancelled)), 5, "the OCO cancel")
+            assert d.venue.working_orders() == []
+            ledger = Ledger({s: i.point_value_usd for s, i in INSTRUMENTS.items()})
+            for e in rec.events:
+                ledger.apply(e)
+            result = reconcile(
+                d.venue,
+                ledger,
+                known_ids=known_order_ids(rec.events),
+                tick_sizes={s: i.tick_size for s, i in INSTRUMENTS.items()},
+                symbols=("ES", "NQ"),
+                trigger="reconnect",
+            )
+            assert result.clean, result.status()
         finally:
             await d.close()
 
