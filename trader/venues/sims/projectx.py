@@ -293,7 +293,9 @@ class ProjectxSimulator:
             "stopPrice": body.get("stopPrice"),
             "fillVolume": 0,
             "filledPrice": None,
+            "trailPrice": None,
             "customTag": tag,
+            "linkedOrderId": None,
         }
         self.orders[oid] = order
         self._by_cid[cid] = oid
