@@ -114,12 +114,14 @@ class IbVenue(IbOrderEvents, Venue):
         self._execs: set[str] = set()
         self._last: dict[str, float] = {}
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the reconnect loop
+        self._resync_task: asyncio.Task[None] | None = None  # catching up after error 1102
         self.reconnects = 0
         self._settled = asyncio.Event()  # set when no flatten order waits for its fill
         self.ib.orderStatusEvent += self._on_status
         self.ib.commissionReportEvent += self._on_commission
         self.ib.disconnectedEvent += self._on_disconnected
+        self.ib.errorEvent += self._on_error
 
     @classmethod
     def from_settings(
@@ -182,6 +184,9 @@ class IbVenue(IbOrderEvents, Venue):
         self._set_state(ConnectionState.DISCONNECTED)
 
     def _on_disconnected(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            self._resync_task = None
         if self._closing or self._task is not None:
             return
         self._set_state(ConnectionState.CONNECTING)
@@ -212,14 +217,47 @@ class IbVenue(IbOrderEvents, Venue):
         if self._state is not ConnectionState.CONNECTED or not self.ib.isConnected():
             raise VenueDisconnected(f"venue {self.name!r} is {self._state.value}")
 
-    def _catch_up(self) -> None:
-        """Publish executions missed while away; close orders the gateway no longer works."""
+    def _on_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
+        """Follow the gateway's link to IB's servers (1100 lost, 1101/1102 restored)."""
+        if code == 1100 and self._state is ConnectionState.CONNECTED:
+            log.warning("ib: %s", message)
+            self._set_state(ConnectionState.CONNECTING)
+        elif (
+            code in (1101, 1102)
+            and self._state is ConnectionState.CONNECTING
+            and self._task is None
+            and self._resync_task is None
+            and self.ib.isConnected()
+        ):
+            self._resync_task = asyncio.get_event_loop().create_task(self._resync())
+
+    async def _resync(self) -> None:
+        """Catch up after the gateway's servers came back (the socket stayed up)."""
+        timeout = self.config.connect_timeout_s
+        try:
+            await asyncio.wait_for(self.ib.reqExecutionsAsync(), timeout)
+            await asyncio.wait_for(self.ib.reqPositionsAsync(), timeout)
+            trades = await asyncio.wait_for(self.ib.reqOpenOrdersAsync(), timeout)
+            self._catch_up({t.order.orderId for t in trades})
+            self.reconnects += 1
+            self._set_state(ConnectionState.CONNECTED)
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("ib: catching up after the servers came back failed: %s", exc)
+        finally:
+            self._resync_task = None
+
+    def _catch_up(self, live: set[int] | None = None) -> None:
+        """Publish executions missed while away; close orders the gateway no longer works.
+
+        `live` are the ids of the orders the gateway works (default: ib_async's open trades).
+        """
         for fill in sorted(self.ib.fills(), key=lambda f: f.execution.time):
             cid = self._by_ib.get(fill.execution.orderId) or fill.execution.orderRef
             o = self._orders.get(cid)
             if o is not None:
                 self._fill(o, fill, fill.commissionReport.commission)
-        live = {t.order.orderId for t in self.ib.openTrades()}
+        if live is None:
+            live = {t.order.orderId for t in self.ib.openTrades()}
         for o in list(self._orders.values()):
             if o.done or o.ib.orderId in live:
                 continue

@@ -56,6 +56,7 @@ class IbSimulator(OrderDesk):
         self.host = host
         self.port = port
         self.delay_ms = 0
+        self.cut_off = False  # between `lose_connectivity` and `restore_connectivity`
         self._reject: list[str] = []
         self._listing = _listing(instruments, today or datetime.now(UTC).date())
         self.paper = PaperVenue(
@@ -120,6 +121,31 @@ class IbSimulator(OrderDesk):
     def reject_next(self, reason: str = "simulated rejection") -> None:
         """Reject the next transmitted order (a bracket's parent) with `reason`."""
         self._reject.append(reason)
+
+    def lose_connectivity(self) -> None:
+        """Tell clients the gateway lost IB's servers (error 1100); order news stops."""
+        self.cut_off = True
+        for s in self._sessions:
+            self._send(
+                s,
+                w.encode_error(
+                    -1, 1100, "Connectivity between IB and Trader Workstation has been lost."
+                ),
+            )
+
+    def restore_connectivity(self) -> None:
+        """Tell clients the servers are back, data maintained (error 1102)."""
+        self.cut_off = False
+        for s in self._sessions:
+            self._send(
+                s,
+                w.encode_error(
+                    -1,
+                    1102,
+                    "Connectivity between IB and Trader "
+                    "Workstation has been restored - data maintained.",
+                ),
+            )
 
     def partial_fills(self, max_per_bar: int | None) -> None:
         """Fill entries at most `max_per_bar` contracts per bar (None: all at once)."""
@@ -201,9 +227,10 @@ class IbSimulator(OrderDesk):
                 if o.working and o.placed.parent_id == 0:
                     self._cancel(s, o.placed.order_id)
         elif msg == w.REQ_POSITIONS:
-            s.positions = True
-            for p in self.paper.positions():
-                self._send(s, self._position_fields(p.symbol))
+            s.positions = True  # held and traded today (closed ones at zero), as TWS does
+            traded = {self.orders[e.order_id].placed.symbol for e in self._executions}
+            for symbol in sorted(traded | {p.symbol for p in self.paper.positions()}):
+                self._send(s, self._position_fields(symbol))
             self._send(s, [62, 1])
         elif msg == w.REQ_OPEN_ORDERS:
             for o in self.orders.values():

@@ -79,6 +79,7 @@ class OrderDesk:
 
     account: str
     delay_ms: int
+    cut_off: bool
     paper: PaperVenue
     orders: dict[int, SimOrder]
     _by_cid: dict[str, int]
@@ -107,6 +108,8 @@ class OrderDesk:
             _write(session, data)
 
     def _to_owner(self, order: SimOrder, fields: list[w.Field]) -> None:
+        if self.cut_off:  # the gateway lost its servers: nothing reaches the client
+            return
         for s in self._sessions:
             if s.client_id == order.client_id:
                 self._send(s, fields)
@@ -326,7 +329,7 @@ class OrderDesk:
         self._status(o, e.fill_price)
         update = self._position_fields(o.placed.symbol)
         for session in self._sessions:
-            if session.positions:
+            if session.positions and not self.cut_off:
                 self._send(session, update)
         self._to_owner(o, w.encode_commission_report(ex.exec_id, ex.commission_usd, 0.0))
 

@@ -17,7 +17,7 @@ from infra.contracts import (
 from tests.trader.venues.conformance import Recorder, _bracket, _filled_bracket
 from tests.trader.venues.ib.driver import INSTRUMENTS, IbDriver, RegularHours, start_ib
 from trader.core.bar import MarketBar
-from trader.venues.base import ConnectionState
+from trader.venues.base import ConnectionState, VenueDisconnected
 from trader.venues.ib import IbVenue, IbVenueSettings
 from trader.venues.ledger import Ledger
 from trader.venues.reconcile import known_order_ids, reconcile
@@ -224,6 +224,34 @@ def test_a_restarted_process_restores_its_brackets_and_learns_what_filled_while_
                 assert fresh.venue.working_orders() == []
             finally:
                 await fresh.venue.disconnect()
+        finally:
+            await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_lost_connectivity_to_ibs_servers_holds_orders_and_catches_up_on_1102() -> None:
+    async def scenario() -> None:
+        d, rec = await _started()
+        try:
+            o = _bracket(d, "link-entry", qty=1)
+            _stop, target = await _filled_bracket(d, rec, o)
+            d.sim.lose_connectivity()  # error 1100: the socket stays, the servers are gone
+            await rec.wait(lambda: not d.venue.connected, 5, "the 1100")
+            assert d.venue.state is ConnectionState.CONNECTING and d.ib_venue.ib.isConnected()
+            with pytest.raises(VenueDisconnected):
+                d.venue.submit_bracket(_bracket(d, "late-entry", qty=1))
+            await d.bar(target, target + 2 * d.tick, target - d.tick, target)
+            await d.barrier()
+            assert not rec.of(o.child_id("target"), OrderFilled)  # its news did not arrive
+            d.sim.restore_connectivity()  # error 1102: data maintained
+            await rec.wait(lambda: d.venue.connected, 5, "the catch-up")
+            assert d.ib_venue.reconnects == 1 and d.sim.connections == 1  # same socket
+            (tfill,) = rec.of(o.child_id("target"), OrderFilled)
+            assert isinstance(tfill, OrderFilled) and tfill.commission_usd == 2.0
+            (oco,) = rec.of(o.child_id("stop"), OrderCancelled)
+            assert isinstance(oco, OrderCancelled) and oco.reason == "oco"
+            assert d.venue.positions() == [] and d.venue.working_orders() == []
         finally:
             await d.close()
 
