@@ -12,7 +12,9 @@ positions live in the simulator, so they survive client disconnects and gateway
 restarts.
 
 Fault switches: `reject_next`, `partial_fills`, `delay_ms` (slow answers),
-`drop_clients` (disconnect) and `restart_gateway` (the nightly restart).
+`drop_clients` (disconnect), `restart_gateway` (the nightly restart; or `stop` and
+`start`), `lose_connectivity` / `restore_connectivity` (errors 1100 / 1102) and
+`publish_realtime` (bad market data).
 """
 
 from __future__ import annotations
