@@ -27,7 +27,7 @@ from features.rolls import contract_code, front_month
 from infra.settings import Settings
 from trader.core.bar import MarketBar
 from trader.feeds.base import Feed
-from trader.venues.projectx import ProjectxVenueSettings, login_key, stop_hub_quietly
+from trader.venues.projectx_config import ProjectxVenueSettings, login_key, stop_hub_quietly
 
 __all__ = ["MinuteTrades", "ProjectxFeed", "bad_trade_reason"]
 
