@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,6 +107,7 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         self._closing = False
         self._since = datetime.now(UTC) - timedelta(days=1)
         self.reconnects = 0
+        self._logged_in_s = 0.0
 
     @classmethod
     def from_settings(
@@ -140,6 +142,7 @@ class ProjectxVenue(ProjectxUpdates, Venue):
             base_url=c.api_url.rstrip("/"), token=token, timeout=int(c.request_timeout_s)
         )
         self.client = client
+        self._logged_in_s = time.monotonic()
         accounts = await asyncio.to_thread(client.accounts.search, True)
         self.account_id = pick_account(accounts, c.account)
         year, month = front_month(datetime.now(UTC).date())
@@ -274,11 +277,25 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         while True:
             job = await self._jobs.get()
             try:
+                await self._fresh_token()
                 await asyncio.to_thread(job)
             except Exception as exc:  # a refused request becomes an event, never a crash
                 log.warning("projectx: request failed: %s", exc)
             finally:
                 self._jobs.task_done()
+
+    async def _fresh_token(self) -> None:
+        """Log in again when the token is older than `token_refresh_s` (Gateway tokens last 24 h).
+
+        The SDK would renew it itself near expiry and cache the new token in a file under
+        the home directory; a new login keeps it in memory only.
+        """
+        client = self.client
+        if client is None or time.monotonic() - self._logged_in_s < self.config.token_refresh_s:
+            return
+        client.auth.token = await asyncio.to_thread(self._login)
+        client.auth.token_expiry = datetime.now() + timedelta(hours=24)
+        self._logged_in_s = time.monotonic()
 
     def _call(self, job: Callable[[], Any], on_error: Callable[[str], None] | None = None) -> None:
         loop = self._loop

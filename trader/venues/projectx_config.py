@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any
 
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from infra.settings import Settings
 
 __all__ = ["ProjectxVenueSettings", "login_key", "pick_account", "stop_hub_quietly"]
+
+# signalrcore logs the hub URL, whose query carries the session token, at DEBUG
+logging.getLogger("SignalRCoreClient").setLevel(logging.INFO)
 
 
 class ProjectxVenueSettings(BaseModel):
@@ -32,6 +36,7 @@ class ProjectxVenueSettings(BaseModel):
     enable_nq: bool = False
     request_timeout_s: float = Field(default=10.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    token_refresh_s: float = Field(default=12 * 3600.0, gt=0)
     reconnect_delays_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
     @classmethod

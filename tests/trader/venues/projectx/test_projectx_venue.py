@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -283,6 +284,27 @@ def test_a_restarted_process_restores_its_brackets_and_learns_what_filled_while_
                 assert isinstance(flat, OrderFilled) and flat.side == "sell"
             finally:
                 await fresh.venue.disconnect()
+        finally:
+            await d.close()
+
+    asyncio.run(go())
+
+
+def test_an_old_token_is_replaced_by_a_new_login_and_no_token_or_key_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> None:
+        caplog.set_level(logging.DEBUG)
+        d = await start_projectx(token_refresh_s=0.001)
+        try:
+            rec = Recorder()
+            d.venue.add_listener(rec)
+            assert d.sim.logins == 1
+            d.venue.submit_bracket(_bracket("fresh-entry"))
+            await rec.wait(lambda: bool(rec.of("fresh-entry", OrderAccepted)), 5, "accept")
+            assert d.sim.logins == 2  # the request went out under a new token
+            secrets = [*d.sim._tokens, d.sim.api_key]
+            assert not [r for r in caplog.records if any(s in r.getMessage() for s in secrets)]
         finally:
             await d.close()
 
