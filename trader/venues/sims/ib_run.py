@@ -77,15 +77,14 @@ async def run(
         commission_per_contract_usd=settings.commission_per_contract_usd,
     )
     await sim.start()
-    echo(
-        {
-            "VENUE": "ib",
-            "IB_HOST": host,
-            "IB_PORT": str(sim.port),
-            "IB_CLIENT_ID": str(settings.ib_client_id),
-            "IB_ACCOUNT": sim.account,
-        }
-    )
+    values = {
+        "venue": "ib",
+        "ib_host": host,
+        "ib_port": str(sim.port),
+        "ib_client_id": str(settings.ib_client_id),
+        "ib_account": sim.account,
+    }
+    echo({_env_name(name): value for name, value in values.items()})
     try:
         feed = SimFeed(
             symbols,
@@ -98,3 +97,11 @@ async def run(
         await asyncio.Event().wait()  # keep serving orders and positions after the last bar
     finally:
         await sim.stop()
+
+
+def _env_name(field: str) -> str:
+    """Return the environment variable of a settings field (its alias, spelled once there)."""
+    alias = Settings.model_fields[field].validation_alias
+    if not isinstance(alias, str):
+        raise KeyError(f"setting {field!r} has no environment variable")
+    return alias
