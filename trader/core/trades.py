@@ -112,17 +112,17 @@ class Trade:
         if gap_stop:
             return
         if gap_target:
-            self.mfe_pts = max(self.mfe_pts, (o - entry) * side)
+            favourable, adverse = (o - entry) * side, 0.0
         elif stop_hit:
-            self.mae_pts = max(self.mae_pts, self.stop_dist)
-            if not target_hit:
-                self.mfe_pts = max(self.mfe_pts, favourable)
+            adverse = self.stop_dist
+            if target_hit:
+                favourable = 0.0
         elif target_hit:
-            self.mae_pts = max(self.mae_pts, adverse)
-            self.mfe_pts = max(self.mfe_pts, self.target_dist)
-        else:
-            self.mae_pts = max(self.mae_pts, adverse)
-            self.mfe_pts = max(self.mfe_pts, favourable)
+            favourable = self.target_dist
+        if adverse > self.mae_pts:  # no max(): this runs for every open trade on every bar
+            self.mae_pts = adverse
+        if favourable > self.mfe_pts:
+            self.mfe_pts = favourable
 
 
 class TradeBook:
