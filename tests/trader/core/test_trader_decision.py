@@ -11,10 +11,18 @@ import pytest
 
 from bench.bench_decision import build_models
 from features.vectors import SIZE_MAX, SIZE_MIN
-from infra.contracts import FEATURE_NAMES, STRATEGIES, Event, SignalSnapshot, TradeOutcome
+from infra.contracts import (
+    FEATURE_NAMES,
+    STRATEGIES,
+    Event,
+    OrderEvent,
+    SignalSnapshot,
+    TradeOutcome,
+)
 from infra.settings import Settings
 from trader.core.decision import RULE_PRIORITY
 from trader.core.engine import Engine, EngineConfig
+from trader.core.stream_cache import StreamCache
 from trader.delivery.models import EMPTY, ModelHolder, ModelLoadError, ModelSet
 from trader.feeds.sim import SimFeed
 
@@ -171,6 +179,27 @@ def test_replay_reproduces_the_same_decisions_exactly(bars: list, models_dir: Pa
     assert a == b
     assert first_engine.stats.summary() == second_engine.stats.summary()
     assert {e.event_id for e in first}.isdisjoint({e.event_id for e in second})
+    # the orders of a replay carry the same client order ids (derived from the signals)
+    orders_a = [e.client_order_id for e in first if isinstance(e, OrderEvent)]
+    orders_b = [e.client_order_id for e in second if isinstance(e, OrderEvent)]
+    assert orders_a and orders_a == orders_b
+
+
+def test_the_engine_publishes_each_fact_once_to_every_sink(bars: list, models_dir: Path) -> None:
+    engine, events = _run(bars[: N_BARS // 2], ModelSet.from_dir(models_dir), run_id="sinks")
+    signals = [e for e in events if isinstance(e, SignalSnapshot)]
+    outcomes = [e for e in events if isinstance(e, TradeOutcome)]
+    assert engine.events_emitted == len(events) and signals and outcomes
+    total = engine.stats.summary()
+    assert sum(g["ALL"]["signals"] for g in total.values()) == len(signals)
+    real = sum(not o.counterfactual for o in outcomes)
+    assert sum(g["ALL"]["trades"] for g in total.values()) == real > 0
+    # the stream-feature cache learned exactly the published signals and outcomes, once
+    fresh = StreamCache()
+    for e in events:
+        fresh("any", e)
+    for symbol in ("ES", "NQ"):
+        assert fresh.strategy_values(symbol) == engine.cache.strategy_values(symbol)
 
 
 def test_a_swap_between_decisions_changes_the_versions_recorded(
