@@ -7,6 +7,8 @@ subscribers (`--feed ib`), so a trader sees the same market its orders fill in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -65,8 +67,13 @@ async def run(
     bar_ms: int = 1000,
     wait_for_client: bool = True,
     session: str = "rth",
+    restart_down_s: float = 2.0,
 ) -> None:
-    """Serve the simulator on `host:port` until cancelled; `echo` the settings that reach it."""
+    """Serve the simulator on `host:port` until cancelled; `echo` the settings that reach it.
+
+    SIGHUP restarts the gateway as its nightly restart does: every session drops and
+    connections are refused for `restart_down_s` seconds; orders and positions stay.
+    """
     symbols = tuple(settings.symbols)
     instruments = {s: i for s, i in instruments_from_settings(settings).items() if s in symbols}
     sim = IbSimulator(
@@ -85,6 +92,15 @@ async def run(
         "ib_account": sim.account,
     }
     echo({_env_name(name): value for name, value in values.items()})
+    restarts: set[asyncio.Task[None]] = set()
+
+    def nightly_restart() -> None:
+        task = asyncio.ensure_future(sim.restart_gateway(restart_down_s))
+        restarts.add(task)
+        task.add_done_callback(restarts.discard)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, nightly_restart)
     try:
         feed = SimFeed(
             symbols,
