@@ -77,6 +77,7 @@ class IbVenueSettings(BaseModel):
     account: str = ""
     connect_timeout_s: float = Field(default=5.0, gt=0)
     settle_timeout_s: float = Field(default=5.0, ge=0)  # disconnect waits for closing fills
+    commission_wait_s: float = Field(default=10.0, ge=0)  # then a fill is published without
     reconnect_delays_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
     @classmethod
@@ -120,6 +121,8 @@ class IbVenue(IbOrderEvents, Venue):
         self._settled = asyncio.Event()  # set when no flatten order waits for its fill
         self.ib.orderStatusEvent += self._on_status
         self.ib.commissionReportEvent += self._on_commission
+        self.ib.execDetailsEvent += self._on_exec
+        self.commission_wait_s = self.config.commission_wait_s
         self.ib.disconnectedEvent += self._on_disconnected
         self.ib.errorEvent += self._on_error
 

@@ -8,6 +8,7 @@ OCO cancels and rejections become `OrderSubmitted` ... `OrderRejected`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +30,8 @@ from trader.core.instruments import Instrument
 from trader.venues.base import BracketOrder
 
 __all__ = ["IbOrder", "IbOrderEvents", "ib_price"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -68,6 +71,7 @@ class IbOrderEvents:
     _execs: set[str]
     _by_ib: dict[int, str]
     _settled: asyncio.Event
+    commission_wait_s: float
 
     if TYPE_CHECKING:
 
@@ -131,6 +135,23 @@ class IbOrderEvents:
                 self._reject(o, entry.message.partition("reason:")[2].strip() or entry.message)
             else:
                 self._close(o, self._oco_reason(o) or o.cancel_reason or "cancelled by the venue")
+
+    def _on_exec(self, trade: Trade, fill: Fill) -> None:
+        """Wait `commission_wait_s` for the execution's commission report, then publish anyway."""
+        cid = self._by_ib.get(trade.order.orderId)
+        if cid is None or self.commission_wait_s <= 0:
+            return
+        asyncio.get_event_loop().call_later(
+            self.commission_wait_s, self._fill_without_commission, cid, fill
+        )
+
+    def _fill_without_commission(self, cid: str, fill: Fill) -> None:
+        o = self._orders.get(cid)
+        if o is not None and fill.execution.execId not in self._execs:
+            log.warning(
+                "ib: no commission report for execution %s; 0 recorded", fill.execution.execId
+            )
+            self._fill(o, fill, 0.0)
 
     def _on_commission(self, trade: Trade, fill: Fill, report: Any) -> None:
         cid = self._by_ib.get(trade.order.orderId)

@@ -14,7 +14,8 @@ restarts.
 Fault switches: `reject_next`, `partial_fills`, `delay_ms` (slow answers),
 `drop_clients` (disconnect), `restart_gateway` (the nightly restart; or `stop` and
 `start`), `lose_connectivity` / `restore_connectivity` (errors 1100 / 1102) and
-`publish_realtime` (bad market data).
+`publish_realtime` (bad market data), `withhold_commissions` (no commission
+reports).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class IbSimulator(OrderDesk):
         self.port = port
         self.delay_ms = 0
         self.cut_off = False  # between `lose_connectivity` and `restore_connectivity`
+        self.withhold_commissions = False  # fault: executions without commission reports
         self._reject: list[str] = []
         self._listing = _listing(instruments, today or datetime.now(UTC).date())
         self.paper = PaperVenue(

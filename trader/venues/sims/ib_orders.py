@@ -80,6 +80,7 @@ class OrderDesk:
     account: str
     delay_ms: int
     cut_off: bool
+    withhold_commissions: bool
     paper: PaperVenue
     orders: dict[int, SimOrder]
     _by_cid: dict[str, int]
@@ -331,7 +332,8 @@ class OrderDesk:
         for session in self._sessions:
             if session.positions and not self.cut_off:
                 self._send(session, update)
-        self._to_owner(o, w.encode_commission_report(ex.exec_id, ex.commission_usd, 0.0))
+        if not self.withhold_commissions:
+            self._to_owner(o, w.encode_commission_report(ex.exec_id, ex.commission_usd, 0.0))
 
     def _position_fields(self, symbol: str) -> list[w.Field]:
         c = self.contract(symbol)

@@ -256,3 +256,25 @@ def test_lost_connectivity_to_ibs_servers_holds_orders_and_catches_up_on_1102() 
             await d.close()
 
     asyncio.run(scenario())
+
+
+def test_a_fill_whose_commission_report_never_comes_is_published_after_the_wait() -> None:
+    async def scenario() -> None:
+        d, rec = await _started()
+        d.ib_venue.commission_wait_s = 0.2
+        d.sim.withhold_commissions = True
+        try:
+            o = _bracket(d, "nocomm-entry", qty=1)
+            d.venue.submit_bracket(o)
+            p = d.start_price
+            await d.bar(p, p + d.tick, p - d.tick, p)
+            await d.barrier()
+            assert not rec.of(o.client_order_id, OrderFilled)  # still waiting for the report
+            await rec.wait(lambda: bool(rec.of(o.client_order_id, OrderFilled)), 5, "the fill")
+            (fill,) = rec.of(o.client_order_id, OrderFilled)
+            assert isinstance(fill, OrderFilled) and fill.commission_usd == 0.0
+            await rec.wait(lambda: bool(rec.of(o.child_id("stop"), OrderAccepted)), 5, "children")
+        finally:
+            await d.close()
+
+    asyncio.run(scenario())
