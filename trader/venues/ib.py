@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,14 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.rolls import front_month
 from infra.contracts import (
-    OrderAccepted,
-    OrderEvent,
-    OrderFilled,
     OrderRole,
     OrderSide,
-    OrderSubmitted,
     OrderType,
-    VenueEvent,
 )
 from infra.settings import Settings
 from trader.core.bar import MarketBar
@@ -56,7 +51,6 @@ from trader.venues.base import (
     Venue,
     VenueDisconnected,
     WorkingOrder,
-    child_order_id,
 )
 from trader.venues.ib_events import IbOrder, IbOrderEvents, ib_price
 
@@ -269,81 +263,6 @@ class IbVenue(IbOrderEvents, Venue):
                 if entry is not None and not entry.done:
                     continue  # waits for its entry, which the gateway may still work
             self._close(o, self._oco_reason(o) or "not working after reconnect")
-
-    # restart ------------------------------------------------------------
-
-    def restore(self, events: Iterable[VenueEvent]) -> list[str]:
-        """Take back the orders of a previous process from its published order events.
-
-        Each order is matched to the gateway's open orders by `orderRef`, so fills,
-        cancels, `modify` and `flatten` work on it again; fills the gateway made while
-        no process listened are published now. Return the entry ids whose bracket
-        still holds a position or works an order.
-        """
-        subs: dict[str, OrderSubmitted] = {}
-        accepted: dict[str, OrderAccepted] = {}
-        fills: dict[str, list[OrderFilled]] = {}
-        ended: set[str] = set()
-        for e in events:
-            if not isinstance(e, OrderEvent):
-                continue
-            if isinstance(e, OrderSubmitted):
-                subs[e.client_order_id] = e
-            elif isinstance(e, OrderAccepted):
-                accepted[e.client_order_id] = e
-            elif isinstance(e, OrderFilled):
-                fills.setdefault(e.client_order_id, []).append(e)
-                self._execs.add(e.venue_fill_id)
-            else:
-                ended.add(e.client_order_id)
-        live = {t.order.orderRef: t.order for t in self.ib.openTrades() if t.order.orderRef}
-        restored: list[str] = []
-        for cid, sub in subs.items():
-            self._used.add(cid)
-            if cid in self._orders:
-                continue
-            got = fills.get(cid, [])
-            filled = sum(f.quantity for f in got)
-            ack = accepted.get(cid)
-            ib_order = live.get(cid) or Order(
-                orderId=int(sub.venue_order_id or (ack.venue_order_id if ack else "") or 0),
-                totalQuantity=ack.quantity if ack else sub.quantity,
-                lmtPrice=(ack.limit_price if ack else sub.limit_price) or 0.0,
-                auxPrice=(ack.stop_price if ack else sub.stop_price) or 0.0,
-            )
-            o = IbOrder(cid, sub.symbol, sub.role, sub.side, sub.order_type, ib_order, None)
-            o.parent_id, o.filled, o.announced, o.accepted = sub.parent_id, filled, True, True
-            if filled:
-                o.avg_price = sum(f.fill_price * f.quantity for f in got) / filled
-            o.done = cid in ended or filled >= o.quantity  # the rest: `_catch_up` decides
-            self._orders[cid] = o
-            if ib_order.orderId:
-                self._by_ib[ib_order.orderId] = cid
-        children = [o for o in self._orders.values() if o.parent_id in self._orders]
-        for o in children:
-            entry = self._orders[o.parent_id]
-            o.bracket = entry.bracket = entry.bracket or self._bracket_of(entry)
-        self._catch_up()
-        for o in children:
-            if not o.done and o.parent_id not in restored:
-                restored.append(o.parent_id)
-        return restored
-
-    def _bracket_of(self, entry: IbOrder) -> BracketOrder:
-        """Return a bracket for a restored entry (distances from its children's prices)."""
-        tick = self.instruments[entry.symbol].tick_size
-        stop = self._orders.get(child_order_id(entry.client_order_id, "stop"))
-        target = self._orders.get(child_order_id(entry.client_order_id, "target"))
-        stop_px = ib_price(stop.ib.auxPrice) if stop else None
-        target_px = ib_price(target.ib.lmtPrice) if target else None
-        return BracketOrder(
-            entry.client_order_id,
-            entry.symbol,
-            entry.side,
-            max(1, entry.filled or entry.quantity),
-            abs(entry.avg_price - stop_px) or tick if stop_px else tick,
-            abs(target_px - entry.avg_price) or tick if target_px else tick,
-        )
 
     # orders -------------------------------------------------------------
 

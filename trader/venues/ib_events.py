@@ -1,14 +1,16 @@
-"""The `ib` venue's half that turns the gateway's answers into our order events.
+"""The `ib` venue's half that turns the gateway's answers (and a journal) into order events.
 
 `IbOrderEvents` is mixed into `trader.venues.ib.IbVenue`: `orderStatus` changes,
 executions with their commission reports, the children moved to the entry's fill,
-OCO cancels and rejections become `OrderSubmitted` ... `OrderRejected`.
+OCO cancels and rejections become `OrderSubmitted` ... `OrderRejected`; `restore`
+takes back a previous process's orders from the events it published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,6 +19,7 @@ from ib_async import IB, Fill, Future, Order, Trade
 from infra.contracts import (
     OrderAccepted,
     OrderCancelled,
+    OrderEvent,
     OrderFilled,
     OrderRejected,
     OrderRole,
@@ -27,7 +30,7 @@ from infra.contracts import (
     utc_now,
 )
 from trader.core.instruments import Instrument
-from trader.venues.base import BracketOrder
+from trader.venues.base import BracketOrder, child_order_id
 
 __all__ = ["IbOrder", "IbOrderEvents", "ib_price"]
 
@@ -71,11 +74,87 @@ class IbOrderEvents:
     _execs: set[str]
     _by_ib: dict[int, str]
     _settled: asyncio.Event
+    _used: set[str]
     commission_wait_s: float
 
     if TYPE_CHECKING:
 
         def _publish(self, event: VenueEvent) -> None: ...
+
+        def _catch_up(self, live: set[int] | None = None) -> None: ...
+
+    def restore(self, events: Iterable[VenueEvent]) -> list[str]:
+        """Take back the orders of a previous process from its published order events.
+
+        Each order is matched to the gateway's open orders by `orderRef`, so fills,
+        cancels, `modify` and `flatten` work on it again; fills the gateway made while
+        no process listened are published now. Return the entry ids whose bracket
+        still holds a position or works an order.
+        """
+        subs: dict[str, OrderSubmitted] = {}
+        accepted: dict[str, OrderAccepted] = {}
+        fills: dict[str, list[OrderFilled]] = {}
+        ended: set[str] = set()
+        for e in events:
+            if not isinstance(e, OrderEvent):
+                continue
+            if isinstance(e, OrderSubmitted):
+                subs[e.client_order_id] = e
+            elif isinstance(e, OrderAccepted):
+                accepted[e.client_order_id] = e
+            elif isinstance(e, OrderFilled):
+                fills.setdefault(e.client_order_id, []).append(e)
+                self._execs.add(e.venue_fill_id)
+            else:
+                ended.add(e.client_order_id)
+        live = {t.order.orderRef: t.order for t in self.ib.openTrades() if t.order.orderRef}
+        restored: list[str] = []
+        for cid, sub in subs.items():
+            self._used.add(cid)
+            if cid in self._orders:
+                continue
+            got = fills.get(cid, [])
+            filled = sum(f.quantity for f in got)
+            ack = accepted.get(cid)
+            ib_order = live.get(cid) or Order(
+                orderId=int(sub.venue_order_id or (ack.venue_order_id if ack else "") or 0),
+                totalQuantity=ack.quantity if ack else sub.quantity,
+                lmtPrice=(ack.limit_price if ack else sub.limit_price) or 0.0,
+                auxPrice=(ack.stop_price if ack else sub.stop_price) or 0.0,
+            )
+            o = IbOrder(cid, sub.symbol, sub.role, sub.side, sub.order_type, ib_order, None)
+            o.parent_id, o.filled, o.announced, o.accepted = sub.parent_id, filled, True, True
+            if filled:
+                o.avg_price = sum(f.fill_price * f.quantity for f in got) / filled
+            o.done = cid in ended or filled >= o.quantity  # the rest: `_catch_up` decides
+            self._orders[cid] = o
+            if ib_order.orderId:
+                self._by_ib[ib_order.orderId] = cid
+        children = [o for o in self._orders.values() if o.parent_id in self._orders]
+        for o in children:
+            entry = self._orders[o.parent_id]
+            o.bracket = entry.bracket = entry.bracket or self._bracket_of(entry)
+        self._catch_up()
+        for o in children:
+            if not o.done and o.parent_id not in restored:
+                restored.append(o.parent_id)
+        return restored
+
+    def _bracket_of(self, entry: IbOrder) -> BracketOrder:
+        """Return a bracket for a restored entry (distances from its children's prices)."""
+        tick = self.instruments[entry.symbol].tick_size
+        stop = self._orders.get(child_order_id(entry.client_order_id, "stop"))
+        target = self._orders.get(child_order_id(entry.client_order_id, "target"))
+        stop_px = ib_price(stop.ib.auxPrice) if stop else None
+        target_px = ib_price(target.ib.lmtPrice) if target else None
+        return BracketOrder(
+            entry.client_order_id,
+            entry.symbol,
+            entry.side,
+            max(1, entry.filled or entry.quantity),
+            abs(entry.avg_price - stop_px) or tick if stop_px else tick,
+            abs(target_px - entry.avg_price) or tick if target_px else tick,
+        )
 
     def _common(self, o: IbOrder) -> dict[str, Any]:
         c = self.contracts.get(o.symbol)
