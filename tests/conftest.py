@@ -56,6 +56,9 @@ from tests.helpers import (  # noqa: E402
 
 __all__ = ["SettingsFactory"]  # re-exported: tests import it from here
 
+# `durable_broker`: a Tansu broker on S3 storage that keeps its records across restarts
+pytest_plugins = ["tests.kit.durable"]
+
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
@@ -152,3 +155,13 @@ def make_module_settings(
 ) -> SettingsFactory:
     """Return what `make_settings` returns, for module-scoped fixtures (one home per module)."""
     return _settings_factory(request, tmp_path_factory.mktemp("module"), topic_factory)
+
+
+@pytest.fixture
+def fault_proxies() -> Iterator[Any]:
+    """Return a `tests.kit.faults.ProxyKit`: fault proxies closed when the test ends."""
+    from tests.kit.faults import ProxyKit
+
+    kit = ProxyKit()
+    yield kit
+    kit.close()
