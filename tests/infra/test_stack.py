@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
-from infra.stack import start_tansu
+from infra.stack import StackError, start_tansu
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,3 +86,55 @@ def test_config_masks_secrets(tmp_path: Path) -> None:
     assert out.returncode == 0
     assert "very-secret" not in out.stdout and "aws-secret" not in out.stdout
     assert "********" in out.stdout
+
+
+def test_stack_up_durable_keeps_the_records_across_a_broker_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from infra.bus import KafkaBus, TopicSetting
+    from infra.settings import Settings
+    from infra.stack import free_port, stack_down, stack_up
+
+    monkeypatch.setenv("TRADELOOP_HOME", str(tmp_path))
+    port = free_port()
+    up = _cli(tmp_path, "stack", "up", "--durable", "--kafka-port", str(port))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "storage=s3://" in up.stdout
+        state = json.loads((tmp_path / "stack.json").read_text())
+        assert state["kafka"]["storage"].startswith("s3://") and "s3" in state
+        bus = KafkaBus(Settings(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", TOPIC_PREFIX="d."))
+        topic = bus.topic("kept")
+        values = [str(i).encode() for i in range(50)]
+
+        async def produce() -> None:
+            await bus.ensure_topics([TopicSetting(topic, 1, {})])
+            async with bus.producer() as producer:
+                await producer.send_many(topic, [(None, v) for v in values])
+
+        asyncio.run(produce())
+        assert stack_up()["kafka"]["process"]["pid"] == state["kafka"]["process"]["pid"]
+        psutil.Process(state["kafka"]["process"]["pid"]).kill()
+        restarted = stack_up(durable=True, kafka_port=port)  # same storage, same port
+        assert restarted["kafka"]["process"]["pid"] != state["kafka"]["process"]["pid"]
+        assert restarted["s3"]["process"]["pid"] == state["s3"]["process"]["pid"]
+        assert asyncio.run(bus.count_records([topic])) == {topic: len(values)}
+    finally:
+        stack_down()
+
+
+def test_stack_up_durable_refuses_to_replace_a_running_memory_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra.stack import stack_down, stack_up
+
+    monkeypatch.setenv("TRADELOOP_HOME", str(tmp_path))
+    stack_up()
+    try:
+        with pytest.raises(StackError, match="memory broker already runs"):
+            stack_up(durable=True)
+        assert set(json.loads((tmp_path / "stack.json").read_text())) == {"kafka"}
+    finally:
+        stack_down()
