@@ -99,7 +99,7 @@ def sign_manifest(manifest: ModelManifest, keyring: Keyring) -> ModelManifest:
     """Return the manifest with `key_id` set and its signatures over the canonical body."""
     if not keyring.can_sign:
         raise ReleaseError(
-            "no signing key: set MANIFEST_HMAC_KEY (or MANIFEST_ED25519_PRIVATE_KEY)"
+            "no signing key: set MANIFEST_ED25519_PRIVATE_KEY (or MANIFEST_HMAC_KEY)"
         )
     key_id = keyring.signing_key_id or (
         keyring.ed25519_private[0] if keyring.ed25519_private else ""

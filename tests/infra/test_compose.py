@@ -204,7 +204,7 @@ def test_no_secret_is_inlined(compose: dict[str, Any]) -> None:
     assert not re.search(r"AKIA[0-9A-Z]{16}", text)
     assert "redis://:${REDIS_PASSWORD:?" in text
     # every required secret has a placeholder in .env.example, and nothing real is there
-    assert required >= {"MANIFEST_HMAC_KEY", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD",
+    assert required >= {"MANIFEST_ED25519_PRIVATE_KEY", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD",
                         "TRADER_AWS_SECRET_ACCESS_KEY", "GRAFANA_ADMIN_PASSWORD"}  # fmt: skip
     for ref in required:
         assert example.get(ref, "").startswith("change-me"), f".env.example lacks {ref}"
@@ -223,9 +223,12 @@ def test_each_service_gets_only_its_own_credentials(compose: dict[str, Any]) -> 
         assert env["AWS_SECRET_ACCESS_KEY"].startswith(f"${{{prefix}_AWS_SECRET_ACCESS_KEY:?")
         others = [p for p in owner.values() if p != prefix]
         assert not any(o in v for v in env.values() for o in others), name
-    assert "MANIFEST_HMAC_KEY" in _env(services["trainer"])  # signs
-    assert "MANIFEST_HMAC_KEY" in _env(services["trader"])  # verifies
-    assert "MANIFEST_HMAC_KEY" not in _env(services["streams"])
+    # the trainer alone can sign; traders verify with public keys and hold no signing key
+    assert "MANIFEST_ED25519_PRIVATE_KEY" in _env(services["trainer"])
+    assert "MANIFEST_ED25519_PUBLIC_KEYS" in _env(services["trader"])
+    for name in ("trader", "streams", "feast"):
+        env = _env(services[name])
+        assert not {"MANIFEST_HMAC_KEY", "MANIFEST_ED25519_PRIVATE_KEY"} & set(env), name
     assert "MINIO_ROOT_PASSWORD" not in _env(services["trader"])
 
 
