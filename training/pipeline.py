@@ -372,7 +372,11 @@ def run_training(
     registry = registry or Registry(settings)
     keyring = Keyring.from_settings(settings)
     if not keyring.can_sign:
-        return RunResult("failed", "no signing key: set MANIFEST_HMAC_KEY", model_set)
+        return RunResult(
+            "failed",
+            "no signing key: set MANIFEST_ED25519_PRIVATE_KEY (or MANIFEST_HMAC_KEY)",
+            model_set,
+        )
     out_dir = report_dir or _default_report_dir(settings)
     try:
         with tempfile.TemporaryDirectory(prefix="tradeloop-train-") as work:
