@@ -25,6 +25,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("trader.report:report", "Write an HTML report with plots."),
     "streams": ("streams.cli:streams", "Run the Faust streams worker."),
     "replay": ("streams.cli:replay", "Replay the event lake or a Kafka range."),
+    "lake": ("infra.lake_check:lake", "Check the event lake: unreadable files, offset gaps."),
     "monitor": ("streams.monitor:monitor", "Watch topics, lag, PnL and models live."),
     "features": ("features.cli:features", "Feast repo: apply, get online values, history."),
     "train": ("training.cli:train", "Train, gate and publish model releases."),

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -40,18 +43,24 @@ __all__ = [
     "STREAM_FEATURE_COLUMNS",
     "STREAM_VIEWS",
     "LakeFile",
+    "LakeFileError",
+    "SkippedFile",
     "iter_payloads",
     "lake_key",
     "list_files",
     "parse_key",
     "read_files",
+    "read_parquet",
     "read_topic",
     "schema_for",
+    "skipped_files",
     "to_table",
     "write_batch",
 ]
 
 NO_SYMBOL = "_"
+
+log = logging.getLogger(__name__)
 
 TS = pa.timestamp("us", tz="UTC")
 _KEY_RE = re.compile(
@@ -378,6 +387,50 @@ def read_topic(
     )
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """A lake file a reader could not parse and left out."""
+
+    uri: str
+    reason: str
+
+
+_skipped: dict[str, SkippedFile] = {}
+_skipped_lock = threading.Lock()
+
+
+def skipped_files() -> list[SkippedFile]:
+    """Return every unreadable lake file this process skipped so far (each once, oldest first)."""
+    with _skipped_lock:
+        return list(_skipped.values())
+
+
+def _skip(uri: str, exc: BaseException) -> None:
+    reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+    with _skipped_lock:
+        _skipped.setdefault(uri, SkippedFile(uri, reason))
+        count = len(_skipped)
+    log.warning("lake: skipped the unreadable file %s (%s); %d skipped so far", uri, reason, count)
+
+
+def read_parquet(store: ObjectStore, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read one lake file; raise `LakeFileError` naming it when it is not valid parquet."""
+    data = store.get(key)
+    try:
+        return pq.read_table(io.BytesIO(data), columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise LakeFileError(store.uri(key), exc) from exc
+
+
+class LakeFileError(ValueError):
+    """Raise when a lake file is truncated, corrupt or not parquet at all."""
+
+    def __init__(self, uri: str, cause: BaseException) -> None:
+        super().__init__(f"{uri} is not a readable parquet file ({type(cause).__name__}: {cause})")
+        self.uri = uri
+        self.cause = cause
+
+
 def read_files(
     store: ObjectStore,
     files: Iterable[Mapping[str, Any]],
@@ -385,14 +438,28 @@ def read_files(
     *,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
+    topic: str | None = None,
 ) -> pa.Table:
-    """Read lake files (in parallel) into one table; keep start <= event_timestamp < end."""
+    """Read lake files (in parallel) into one table; keep start <= event_timestamp < end.
 
-    def load(info: Mapping[str, Any]) -> pa.Table:
-        return pq.read_table(io.BytesIO(store.get(str(info["key"]))), columns=columns)
+    A file that is not valid parquet (truncated, corrupt) is skipped: logged with its
+    URI, counted in `skipped_files()`; the rest is read.
+    """
 
+    def load(info: Mapping[str, Any]) -> pa.Table | None:
+        try:
+            return read_parquet(store, str(info["key"]), columns)
+        except LakeFileError as exc:
+            _skip(exc.uri, exc.cause)
+            return None
+
+    files = list(files)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        tables = list(pool.map(load, files))
+        tables = [t for t in pool.map(load, files) if t is not None]
+    if not tables:
+        name = topic or (str(files[0]["topic"]) if files else "")
+        empty = schema_for(name).empty_table()
+        return empty.select(list(columns)) if columns else empty
     table = pa.concat_tables(tables, promote_options="default")
     ts = table.column("event_timestamp")
     mask = None

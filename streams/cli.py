@@ -138,6 +138,7 @@ def replay(
         TimeRemainingColumn,
     )
 
+    from infra.lake import skipped_files
     from streams import replay as rp
 
     settings = get_settings()
@@ -178,3 +179,8 @@ def replay(
         f"{result.outputs} feature outputs, {result.rows_pushed} online rows, "
         f"{result.produced} produced, {result.dead_letters} dead letters"
     )
+    skipped = skipped_files()
+    if skipped:
+        click.echo(f"skipped {len(skipped)} unreadable lake files:")
+        for unreadable in skipped:
+            click.echo(f"  {unreadable.uri}: {unreadable.reason}")
