@@ -1,4 +1,4 @@
-"""Event contracts: the only shapes that cross a process boundary.
+"""Event contracts: the only shapes that cross a process boundary, and their codec.
 
 Each contract is a frozen pydantic model with `schema` (name + version), `event_id`
 (the dedup key), `ts_event` (market time, UTC) and `ts_init` (creation time, UTC).
@@ -8,9 +8,8 @@ On the wire they are JSON encoded with orjson.
 from __future__ import annotations
 
 import base64
-import random
-from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from datetime import datetime
+from typing import Any, ClassVar, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -18,10 +17,25 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
+from infra.contracts.base import Event, EventDecodeError, SchemaRef, new_event_id, utc_now
+from infra.contracts.manifest import Artifact, FamilyDecision, GateResult, ModelManifest, Signature
+from infra.contracts.orders import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderRole,
+    OrderSide,
+    OrderSubmitted,
+    OrderType,
+    PositionReconciled,
+    VenueEvent,
+)
 from infra.contracts.vocab import MODEL_FAMILIES, STRATEGIES, Side, StrategyId
 
 __all__ = [
@@ -65,123 +79,7 @@ __all__ = [
     "utc_now",
 ]
 
-
-E = TypeVar("E", bound="Event")
-
-
-def utc_now() -> datetime:
-    """Return the current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
-
-
-def new_event_id() -> str:
-    """Return a fresh unique event id: 128 random bits as 32 hex digits (the form of a uuid4 hex).
-
-    The generator is seeded from the OS and re-seeded in a forked child; it costs a
-    tenth of `uuid.uuid4()`, which reads the OS's random source on every call.
-    """
-    return f"{random.getrandbits(128):032x}"
-
-
-class EventDecodeError(ValueError):
-    """Raise when bytes are not valid JSON or do not match a contract.
-
-    `field` names the offending field (dotted path, or `<root>`), `reason` says why.
-    """
-
-    def __init__(self, contract: str, field: str, reason: str) -> None:
-        self.contract = contract
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{contract}: field '{field}': {reason}")
-
-
-class SchemaRef(BaseModel):
-    """Name and version of a contract, carried on every event."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str
-    version: int
-
-
-#: Each contract's own `SchemaRef`, built once (a shared frozen instance validates fastest).
-_SCHEMA_REFS: dict[type, SchemaRef] = {}
-#: Each contract's static field defaults and schema, for `Event.checked`.
-_DEFAULTS: dict[type, dict[str, Any]] = {}
-
-
-class Event(BaseModel):
-    """Base of every contract."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", populate_by_name=True, ser_json_inf_nan="strings"
-    )
-    SCHEMA_NAME: ClassVar[str] = "event"
-    SCHEMA_VERSION: ClassVar[int] = 1
-
-    # Always set by `_fill_schema` from the class; the default only satisfies type checkers.
-    schema_: SchemaRef = Field(default=SchemaRef(name="event", version=1), alias="schema")
-    event_id: str = Field(default_factory=new_event_id, min_length=1)
-    ts_event: datetime
-    ts_init: datetime = Field(default_factory=utc_now)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_schema(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "schema" not in data and "schema_" not in data:
-            ref = _SCHEMA_REFS.get(cls)
-            if ref is None:
-                ref = _SCHEMA_REFS[cls] = SchemaRef(
-                    name=cls.SCHEMA_NAME, version=cls.SCHEMA_VERSION
-                )
-            return {**data, "schema": ref}
-        return data
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema_name(cls, value: SchemaRef) -> SchemaRef:
-        if value.name != cls.SCHEMA_NAME:
-            raise ValueError(f"schema name {value.name!r} is not {cls.SCHEMA_NAME!r}")
-        return value
-
-    @field_validator("ts_event", "ts_init")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is UTC:
-            return value
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("timestamp must be timezone-aware (UTC)")
-        return value.astimezone(UTC)
-
-    @classmethod
-    def checked(cls, **values: Any) -> Self:
-        """Build from values the caller already typed and checked, without validating them.
-
-        Only for hot paths that build events from their own typed state (the paper
-        venue's order events, a test re-validates every one). Defaults, `schema`,
-        `event_id` and `ts_init` are filled in as validation would; `ts_event` must be
-        an aware UTC datetime. Anything decoded from outside goes through `decode`.
-        """
-        base = _DEFAULTS.get(cls)
-        if base is None:
-            base = _DEFAULTS[cls] = {
-                name: f.default
-                for name, f in cls.model_fields.items()
-                if f.default_factory is None and not f.is_required()
-            }
-            base["schema_"] = SchemaRef(name=cls.SCHEMA_NAME, version=cls.SCHEMA_VERSION)
-        obj = cls.__new__(cls)
-        object.__setattr__(
-            obj, "__dict__", {**base, "event_id": new_event_id(), "ts_init": utc_now(), **values}
-        )
-        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-        object.__setattr__(obj, "__pydantic_extra__", None)
-        object.__setattr__(obj, "__pydantic_private__", None)
-        return obj
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the wire form as a plain dict (datetimes kept as datetimes)."""
-        return self.model_dump(by_alias=True)
+E = TypeVar("E", bound=Event)
 
 
 class Bar(Event):
@@ -289,122 +187,6 @@ class TradeOutcome(Event):
     exit_order_id: str = ""
 
 
-OrderRole = Literal["entry", "stop", "target", "flatten"]
-OrderSide = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop"]
-
-
-class VenueEvent(Event):
-    """Base of what the `orders` topic carries (not a contract itself): a venue's fact."""
-
-    SCHEMA_NAME: ClassVar[str] = "venue_event"
-    venue: str = Field(min_length=1)
-    symbol: str = Field(min_length=1)
-    contract: str = ""  # the futures contract (e.g. "ESZ4"); empty without a roll calendar
-    source: str = "live"
-    run_id: str = ""
-
-
-class OrderEvent(VenueEvent):
-    """Base of the events of one order, named by its client order id."""
-
-    SCHEMA_NAME: ClassVar[str] = "order_event"
-    client_order_id: str = Field(min_length=1)
-    venue_order_id: str = ""  # the venue's id, once the venue gave one
-
-
-class OrderSubmitted(OrderEvent):
-    """An order was sent to the venue: a bracket's entry, one of its OCO children, or a flatten."""
-
-    SCHEMA_NAME: ClassVar[str] = "order_submitted"
-    role: OrderRole
-    side: OrderSide
-    quantity: int = Field(gt=0)
-    order_type: OrderType
-    limit_price: float | None = Field(default=None, gt=0)
-    stop_price: float | None = Field(default=None, gt=0)
-    parent_id: str = ""  # children: the client order id of the bracket's entry
-    oco_group: str = ""  # children: the stop and target cancel each other
-    signal_id: str = ""
-    strategy: str = ""
-    reason: str = ""  # flatten: why (session_end, timeout, shutdown, risk_flatten, ...)
-
-    @model_validator(mode="after")
-    def _prices(self) -> OrderSubmitted:
-        if self.order_type == "limit" and self.limit_price is None:
-            raise ValueError("a limit order needs limit_price")
-        if self.order_type == "stop" and self.stop_price is None:
-            raise ValueError("a stop order needs stop_price")
-        return self
-
-
-class OrderAccepted(OrderEvent):
-    """The venue is working an order at these terms (again after each modification)."""
-
-    SCHEMA_NAME: ClassVar[str] = "order_accepted"
-    quantity: int = Field(gt=0)
-    limit_price: float | None = Field(default=None, gt=0)
-    stop_price: float | None = Field(default=None, gt=0)
-
-
-class OrderRejected(OrderEvent):
-    """The venue refused an order; `reason` is the venue's own words."""
-
-    SCHEMA_NAME: ClassVar[str] = "order_rejected"
-    reason: str = Field(min_length=1)
-
-
-class OrderFilled(OrderEvent):
-    """An order (partly) filled: `quantity` now, `cumulative_quantity` so far."""
-
-    SCHEMA_NAME: ClassVar[str] = "order_filled"
-    role: OrderRole
-    side: OrderSide
-    fill_price: float = Field(gt=0)
-    quantity: int = Field(gt=0)
-    cumulative_quantity: int = Field(gt=0)
-    leaves_quantity: int = Field(default=0, ge=0)  # what is still working after this fill
-    commission_usd: float = Field(default=0.0, ge=0)
-    venue_fill_id: str = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _cumulative(self) -> OrderFilled:
-        if self.cumulative_quantity < self.quantity:
-            raise ValueError(
-                f"cumulative_quantity {self.cumulative_quantity} < quantity {self.quantity}"
-            )
-        return self
-
-
-class OrderCancelled(OrderEvent):
-    """An order stopped working before it filled completely (requested, OCO, shutdown)."""
-
-    SCHEMA_NAME: ClassVar[str] = "order_cancelled"
-    reason: str = ""
-    cumulative_quantity: int = Field(default=0, ge=0)
-
-
-class OrderExpired(OrderEvent):
-    """An order's time in force ran out before it filled completely."""
-
-    SCHEMA_NAME: ClassVar[str] = "order_expired"
-    reason: str = ""
-    cumulative_quantity: int = Field(default=0, ge=0)
-
-
-class PositionReconciled(VenueEvent):
-    """After a (re)start: the venue's position against the one rebuilt from the order events."""
-
-    SCHEMA_NAME: ClassVar[str] = "position_reconciled"
-    quantity: int  # the venue's: > 0 long, < 0 short
-    avg_price: float = Field(default=0.0, ge=0)
-    expected_quantity: int = 0  # rebuilt from our own order events
-    expected_avg_price: float = Field(default=0.0, ge=0)
-    status: Literal["matched", "adopted", "unexplained"]
-    working_orders: tuple[str, ...] = ()  # client order ids the venue still works
-    detail: str = ""
-
-
 class FeatureUpdate(Event):
     """Stream feature values for one entity, as pushed to the online store."""
 
@@ -425,91 +207,6 @@ class DriftAlert(Event):
     detector: str
     value: float
     detail: str = ""
-
-
-class Artifact(BaseModel):
-    """One ONNX file of a release."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    family: str
-    version: str
-    uri: str
-    s3_version_id: str | None = None
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...] = ()
-    feature_names: tuple[str, ...] = ()
-    metrics: dict[str, float] = Field(default_factory=dict)
-    probe_input: tuple[float, ...] = ()
-    probe_output: tuple[float, ...] = ()
-
-
-class FamilyDecision(BaseModel):
-    """What the gate did with one model family and why."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    #: release: the challenger serves; champion: the previous model keeps serving;
-    #: rules: no model of the family serves (the trader's rule fallback decides).
-    decision: Literal["release", "champion", "rules"]
-    reason: str = ""
-
-
-class GateResult(BaseModel):
-    """The champion/challenger decision recorded in a manifest.
-
-    Fields after `challenger_metrics` came later: manifests without them still decode.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    decision: Literal["release", "refuse", "first", "rollback"]
-    reasons: tuple[str, ...] = ()
-    champion_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
-    challenger_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
-    #: The trivial baseline of each family on the same holdout (rules, mean, fixed size).
-    baseline_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
-    families: dict[str, FamilyDecision] = Field(default_factory=dict)
-    #: The significance test of the holdout's per-decision sized R (release vs champion).
-    test: str = ""
-    p_value: float | None = Field(default=None, ge=0.0, le=1.0)
-    confidence: float | None = Field(default=None, gt=0.0, lt=1.0)
-
-
-class Signature(BaseModel):
-    """A signature over the canonical manifest body."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    alg: Literal["hmac-sha256", "ed25519"]
-    key_id: str
-    value: str
-
-
-class ModelManifest(Event):
-    """A signed model release; `signatures` cover the canonical JSON of everything else."""
-
-    SCHEMA_NAME: ClassVar[str] = "model_manifest"
-    model_set: str = "default"
-    release: str
-    sequence: int = Field(ge=1)
-    kind: Literal["release", "rollback"] = "release"
-    rollback_of: str | None = None
-    artifacts: tuple[Artifact, ...]
-    feature_names: tuple[str, ...] = ()
-    train_window_start: datetime | None = None
-    train_window_end: datetime | None = None
-    gate: GateResult | None = None
-    #: The training hyperparameters per family (a tuned profile's values included).
-    hyperparameters: dict[str, dict[str, float]] = Field(default_factory=dict)
-    #: The link to the model set's previous manifest (None on its first one): its
-    #: sequence and the sha256 of its published bytes.
-    previous_sequence: int | None = Field(default=None, ge=1)
-    previous_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    key_id: str = ""
-    signatures: tuple[Signature, ...] = ()
-
-    def artifact(self, family: str) -> Artifact | None:
-        """Return the artifact of a model family, if the release has one."""
-        return next((a for a in self.artifacts if a.family == family), None)
 
 
 class DeadLetter(Event):
