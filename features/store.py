@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import yaml
 
+from infra.crash import CrashPoint, crash_point
 from infra.settings import Settings, get_settings
 from infra.settings.base import mask_url
 
@@ -232,7 +233,12 @@ class TradeloopFeatureStore:
                     "event_timestamp": u.ts_event,
                 }
             )
-        return sum(self.push(view, rows) for view, rows in by_view.items())
+        written = 0
+        for i, (view, rows) in enumerate(by_view.items()):
+            if i:
+                crash_point(CrashPoint.AGENTS_MID_FEAST_PUSH)  # some views pushed, not all
+            written += self.push(view, rows)
+        return written
 
     def online(
         self, symbol: str, strategy: str

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from features.stream import StreamFeatureState
 from infra.contracts import Event, encode
+from infra.crash import CrashPoint, crash_point
 from streams.metrics import StreamMetrics
 from streams.processing import SOURCE_TOPICS, process_record
 
@@ -59,6 +60,7 @@ async def handle_batch(worker: AgentHost, short: str, events: Sequence[Any]) -> 
     await worker.persist_changed()  # before Faust acks the batch
     for out in outputs:
         await worker.emit(out)
+    crash_point(CrashPoint.AGENTS_AFTER_CHANGELOG_BEFORE_COMMIT)  # Faust commits after us
     if worker.pusher is not None:
         worker.pusher.add(outputs)
     worker.metrics.events_in.labels(topic=short).inc(len(events))  # folded and emitted

@@ -34,6 +34,7 @@ import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from infra.bus import BusConsumer, KafkaBus
+from infra.crash import CrashPoint, crash_point
 from infra.lake import LAKE_TOPICS, write_batch
 from infra.objectstore import (
     ObjectNotFoundError,
@@ -292,6 +293,7 @@ class LakeSink:
             if not plans:
                 return 0
             keys = await loop.run_in_executor(self._pool, self._land, plans)
+            crash_point(CrashPoint.SINK_AFTER_UPLOAD_BEFORE_COMMIT)
             consumer = self._consumer
             assert consumer is not None
             await consumer.commit({(p.tp.topic, p.tp.partition): p.last + 1 for p in plans})
@@ -315,6 +317,7 @@ class LakeSink:
         for p in plans:  # always (re)written: a retry must leave the marker in place
             body = json.dumps({"first": p.first, "last": p.last, "topic": p.short}).encode()
             self.store.put(marker_key(p.short, p.tp.partition), body)
+        crash_point(CrashPoint.SINK_AFTER_MARKER_BEFORE_UPLOAD)
         with ThreadPoolExecutor(max_workers=8) as pool:
             futures = [
                 pool.submit(write_batch, self.store, p.short, p.tp.partition, p.rows) for p in plans

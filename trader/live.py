@@ -30,7 +30,7 @@ from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds import Feed, Pacer, open_feed
 from trader.io.api import create_app
 from trader.io.console import ConsoleFeed
-from trader.io.outbox import Outbox, OutboxDrainer
+from trader.io.outbox import OUTBOX_HOLD, Outbox, OutboxDrainer, fsync_policy
 from trader.recovery import Recovery
 from trader.runtime import Runtime
 from trader.venues import venue_for
@@ -77,6 +77,23 @@ def outbox_dir(settings: Settings) -> Path:
     return Path(settings.outbox_dir) if settings.outbox_dir else settings.home / "outbox"
 
 
+def watch_outbox_writes(outbox: Outbox, engine: Engine) -> None:
+    """While the spool cannot write: no new positions (a risk hold), the alarm gauge set."""
+
+    def failing(why: str) -> None:
+        engine.risk.hold(
+            OUTBOX_HOLD, f"the outbox cannot write ({why}); open positions are managed"
+        )
+        metrics.OUTBOX_WRITE_FAILING.set(1)
+
+    def recovered() -> None:
+        engine.risk.release(OUTBOX_HOLD)
+        metrics.OUTBOX_WRITE_FAILING.set(0)
+
+    outbox.on_write_error, outbox.on_write_ok = failing, recovered
+    metrics.OUTBOX_WRITE_FAILING.set(0)
+
+
 def build_feed(opts: TradeOptions, bus: KafkaBus | None, on_dead_letter: Any = None) -> Feed:
     """Open the feed named by the options."""
     return open_feed(
@@ -102,7 +119,8 @@ async def run_trade(
     holder = ModelHolder(models)
     metrics.set_release(models.release)
     bus = KafkaBus(settings)
-    outbox = Outbox(outbox_dir(settings))
+    venue_name = opts.venue or settings.venue
+    outbox = Outbox(outbox_dir(settings), fsync=fsync_policy(settings.outbox_fsync, venue_name))
     drainer = OutboxDrainer(
         outbox, bus, on_sent=lambda topic, n: metrics.EVENTS_OUT.labels(topic=topic).inc(n)
     ).start()
@@ -111,7 +129,7 @@ async def run_trade(
         outbox.append_event("dlq", dl)
 
     feed = build_feed(opts, bus, dead_letter)
-    venue = venue_for(opts.venue or settings.venue, settings)
+    venue = venue_for(venue_name, settings)
     await venue.connect()
     # hot swap + canary (trader/delivery/hotswap.py, trader/delivery/canary.py)
     router = ModelRouter.from_settings(settings, holder) if settings.canary_mode != "off" else None
@@ -129,6 +147,7 @@ async def run_trade(
         router=router,
         venue=venue,
     )
+    watch_outbox_writes(outbox, engine)
     mode = "paper" if venue.name == "paper" else "live"
     runtime = Runtime(settings, engine, feed, holder, mode=mode, outbox=outbox, drainer=drainer)
     # journal, adoption, reconciliation, kill switch, prop-firm account (trader/recovery.py)

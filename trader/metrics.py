@@ -41,6 +41,16 @@ DECISION_LATENCY = Histogram(
 OUTBOX_DEPTH = Gauge(
     "tradeloop_outbox_depth", "Events spooled but not yet acknowledged by Kafka.", registry=REGISTRY
 )
+OUTBOX_WRITE_FAILING = Gauge(
+    "tradeloop_outbox_write_failing",
+    "1 while the spool cannot write (a full disk): no new positions are opened.",
+    registry=REGISTRY,
+)
+OUTBOX_HELD = Gauge(
+    "tradeloop_outbox_held",
+    "Events held in memory because the spool cannot write them.",
+    registry=REGISTRY,
+)
 EVENTS_OUT = Counter(
     "tradeloop_events_out", "Events acknowledged by Kafka, by topic.", ["topic"], registry=REGISTRY
 )

@@ -115,3 +115,4 @@ class Runtime:
         metrics.MODEL_AGE.set(current.age_s() if current.loaded_at else 0.0)
         if self.outbox is not None:
             metrics.OUTBOX_DEPTH.set(self.outbox.depth)
+            metrics.OUTBOX_HELD.set(self.outbox.held)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from features.vectors import SIZER_FEATURE_NAMES
 from infra.contracts import Artifact, FamilyDecision, GateResult, ModelManifest
+from infra.crash import CrashPoint, crash_point
 from infra.settings import Settings
 from infra.signing import Keyring
 from training import export as ex
@@ -450,6 +451,7 @@ def run_training(
         previous=registry.chain_link(model_set),
     )
     manifest = manifest.model_copy(update={"hyperparameters": cfg.hyperparameters()})
+    crash_point(CrashPoint.TRAINING_AFTER_UPLOAD_BEFORE_MANIFEST)
     result.published = registry.publish(sign_manifest(manifest, keyring), topic=publish_topic)
     result.status = "released"
     released = [v.family for v in verdicts if v.release]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -94,6 +94,11 @@ class TraderSettings(SettingsContext):
         default="",
         validation_alias="OUTBOX_DIR",
         description="The trader's durable spool; default `.tradeloop/outbox`.",
+    )
+    outbox_fsync: Literal["always", "interval", ""] = Field(
+        default="",
+        validation_alias="OUTBOX_FSYNC",
+        description="When the spool fsyncs: `always` (every append) or `interval` (once a second); empty: `always` on a live venue, `interval` on paper.",
     )
     emit_bars: bool = Field(
         default=False,

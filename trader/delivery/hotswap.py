@@ -37,6 +37,7 @@ from typing import Any
 
 from infra.bus import BusConsumer, KafkaBus, topic_settings
 from infra.contracts import ModelManifest
+from infra.crash import CrashPoint, crash_point
 from infra.objectstore import ObjectNotFoundError, object_store
 from infra.settings import Settings, stack_state
 from infra.signing import Keyring
@@ -312,6 +313,7 @@ class HotSwapper:
             except Exception as exc:  # a bug or an environment failure: count, keep serving
                 self._error("verify", exc)
                 return "rejected"
+            crash_point(CrashPoint.HOTSWAP_AFTER_VERIFY_BEFORE_SWAP)
             try:  # durable before it serves: a crash now cannot reopen a replay window
                 await asyncio.to_thread(
                     self.ledger.record,

@@ -117,6 +117,10 @@ def create_app(runtime: Runtime) -> FastAPI:
                 appended=ob.appended,
                 next_seq=ob.next_seq,
                 cursor=ob.cursor,
+                held=ob.held,
+                write_failing=bool(ob.write_error),
+                write_error=ob.write_error.split(":", 1)[0],  # the errno name, e.g. ENOSPC
+                write_failures=ob.write_failures,
             )
         broker = runtime.drainer.status() if runtime.drainer is not None else {"link": "off"}
         link_ok = broker["link"] in ("up", "off")

@@ -10,16 +10,22 @@ in the cursor file and not sent again. With the broker down the spool grows; on
 reconnect (a fresh idempotent producer, topics ensured) it drains in order.
 
 Guarantees: nothing appended is lost (frames are flushed to the OS on append and
-fsynced every `fsync_interval_s` and on close; a torn tail frame after a crash is
-cut off on open), and no record is sent twice while the process lives. A process
-crash between an ack and the cursor write can resend that one batch; the event's
-`event_id` is the dedup key for that case.
+fsynced on every append with `fsync="always"`, every `fsync_interval_s` with
+`"interval"`, and on close; a torn tail frame after a crash is cut off on open).
+A write that fails (a full disk: ENOSPC) leaves no torn frame behind: the record is
+held in memory, in order, and written before any later one once the disk takes
+writes again; `on_write_error` / `on_write_ok` tell the trader (it stops opening
+positions meanwhile). Each record reaches Kafka once: before the drainer sends from
+a fresh producer (a restart, or a reconnect after a lost ack) it reads the tail of
+the topics it is about to send to and skips the spooled records the broker already
+has (an ack lost to a crash between the broker's ack and the cursor write).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -27,20 +33,35 @@ import struct
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from infra.bus import BusProducer, KafkaBus, topic_settings
 from infra.contracts import TOPICS, Event, encode, event_key
+from infra.crash import CrashPoint, armed, crash_point
 
-__all__ = ["Outbox", "OutboxDrainer", "OutboxError"]
+__all__ = [
+    "FSYNC_POLICIES",
+    "OUTBOX_HOLD",
+    "Outbox",
+    "OutboxDrainer",
+    "OutboxError",
+    "fsync_policy",
+]
 
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("<II")
 _LEN16 = struct.Struct("<H")
 SEGMENT_BYTES = 16 * 1024 * 1024
+#: When the spool fsyncs: after every append, or at most once per `fsync_interval_s`.
+FSYNC_POLICIES = ("always", "interval")
+#: The risk hold a trader places while its spool cannot write.
+OUTBOX_HOLD = "outbox_write_failed"
+#: Records per partition read back after a restart to find the ones already on Kafka.
+RECOVERY_WINDOW = 5000
 #: What a trader spools: every topic but the streams worker's outputs and the models.
 TRADER_TOPICS: tuple[str, ...] = tuple(
     t for t in TOPICS if t not in ("features", "drift", "models")
@@ -49,6 +70,11 @@ TRADER_TOPICS: tuple[str, ...] = tuple(
 
 class OutboxError(RuntimeError):
     """Raise when the spool directory cannot be used."""
+
+
+def fsync_policy(setting: str, venue: str) -> str:
+    """Return the fsync policy of `OUTBOX_FSYNC`: unset, `always` unless the venue is paper."""
+    return setting or ("interval" if venue == "paper" else "always")
 
 
 def _frame(topic: str, key: bytes | None, value: bytes) -> bytes:
@@ -90,15 +116,28 @@ class Outbox:
         directory: str | Path,
         *,
         segment_bytes: int = SEGMENT_BYTES,
+        fsync: str = "interval",
         fsync_interval_s: float = 1.0,
+        on_write_error: Callable[[str], None] | None = None,
+        on_write_ok: Callable[[], None] | None = None,
     ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise OutboxError(f"fsync policy {fsync!r} is not one of {FSYNC_POLICIES}")
         self.dir = Path(directory)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutboxError(f"cannot create outbox directory {self.dir}: {exc}") from None
         self.segment_bytes = segment_bytes
+        self.fsync_always = fsync == "always"
         self.fsync_interval_s = fsync_interval_s
+        self.on_write_error = on_write_error
+        self.on_write_ok = on_write_ok
+        #: frames a failed write left in memory, in order; written before any new one
+        self._held: deque[bytes] = deque()
+        #: why the last write failed while writes fail ("" when they succeed)
+        self.write_error = ""
+        self.write_failures = 0
         self._lock = threading.Lock()
         self.cursor, self._acked_ahead = self._load_cursor()
         self._segments: list[tuple[int, Path]] = []
@@ -143,25 +182,84 @@ class Outbox:
 
     # writing (trading thread) -------------------------------------------
 
-    def append(self, topic: str, key: bytes | None, value: bytes) -> int:
-        """Append one record; return its sequence number. Never touches the network."""
+    def append(self, topic: str, key: bytes | None, value: bytes) -> int | None:
+        """Append one record; return its sequence number. Never touches the network.
+
+        If the write fails (ENOSPC), hold the record in memory and return None.
+        """
         frame = _frame(topic, key, value)
         with self._lock:
-            if self._fh is None or self._fh_bytes + len(frame) > self.segment_bytes:
-                self._roll()
-            self._fh.write(frame)
+            self._held.append(frame)
+            if not self._write_held():
+                return None
+            return self.next_seq - 1
+
+    @property
+    def held(self) -> int:
+        """Return how many records wait in memory for the disk to take writes again."""
+        return len(self._held)
+
+    def _write_held(self) -> bool:
+        while self._held:
+            try:
+                self._write(self._held[0])
+            except OSError as exc:
+                self._write_failed(exc)
+                return False
+            self._held.popleft()
+        if self.write_error:
+            log.warning("outbox: writes succeed again after %s", self.write_error)
+            self.write_error = ""
+            if self.on_write_ok is not None:
+                self.on_write_ok()
+        return True
+
+    def _write(self, frame: bytes) -> None:
+        if self._fh is None or self._fh_bytes + len(frame) > self.segment_bytes:
+            self._roll()
+        half = len(frame) // 2
+        try:
+            self._fh.write(frame[:half])
+            if armed():  # make the half frame a torn write on disk, as a crash leaves it
+                self._fh.flush()
+                crash_point(CrashPoint.OUTBOX_MID_APPEND)
+            self._fh.write(frame[half:])
             self._fh.flush()
-            self._fh_bytes += len(frame)
-            seq = self.next_seq
-            self.next_seq = seq + 1
-            self.appended += 1
             now = time.monotonic()
-            if now - self._last_fsync >= self.fsync_interval_s:
+            if self.fsync_always or now - self._last_fsync >= self.fsync_interval_s:
                 os.fsync(self._fh.fileno())
                 self._last_fsync = now
-        return seq
+        except OSError:
+            self._cut_torn_frame()
+            raise
+        self._fh_bytes += len(frame)
+        self.next_seq += 1
+        self.appended += 1
 
-    def append_event(self, topic: str, event: Event) -> int:
+    def _cut_torn_frame(self) -> None:
+        """Close the segment and cut what a failed write left after the last whole frame."""
+        fh, self._fh = self._fh, None
+        with contextlib.suppress(OSError):
+            fh.close()  # flushing the rest of the buffer may fail again: it is cut below
+        path = self._segments[-1][1]
+        with contextlib.suppress(OSError), open(path, "r+b") as out:
+            out.truncate(self._fh_bytes)
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.write_failures += 1
+        if self.write_error:
+            return
+        name = errno.errorcode.get(exc.errno or 0, "OSError")
+        self.write_error = f"{name}: {exc.strerror or exc}"
+        log.critical(
+            "outbox: cannot write to %s (%s); records are held in memory until it can",
+            self.dir,
+            self.write_error,
+        )
+        if self.on_write_error is not None:
+            self.on_write_error(self.write_error)
+
+    def append_event(self, topic: str, event: Event) -> int | None:
         """Append an event under its short topic name, keyed like the bus."""
         return self.append(topic, event_key(event), encode(event))
 
@@ -177,12 +275,18 @@ class Outbox:
         path = self.dir / f"seg-{self.next_seq:016d}.log"
         self._fh = open(path, "ab")  # noqa: SIM115 (held open across appends)
         self._fh_bytes = path.stat().st_size
-        if not self._segments or self._segments[-1][1] != path:  # an empty one left by a crash
+        if not self._segments or self._segments[-1][1] != path:  # an empty one left before
             self._segments.append((self.next_seq, path))
 
     def close(self) -> None:
-        """Flush, fsync and close the current segment."""
+        """Write what is held, flush, fsync and close the current segment."""
         with self._lock:
+            if self._held and not self._write_held():
+                log.critical(
+                    "outbox: %d records held in memory could not be written (%s) and are lost",
+                    len(self._held),
+                    self.write_error,
+                )
             if self._fh is not None:
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
@@ -277,6 +381,8 @@ class OutboxDrainer:
         self.last_error = ""
         self.sent = 0
         self.failures = 0
+        self.skipped = 0
+        self.recovery_window = RECOVERY_WINDOW
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="outbox-drain", daemon=True)
@@ -317,6 +423,7 @@ class OutboxDrainer:
             "last_error": self.last_error,
             "sent": self.sent,
             "failures": self.failures,
+            "skipped_already_sent": self.skipped,
         }
 
     def _main(self) -> None:
@@ -369,9 +476,69 @@ class OutboxDrainer:
             self.link = "down"
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             return None
+        try:  # a fresh producer: skip what an earlier one sent whose ack was lost
+            await asyncio.wait_for(self.skip_already_sent(), self.send_timeout_s * 2)
+        except Exception as exc:
+            await self._close(producer)
+            self.link = "down"
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            return None
         self.link = "up"
         self.last_error = ""
         return producer
+
+    async def skip_already_sent(self) -> int:
+        """Commit the spool-head records Kafka already holds (same bytes); return how many.
+
+        Only the batch that was in flight when a producer died can be on Kafka without
+        a cursor entry; it is looked for among the last `recovery_window` records of each
+        partition of its topics.
+        """
+        records = self.outbox.read(self.batch)
+        if not records:
+            return 0
+        topics = {self.bus.topic(topic) for _, topic, _, _ in records}
+        on_kafka = await self._tail_values(topics)
+        already = [
+            seq
+            for seq, topic, _, value in records
+            if value in on_kafka.get(self.bus.topic(topic), ())
+        ]
+        if already:
+            log.warning(
+                "outbox: %d spooled records were already on Kafka (an ack lost to a crash); "
+                "not sending them again",
+                len(already),
+            )
+            self.outbox.commit(already)
+            self.skipped += len(already)
+        return len(already)
+
+    async def _tail_values(self, topics: set[str]) -> dict[str, set[bytes]]:
+        from aiokafka import TopicPartition
+
+        reader = await self.bus.consumer((), None).start()
+        consumer = reader.raw
+        out: dict[str, set[bytes]] = {t: set() for t in topics}
+        try:
+            await consumer.topics()
+            tps = [
+                TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+            ]
+            if not tps:
+                return out
+            consumer.assign(tps)
+            starts = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(starts[tp], ends[tp] - self.recovery_window))
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, msgs in batch.items():
+                    out[tp.topic].update(m.value for m in msgs if m.value is not None)
+            return out
+        finally:
+            await reader.stop()
 
     async def _close(self, producer: BusProducer) -> None:
         with contextlib.suppress(Exception):
@@ -401,6 +568,7 @@ class OutboxDrainer:
                     if fut in done and not fut.cancelled()
                     else TimeoutError(f"no ack within {self.send_timeout_s}s")
                 )
+        crash_point(CrashPoint.OUTBOX_AFTER_ACK_BEFORE_CURSOR)
         self.outbox.commit(acked)
         self.sent += len(acked)
         if self.on_sent is not None:
