@@ -160,9 +160,16 @@ def trade(
 
 
 @click.command()
-@click.option("--data", default=None, help="Bars file (CSV or parquet).")
 @click.option(
-    "--feed", "feed_spec", default=None, help="sim | csv:PATH | parquet:PATH (instead of --data)."
+    "--data",
+    default=None,
+    help="Bars file, by extension: CSV, parquet or Databento DBN (.dbn, .dbn.zst).",
+)
+@click.option(
+    "--feed",
+    "feed_spec",
+    default=None,
+    help="sim | csv:PATH | parquet:PATH | dbn:PATH (instead of --data).",
 )
 @click.option(
     "--bars",
