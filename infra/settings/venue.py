@@ -93,3 +93,54 @@ class VenueSettings(SettingsContext):
         validation_alias="TOPSTEPX_ENABLE_NQ",
         description="ProjectX Gateway: allow NQ brackets (off: they are rejected with this setting's name).",
     )
+    rithmic_url: str = Field(
+        default="wss://rituz00100.rithmic.com:443",
+        validation_alias="RITHMIC_URL",
+        description="Rithmic R|Protocol: websocket URL of the gateway (`--venue rithmic`; TLS, wss://).",
+    )
+    rithmic_user: str = Field(
+        default="",
+        validation_alias="RITHMIC_USER",
+        description="Rithmic: user name that logs in to the order and PnL plants.",
+    )
+    rithmic_password: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="RITHMIC_PASSWORD",
+        description="Rithmic: password (secret).",
+    )
+    rithmic_system: str = Field(
+        default="Rithmic Test",
+        validation_alias="RITHMIC_SYSTEM",
+        description="Rithmic: system name to log in to, one of the gateway's RequestRithmicSystemInfo list (e.g. Rithmic Paper Trading, TopstepTrader, Apex).",
+    )
+    rithmic_app_name: str = Field(
+        default="tradeloop",
+        validation_alias="RITHMIC_APP_NAME",
+        description="Rithmic: application name sent at login (the one Rithmic approved at conformance).",
+    )
+    rithmic_app_version: str = Field(
+        default="0.1.0",
+        validation_alias="RITHMIC_APP_VERSION",
+        description="Rithmic: application version sent at login.",
+    )
+    rithmic_account: str = Field(
+        default="",
+        validation_alias="RITHMIC_ACCOUNT",
+        description="Rithmic: account id that orders go to (empty: the only one of the login).",
+    )
+    rithmic_exchange: str = Field(
+        default="CME",
+        validation_alias="RITHMIC_EXCHANGE",
+        description="Rithmic: exchange of the traded futures (its trade route is picked from the login's routes).",
+    )
+    rithmic_ca_file: str = Field(
+        default="",
+        validation_alias="RITHMIC_CA_FILE",
+        description="Rithmic: extra CA certificate (PEM) the gateway's TLS certificate may chain to, besides the one async_rithmic bundles (a local simulator's; empty for Rithmic's own gateways).",
+    )
+    rithmic_commission_per_contract_usd: float = Field(
+        default=0.0,
+        ge=0,
+        validation_alias="RITHMIC_COMMISSION_PER_CONTRACT_USD",
+        description="Rithmic: commission per contract per fill put on fills (R|Protocol's fill notifications carry no fees; set your all-in rate).",
+    )

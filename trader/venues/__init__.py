@@ -61,6 +61,7 @@ VENUES: dict[str, str] = {
     "paper": "trader.venues.paper:PaperVenue.from_settings",
     "ib": "trader.venues.ib:IbVenue.from_settings",
     "projectx": "trader.venues.projectx:ProjectxVenue.from_settings",
+    "rithmic": "trader.venues.rithmic:RithmicVenue.from_settings",
 }
 
 

@@ -13,4 +13,5 @@ from __future__ import annotations
 SIMULATORS: dict[str, str] = {
     "ib": "trader.venues.sims.ib_run:run",
     "projectx": "trader.venues.sims.projectx_run:run",
+    "rithmic": "trader.venues.sims.rithmic_run:run",
 }
