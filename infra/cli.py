@@ -31,6 +31,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("training.cli:train", "Train, gate and publish model releases."),
     "models": ("training.cli:models", "List, show, verify or roll back releases."),
     "tune": ("training.tune_cli:tune", "Search training hyperparameters with Optuna."),
+    "evaluate": ("training.evaluate.cli:evaluate", "Does learning help? Walk history with 3 arms."),
 }
 
 
