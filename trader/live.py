@@ -30,6 +30,7 @@ from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds import Feed, Pacer, open_feed
 from trader.io.api import create_app
 from trader.io.console import ConsoleFeed
+from trader.io.drift_watch import DriftWatcher
 from trader.io.outbox import OUTBOX_HOLD, Outbox, OutboxDrainer, fsync_policy
 from trader.recovery import Recovery
 from trader.runtime import Runtime
@@ -162,6 +163,9 @@ async def run_trade(
     runtime.console = console = ConsoleFeed().attach(engine)  # the operator console's facts
     swap_stop = asyncio.Event()
     swap_task = asyncio.create_task(swapper.run(swap_stop)) if swapper is not None else None
+    # the streams worker's drift alerts, for the console only
+    drift = runtime.drift = DriftWatcher(bus, console) if kafka_configured(settings) else None
+    drift_task = asyncio.create_task(drift.run(swap_stop)) if drift is not None else None
     if swapper is not None and holder.current.empty:  # start on the latest release if any
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(swapper.ready.wait(), STARTUP_WAIT_S)
@@ -210,9 +214,11 @@ async def run_trade(
             if opts.max_bars is not None and n >= opts.max_bars:
                 break
     finally:
+        swap_stop.set()
         if swap_task is not None:
-            swap_stop.set()
             await swap_task
+        if drift_task is not None:
+            await drift_task
         if swapper is not None and swapper.helper is not None:
             await asyncio.to_thread(swapper.helper.close)  # the release helper process
         await feed.aclose()

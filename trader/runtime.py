@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # hot swap and canary (trader/delivery/hotswap.py, trader/del
     from trader.delivery.canary import ModelRouter
     from trader.delivery.hotswap import HotSwapper
     from trader.io.console.feed import ConsoleFeed
+    from trader.io.drift_watch import DriftWatcher
     from trader.recovery import Recovery
     from trader.venues.base import Venue
     from trader.venues.reconcile import Reconciliation
@@ -79,6 +80,7 @@ class Runtime:
     reconciliation: Reconciliation | None = None  # the last start-up/reconnect comparison
     recovery: Recovery | None = None  # journal and reconciliation (trader/recovery.py)
     console: ConsoleFeed | None = None  # the operator console's facts (trader/io/console/)
+    drift: DriftWatcher | None = None  # the worker's drift alerts, for the console
 
     def entries(self) -> dict[str, Any]:
         """Return whether new entries are allowed and, if not, why (for /healthz)."""
