@@ -12,9 +12,7 @@ feast, torch or sklearn.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 import re
 from collections.abc import Mapping
@@ -26,12 +24,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 import numpy as np
 
-from features.trade_stats import TradeSummary, drawdown_curve, sharpe_ratio, trade_stats
+from features.trade_stats import TradeSummary, sharpe_ratio, trade_stats
 from infra.contracts import LATEST_MANIFEST_KEY
+from trader.report_plots import (
+    plot_calibration,
+    plot_drawdown,
+    plot_equity,
+    plot_hours,
+    plot_r,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
 
     from infra.settings import Settings
 
@@ -175,111 +179,6 @@ def calibration_bins(
     return out
 
 
-# Plots ---------------------------------------------------------------------------
-
-
-def _figure(width: float = 9.0, height: float = 3.6, ncols: int = 1) -> tuple[Figure, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, axes if ncols > 1 else axes[0]
-
-
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _plot_equity(df: pd.DataFrame) -> str:
-    fig, ax = _figure()
-    ax.plot(df["exit_ts"], df["pnl_usd"].cumsum(), label="all", color="black", lw=1.8)
-    for sym, g in df.groupby("symbol"):
-        if df["symbol"].nunique() > 1:
-            ax.plot(g["exit_ts"], g["pnl_usd"].cumsum(), label=str(sym), lw=1.0)
-    ax.axhline(0, color="grey", lw=0.6)
-    ax.set_ylabel("cumulative PnL ($)")
-    ax.set_title("Equity curve")
-    ax.legend(loc="best", fontsize=8)
-    fig.autofmt_xdate()
-    return _png(fig)
-
-
-def _plot_drawdown(df: pd.DataFrame) -> str:
-    fig, ax = _figure(height=2.8)
-    dd = -drawdown_curve(df["pnl_usd"].to_numpy())
-    ax.fill_between(df["exit_ts"], dd, 0, color="tab:red", alpha=0.4, step="post")
-    ax.plot(df["exit_ts"], dd, color="tab:red", lw=0.8, drawstyle="steps-post")
-    ax.set_ylabel("drawdown ($)")
-    ax.set_title(f"Drawdown (max {dd.min():,.0f} $)")
-    fig.autofmt_xdate()
-    return _png(fig)
-
-
-def _plot_r(df: pd.DataFrame) -> str:
-    strategies = sorted(df["strategy"].unique(), key=_strategy_order)
-    fig, axes = _figure(height=3.0, ncols=max(1, len(strategies)))
-    axes = axes if len(strategies) > 1 else [axes]
-    lo, hi = float(df["r_multiple"].min()), float(df["r_multiple"].max())
-    edges = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 10
-    for ax, strat in zip(axes, strategies, strict=True):
-        r = df.loc[df["strategy"] == strat, "r_multiple"]
-        ax.hist(r, bins=edges, color="tab:blue", alpha=0.8)
-        ax.axvline(0, color="grey", lw=0.6)
-        ax.axvline(float(r.mean()), color="tab:orange", lw=1.2, label=f"mean {r.mean():.2f}R")
-        ax.set_title(f"{strat} (n={len(r)})")
-        ax.set_xlabel("R-multiple")
-        ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def _plot_hours(df: pd.DataFrame) -> str:
-    import pandas as pd
-
-    fig, ax = _figure(height=3.0)
-    table = pd.crosstab(df["entry_ts"].dt.hour, df["strategy"]).reindex(range(24), fill_value=0)
-    bottom = None
-    for strat in sorted(table.columns, key=_strategy_order):
-        ax.bar(table.index, table[strat], bottom=bottom, label=strat)
-        bottom = table[strat] if bottom is None else bottom + table[strat]
-    ax.set_xticks(range(0, 24, 2))
-    ax.set_xlabel(f"entry hour ({df['entry_ts'].dt.tz})")
-    ax.set_ylabel("trades")
-    ax.set_title("Trades per hour")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _plot_calibration(curves: list[tuple[str, list[dict[str, float]], str, str]]) -> str:
-    fig, axes = _figure(width=4.2 * len(curves), height=3.6, ncols=len(curves))
-    axes = axes if len(curves) > 1 else [axes]
-    for ax, (title, pts, xlabel, ylabel) in zip(axes, curves, strict=True):
-        xs = [p["pred"] for p in pts]
-        ys = [p["obs"] for p in pts]
-        lo, hi = min([*xs, *ys, 0.0]), max([*xs, *ys, 1.0 if "prob" in xlabel else 0.0])
-        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="perfect")
-        sizes = [20 + 80 * p.get("n", 1) / max(q.get("n", 1) for q in pts) for p in pts]
-        ax.plot(xs, ys, color="tab:blue", lw=1.0)
-        ax.scatter(xs, ys, s=sizes, color="tab:blue", zorder=3, label="bins")
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def _strategy_order(name: str) -> tuple[int, str]:
-    digits = "".join(ch for ch in name if ch.isdigit())
-    return (int(digits) if digits else 10**6, name)
-
-
-# Models --------------------------------------------------------------------------
-
-
 def _artifacts(models: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Return [{family, version, metrics}] from a manifest dict or {family: metrics}."""
     if not models:
@@ -408,7 +307,7 @@ def _models_section(df: pd.DataFrame, models: Mapping[str, Any] | None) -> str:
             curves.append(("exec: predicted R vs realised R", pts, "predicted R", "realised R"))
     parts.append("<h3 id='calibration'>Calibration</h3>")
     if curves:
-        parts.append(_img(_plot_calibration(curves), "calibration"))
+        parts.append(_img(plot_calibration(curves), "calibration"))
     else:
         parts.append(
             "<p class='muted'>no calibration data: trades carry no meta_prob/predicted_r and "
@@ -453,13 +352,13 @@ def write_backtest_report(
     if len(df):
         body += [
             "<h2 id='equity'>Equity curve</h2>",
-            _img(_plot_equity(df), "equity curve"),
+            _img(plot_equity(df), "equity curve"),
             "<h2 id='drawdown'>Drawdown</h2>",
-            _img(_plot_drawdown(df), "drawdown"),
+            _img(plot_drawdown(df), "drawdown"),
             "<h2 id='r-multiples'>R-multiple distribution per strategy</h2>",
-            _img(_plot_r(df), "R-multiple distribution"),
+            _img(plot_r(df), "R-multiple distribution"),
             "<h2 id='trades-per-hour'>Trades per hour</h2>",
-            _img(_plot_hours(df), "trades per hour"),
+            _img(plot_hours(df), "trades per hour"),
             "<h2 id='by-strategy'>By symbol and strategy</h2>",
             _table(_group_table(df, ["strategy"])),
             _table(_group_table(df, ["symbol", "strategy"])),
