@@ -29,7 +29,7 @@ def open_feed(
     on_dead_letter: Any = None,
     instruments: dict[str, Any] | None = None,
 ) -> Feed:
-    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka`, `ib`, `projectx` or a path.
+    """Return the feed named by `spec`: `sim`, `csv:PATH`, `parquet:PATH`, `dbn:PATH`, `kafka`, `ib`, `projectx`, `rithmic` or a path.
 
     A file's bars are checked against the instruments (built-in ones unless given) and
     the strategies' bar length before any trade (`trader.feeds.sanity`).
@@ -49,6 +49,11 @@ def open_feed(
         from trader.feeds.projectx import ProjectxFeed
 
         return ProjectxFeed.from_settings(Settings(), symbols)
+    if kind == "rithmic":
+        from infra.settings import Settings
+        from trader.feeds.rithmic import RithmicFeed
+
+        return RithmicFeed.from_settings(Settings(), symbols)
     if kind == "kafka":
         from trader.feeds.kafka import KafkaFeed
 

@@ -164,6 +164,8 @@ class RithmicVenue(RithmicUpdates, Venue):
                 apply(update)
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("rithmic: malformed update %r: %s", update, exc)
+            except Exception:  # a listener's failure must not stop the library's reader
+                log.exception("rithmic: an order event listener failed")
 
         return on
 
@@ -228,8 +230,18 @@ class RithmicVenue(RithmicUpdates, Venue):
             await quiet_disconnect(client)
 
     async def disconnect(self) -> None:
-        """Log out of both plants (orders at the gateway keep working)."""
+        """Log out of both plants (orders at the gateway keep working).
+
+        Requests still queued are sent first, and flattens and cancels already sent
+        get up to `request_timeout_s` to be confirmed, so their fills are not lost.
+        """
         await self.drain()
+        deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
+        while self.connected and not self._settled():
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("rithmic: logging out with unconfirmed flattens or cancels")
+                break
+            await asyncio.sleep(0.01)  # notifications arrive on the library's reader task
         self._closing = True
         for task in (self._task, self._worker):
             if task is not None:
@@ -237,6 +249,13 @@ class RithmicVenue(RithmicUpdates, Venue):
         self._task = self._worker = None
         await self._drop_client()
         self._set_state(ConnectionState.DISCONNECTED)
+
+    def _settled(self) -> bool:
+        """Say whether every flatten sent is done and every cancel sent is confirmed."""
+        return not any(
+            not o.done and (o.role == "flatten" or (o.cancel_reason and o.accepted))
+            for o in self._orders.values()
+        )
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until every queued request has been answered."""

@@ -323,8 +323,10 @@ class RithmicUpdates:
         self._fills.add(fill_id)
         o.avg_price = (o.avg_price * o.filled + price * qty) / (o.filled + qty)
         o.filled += qty
+        o.done = o.filled >= o.quantity
         if not o.accepted:
             self._accept(o)
+        self._position_after_fill(o.symbol, qty if o.side == "buy" else -qty, price)
         self._publish(
             OrderFilled(
                 **self._common(o),
@@ -338,9 +340,6 @@ class RithmicUpdates:
                 venue_fill_id=fill_id,
             )
         )
-        self._position_after_fill(o.symbol, qty if o.side == "buy" else -qty, price)
-        if o.filled >= o.quantity:
-            o.done = True
 
     def _position_after_fill(self, symbol: str, signed_qty: int, price: float) -> None:
         """Move the position by a fill at once; the PnL plant's snapshot confirms it at reconnects."""
