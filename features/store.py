@@ -49,8 +49,12 @@ def project_name(settings: Settings) -> str:
     return f"tradeloop_{prefix}"
 
 
-def redis_connection_string(url: str) -> str:
-    """Turn `redis://[:password@]host:port/db` into Feast's `host:port,db=N[,password=...]`."""
+def redis_connection_string(url: str, timeout_ms: int = 2000) -> str:
+    """Turn `redis://[:password@]host:port/db` into Feast's `host:port,db=N[,password=...]`.
+
+    Connects and commands time out after `timeout_ms`, so a silent Redis fails a push
+    (which is retried) instead of holding it forever.
+    """
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss"):
         raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {mask_url(url)!r}")
@@ -61,6 +65,8 @@ def redis_connection_string(url: str) -> str:
         parts.append(f"password={parsed.password}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
+    timeout_s = timeout_ms / 1000
+    parts += [f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
     return ",".join(parts)
 
 
@@ -112,7 +118,9 @@ class TradeloopFeatureStore:
         if self.settings.redis_url:
             online: dict[str, Any] = {
                 "type": "redis",
-                "connection_string": redis_connection_string(self.settings.redis_url),
+                "connection_string": redis_connection_string(
+                    self.settings.redis_url, self.settings.redis_timeout_ms
+                ),
                 # rows are pushed in processing order, latest per entity; equal event
                 # times (two trades closing in one bar) must not be dropped
                 "skip_dedup": True,

@@ -246,9 +246,9 @@ def s3_client(settings: Settings | None = None, **config: Any) -> Any:
     kwargs: dict[str, Any] = {
         "region_name": s.aws_region,
         "config": Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=config.pop("connect_timeout", 5),
-            read_timeout=config.pop("read_timeout", 30),
+            retries={"total_max_attempts": s.s3_max_attempts, "mode": "standard"},
+            connect_timeout=config.pop("connect_timeout", s.s3_connect_timeout_ms / 1000),
+            read_timeout=config.pop("read_timeout", s.s3_read_timeout_ms / 1000),
             **config,
         ),
     }

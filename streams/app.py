@@ -45,6 +45,9 @@ __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
 
 log = logging.getLogger(__name__)
 
+_PUSH_BACKOFF_MIN_S = 0.5
+_PUSH_BACKOFF_MAX_S = 10.0
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -117,6 +120,10 @@ class WorkerApp:
         )
         self.state = StreamFeatureState(store=self.pieces)
         self.pusher: OnlinePusher | None = None
+        self._pushing = False
+        self._push_retry_at = 0.0
+        self._push_backoff_s = _PUSH_BACKOFF_MIN_S
+        self._push_failing_since: float | None = None
         if options.feast:
             store = _LazyFeatureStore(settings)
             # load Feast now: importing it later on the push thread starves the event
@@ -197,15 +204,47 @@ class WorkerApp:
         return n
 
     async def push_pending(self) -> None:
-        """Push queued online rows in a thread; requeue them if the push fails."""
-        if self.pusher is None or not self.pusher.pending:
+        """Push queued online rows in a thread; requeue them if the push fails.
+
+        One push at a time: while one runs (or while a failed one backs off, 0.5 s
+        doubling to `_PUSH_BACKOFF_MAX_S`) the timer does nothing, so a silent online
+        store never piles up threads; rows keep being queued (latest per entity).
+        """
+        pusher = self.pusher
+        loop = asyncio.get_running_loop()
+        if pusher is None or not pusher.pending or self._pushing:
             return
-        batch = self.pusher.take()
+        if loop.time() < self._push_retry_at:
+            return
+        batch = pusher.take()
+        self._pushing = True
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self.pusher.push, batch)
+            await loop.run_in_executor(None, pusher.push, batch)
         except Exception as exc:
-            log.warning("Feast push of %d rows failed (%s); retrying", len(batch), exc)
-            self.pusher.requeue(batch)
+            pusher.requeue(batch)
+            self.metrics.feast_push_failures.inc()
+            if self._push_failing_since is None:
+                self._push_failing_since = loop.time()
+            log.warning(
+                "Feast push of %d rows failed (%s: %s); retrying in %.1fs, rows kept",
+                len(batch),
+                type(exc).__name__,
+                str(exc)[:200],
+                self._push_backoff_s,
+            )
+            self._push_retry_at = loop.time() + self._push_backoff_s
+            self._push_backoff_s = min(self._push_backoff_s * 2, _PUSH_BACKOFF_MAX_S)
+            return
+        finally:
+            self._pushing = False
+        if self._push_failing_since is not None:
+            log.info(
+                "Feast push recovered after %.1fs (%d rows)",
+                loop.time() - self._push_failing_since,
+                len(batch),
+            )
+            self._push_failing_since = None
+        self._push_backoff_s = _PUSH_BACKOFF_MIN_S
 
     def _wire(self) -> None:
         from streams.agents import register_agents

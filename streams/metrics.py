@@ -46,6 +46,11 @@ class StreamMetrics:
         self.lake_retries = Counter(
             "tradeloop_lake_flush_retries", "Failed lake flushes that were retried.", registry=r
         )
+        self.feast_push_failures = Counter(
+            "tradeloop_feast_push_failures",
+            "Online pushes that failed (the rows are kept and pushed again).",
+            registry=r,
+        )
         self.feast_push = Histogram(
             "tradeloop_feast_push_seconds",
             "Time of one Feast online push (a batch of rows).",

@@ -58,11 +58,11 @@ def marker_key(topic: str, partition: int) -> str:
 
 
 def sink_store(settings: Settings) -> ObjectStore:
-    """Return the lake store with short S3 timeouts (an outage is retried by the sink)."""
+    """Return the lake store (S3 timeouts from the settings; an outage is retried by the sink)."""
     lake = settings.lake
     if lake.startswith("s3://"):
         bucket, _, prefix = lake[len("s3://") :].partition("/")
-        client = s3_client(settings, connect_timeout=2, read_timeout=5)
+        client = s3_client(settings)
         return S3ObjectStore(client, bucket, prefix)
     return store_for_uri(lake, settings)
 

@@ -64,6 +64,31 @@ class StoreSettings(SettingsContext):
         description="Feast repo directory; default the packaged `features/repo`.",
     )
 
+    s3_connect_timeout_ms: int = Field(
+        default=2000,
+        gt=0,
+        validation_alias="S3_CONNECT_TIMEOUT_MS",
+        description="S3 connect timeout of every client (lake sink, hot swap, training).",
+    )
+    s3_read_timeout_ms: int = Field(
+        default=10_000,
+        gt=0,
+        validation_alias="S3_READ_TIMEOUT_MS",
+        description="S3 read timeout: the longest silence within one request before it fails.",
+    )
+    s3_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        validation_alias="S3_MAX_ATTEMPTS",
+        description="Attempts per S3 request (botocore standard retries, with backoff).",
+    )
+    redis_timeout_ms: int = Field(
+        default=2000,
+        gt=0,
+        validation_alias="REDIS_TIMEOUT_MS",
+        description="Redis connect and command timeout of the online store (Feast pushes and reads).",
+    )
+
     @property
     def s3_endpoint(self) -> str:
         """Return the S3 endpoint: env, else the embedded moto server, else ''."""

@@ -80,8 +80,12 @@ def feast_cli(repo: Path, settings: Settings, *args: str, timeout: float = 120) 
 
 
 def test_redis_connection_string() -> None:
-    assert redis_connection_string("redis://127.0.0.1:6379/2") == "127.0.0.1:6379,db=2"
-    assert redis_connection_string("redis://:pw@h:1") == "h:1,db=0,password=pw"
+    timeouts = "socket_timeout=2.0,socket_connect_timeout=2.0"
+    assert redis_connection_string("redis://127.0.0.1:6379/2") == f"127.0.0.1:6379,db=2,{timeouts}"
+    assert redis_connection_string("redis://:pw@h:1") == f"h:1,db=0,password=pw,{timeouts}"
+    assert redis_connection_string("redis://h:1", 500).endswith(
+        "socket_timeout=0.5,socket_connect_timeout=0.5"
+    )
     with pytest.raises(ValueError):
         redis_connection_string("http://x")
 
