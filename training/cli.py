@@ -49,6 +49,7 @@ def _run_all(
     pit_engine: str,
     progress: bool,
     trigger: str = "once",
+    executor: Any = None,
 ) -> list[Any]:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -91,6 +92,7 @@ def _run_all(
                 step=step,
                 publish_topic=topic,
                 pit_engine=pit_engine,  # type: ignore[arg-type]
+                executor=executor,
             )
             bar.update(task, description=f"{result.status} ({trigger})")
         _print_result(result)
@@ -177,6 +179,13 @@ def _print_result(result: Any) -> None:
     show_default=True,
     help="With --every: quiet time after the last drift alert before a run.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="auto|ADDRESS",
+    help="Run the fits as tasks on this Ray cluster (default: TRAIN_RAY_ADDRESS; none: here).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress display.")
 def train(
     once: bool,
@@ -192,6 +201,7 @@ def train(
     pit_engine: str,
     drift: bool,
     debounce: str,
+    ray_address: str | None,
     no_progress: bool,
 ) -> None:
     """Train the three models, gate them against the champion and publish a signed release."""
@@ -200,7 +210,10 @@ def train(
     if once and every:
         raise click.UsageError("give --once or --every, not both")
     settings = _settings(
-        train_profile=profile, train_vendor_data=vendor_data, train_synthetic_bars=synthetic_bars
+        train_profile=profile,
+        train_vendor_data=vendor_data,
+        train_synthetic_bars=synthetic_bars,
+        train_ray_address=ray_address,
     )
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     progress = not no_progress and sys.stderr.isatty()
@@ -212,6 +225,7 @@ def train(
         "topic": not no_topic,
         "pit_engine": pit_engine,
         "progress": progress,
+        "executor": executor_or_exit(settings.train_ray_address),
     }
     if not every:
         skip = skip_switch(settings)
@@ -246,6 +260,17 @@ def train(
         )
     except KeyboardInterrupt:
         click.echo("stopped")
+
+
+def executor_or_exit(address: str) -> Any:
+    """Return the executor for a Ray address (empty: this process); exit 1 if unreachable."""
+    from training.executor import ClusterError, executor_for
+
+    try:
+        return executor_for(address)
+    except ClusterError as exc:
+        click.echo(f"ray: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 # models ------------------------------------------------------------------

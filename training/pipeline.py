@@ -35,9 +35,11 @@ from training import models as md
 from training import paths
 from training.config import DataError, TrainConfig, TrainingError
 from training.datasets import PitEngine, TrainingData, build_training_data
+from training.executor import Executor, LocalExecutor
+from training.fold_fits import fit_exec_fold, fit_meta_fold, fit_sizer
 from training.gate import Verdict, champion_model, champion_scores, judge, refuse_all
 from training.release import Published, Registry, build_manifest, release_name, sign_manifest
-from training.sizer import export_sizer, train_sizer
+from training.sizer import export_sizer
 from training.trained import FamilyResult, TrainedSet
 from training.walk_forward import folds, purged_train
 
@@ -95,9 +97,18 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
-def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> TrainedSet:
-    """Fit the three challengers walk-forward and export them with parity checks."""
+def fit_all(
+    data: TrainingData,
+    cfg: TrainConfig,
+    step: Step | None = None,
+    executor: Executor | None = None,
+) -> TrainedSet:
+    """Fit the three challengers walk-forward and export them with parity checks.
+
+    The folds' meta and exec fits, then the sizer, run on `executor` (default: here).
+    """
     say = step or (lambda _s: None)
+    run = executor or LocalExecutor()
     g, s = data.groups, data.signals
     splits = folds(g, s, cfg.folds, cfg.embargo_min)
     holdout_start = splits[-1].test_start
@@ -119,19 +130,23 @@ def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> T
     meta_model: Any = None
     exec_model: Any = None
     train_mean_r = 0.0
+    say(f"walk-forward: meta and exec fits of {cfg.folds} folds ({run.name})")
+    shared_m = [run.share(a) for a in (xm_all, ym_all, wm_all)]
+    shared_e = [run.share(a) for a in (xe_all, ye_all, we_all)]
+    pending = []
+    for fold in splits:
+        pending.append(run.submit(fit_meta_fold, *shared_m, fold.g_train, fold.g_test, cfg))
+        pending.append(run.submit(fit_exec_fold, *shared_e, fold.s_train, fold.s_test, cfg))
+    fits = run.gather(pending)
     for fold in splits:
         k = fold.number - 1
-        g_train, g_test, s_train, s_test = fold.g_train, fold.g_test, fold.s_train, fold.s_test
+        g_test, s_train, s_test = fold.g_test, fold.s_train, fold.s_test
         train_mean_r = float(np.average(ye_all[s_train], weights=we_all[s_train]))
-        say(f"fold {k + 1}/{cfg.folds}: meta classifier")
-        with _timed(timings, "meta_fit"):
-            meta_model = md.fit_meta(xm_all[g_train], ym_all[g_train], wm_all[g_train], cfg)
-        proba = ex.meta_native_proba(meta_model, xm_all[g_test])
+        meta_model, proba, meta_s = fits[2 * k]
+        exec_model, pred, exec_s = fits[2 * k + 1]
+        timings["meta_fit"] = timings.get("meta_fit", 0.0) + meta_s
+        timings["exec_fit"] = timings.get("exec_fit", 0.0) + exec_s
         meta_fold.append({**md.meta_metrics(proba, ym_all[g_test]), "fold": float(k + 1)})
-        say(f"fold {k + 1}/{cfg.folds}: execution model")
-        with _timed(timings, "exec_fit"):
-            exec_model = md.fit_exec(xe_all[s_train], ye_all[s_train], we_all[s_train], cfg)
-        pred = exec_model.predict(xe_all[s_test])
         exec_fold.append(
             {**md.exec_metrics(pred, ye_all[s_test], train_mean_r), "fold": float(k + 1)}
         )
@@ -185,8 +200,7 @@ def fit_all(data: TrainingData, cfg: TrainConfig, step: Step | None = None) -> T
         )
     obs = sizer_obs(s[train_s], oos_meta_prob[train_s], oos_pred_r[train_s])
     say(f"sizer: PPO on {len(obs)} time-ordered signals ({cfg.sizer_timesteps} steps)")
-    with _timed(timings, "sizer_fit"):
-        sizer = train_sizer(obs, ye_all[train_s], cfg)
+    sizer, timings["sizer_fit"] = run.gather([run.submit(fit_sizer, obs, ye_all[train_s], cfg)])[0]
     hold_obs = sizer_obs(
         s[hold_s], _signal_meta_prob(s[hold_s], g[hold_g], meta_scores), exec_scores.reshape(-1)
     )
@@ -363,8 +377,12 @@ def run_training(
     publish_topic: bool = True,
     pit_engine: PitEngine = "auto",
     registry: Registry | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
-    """Run once: build data, train, gate and release; never publish on bad data or parity."""
+    """Run once: build data, train, gate and release; never publish on bad data or parity.
+
+    `executor` runs the fits (`training.executor`: here, or tasks on a Ray cluster).
+    """
     from training.report import write_report
     from training.sources import collect_sources
 
@@ -399,7 +417,7 @@ def run_training(
                 data = build_training_data(lakes, cfg, pit_engine)
         log.info("dataset: %s (join: %s)", data.counts, data.pit_engine)
         with _timed(timings, "train"):
-            trained = fit_all(data, cfg, say)
+            trained = fit_all(data, cfg, say, executor)
         timings.update({f"train_{k}": v for k, v in trained.timings_s.items()})
         say("gate: champion vs challenger on the latest holdout")
         champion = registry.latest(model_set)

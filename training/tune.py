@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -32,16 +33,21 @@ from training import export as ex
 from training import models as md
 from training.config import HYPERPARAMETERS, DataError, TrainConfig
 from training.datasets import TrainingData
+from training.executor import Executor, LocalExecutor
+from training.fold_fits import fit_exec_fold, fit_meta_fold
 from training.paths import signal_meta_prob
 from training.walk_forward import Fold, folds
 
 __all__ = [
     "DIRECTIONS",
+    "Prepared",
     "StudyResult",
     "load_data",
     "objective",
     "open_storage",
+    "prepare",
     "storage_url",
+    "trial_value",
     "tune",
     "write_profile",
 ]
@@ -113,7 +119,9 @@ def _tuning_folds(data: TrainingData, cfg: TrainConfig) -> list[Fold]:
     return folds(data.groups, data.signals, cfg.folds, cfg.embargo_min)[:-1]
 
 
-def _sizer_rows(data: TrainingData, cfg: TrainConfig, splits: list[Fold]) -> tuple[Any, Any]:
+def _sizer_rows(
+    data: TrainingData, cfg: TrainConfig, splits: list[Fold], run: Executor
+) -> tuple[Any, Any]:
     """Return time-ordered out-of-sample sizer observations and their R (base models)."""
     from training.pipeline import sizer_obs
 
@@ -121,55 +129,90 @@ def _sizer_rows(data: TrainingData, cfg: TrainConfig, splits: list[Fold]) -> tup
     xm, ym, wm = data.meta_matrix(), g["label"].to_numpy(), g["weight"].to_numpy(np.float64)
     xe, ye = data.exec_matrix(), s["r_multiple"].to_numpy(np.float64)
     we = s["weight"].to_numpy(np.float64)
-    obs, rs = [], []
+    shared_m = [run.share(a) for a in (xm, ym, wm)]
+    shared_e = [run.share(a) for a in (xe, ye, we)]
+    pending = []
     for fold in splits:
-        meta = md.fit_meta(xm[fold.g_train], ym[fold.g_train], wm[fold.g_train], cfg)
-        exe = md.fit_exec(xe[fold.s_train], ye[fold.s_train], we[fold.s_train], cfg)
-        proba = ex.meta_native_proba(meta, xm[fold.g_test])
+        pending.append(run.submit(fit_meta_fold, *shared_m, fold.g_train, fold.g_test, cfg))
+        pending.append(run.submit(fit_exec_fold, *shared_e, fold.s_train, fold.s_test, cfg))
+    fits = run.gather(pending)
+    obs, rs = [], []
+    for k, fold in enumerate(splits):
+        (_, proba, _), (_, pred, _) = fits[2 * k], fits[2 * k + 1]
         st, gt = s[fold.s_test], g[fold.g_test]
-        obs.append(sizer_obs(st, signal_meta_prob(st, gt, proba), exe.predict(xe[fold.s_test])))
+        obs.append(sizer_obs(st, signal_meta_prob(st, gt, proba), pred))
         rs.append(ye[fold.s_test])
     return np.concatenate(obs), np.concatenate(rs)
 
 
-def objective(family: str, data: TrainingData, cfg: TrainConfig) -> Objective:
-    """Return the walk-forward objective of one family's study."""
-    from training.sizer import train_sizer
+@dataclass(frozen=True)
+class Prepared:
+    """What every trial of one family's study reads: its inputs and the folds."""
 
+    family: str
+    cfg: TrainConfig
+    x: Any = None
+    y: Any = None
+    w: Any = None
+    masks: tuple[tuple[Any, Any], ...] = ()  # (train, test) per fold
+
+
+def prepare(
+    family: str, data: TrainingData, cfg: TrainConfig, executor: Executor | None = None
+) -> Prepared:
+    """Return the inputs of a family's trials (the sizer's base-model fits run on `executor`)."""
     splits = _tuning_folds(data, cfg)
     g, s = data.groups, data.signals
     if family == "sizer":
-        obs, r = _sizer_rows(data, cfg, splits)
+        obs, r = _sizer_rows(data, cfg, splits, executor or LocalExecutor())
         cut = int(len(obs) * 2 / 3)
         if cut < 2 or len(obs) - cut < 2:
             raise DataError(f"sizer tuning: {len(obs)} out-of-sample signals are too few")
+        return Prepared(family, cfg, obs, r, None, ((slice(0, cut), slice(cut, None)),))
+    if family == "meta":
+        x, y, w = data.meta_matrix(), g["label"].to_numpy(), g["weight"].to_numpy(np.float64)
+        return Prepared(family, cfg, x, y, w, tuple((f.g_train, f.g_test) for f in splits))
+    if family == "exec":
+        x, y = data.exec_matrix(), s["r_multiple"].to_numpy(np.float64)
+        w = s["weight"].to_numpy(np.float64)
+        return Prepared(family, cfg, x, y, w, tuple((f.s_train, f.s_test) for f in splits))
+    raise ValueError(f"unknown model family {family!r} (one of {tuple(HYPERPARAMETERS)})")
 
-        def sizer_value(trial: optuna.Trial) -> float:
-            trial_cfg = replace(cfg, **_space(family, trial))
-            model = train_sizer(obs[:cut], r[:cut], trial_cfg)
-            size = model.predict_size(obs[cut:]).reshape(-1)
-            return md.sizer_metrics(size, r[cut:])["sharpe_sized"]
 
-        return sizer_value
+def trial_value(prep: Prepared, params: dict[str, Any]) -> float:
+    """Return the objective of one trial's parameters on the prepared folds."""
+    cfg = replace(prep.cfg, **params)
+    if prep.family == "sizer":
+        from training.sizer import train_sizer
 
-    def fold_value(trial: optuna.Trial) -> float:
-        trial_cfg = replace(cfg, **_space(family, trial))
-        values = []
-        for fold in splits:
-            if family == "meta":
-                x, y = data.meta_matrix(), g["label"].to_numpy()
-                w = g["weight"].to_numpy(np.float64)
-                model = md.fit_meta(x[fold.g_train], y[fold.g_train], w[fold.g_train], trial_cfg)
-                proba = ex.meta_native_proba(model, x[fold.g_test])
-                values.append(md.meta_metrics(proba, y[fold.g_test])["log_loss"])
-            else:
-                x, y = data.exec_matrix(), s["r_multiple"].to_numpy(np.float64)
-                w = s["weight"].to_numpy(np.float64)
-                model = md.fit_exec(x[fold.s_train], y[fold.s_train], w[fold.s_train], trial_cfg)
-                values.append(md.exec_metrics(model.predict(x[fold.s_test]), y[fold.s_test])["mae"])
-        return float(np.mean(values))
+        ((train, test),) = prep.masks
+        model = train_sizer(prep.x[train], prep.y[train], cfg)
+        size = model.predict_size(prep.x[test]).reshape(-1)
+        return md.sizer_metrics(size, prep.y[test])["sharpe_sized"]
+    values = []
+    for train, test in prep.masks:
+        if prep.family == "meta":
+            model = md.fit_meta(prep.x[train], prep.y[train], prep.w[train], cfg)
+            proba = ex.meta_native_proba(model, prep.x[test])
+            values.append(md.meta_metrics(proba, prep.y[test])["log_loss"])
+        else:
+            model = md.fit_exec(prep.x[train], prep.y[train], prep.w[train], cfg)
+            values.append(md.exec_metrics(model.predict(prep.x[test]), prep.y[test])["mae"])
+    return float(np.mean(values))
 
-    return fold_value
+
+def _trial_task(prep: Prepared, params: dict[str, Any]) -> tuple[float, str]:
+    """Run one trial; return its value, or NaN and the message of a DataError."""
+    try:
+        return trial_value(prep, params), ""
+    except DataError as exc:
+        return float("nan"), str(exc)
+
+
+def objective(family: str, data: TrainingData, cfg: TrainConfig) -> Objective:
+    """Return the walk-forward objective of one family's study."""
+    prep = prepare(family, data, cfg)
+    return lambda trial: trial_value(prep, _space(family, trial))
 
 
 @dataclass(frozen=True)
@@ -193,8 +236,17 @@ def tune(
     study_prefix: str = "tradeloop",
     timeout_s: float | None = None,
     worker: str = "",
+    executor: Executor | None = None,
+    parallel: int | None = None,
 ) -> list[StudyResult]:
-    """Run (or join) one study per family and return each study's best trial."""
+    """Run (or join) one study per family and return each study's best trial.
+
+    Trials run `parallel` at a time (default: as many as `executor` runs at once)
+    as tasks of `executor`; this process asks the sampler and tells the storage.
+    The same seed and `parallel` give the same trials on any executor.
+    """
+    run = executor or LocalExecutor()
+    batch = max(1, parallel or run.slots())
     storage = open_storage(storage_url(settings))
     out = []
     for family in families:
@@ -210,13 +262,8 @@ def tune(
         )
         if worker:
             study.set_user_attr(f"worker_{worker}", True)
-        fn = objective(family, data, cfg)
-
-        def tagged(trial: optuna.Trial, _fn: Objective = fn) -> float:
-            trial.set_user_attr("worker", worker)
-            return _fn(trial)
-
-        study.optimize(tagged, n_trials=n_trials, timeout=timeout_s, catch=(DataError,))
+        prep = run.share(prepare(family, data, cfg, run))
+        _optimize(study, family, prep, run, n_trials, batch, timeout_s, worker)
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not done:
             raise DataError(f"study {name}: no trial completed")
@@ -225,6 +272,34 @@ def tune(
         log.info("study %s: best %.5f after %d trials", name, best.value, len(done))
         out.append(StudyResult(family, name, float(best.value), dict(best.params), len(done)))
     return out
+
+
+def _optimize(
+    study: optuna.Study,
+    family: str,
+    prep: Any,
+    run: Executor,
+    n_trials: int,
+    batch: int,
+    timeout_s: float | None,
+    worker: str,
+) -> None:
+    """Ask `batch` trials at a time, evaluate them on `run`, tell their values in order."""
+    t0 = time.monotonic()
+    started = 0
+    while started < n_trials and (timeout_s is None or time.monotonic() - t0 < timeout_s):
+        trials = [study.ask() for _ in range(min(batch, n_trials - started))]
+        started += len(trials)
+        pending = []
+        for trial in trials:
+            trial.set_user_attr("worker", worker)
+            pending.append(run.submit(_trial_task, prep, _space(family, trial)))
+        for trial, (value, error) in zip(trials, run.gather(pending), strict=True):
+            if error:
+                log.warning("trial %d of %s failed: %s", trial.number, study.study_name, error)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, value)
 
 
 def write_profile(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from training.cli import EXIT_FAILED, _settings
+from training.cli import EXIT_FAILED, _settings, executor_or_exit
 
 __all__ = ["tune"]
 
@@ -35,6 +35,19 @@ __all__ = ["tune"]
 @click.option(
     "--pit-engine", type=click.Choice(["auto", "feast", "asof"]), default="auto", show_default=True
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="auto|ADDRESS",
+    help="Run the trials as tasks on this Ray cluster (default: TRAIN_RAY_ADDRESS; none: here).",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1),
+    default=None,
+    help="Trials evaluated at once (default: 1 here, the cluster's CPUs on Ray).",
+)
 def tune(
     families: str,
     trials: int,
@@ -47,6 +60,8 @@ def tune(
     since: str | None,
     synthetic_bars: int | None,
     pit_engine: str,
+    ray_address: str | None,
+    parallel: int | None,
 ) -> None:
     """Search hyperparameters with an Optuna study per family; write the best to the profile.
 
@@ -58,7 +73,11 @@ def tune(
     from training.tune import load_data, storage_url, write_profile
     from training.tune import tune as run_tune
 
-    settings = _settings(train_profile=profile, train_synthetic_bars=synthetic_bars)
+    settings = _settings(
+        train_profile=profile,
+        train_synthetic_bars=synthetic_bars,
+        train_ray_address=ray_address,
+    )
     fams = [f.strip() for f in families.split(",") if f.strip()]
     cfg = TrainConfig.from_settings(settings)
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
@@ -67,6 +86,7 @@ def tune(
         start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=parse_duration(since))
     target = Path(out or settings.train_params_file or settings.home / "training_profile.json")
     backend = storage_url(settings).split(":", 1)[0]
+    executor = executor_or_exit(settings.train_ray_address)
     try:
         data = load_data(settings, cfg, symbols=syms, start=start, pit_engine=pit_engine)
         results = run_tune(
@@ -78,6 +98,8 @@ def tune(
             study_prefix=study_prefix,
             timeout_s=timeout_s,
             worker=worker,
+            executor=executor,
+            parallel=parallel,
         )
     except (TrainingError, ValueError) as exc:
         click.echo(f"tune failed: {exc}", err=True)

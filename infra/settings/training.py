@@ -73,6 +73,11 @@ class TrainingSettings(SettingsContext):
         validation_alias="OPTUNA_STORAGE",
         description="Optuna storage URL for `tradeloop tune` (postgresql://...); default SQLite in the home.",
     )
+    train_ray_address: str = Field(
+        default="",
+        validation_alias="TRAIN_RAY_ADDRESS",
+        description="Ray cluster that runs the fits and trials of `tradeloop train`/`tune` (`auto` or HOST:PORT); empty: this process.",
+    )
     train_report_dir: str = Field(
         default="",
         validation_alias="TRAIN_REPORT_DIR",
