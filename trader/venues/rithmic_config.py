@@ -156,7 +156,15 @@ def pick_account(accounts: list[Any], wanted: str) -> str:
     return ids[0]
 
 
-async def quiet_disconnect(client: RithmicClient) -> None:
-    """Log out of whatever plants are still connected; never raise."""
+async def quiet_disconnect(client: RithmicClient, logout_s: float = 0.5) -> None:
+    """Log out of whatever plants are still connected, close what is left open; never raise.
+
+    A plant's logout waits for the plant's send lock, which a request cancelled at the
+    wrong moment can leave taken; after `logout_s` its websocket is closed without it.
+    """
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.disconnect(timeout=2.0), 5.0)
+        await asyncio.wait_for(client.disconnect(timeout=logout_s), 4 * logout_s)
+    for plant in client.plants.values():
+        if plant.is_connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(plant.ws.close(), 2.0)

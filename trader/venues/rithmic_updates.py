@@ -129,7 +129,7 @@ class RithmicUpdates:
         if kind == "reject":
             self._reject(o, snap.text or "rejected by Rithmic")
         elif kind in ("cancel", "expire"):
-            self._close(o, o.cancel_reason or "cancelled by the venue", expired=kind == "expire")
+            self._close(o, self._cancel_reason(o), expired=kind == "expire")
 
     def _fill_row(self, row: Any) -> None:
         cid = self._by_basket.get(row.basket_id)

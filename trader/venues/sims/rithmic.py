@@ -128,6 +128,7 @@ class RithmicSimulator(RithmicTicker, RithmicBook):
         self._reject: list[str] = []
         self._flatten_into: str = ""  # the basket of the closing order being placed
         self._day_fills: dict[str, list[int]] = {}  # symbol -> [bought, sold]
+        self.net: dict[str, list[float]] = {}
         self._register()
 
     # server --------------------------------------------------------------
@@ -470,7 +471,7 @@ class RithmicSimulator(RithmicTicker, RithmicBook):
 
     def _pnl_snapshot(self, s: PlantSession, rq: Any) -> None:
         self._check_account(rq)
-        held = {p.symbol for p in self.paper.positions()}
+        held = {sym for sym, (q, _) in self.net.items() if q}
         s.send(*(self._instrument_pnl(sym, is_snapshot=True) for sym in sorted(held)))
         s.send(self._account_pnl(is_snapshot=True))
         s.send(message(403, user_msg=list(rq.user_msg), rp_code=["0"]))

@@ -94,6 +94,8 @@ class RithmicBook:
     _fill_ids: Any
     _flatten_into: str
     _day_fills: dict[str, list[int]]
+    #: symbol -> [net quantity, average price of the open quantity], first in first out
+    net: dict[str, list[float]]
 
     def _ids(self) -> dict[str, str]:
         return {"fcm_id": self.gateway.fcm_id, "ib_id": self.gateway.ib_id}
@@ -209,11 +211,24 @@ class RithmicBook:
         self._send_exchange(o, NOTIFY_EXCH["fill"], **fill)
         if o.filled >= o.quantity:
             self._complete(o, "Fill", None)
+        self._move_net(
+            o.symbol, event.quantity if o.side == BUY else -event.quantity, event.fill_price
+        )
         bought_sold = self._day_fills.setdefault(o.symbol, [0, 0])
         bought_sold[0 if o.side == BUY else 1] += event.quantity
         for s in self.gateway.logged_in(PNL_PLANT):
             if self.account_id in s.pnl_updates:
                 s.send(self._instrument_pnl(o.symbol), self._account_pnl())
+
+    def _move_net(self, symbol: str, signed_qty: int, price: float) -> None:
+        """Move the account's net position as an FCM books it: fills close the oldest first."""
+        q, avg = self.net.get(symbol, [0, 0.0])
+        new = q + signed_qty
+        if q == 0 or (q > 0) == (signed_qty > 0):
+            avg = (abs(q) * avg + abs(signed_qty) * price) / abs(new)
+        elif (q > 0) != (new > 0):
+            avg = price  # the fill turned the position round
+        self.net[symbol] = [new, avg if new else 0.0]
 
     def _complete(self, o: SimOrder, reason: str, exch: int | None, **more: Any) -> None:
         o.status, o.completion_reason = "complete", reason
@@ -281,8 +296,8 @@ class RithmicBook:
                 s.send(msg)
 
     def _instrument_pnl(self, symbol: str, *, is_snapshot: bool = False) -> Any:
-        held = {p.symbol: p for p in self.paper.positions()}.get(symbol)
-        qty, avg = (held.quantity, held.avg_price) if held else (0, 0.0)
+        q, avg = self.net.get(symbol, [0, 0.0])
+        qty = int(q)
         bought, sold = self._day_fills.get(symbol, [0, 0])
         ssboe, usecs = now_ssboe()
         return message(
@@ -306,7 +321,7 @@ class RithmicBook:
         )
 
     def _account_pnl(self, *, is_snapshot: bool = False) -> Any:
-        net = sum(p.quantity for p in self.paper.positions())
+        net = int(sum(q for q, _ in self.net.values()))
         bought = sum(b for b, _ in self._day_fills.values())
         sold = sum(s for _, s in self._day_fills.values())
         ssboe, usecs = now_ssboe()
@@ -317,7 +332,7 @@ class RithmicBook:
             fill_buy_qty=bought,
             fill_sell_qty=sold,
             net_quantity=net,
-            open_position_quantity=sum(abs(p.quantity) for p in self.paper.positions()),
+            open_position_quantity=int(sum(abs(q) for q, _ in self.net.values())),
             account_balance="50000.00",
             ssboe=ssboe,
             usecs=usecs,
