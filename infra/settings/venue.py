@@ -96,7 +96,7 @@ class VenueSettings(SettingsContext):
     rithmic_url: str = Field(
         default="wss://rituz00100.rithmic.com:443",
         validation_alias="RITHMIC_URL",
-        description="Rithmic R|Protocol: websocket URL of the gateway (`--venue rithmic`; TLS, wss://).",
+        description="Rithmic: websocket URL of the gateway (`--venue rithmic`; TLS only, wss://).",
     )
     rithmic_user: str = Field(
         default="",
@@ -142,5 +142,5 @@ class VenueSettings(SettingsContext):
         default=0.0,
         ge=0,
         validation_alias="RITHMIC_COMMISSION_PER_CONTRACT_USD",
-        description="Rithmic: commission per contract per fill put on fills (R|Protocol's fill notifications carry no fees; set your all-in rate).",
+        description="Rithmic: commission per contract per fill put on fills (Rithmic fill notifications carry no fees; set your all-in rate).",
     )
