@@ -9,12 +9,18 @@ client (bootstrap and the broker it is sent on to) goes through the proxy.
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from infra.contracts import SignalSnapshot
 from infra.faultproxy import FaultProxy
 from infra.stack import ManagedProcess, StackError, _managed, _spawn, tansu_binary, wait_port
 
-__all__ = ["ProxiedBroker", "ProxyKit"]
+__all__ = ["ProxiedBroker", "ProxyKit", "decision_lateness_s", "decision_stall_s", "read_topics"]
 
 
 class ProxiedBroker:
@@ -73,3 +79,53 @@ class ProxyKit:
         for proc in self.processes:
             with contextlib.suppress(Exception):
                 proc.stop()
+
+
+def decision_lateness_s(signals: Sequence[SignalSnapshot], speed: float) -> list[float]:
+    """Return how late each decision came against the feed's pace, in seconds.
+
+    The sim feed releases a bar at `t0 + (bar time - first bar time) / speed`; a
+    decision's `ts_init` minus that moment (relative to the first decision) is its
+    lateness. A loop that stalls for a second makes the next decisions a second late.
+    """
+    if not signals:
+        return []
+    ordered = sorted(signals, key=lambda s: s.ts_init)
+    init0, bar0 = ordered[0].ts_init, ordered[0].ts_event
+    return [
+        (s.ts_init - init0).total_seconds() - (s.ts_event - bar0).total_seconds() / speed
+        for s in ordered
+    ]
+
+
+def decision_stall_s(signals: Sequence[SignalSnapshot], speed: float) -> float:
+    """Return the largest jump in lateness between two consecutive decisions, in seconds.
+
+    A feed that runs faster than the engine makes every decision a little later than
+    the one before; a decision loop that waits on a dependency makes one jump.
+    """
+    late = decision_lateness_s(signals, speed)
+    return max((b - a for a, b in itertools.pairwise(late)), default=0.0)
+
+
+async def read_topics(bootstrap: str, topics: Sequence[str]) -> list[ConsumerRecord[Any, Any]]:
+    """Read whole topics to their current end (assigned partitions, no group), in offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or []
+        ]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list[ConsumerRecord[Any, Any]] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend(msgs)
+        return out
+    finally:
+        await consumer.stop()
