@@ -138,9 +138,9 @@ class VenueSettings(SettingsContext):
         validation_alias="RITHMIC_CA_FILE",
         description="Rithmic: extra CA certificate (PEM) the gateway's TLS certificate may chain to, besides the one async_rithmic bundles (a local simulator's; empty for Rithmic's own gateways).",
     )
-    rithmic_commission_per_contract_usd: float = Field(
+    rithmic_commission_usd: float = Field(
         default=0.0,
         ge=0,
-        validation_alias="RITHMIC_COMMISSION_PER_CONTRACT_USD",
+        validation_alias="RITHMIC_COMMISSION_USD",
         description="Rithmic: commission per contract per fill put on fills (Rithmic fill notifications carry no fees; set your all-in rate).",
     )

@@ -12,7 +12,7 @@
   once the entry fills and cancels one when the other fills. They take the
   bracket's child ids (`trader.venues.rithmic_updates` says how they are known).
 - `ExchangeOrderNotification` fills become `OrderFilled` (the fill id as the venue
-  fill id, `RITHMIC_COMMISSION_PER_CONTRACT_USD` per contract as commission);
+  fill id, `RITHMIC_COMMISSION_USD` per contract as commission);
   `RithmicOrderNotification`s become `OrderAccepted` (open, modified),
   `OrderCancelled` (`oco` when the sibling filled), `OrderExpired` and
   `OrderRejected` (with the gateway's text).

@@ -3,7 +3,7 @@
 `RithmicVenueSettings` holds where the gateway is and who logs in (`RITHMIC_URL`,
 `RITHMIC_USER`, `RITHMIC_PASSWORD`, `RITHMIC_SYSTEM`, `RITHMIC_APP_NAME`,
 `RITHMIC_APP_VERSION`, `RITHMIC_ACCOUNT`, `RITHMIC_EXCHANGE`, `RITHMIC_CA_FILE`,
-`RITHMIC_COMMISSION_PER_CONTRACT_USD`).
+`RITHMIC_COMMISSION_USD`).
 
 async_rithmic logs every request it sends at DEBUG (the login's password
 included) and, when the gateway refuses a request, the request itself at ERROR.
@@ -74,7 +74,7 @@ class RithmicVenueSettings(BaseModel):
             "account": settings.rithmic_account,
             "exchange": settings.rithmic_exchange,
             "ca_file": settings.rithmic_ca_file,
-            "commission_per_contract_usd": settings.rithmic_commission_per_contract_usd,
+            "commission_per_contract_usd": settings.rithmic_commission_usd,
         }
         return cls(**{**values, **overrides})
 

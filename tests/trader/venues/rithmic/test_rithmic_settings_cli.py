@@ -29,7 +29,7 @@ def test_venue_for_rithmic_reads_the_rithmic_settings_and_config_masks_the_passw
         "RITHMIC_SYSTEM": "Rithmic Paper Trading",
         "RITHMIC_ACCOUNT": "ACC-9",
         "RITHMIC_CA_FILE": "/etc/ssl/rithmic-ca.pem",
-        "RITHMIC_COMMISSION_PER_CONTRACT_USD": "1.9",
+        "RITHMIC_COMMISSION_USD": "1.9",
     }
     settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
     venue = venue_for("rithmic", settings)

@@ -54,7 +54,7 @@ def test_trade_on_the_rithmic_simulator_fills_and_records_outcomes(
             [*TRADELOOP, "trade", "--venue", "rithmic", "--feed", "rithmic", "--symbols",
              "ES,NQ", "--max-bars", "240", "--no-api", "--run-id", "e2e-rt",
              "--drain-timeout", "60"],
-            env={**env, **rt, "RITHMIC_COMMISSION_PER_CONTRACT_USD": "2.25"},
+            env={**env, **rt, "RITHMIC_COMMISSION_USD": "2.25"},
             stdout=trader_log.open("wb"),
             stderr=subprocess.STDOUT,
             timeout=180,
