@@ -51,15 +51,15 @@ from trader.venues.base import (
     UnknownOrder,
     Venue,
     VenueDisconnected,
-    WorkingOrder,
 )
+from trader.venues.rithmic_catchup import RithmicCatchUp
 from trader.venues.rithmic_config import (
     RithmicVenueSettings,
     new_client,
     pick_account,
     quiet_disconnect,
 )
-from trader.venues.rithmic_updates import RithmicUpdates, _Order
+from trader.venues.rithmic_updates import _Order
 
 __all__ = ["RithmicVenue", "RithmicVenueSettings"]
 
@@ -69,7 +69,7 @@ _PLANTS = (SysInfraType.ORDER_PLANT, SysInfraType.PNL_PLANT)
 Job = Callable[[], Awaitable[None]]
 
 
-class RithmicVenue(RithmicUpdates, Venue):
+class RithmicVenue(RithmicCatchUp, Venue):
     """Rithmic behind the venue interface (see the module docstring)."""
 
     name = "rithmic"
@@ -168,26 +168,6 @@ class RithmicVenue(RithmicUpdates, Venue):
                 log.exception("rithmic: an order event listener failed")
 
         return on
-
-    async def _catch_up(self, client: RithmicClient) -> None:
-        """Replay orders and fills missed while away; take the PnL plant's positions."""
-        now = datetime.now(UTC)
-        account = self.account_id
-        snapshots: list[Any] = []
-        for day in sorted({self._since.date(), now.date() - timedelta(days=1), now.date()}):
-            snapshots += await client.show_order_history_summary(
-                date=day.strftime("%Y%m%d"), account_id=account
-            )
-        fills = await client.get_fill_history(
-            start_time=self._since, end_time=now + timedelta(minutes=1), account_id=account
-        )
-        self._history = (snapshots, fills)
-        self._replay(snapshots, fills)
-        for o in self._orders.values():
-            if o.unsure and not o.basket_id and not o.done:
-                self._reject(o, "the gateway never received the order (connection lost)")
-        self._apply_positions(await client.list_positions(account_id=account))
-        self._since = now - timedelta(minutes=5)
 
     async def _watch_plants(self, client: RithmicClient) -> None:
         """Notice a dropped plant (its websocket closed) and reconnect."""
@@ -500,28 +480,3 @@ class RithmicVenue(RithmicUpdates, Venue):
             )
 
         return send
-
-    def positions(self) -> list[Position]:
-        """Return the account's open positions (from fills; the PnL plant's at each connect)."""
-        return list(self._positions.values())
-
-    def working_orders(self) -> list[WorkingOrder]:
-        """Return the orders Rithmic works for us, with our ids."""
-        return [
-            WorkingOrder(
-                client_order_id=o.client_order_id,
-                symbol=o.symbol,
-                role=o.role,
-                side=o.side,
-                quantity=o.quantity,
-                order_type=o.order_type,
-                filled_quantity=o.filled,
-                limit_price=o.limit_price,
-                stop_price=o.stop_price,
-                parent_id=o.parent_id,
-                venue_order_id=o.basket_id,
-                contract=self.contracts.get(o.symbol, ""),
-            )
-            for o in self._orders.values()
-            if o.accepted and not o.done
-        ]

@@ -15,14 +15,12 @@ bracket's stop or target that the gateway placed after the entry's fill, its
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from infra.contracts import (
     OrderAccepted,
     OrderCancelled,
-    OrderEvent,
     OrderExpired,
     OrderFilled,
     OrderRejected,
@@ -33,7 +31,7 @@ from infra.contracts import (
     VenueEvent,
     utc_now,
 )
-from trader.venues.base import BracketOrder, Position, child_order_id
+from trader.venues.base import BracketOrder, Position, WorkingOrder
 
 __all__ = ["RithmicUpdates"]
 
@@ -93,155 +91,6 @@ class RithmicUpdates:
     if TYPE_CHECKING:
 
         def _publish(self, event: VenueEvent) -> None: ...
-
-    # catch-up ------------------------------------------------------------------
-
-    def _replay(self, snapshots: list[Any], fills: list[Any]) -> None:
-        """Apply order snapshots and fills in the order they happened (fills by id once)."""
-        latest = {s.basket_id: s for s in snapshots}
-        order = sorted(latest.values(), key=lambda s: _num(s.basket_id))
-        pending = sorted(fills, key=lambda f: (_num(f.basket_id), _num(f.fill_id)))
-        for snap in order:
-            while pending and _num(pending[0].basket_id) < _num(snap.basket_id):
-                self._fill_row(pending.pop(0))
-            self._apply_snapshot(snap)
-            while pending and pending[0].basket_id == snap.basket_id:
-                self._fill_row(pending.pop(0))
-        for f in pending:
-            self._fill_row(f)
-        for snap in order:
-            if snap.status == "complete":
-                self._terminal(snap)
-
-    def _apply_snapshot(self, snap: Any) -> None:
-        o = self._identify(snap)
-        if o is None or o.done or snap.report_type == "reject":
-            return
-        self._take_terms(o, snap)
-        if not o.accepted:
-            self._accept(o)
-
-    def _terminal(self, snap: Any) -> None:
-        o = self._identify(snap)
-        if o is None or o.done:
-            return
-        kind = snap.report_type
-        if kind == "reject":
-            self._reject(o, snap.text or "rejected by Rithmic")
-        elif kind in ("cancel", "expire"):
-            self._close(o, self._cancel_reason(o), expired=kind == "expire")
-
-    def _fill_row(self, row: Any) -> None:
-        cid = self._by_basket.get(row.basket_id)
-        o = self._orders.get(cid or "")
-        if o is not None:
-            self._apply_fill(o, row.fill_id, int(row.fill_size), float(row.fill_price))
-
-    def restore(self, events: Iterable[VenueEvent]) -> list[str]:
-        """Take back the orders of a previous process from its published order events.
-
-        Each order is matched to the gateway's by the basket id its events carry, so
-        fills, cancels, `modify` and `flatten` work on it again; what the gateway did
-        while no process listened is published now, from the order and fill history
-        fetched at connect. Return the entry ids whose bracket still holds a position
-        or works an order.
-        """
-        subs: dict[str, OrderSubmitted] = {}
-        accepted: dict[str, OrderAccepted] = {}
-        fills: dict[str, list[OrderFilled]] = {}
-        ended: set[str] = set()
-        for e in events:
-            if not isinstance(e, OrderEvent):
-                continue
-            if isinstance(e, OrderSubmitted):
-                subs[e.client_order_id] = e
-            elif isinstance(e, OrderAccepted):
-                accepted[e.client_order_id] = e
-            elif isinstance(e, OrderFilled):
-                fills.setdefault(e.client_order_id, []).append(e)
-                self._fills.add(e.venue_fill_id)
-            else:
-                ended.add(e.client_order_id)
-        for cid, sub in subs.items():
-            self._used.add(cid)
-            if cid in self._orders:
-                continue
-            got, ack = fills.get(cid, []), accepted.get(cid)
-            o = _Order(
-                cid,
-                sub.symbol,
-                sub.role,
-                sub.side,
-                sub.order_type,
-                ack.quantity if ack else sub.quantity,
-                None,
-                parent_id=sub.parent_id,
-                limit_price=(ack.limit_price if ack else None) or sub.limit_price,
-                stop_price=(ack.stop_price if ack else None) or sub.stop_price,
-                filled=sum(f.quantity for f in got),
-                accepted=ack is not None,
-                announced=True,
-            )
-            if o.filled:
-                o.avg_price = sum(f.fill_price * f.quantity for f in got) / o.filled
-            o.done = cid in ended or o.filled >= o.quantity
-            self._orders[cid] = o
-            self._placed(o, sub.venue_order_id or (ack.venue_order_id if ack else ""))
-        for entry in [o for o in self._orders.values() if o.role == "entry" and o.bracket is None]:
-            self._rebuild_bracket(entry)
-        held = dict(self._positions)  # already the gateway's: the replay must not move them
-        self._replay(*self._history)
-        self._positions = held
-        restored: list[str] = []
-        for o in self._orders.values():
-            if o.role in ("stop", "target", "entry") and not o.done:
-                parent = o.parent_id or o.client_order_id
-                if parent in subs and parent not in restored:
-                    restored.append(parent)
-        return restored
-
-    def _rebuild_bracket(self, entry: _Order) -> None:
-        """Give a restored entry its bracket (distances from its children) and child records."""
-        stop = self._orders.get(child_order_id(entry.client_order_id, "stop"))
-        target = self._orders.get(child_order_id(entry.client_order_id, "target"))
-        ref = entry.avg_price or entry.limit_price or 0.0
-        inst = self.instruments.get(entry.symbol)
-        tick = float(inst.tick_size) if inst is not None else 0.25
-        stop_d = abs(ref - stop.stop_price) if stop and stop.stop_price and ref else 4 * tick
-        target_d = (
-            abs(target.limit_price - ref) if target and target.limit_price and ref else 8 * tick
-        )
-        b = BracketOrder(
-            client_order_id=entry.client_order_id,
-            symbol=entry.symbol,
-            side=entry.side,
-            quantity=entry.quantity,
-            stop_distance=max(stop_d, tick),
-            target_distance=max(target_d, tick),
-            entry_type="limit" if entry.order_type == "limit" else "market",
-            limit_price=entry.limit_price if entry.order_type == "limit" else None,
-        )
-        entry.bracket = b
-        exit_side: OrderSide = "sell" if entry.side == "buy" else "buy"
-        legs: tuple[tuple[OrderRole, OrderType], ...] = (("stop", "stop"), ("target", "limit"))
-        for role, kind in legs:
-            cid = b.child_id(role)
-            child = self._orders.get(cid)
-            if child is None:  # the gateway places it when the entry fills
-                child = _Order(
-                    cid,
-                    entry.symbol,
-                    role,
-                    exit_side,
-                    kind,
-                    entry.quantity,
-                    b,
-                    parent_id=entry.client_order_id,
-                    done=entry.done and not entry.filled,
-                )
-                self._orders[cid] = child
-            child.bracket = b
-        self._used.add(b.child_id("flatten"))
 
     # live notifications ----------------------------------------------------------
 
@@ -390,6 +239,31 @@ class RithmicUpdates:
             "net_quantity": int(update.net_quantity),
         }
 
+    def positions(self) -> list[Position]:
+        """Return the account's open positions (from fills; the PnL plant's at each connect)."""
+        return list(self._positions.values())
+
+    def working_orders(self) -> list[WorkingOrder]:
+        """Return the orders Rithmic works for us, with our ids."""
+        return [
+            WorkingOrder(
+                client_order_id=o.client_order_id,
+                symbol=o.symbol,
+                role=o.role,
+                side=o.side,
+                quantity=o.quantity,
+                order_type=o.order_type,
+                filled_quantity=o.filled,
+                limit_price=o.limit_price,
+                stop_price=o.stop_price,
+                parent_id=o.parent_id,
+                venue_order_id=o.basket_id,
+                contract=self.contracts.get(o.symbol, ""),
+            )
+            for o in self._orders.values()
+            if o.accepted and not o.done
+        ]
+
     # events -------------------------------------------------------------------
 
     def _common(self, o: _Order) -> dict[str, Any]:
@@ -470,7 +344,3 @@ class RithmicUpdates:
                 if child is not None:
                     child.done = True
         self._publish(OrderRejected(**self._common(o), reason=reason or "rejected"))
-
-
-def _num(text: str) -> int:
-    return int(text) if text.isdigit() else 0
