@@ -12,7 +12,7 @@ RELEASE_TESTS := tests/infra/contracts tests/trader/delivery tests/training/test
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-release docs lint fmt typecheck bench bench-smoke stack-up stack-down schemas clean
+.PHONY: help venv demo test test-release docs lint fmt typecheck bench bench-smoke soak stack-up stack-down schemas clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ bench: venv ## Run every benchmark; write bench/results.json and bench/RESULTS.m
 
 bench-smoke: venv ## Run the benchmarks on tiny workloads (harness check)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+soak: venv ## Soak the loop under random faults (SOAK_MINUTES, SOAK_SEED, SOAK_RUNS); records bench/RESULTS.md
+	SOAK_RECORD=$${SOAK_RECORD:-1} $(BIN)/python -m bench.soak
 
 schemas: venv ## Write JSON Schema of every event contract to docs/events/
 	$(BIN)/tradeloop events schema

@@ -400,7 +400,7 @@ def run_all(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    (out_dir / "RESULTS.md").write_text(render_markdown(doc))
+    (out_dir / "RESULTS.md").write_text(_keep_soak(out_dir / "RESULTS.md", render_markdown(doc)))
     echo(f"wrote {out_dir / 'results.json'} and {out_dir / 'RESULTS.md'}")
     return doc
 
@@ -418,6 +418,17 @@ def _num(value: Any, unit: str = "") -> str:
 
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _keep_soak(path: Path, text: str) -> str:
+    """Carry the "Soak" section (written by `make soak`, not by a benchmark) into `text`."""
+    from bench.soak import replace_section, soak_section
+
+    try:
+        section = soak_section(path.read_text())
+    except OSError:
+        return text
+    return replace_section(text, section) if section else text
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
