@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from infra.contracts import MANIFEST_PREFIX
+from infra.contracts import MANIFEST_PREFIX, PIT_ENGINES
 from infra.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _run_all(
     since: str | None,
     report_dir: str | None,
     topic: bool,
-    pit_engine: str,
+    pit_engine: str | None,
     progress: bool,
     trigger: str = "once",
     executor: Any = None,
@@ -162,10 +162,10 @@ def _print_result(result: Any) -> None:
 )
 @click.option(
     "--pit-engine",
-    type=click.Choice(["auto", "feast", "asof"]),
-    default="auto",
-    show_default=True,
-    help="Point-in-time join: Feast historical, the as-of join over the same dataset, or auto by size.",
+    type=click.Choice(PIT_ENGINES),
+    default=None,
+    help="Point-in-time dataset: duckdb (out of core), asof (pandas), feast, or auto "
+    "(Feast while small); default TRAIN_PIT_ENGINE (duckdb).",
 )
 @click.option(
     "--drift/--no-drift",
@@ -198,7 +198,7 @@ def train(
     synthetic_bars: int | None,
     report_dir: str | None,
     no_topic: bool,
-    pit_engine: str,
+    pit_engine: str | None,
     drift: bool,
     debounce: str,
     ray_address: str | None,

@@ -11,7 +11,8 @@
   the equivalent as-of join over the very dataset the Feast view reads when the
   frame is too large for Feast's dask join (see `join_stream_features`). A value
   stamped after the signal never appears in its row; a strategy with no outcome
-  yet gets 0.0, as in the live trader's stream cache.
+  yet gets 0.0, as in the live trader's stream cache. The `duckdb` engine
+  (`training.pit_duckdb`, the default) builds the same frames out of core.
 - Meta labels: per decision point (source, run, symbol, bar) the strategy whose
   candidate had the highest R-multiple (real or counterfactual); ties go to the
   first in `STRATEGIES` order.
@@ -19,129 +20,54 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from features.vectors import EXEC_FEATURE_NAMES, META_FEATURE_NAMES
-from infra.contracts import FEATURE_NAMES, STRATEGIES
+from infra.contracts import FEATURE_NAMES, STRATEGIES, PitEngine
 from infra.settings import Settings
 from training.config import DataError, TrainConfig
+from training.frames import (
+    OUTCOME_COLS,
+    OWN_STREAM,
+    SIGNAL_COLS,
+    STREAM_REFS,
+    STREAM_VIEW,
+    WIDE_COLUMNS,
+    LakeFrames,
+    TrainingData,
+    load_lake,
+    read_columns,
+)
+
+if TYPE_CHECKING:
+    from training.pit_duckdb import DuckDBOptions
 
 __all__ = [
+    "OUTCOME_COLS",
     "OWN_STREAM",
+    "SIGNAL_COLS",
     "STREAM_REFS",
+    "WIDE_COLUMNS",
     "LakeFrames",
     "TrainingData",
     "assemble",
     "build_training_data",
     "join_stream_features",
     "load_lake",
+    "read_columns",
 ]
 
 log = logging.getLogger(__name__)
 
-#: The strategy_stats features the models use, as Feast references.
-OWN_STREAM: tuple[str, ...] = ("win_rate", "mean_r", "ewm_r", "drawdown_r", "trade_count")
-STREAM_REFS: tuple[str, ...] = tuple(f"strategy_stats:{n}" for n in OWN_STREAM)
-STREAM_VIEW = "strategy_stats"
-PitEngine = Literal["auto", "feast", "asof"]
 #: Above this many (entity row x feature row per key) pairs, Feast's dask join, which
 #: merges every entity row with every feature row of its key before filtering by
 #: time, runs out of memory; `auto` then uses the as-of join.
 FEAST_MAX_PAIRS = 5_000_000
-
-_SIGNAL_COLS = ["event_id", "event_timestamp", "symbol", "strategy", "side", "entry", "stop", "target", "source", "run_id", "taken", *FEATURE_NAMES]  # fmt: skip
-_OUTCOME_COLS = ["signal_id", "r_multiple", "exit_ts", "counterfactual", "event_timestamp"]
-
-
-@dataclass
-class LakeFrames:
-    """The raw rows of one lake: signals and outcomes (pandas), and where they came from."""
-
-    name: str
-    lake: str
-    signals: pd.DataFrame
-    outcomes: pd.DataFrame
-    settings: Settings
-
-
-@dataclass
-class TrainingData:
-    """The merged, labelled, time-ordered frames every trainer reads."""
-
-    signals: pd.DataFrame  # one row per signal with outcome: EXEC columns, r, weight, group
-    groups: pd.DataFrame  # one row per decision point: META columns, label, weight
-    counts: dict[str, int] = field(default_factory=dict)
-    pit_engine: str = ""
-
-    @property
-    def window(self) -> tuple[dt.datetime, dt.datetime]:
-        """Return the first and last signal time."""
-        ts = self.signals["event_timestamp"]
-        return pd.Timestamp(ts.min()).to_pydatetime(), pd.Timestamp(ts.max()).to_pydatetime()
-
-    def exec_matrix(self, rows: pd.DataFrame | None = None) -> np.ndarray:
-        """Return the exec model input [N, len(EXEC_FEATURE_NAMES)] (float32)."""
-        frame = self.signals if rows is None else rows
-        return frame[list(EXEC_FEATURE_NAMES)].to_numpy(dtype=np.float32)
-
-    def meta_matrix(self, rows: pd.DataFrame | None = None) -> np.ndarray:
-        """Return the meta model input [N, len(META_FEATURE_NAMES)] (float32)."""
-        frame = self.groups if rows is None else rows
-        return frame[list(META_FEATURE_NAMES)].to_numpy(dtype=np.float32)
-
-
-def load_lake(
-    name: str,
-    lake: str,
-    settings: Settings,
-    start: dt.datetime | None = None,
-    end: dt.datetime | None = None,
-    symbols: Sequence[str] | None = None,
-) -> LakeFrames:
-    """Read a lake's signals and outcomes (outcomes of any time after `start`)."""
-    sig = read_columns(lake, "signals", _SIGNAL_COLS, settings, start, end).to_pandas()
-    out = read_columns(lake, "outcomes", _OUTCOME_COLS, settings, start, None).to_pandas()
-    sig = sig.drop_duplicates("event_id", keep="last")
-    out = out[_OUTCOME_COLS].drop_duplicates("signal_id", keep="last")
-    if symbols:
-        sig = sig[sig["symbol"].isin(list(symbols))]
-    return LakeFrames(name, lake, sig.reset_index(drop=True), out.reset_index(drop=True), settings)
-
-
-def read_columns(
-    lake: str,
-    topic: str,
-    columns: Sequence[str],
-    settings: Settings,
-    start: dt.datetime | None = None,
-    end: dt.datetime | None = None,
-) -> pa.Table:
-    """Read some columns of a topic's lake files (as `infra.lake.read_topic`, minus the rest).
-
-    Rows keep the lake order (partition, offset); `start <= event_timestamp < end`.
-    The wide columns (`payload` above all) are never read.
-    """
-    from infra.lake import list_files, read_files, schema_for
-    from infra.objectstore import store_for_uri
-
-    store = store_for_uri(lake, settings)
-    files = list_files(store, topic, start, end)
-    wanted = list(dict.fromkeys([*columns, "kafka_partition", "kafka_offset", "event_timestamp"]))
-    missing = [c for c in wanted if c not in schema_for(topic).names]
-    if missing:
-        raise DataError(f"lake {lake}: {topic} has no columns {missing}")
-    if not files:
-        return schema_for(topic).empty_table().select(wanted)
-    table = read_files(store, files, wanted, start=start, end=end)
-    return table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
 
 
 def _feature_rows(lake: str, settings: Settings) -> pd.DataFrame:
@@ -406,8 +332,8 @@ def _finish(rows: pd.DataFrame) -> TrainingData:
     groups["label"] = best["strategy"].to_numpy()
     groups["best_r"] = r[best_idx]
     groups["exit_ts"] = pd.to_datetime(exit_max[groups["group"].to_numpy()], unit="us", utc=True)
-    exec_cols["__rank"] = rank
-    signals = exec_cols.drop(columns="__rank")
+    # the wide columns live on in `groups`; `signal_id` equals `event_id` after the join
+    signals = exec_cols.drop(columns=[*WIDE_COLUMNS, "signal_id"])
     missing = [c for c in EXEC_FEATURE_NAMES if c not in signals.columns]
     if missing:
         raise DataError(f"cannot build the exec vector: missing {missing}")
@@ -417,13 +343,42 @@ def _finish(rows: pd.DataFrame) -> TrainingData:
 def build_training_data(
     lakes: Sequence[tuple[str, LakeFrames]],
     cfg: TrainConfig,
-    engine: PitEngine = "auto",
+    engine: PitEngine = "duckdb",
+    duckdb_options: DuckDBOptions | None = None,
 ) -> TrainingData:
     """Merge labelled rows of every source lake (with its weight) into one TrainingData.
 
     `lakes` pairs a source kind (`real`, `vendor`, `synthetic`) with its frames.
+    `duckdb` builds the frames out of core (`training.pit_duckdb`); the others in
+    pandas, with the same rows and values.
     Raise `DataError` on an empty window, NaN market features or a single meta class.
     """
+    if engine == "duckdb":
+        from training.pit_duckdb import DuckDBOptions, build_with_duckdb
+
+        if duckdb_options is None and lakes:
+            duckdb_options = DuckDBOptions.from_settings(lakes[0][1].settings)
+        data = build_with_duckdb(lakes, cfg, duckdb_options)
+        data.pit_engine = "duckdb"
+    else:
+        data = _build_in_memory(lakes, cfg, engine)
+    data.counts = {**data.counts, "signals": len(data.signals), "groups": len(data.groups)}
+    for s in ("real", "vendor", "synthetic"):
+        data.counts[f"rows_{s}"] = int((data.signals["source_kind"] == s).sum())
+    if len(data.signals) < cfg.min_rows:
+        raise DataError(
+            f"only {len(data.signals)} signals with outcomes in the window (minimum {cfg.min_rows})"
+        )
+    labels = sorted(set(data.groups["label"]))
+    if len(labels) < 2:
+        raise DataError(f"meta labels have one class only ({labels}): nothing to choose between")
+    return data
+
+
+def _build_in_memory(
+    lakes: Sequence[tuple[str, LakeFrames]], cfg: TrainConfig, engine: PitEngine
+) -> TrainingData:
+    """Join and label every lake in pandas (the `asof` and `feast` engines)."""
     parts: list[pd.DataFrame] = []
     counts: dict[str, int] = {}
     engines: set[str] = set()
@@ -442,18 +397,10 @@ def build_training_data(
         names = ", ".join(f"{s}={f.lake}" for s, f in lakes) or "none"
         raise DataError(f"empty training window: no signal with an outcome in any source ({names})")
     merged = pd.concat(parts, ignore_index=True)
+    del parts
     data = _finish(merged)
-    data.counts = {**counts, "signals": len(data.signals), "groups": len(data.groups)}
-    for s in ("real", "vendor", "synthetic"):
-        data.counts[f"rows_{s}"] = int((data.signals["source_kind"] == s).sum())
+    data.counts = counts
     data.pit_engine = "+".join(sorted(engines))
-    if len(data.signals) < cfg.min_rows:
-        raise DataError(
-            f"only {len(data.signals)} signals with outcomes in the window (minimum {cfg.min_rows})"
-        )
-    labels = sorted(set(data.groups["label"]))
-    if len(labels) < 2:
-        raise DataError(f"meta labels have one class only ({labels}): nothing to choose between")
     return data
 
 

@@ -375,7 +375,7 @@ def run_training(
     report_dir: Path | None = None,
     step: Step | None = None,
     publish_topic: bool = True,
-    pit_engine: PitEngine = "auto",
+    pit_engine: PitEngine | None = None,
     registry: Registry | None = None,
     executor: Executor | None = None,
 ) -> RunResult:
@@ -414,7 +414,7 @@ def run_training(
                     )
             say("point-in-time dataset")
             with _timed(timings, "dataset"):
-                data = build_training_data(lakes, cfg, pit_engine)
+                data = build_training_data(lakes, cfg, pit_engine or settings.train_pit_engine)
         log.info("dataset: %s (join: %s)", data.counts, data.pit_engine)
         with _timed(timings, "train"):
             trained = fit_all(data, cfg, say, executor)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from infra.contracts import PIT_ENGINES
 from training.cli import EXIT_FAILED, _settings, executor_or_exit
 
 __all__ = ["tune"]
@@ -33,7 +34,10 @@ __all__ = ["tune"]
 @click.option("--since", default=None, help="Only decisions newer than this (e.g. 7d).")
 @click.option("--synthetic-bars", type=int, default=None, help="Add simulated bars to the data.")
 @click.option(
-    "--pit-engine", type=click.Choice(["auto", "feast", "asof"]), default="auto", show_default=True
+    "--pit-engine",
+    type=click.Choice(PIT_ENGINES),
+    default=None,
+    help="Point-in-time dataset engine (default: TRAIN_PIT_ENGINE, duckdb).",
 )
 @click.option(
     "--ray",
@@ -59,7 +63,7 @@ def tune(
     symbols: str | None,
     since: str | None,
     synthetic_bars: int | None,
-    pit_engine: str,
+    pit_engine: str | None,
     ray_address: str | None,
     parallel: int | None,
 ) -> None:

@@ -11,6 +11,7 @@ __all__ = [
     "FEATURE_NAMES",
     "MODEL_FAMILIES",
     "OUTCOME_STREAM_FEATURES",
+    "PIT_ENGINES",
     "RULE_PRIORITY",
     "SIGNAL_STREAM_FEATURES",
     "STRATEGIES",
@@ -19,6 +20,7 @@ __all__ = [
     "STREAM_VIEWS",
     "STREAM_VIEW_FEATURES",
     "SYMBOL_STREAM_FEATURES",
+    "PitEngine",
     "Side",
     "StrategyId",
 ]
@@ -31,6 +33,9 @@ RULE_PRIORITY: tuple[str, ...] = ("S6", "S2", "S11", "S3")
 Side = Literal["long", "short"]
 #: The three model families of a release.
 MODEL_FAMILIES: tuple[str, ...] = ("meta", "exec", "sizer")
+#: Point-in-time join engines of the training dataset (`training.datasets`).
+PitEngine = Literal["duckdb", "asof", "feast", "auto"]
+PIT_ENGINES: tuple[str, ...] = ("duckdb", "asof", "feast", "auto")
 
 #: Snapshot features computed per bar by `features.compute` (seed design's 17 and more).
 FEATURE_NAMES: tuple[str, ...] = (

@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
+from infra.contracts.vocab import PitEngine
 from infra.settings.base import SettingsContext
 
 
@@ -77,6 +78,17 @@ class TrainingSettings(SettingsContext):
         default="",
         validation_alias="TRAIN_RAY_ADDRESS",
         description="Ray cluster that runs the fits and trials of `tradeloop train`/`tune` (`auto` or HOST:PORT); empty: this process.",
+    )
+    train_pit_engine: PitEngine = Field(
+        default="duckdb",
+        validation_alias="TRAIN_PIT_ENGINE",
+        description="Point-in-time dataset engine: `duckdb` (out of core), `asof` (pandas), `feast`, or `auto` (Feast while small, else `asof`).",
+    )
+    train_duckdb_memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        validation_alias="TRAIN_DUCKDB_MEMORY_MB",
+        description="Memory the `duckdb` dataset engine may hold before it spills to disk (MB).",
     )
     train_report_dir: str = Field(
         default="",

@@ -1,0 +1,180 @@
+"""Point-in-time dataset: the out-of-core DuckDB engine against the in-memory as-of join.
+
+Workload: synthetic event lakes (`tests.kit.lake.synthetic_frames`: ES and NQ,
+0-3 candidate signals per bar, every candidate with an outcome, `strategy_stats`
+stamped at each exit) of 1M and 10M signals, written as lake parquet files (the
+lake's schema, key layout and zstd) in chunks of 1M signals, one after another in
+time, with Kafka offsets running on across chunks. Each chunk's stream features
+start from zero (a fresh fold), which a join does not care about.
+
+Each measurement is `training.datasets.build_training_data` over the lake (read,
+dedupe, outcome join, the point-in-time join of 4 strategies x every decision
+point, labels, the meta and exec frames) in a child process of its own, so its
+peak RSS (`resource.getrusage(RUSAGE_CHILDREN)`) is that build's alone. The
+in-memory engine is not run at 10M: its peak at 1M times ten is past this
+machine's 24 GB.
+
+`BENCH_PIT_LAKES=DIR` keeps the generated lakes in DIR between runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CHUNK = 1_000_000
+_CHILD = """
+import json, resource, sys, time
+from infra.settings import Settings
+from training.config import TrainConfig
+from training.datasets import build_training_data, load_lake
+lake, engine, home = sys.argv[1], sys.argv[2], sys.argv[3]
+settings = Settings(LAKE_URI=lake, STORE_DIR=home, TOPIC_PREFIX="benchpit.")
+cfg = TrainConfig.for_profile("standard")
+t0 = time.perf_counter()
+data = build_training_data([("real", load_lake("real", lake, settings))], cfg, engine)
+elapsed = time.perf_counter() - t0
+print(json.dumps({"seconds": elapsed, "signals": len(data.signals), "groups": len(data.groups),
+                  "frames_mb": (data.signals.memory_usage(deep=True).sum()
+                                + data.groups.memory_usage(deep=True).sum()) / 2**20}))
+"""
+
+
+def write_lake(root: Path, n_signals: int, seed: int = 11) -> dict[str, int]:
+    """Write a lake of `n_signals` signals in 1M chunks; return rows per topic."""
+    import pyarrow.parquet as pq
+
+    from infra.lake import lake_key
+    from tests.kit.lake import START, frame_to_table, synthetic_frames
+
+    done = root / "_complete.json"
+    if done.exists():
+        return dict(json.loads(done.read_text()))
+    counts: dict[str, int] = {}
+    offsets: dict[tuple[str, int], int] = {}
+    start = START
+    for c in range(max(1, n_signals // CHUNK)):
+        size = min(CHUNK, n_signals - c * CHUNK)
+        frames = synthetic_frames(size, seed=seed + c, start=start)
+        for topic, frame in frames.items():
+            f = frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+            f["date"] = f["event_timestamp"].dt.strftime("%Y-%m-%d")
+            for p, sym in enumerate(("ES", "NQ")):
+                part = f[f["symbol"] == sym].reset_index(drop=True)
+                base = offsets.get((topic, p), 0)
+                part["kafka_partition"] = p
+                part["kafka_offset"] = base + part.index.to_numpy()
+                offsets[(topic, p)] = base + len(part)
+                for day, rows in part.groupby("date", sort=True):
+                    first, last = int(rows["kafka_offset"].min()), int(rows["kafka_offset"].max())
+                    path = root / lake_key(topic, str(day), sym, p, first, last)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    pq.write_table(frame_to_table(topic, rows, False), path, compression="zstd")
+            counts[topic] = counts.get(topic, 0) + len(frame)
+        last_ts = frames["outcomes"]["exit_ts"].max()
+        start = (last_ts + dt.timedelta(days=1)).to_pydatetime().replace(hour=14, minute=30)
+        del frames
+    done.write_text(json.dumps(counts))
+    return counts
+
+
+def measure(lake: Path, engine: str, home: Path) -> dict[str, float]:
+    """Build the dataset in a child process; return its seconds, rows and peak RSS (MB)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(lake), engine, str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} build failed: {proc.stderr.strip()[-2000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if peak_kb <= before:
+        raise RuntimeError("a child's peak RSS is hidden by an earlier, larger child")
+    out["peak_rss_mb"] = peak_kb / 1024
+    out["rows_per_s"] = out["signals"] / out["seconds"]
+    return dict(out)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Measure both engines at 1M (and DuckDB at 10M); quick: 50k signals."""
+    plan: list[tuple[int, tuple[str, ...]]] = (
+        [(50_000, ("asof", "duckdb"))]
+        if quick
+        else [(1_000_000, ("asof", "duckdb")), (10_000_000, ("duckdb",))]
+    )
+    keep = os.environ.get("BENCH_PIT_LAKES")
+    tmp = None if keep else tempfile.TemporaryDirectory(prefix="bench-pit-")
+    base = Path(keep or tmp.name)  # type: ignore[union-attr]
+    metrics: dict[str, Any] = {}
+    baseline: dict[str, Any] = {}
+    targets: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    rss: dict[str, float] = {}
+    try:
+        # the larger child first: RUSAGE_CHILDREN keeps the largest child's peak only
+        for n, engines in sorted(plan, key=lambda p: -p[0]):
+            lake = base / f"lake{n}"
+            t0 = time.perf_counter()
+            counts = write_lake(lake, n)
+            tag = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}m"
+            details[tag] = {"generate_s": time.perf_counter() - t0, **counts}
+            for engine in engines:
+                m = measure(lake, engine, base / "home")
+                details[tag][engine] = m
+                rss[f"{engine}_{tag}"] = round(m["peak_rss_mb"], 1)
+                entry = {
+                    "value": round(m["rows_per_s"], 1),
+                    "unit": "signals/s",
+                    "higher_is_better": True,
+                    "label": f"{engine} dataset build, {n:,} signals "
+                    f"({m['seconds']:.1f} s, peak RSS {m['peak_rss_mb']:,.0f} MB)",
+                }
+                if engine == "asof":
+                    baseline[f"asof_{tag}"] = entry
+                else:
+                    metrics[f"duckdb_{tag}"] = entry
+                metrics[f"{engine}_{tag}_peak_rss"] = {
+                    "value": round(m["peak_rss_mb"], 1),
+                    "unit": "MB",
+                    "label": f"{engine} peak RSS, {n:,} signals",
+                }
+            if "asof" in engines:
+                metrics[f"duckdb_{tag}"]["baseline"] = f"asof_{tag}"
+                targets[f"duckdb_{tag}"] = {"stat": "value", "op": ">=", "ratio": 1.0}
+        if not quick:
+            targets["duckdb_10m_peak_rss"] = {"stat": "value", "op": "<=", "value": 8192}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    sizes = " and ".join(f"{n:,}" for n, _ in plan)
+    return {
+        "workload": f"synthetic lake, ES+NQ, {sizes} signals; build_training_data per engine "
+        "in a child process",
+        "metrics": metrics,
+        "baseline": baseline,
+        "targets": targets,
+        "rss_mb": rss,
+        "details": details,
+        "notes": "Peak RSS is the build's child process (getrusage). DuckDB runs with its "
+        "default TRAIN_DUCKDB_MEMORY_MB and spills past it. The in-memory as-of engine is "
+        "not run at 10M (its 1M peak times ten exceeds the machine's 24 GB). Lake "
+        "generation is not counted (details.*.generate_s).",
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run("--quick" in sys.argv), indent=2))

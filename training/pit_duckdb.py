@@ -1,0 +1,502 @@
+"""The point-in-time training dataset out of core: DuckDB over the lake's parquet files.
+
+The same rows, values and order as the in-memory path (`training.datasets`:
+`load_lake`, `assemble`, `_finish`), computed by one DuckDB connection that reads
+the lake's files itself, spills to disk past `TRAIN_DUCKDB_MEMORY_MB`, and hands
+the two finished frames over as Arrow record batches:
+
+- signals: the window's rows, deduplicated by `event_id` (last write in
+  partition/offset order wins), joined to their outcome by `signal_id`;
+- stream features: per strategy an `ASOF LEFT JOIN` on (symbol, stamp <= the
+  signal's time) over the `strategy_stats` rows, one row per (symbol, strategy,
+  stamp): the last in stream order, the value the trader had;
+- decision points, meta labels and the exec columns as `_finish` derives them.
+
+An S3 lake's files are copied to a local spool directory first (DuckDB's own S3
+reader is an extension it would download).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+
+from features.vectors import META_FEATURE_NAMES
+from infra.contracts import FEATURE_NAMES, STRATEGIES
+from training.config import DataError, TrainConfig
+from training.frames import (
+    OUTCOME_COLS,
+    OWN_STREAM,
+    SIGNAL_COLS,
+    STREAM_VIEW,
+    LakeFrames,
+    TrainingData,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import duckdb
+
+    from infra.settings import Settings
+__all__ = ["DuckDBOptions", "build_with_duckdb"]
+
+log = logging.getLogger(__name__)
+
+_BIG = 1 << 40  # lake index * _BIG + position: one global order over every lake
+
+
+@dataclass(frozen=True)
+class DuckDBOptions:
+    """How much memory DuckDB may hold before it spills, and where to."""
+
+    memory_mb: int = 2048
+    threads: int = 2
+    batch_rows: int = 262_144
+    temp_dir: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DuckDBOptions:
+        """Return the options of `TRAIN_DUCKDB_MEMORY_MB`, spilling under the home."""
+        spill = settings.home / "training" / "spill"
+        spill.mkdir(parents=True, exist_ok=True)
+        return cls(memory_mb=settings.train_duckdb_memory_mb, temp_dir=str(spill))
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ts(value: dt.datetime) -> str:
+    return f"TIMESTAMPTZ {_lit(value.astimezone(dt.UTC).isoformat())}"
+
+
+def _zero_nan(expr: str) -> str:
+    """Return `expr` with NULL and NaN as 0.0 (pandas' `fillna(0.0)`)."""
+    return f"(CASE WHEN {expr} IS NULL OR isnan({expr}) THEN 0.0 ELSE {expr} END)::DOUBLE"
+
+
+class _Lake:
+    """One lake's files for DuckDB: local paths, or a local copy of an S3 lake's files."""
+
+    def __init__(self, frames: LakeFrames, spool: Path) -> None:
+        from infra.objectstore import LocalObjectStore, store_for_uri
+
+        self.frames = frames
+        self.store = store_for_uri(frames.lake, frames.settings)
+        self.local = isinstance(self.store, LocalObjectStore)
+        self.spool = spool
+
+    def files(self, topic: str, start: dt.datetime | None, end: dt.datetime | None) -> list[str]:
+        """Return the topic's files that may hold [start, end), in the lake's read order."""
+        from infra.lake import list_files
+        from infra.objectstore import LocalObjectStore
+
+        out = []
+        for info in list_files(self.store, topic, start, end):
+            key = str(info["key"])
+            if isinstance(self.store, LocalObjectStore):
+                out.append(str(self.store.root / key))
+                continue
+            path = self.spool / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(self.store.get(key))
+            out.append(str(path))
+        return out
+
+
+def _scan(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    topic: str,
+    files: list[str],
+    columns: Sequence[str],
+) -> str:
+    """Register a view `name` over the files with (kafka_partition, offset, file, row) order keys."""
+    from infra.lake import schema_for
+
+    cols = list(dict.fromkeys([*columns, "kafka_partition", "kafka_offset", "event_timestamp"]))
+    if not files:
+        empty = schema_for(topic).empty_table().select(cols)
+        con.register(f"{name}_empty", empty)
+        _run(
+            con,
+            f"CREATE TEMP VIEW {name} AS SELECT *, 0 AS __fidx, 0::BIGINT AS __frow "
+            f"FROM {name}_empty",
+        )
+        return name
+    index = pa.table({"__file": files, "__fidx": list(range(len(files)))})
+    con.register(f"{name}_files", index)
+    listing = "[" + ", ".join(_lit(f) for f in files) + "]"
+    select = ", ".join(f"s.{_q(c)}" for c in cols)
+    _run(
+        con,
+        f"CREATE TEMP VIEW {name} AS SELECT {select}, f.__fidx, s.file_row_number AS __frow "
+        f"FROM read_parquet({listing}, filename = true, file_row_number = true, "
+        f"union_by_name = true) s JOIN {name}_files f ON s.filename = f.__file",
+    )
+    return name
+
+
+_ORDER = "kafka_partition, kafka_offset, __fidx, __frow"
+_ORDER_STRUCT = "{'p': kafka_partition, 'o': kafka_offset, 'f': __fidx, 'r': __frow}"
+
+
+def _window(column: str, start: dt.datetime | None, end: dt.datetime | None) -> str:
+    conds = ["TRUE"]
+    if start is not None:
+        conds.append(f"{column} >= {_ts(start)}")
+    if end is not None:
+        conds.append(f"{column} < {_ts(end)}")
+    return " AND ".join(conds)
+
+
+def _dedupe(con: duckdb.DuckDBPyConnection, name: str, source: str, key: str) -> str:
+    """Return a relation of `source` with one row per `key`: the last in lake order."""
+    dupes = _scalar(
+        con, f"SELECT count(*) FROM (SELECT {key} FROM {source} GROUP BY {key} HAVING count(*) > 1)"
+    )
+    if not dupes:
+        return source
+    _run(
+        con,
+        f"""CREATE TEMP TABLE {name} AS SELECT * FROM {source}
+        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {_ORDER.replace(",", " DESC,")} DESC) = 1""",
+    )
+    return name
+
+
+def _lake_rows(
+    con: duckdb.DuckDBPyConnection, li: int, lake: _Lake, source: str, weight: float
+) -> tuple[int, int]:
+    """Create tables `j_{li}` (labelled signals) and `pts_{li}` (stream features per point)."""
+    fr = lake.frames
+    ts_col = f"ts_{STREAM_VIEW}"
+    sig = _scan(
+        con, f"sig_raw_{li}", "signals", lake.files("signals", fr.start, fr.end), SIGNAL_COLS
+    )
+    out = _scan(
+        con, f"out_raw_{li}", "outcomes", lake.files("outcomes", fr.start, None), OUTCOME_COLS
+    )
+    feat = _scan(
+        con,
+        f"feat_raw_{li}",
+        "features",
+        lake.files("features", None, None),
+        ["symbol", "strategy", ts_col, *OWN_STREAM],
+    )
+    _run(
+        con,
+        f"CREATE TEMP TABLE sig_win_{li} AS SELECT * FROM {sig} "
+        f"WHERE {_window('event_timestamp', fr.start, fr.end)}",
+    )
+    sig_one = _dedupe(con, f"sig_one_{li}", f"sig_win_{li}", "event_id")
+    sym_filter = f"symbol IN ({', '.join(_lit(s) for s in fr.symbols)})" if fr.symbols else "TRUE"
+    _run(con, f"CREATE TEMP VIEW sig_{li} AS SELECT * FROM {sig_one} WHERE {sym_filter}")
+    _run(
+        con,
+        f"CREATE TEMP TABLE out_win_{li} AS SELECT * FROM {out} "
+        f"WHERE {_window('event_timestamp', fr.start, None)}",
+    )
+    out_one = _dedupe(con, f"out_one_{li}", f"out_win_{li}", "signal_id")
+    n_sig = _scalar(con, f"SELECT count(*) FROM sig_{li}")
+    # one feature row per (symbol, strategy, stamp): the last in stream order
+    values = "{" + ", ".join(f"{_lit(n)}: {_q(n)}" for n in OWN_STREAM) + "}"
+    _run(
+        con,
+        f"""CREATE TEMP TABLE feat_{li} AS
+        SELECT symbol, strategy, __fts, v.* FROM (
+            SELECT symbol, strategy, {_q(ts_col)} AS __fts,
+                arg_max({values}, {_ORDER_STRUCT}) AS v
+            FROM {feat} WHERE {_q(ts_col)} IS NOT NULL GROUP BY ALL
+        )""",
+    )
+    sig_cols = ", ".join(f"s.{_q(c)}" for c in [*SIGNAL_COLS, "kafka_partition", "kafka_offset"])
+    out_cols = ", ".join(
+        f"o.{_q(c)}" for c in OUTCOME_COLS if c not in ("signal_id", "event_timestamp")
+    )
+    _run(
+        con,
+        f"""CREATE TEMP TABLE j_{li} AS
+        SELECT {sig_cols}, {out_cols}, o.event_timestamp AS outcome_ts,
+            {li} AS __li, s.__fidx, s.__frow,
+            {_lit(source)} AS source_kind, {float(weight)!r}::DOUBLE AS weight
+        FROM sig_{li} s JOIN {out_one} o ON s.event_id = o.signal_id""",
+    )
+    for t in {f"sig_win_{li}", sig_one, f"out_win_{li}", out_one}:
+        _run(con, f"DROP TABLE {t}")
+    n_rows = _scalar(con, f"SELECT count(*) FROM j_{li}")
+    unknown = [
+        r[0]
+        for r in _run(
+            con,
+            f"SELECT DISTINCT strategy FROM j_{li} WHERE strategy IS NULL OR strategy NOT IN "
+            f"({', '.join(_lit(s) for s in STRATEGIES)}) ORDER BY 1",
+        ).fetchall()
+    ]
+    if unknown:
+        raise DataError(
+            f"{fr.name}: signals of unknown strategies {unknown} (expected {list(STRATEGIES)})"
+        )
+    # every strategy's values as of each decision point, one as-of join per strategy
+    wide_sel, joins = [], []
+    for k, s in enumerate(STRATEGIES):
+        joins.append(
+            f"ASOF LEFT JOIN (SELECT * FROM feat_{li} WHERE strategy = {_lit(s)}) f{k} "
+            f"ON p.symbol = f{k}.symbol AND p.event_timestamp >= f{k}.__fts"
+        )
+        wide_sel += [f"{_zero_nan(f'f{k}.{_q(n)}')} AS {_q(f'{s}_{n}')}" for n in OWN_STREAM]
+    _run(
+        con,
+        f"""CREATE TEMP TABLE pts_{li} AS
+        SELECT {li} AS __li, p.symbol, p.event_timestamp, {", ".join(wide_sel)}
+        FROM (SELECT DISTINCT symbol, event_timestamp FROM j_{li}) p {" ".join(joins)}""",
+    )
+    _run(con, f"DROP TABLE feat_{li}")
+    return n_sig, n_rows
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+    """Execute one statement; log its first words and duration at DEBUG."""
+    t0 = time.perf_counter()
+    out = con.execute(sql)
+    log.debug("%.2fs %s", time.perf_counter() - t0, " ".join(sql.split())[:60])
+    return out
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    row = _run(con, sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _check(con: duckdb.DuckDBPyConnection) -> None:
+    """Raise DataError on NaN market features or R-multiples (as `_finish` does)."""
+    nan = ", ".join(
+        f"sum(CASE WHEN {_q(n)} IS NULL OR isnan({_q(n)}) THEN 1 ELSE 0 END)" for n in FEATURE_NAMES
+    )
+    row = _run(con, f"SELECT {nan} FROM j").fetchone() or ()
+    bad = {n: int(v) for n, v in zip(FEATURE_NAMES, row, strict=True) if v}
+    if bad:
+        raise DataError(f"NaN market features in {sum(bad.values())} values: {bad}")
+    if _scalar(
+        con,
+        "SELECT count(*) FROM j WHERE r_multiple IS NULL OR isnan(r_multiple) OR isinf(r_multiple)",
+    ):
+        raise DataError("outcomes carry NaN or infinite R-multiples")
+
+
+_ROW_ORDER = "__li, kafka_partition, kafka_offset, __fidx, __frow"
+
+
+def _key(p: str) -> str:
+    """Return the decision-point source key `_finish` factorizes (source|run|symbol)."""
+    return (
+        f"{p}source_kind || '|' || coalesce({p}run_id, 'None') || '|' || "
+        f"coalesce({p}symbol, 'None')"
+    )
+
+
+def _finish_sql(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `final` (signals with their group) and `best` (one row per group)."""
+    key = _key("")
+    order = "{'l': __li, 'p': kafka_partition, 'o': kafka_offset, 'f': __fidx, 'r': __frow}"
+    # decision-point sources numbered by first appearance, as pandas.factorize does
+    _run(
+        con,
+        f"""CREATE TEMP TABLE src AS
+        SELECT __key, dense_rank() OVER (ORDER BY __first) AS __src FROM (
+            SELECT {key} AS __key, min({order}) AS __first FROM j GROUP BY ALL)""",
+    )
+    rank = " ".join(f"WHEN {_lit(s)} THEN {i}" for i, s in enumerate(STRATEGIES))
+    # one narrow row per signal: its decision point (group) and what picks the best candidate
+    _run(
+        con,
+        f"""CREATE TEMP TABLE k AS
+        SELECT __li, __fidx, __frow, kafka_partition, kafka_offset, r_multiple, exit_ts, __rank,
+            dense_rank() OVER (ORDER BY event_timestamp, __src) - 1 AS "group"
+        FROM (
+            SELECT j.__li, j.__fidx, j.__frow, j.kafka_partition, j.kafka_offset, j.r_multiple,
+                j.exit_ts, j.event_timestamp, src.__src, CASE j.strategy {rank} END AS __rank
+            FROM j JOIN src ON {_key("j.")} = src.__key
+        )""",
+    )
+    _run(
+        con,
+        f"""CREATE TEMP TABLE best AS
+        SELECT __li, __fidx, __frow, "group", __exit_max FROM (
+            SELECT __li, __fidx, __frow, "group",
+                max(exit_ts) OVER (PARTITION BY "group") AS __exit_max,
+                row_number() OVER (PARTITION BY "group"
+                    ORDER BY r_multiple DESC, __rank, {_ROW_ORDER}) AS __n
+            FROM k
+        ) WHERE __n = 1""",
+    )
+    is_cols = ", ".join(
+        f"CASE WHEN k.__rank = {i} THEN 1.0 ELSE 0.0 END::DOUBLE AS {_q(f'is_{s}')}"
+        for i, s in enumerate(STRATEGIES)
+    )
+    picks = []
+    for n in OWN_STREAM:
+        cases = " ".join(f"WHEN {_lit(s)} THEN w.{_q(f'{s}_{n}')}" for s in STRATEGIES)
+        picks.append(f"CASE j.strategy {cases} END AS {_q(n)}")
+    _run(
+        con,
+        f"""CREATE TEMP VIEW final AS
+        SELECT j.*, w.* EXCLUDE (__li, symbol, event_timestamp), {", ".join(picks)},
+            CASE WHEN j.side = 'long' THEN 1.0 ELSE -1.0 END::DOUBLE AS __side,
+            CASE WHEN j.atr_14 > 0 THEN abs(j.entry - j.stop) / j.atr_14 ELSE 0.0 END::DOUBLE
+                AS stop_atr,
+            CASE WHEN abs(j.entry - j.stop) > 0
+                THEN abs(j.target - j.entry) / abs(j.entry - j.stop) ELSE 0.0 END::DOUBLE
+                AS reward_risk,
+            {is_cols}, k."group"
+        FROM j
+        JOIN k ON j.__li = k.__li AND j.__fidx = k.__fidx AND j.__frow = k.__frow
+        JOIN pts w ON j.__li = w.__li AND j.symbol = w.symbol
+            AND j.event_timestamp = w.event_timestamp""",
+    )
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, opts: DuckDBOptions) -> pd.DataFrame:
+    """Stream a query's rows out as Arrow record batches; return them as one pandas frame."""
+    reader = _run(con, sql).fetch_record_batch(opts.batch_rows)
+    table = pa.Table.from_batches(list(reader), schema=reader.schema)
+    del reader
+    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    for name, col in frame.items():
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            frame[name] = col.dt.tz_convert("UTC")  # DuckDB's Etc/UTC, the lake's UTC
+    return frame
+
+
+@contextmanager
+def _connect(opts: DuckDBOptions) -> Iterator[tuple[duckdb.DuckDBPyConnection, Path]]:
+    import duckdb
+
+    work = Path(tempfile.mkdtemp(prefix="tradeloop-pit-", dir=opts.temp_dir))
+    con = duckdb.connect(
+        config={
+            "memory_limit": f"{int(opts.memory_mb)}MB",
+            "threads": int(opts.threads),
+            "temp_directory": str(work / "spill"),
+            "preserve_insertion_order": False,
+        }
+    )
+    try:
+        yield con, work
+    finally:
+        con.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_with_duckdb(
+    lakes: Sequence[tuple[str, LakeFrames]],
+    cfg: TrainConfig,
+    opts: DuckDBOptions | None = None,
+) -> TrainingData:
+    """Build `TrainingData` with DuckDB: the same frames as the in-memory path, out of core.
+
+    Raise `DataError` on an empty window, NaN market features or R-multiples, and
+    unknown strategies, with the in-memory path's messages.
+    """
+    opts = opts or DuckDBOptions()
+    counts: dict[str, int] = {}
+    with _connect(opts) as (con, work):
+        parts = []
+        for li, (source, frames) in enumerate(lakes):
+            weight = cfg.weights.get(source, 0.0)
+            lake = _Lake(frames, work / f"spool{li}")
+            if weight <= 0:
+                sig = _scan(
+                    con,
+                    f"sig_raw_{li}",
+                    "signals",
+                    lake.files("signals", frames.start, frames.end),
+                    ["event_id", "symbol"],
+                )
+                n = _scalar(
+                    con,
+                    f"SELECT count(*) FROM (SELECT DISTINCT event_id FROM {sig} WHERE "
+                    f"{_window('event_timestamp', frames.start, frames.end)} AND "
+                    + (
+                        f"symbol IN ({', '.join(_lit(s) for s in frames.symbols)}))"
+                        if frames.symbols
+                        else "TRUE)"
+                    ),
+                )
+                counts[f"{frames.name}_skipped_weight0"] = int(n)
+                continue
+            n_sig, n_rows = _lake_rows(con, li, lake, source, weight)
+            counts[f"{frames.name}_signals"] = n_sig
+            if n_sig:
+                counts[f"{frames.name}_without_outcome"] = n_sig - n_rows
+            if n_rows:
+                parts.append(f"SELECT * FROM j_{li}")
+        if not parts:
+            names = ", ".join(f"{s}={f.lake}" for s, f in lakes) or "none"
+            raise DataError(
+                f"empty training window: no signal with an outcome in any source ({names})"
+            )
+        _run(con, f"CREATE TEMP VIEW j AS {' UNION ALL BY NAME '.join(parts)}")
+        pts = " UNION ALL BY NAME ".join(p.replace("j_", "pts_") for p in parts)
+        _run(con, f"CREATE TEMP VIEW pts AS {pts}")
+        _check(con)
+        _finish_sql(con)
+        meta = ", ".join(
+            f"{'f' if c in FEATURE_NAMES else 'w'}.{_q(c)}" for c in META_FEATURE_NAMES
+        )
+        groups = _fetch(
+            con,
+            f"""SELECT b."group", f.event_timestamp, f.symbol, f.source_kind, f.weight, {meta},
+                f.strategy AS label, f.r_multiple AS best_r, b.__exit_max AS exit_ts
+            FROM best b JOIN j f USING (__li, __fidx, __frow)
+            JOIN pts w ON f.__li = w.__li AND f.symbol = w.symbol
+                AND f.event_timestamp = w.event_timestamp
+            ORDER BY b."group" """,
+            opts,
+        )
+        _run(con, "DROP TABLE best")
+        signal_cols = [
+            *_signal_head(),
+            *(_q(n) for n in OWN_STREAM),
+            "source_kind",
+            "weight",
+            '__side AS "side"',
+            "stop_atr",
+            "reward_risk",
+            *(_q(f"is_{s}") for s in STRATEGIES),
+            '"group"',
+        ]
+        signals = _fetch(
+            con,
+            f"""SELECT {", ".join(signal_cols)} FROM final ORDER BY "group", {_ROW_ORDER}""",
+            opts,
+        )
+    groups["exit_ts"] = groups["exit_ts"].astype("datetime64[ns, UTC]")
+    data = TrainingData(signals=signals, groups=groups)
+    data.counts = counts
+    return data
+
+
+def _signal_head() -> list[str]:
+    """Return the signal columns before the stream features, in the in-memory order (SQL)."""
+    head = [("side AS side_name" if c == "side" else _q(c)) for c in SIGNAL_COLS]
+    outcome = [_q(c) for c in OUTCOME_COLS if c not in ("signal_id", "event_timestamp")]
+    return [*head, "kafka_partition", "kafka_offset", *outcome, "outcome_ts"]
