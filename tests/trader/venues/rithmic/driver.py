@@ -42,6 +42,17 @@ class RithmicDriver(VenueDriver):
         self.venue.on_bar(bar, RegularHours())
         self.sim.on_bar(bar, RegularHours())
 
+    async def barrier(self) -> None:
+        """Wait until the gateway has every request and we have read every notification sent so far.
+
+        A show-orders request is answered after every notification queued before it, on
+        the same order plant socket, and async_rithmic handles messages in order.
+        """
+        await self.rt.drain()
+        client = self.rt.client
+        assert client is not None
+        await client.list_orders(account_id=self.rt.account_id)
+
     async def drop_session(self) -> None:
         await self.rt.drain()
         await self.sim.stop()  # the gateway is gone: every plant's websocket closed
