@@ -38,7 +38,10 @@ def measure(bootstrap: str, prefix: str, n: int, timeout_s: float = 600.0) -> fl
 
 def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
     from infra import kafka_compat as _kafka_compat  # noqa: F401
+    from streams.faust_tuning import tune_faust
     from streams.processing import SOURCE_TOPICS
+
+    tuning = tune_faust()  # the worker's Faust path: uvloop, batched drain, options
 
     import faust  # isort: skip
 
@@ -49,11 +52,11 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
         datadir=tempfile.mkdtemp(prefix="faust-ceiling-"),
         key_serializer="raw",
         value_serializer="raw",
-        broker_max_poll_records=2000,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         web_enabled=False,
         topic_disable_leader=True,
+        **tuning,
     )
     seen = {"n": 0, "t0": 0.0}
 

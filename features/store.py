@@ -23,7 +23,6 @@ from urllib.parse import urlparse
 import pandas as pd
 import yaml
 
-from infra.crash import CrashPoint, crash_point
 from infra.settings import Settings, get_settings
 from infra.settings.base import mask_url
 
@@ -94,6 +93,7 @@ class TradeloopFeatureStore:
         self.repo_dir = Path(chosen).resolve() if chosen else PACKAGE_REPO
         self.project = project_name(self.settings)
         self._fs: Any = None
+        self._views: dict[str, Any] = {}
 
     # Rendering and applying ------------------------------------------------
 
@@ -117,7 +117,8 @@ class TradeloopFeatureStore:
             offline["s3_endpoint_override"] = self.settings.s3_endpoint
         if self.settings.redis_url:
             online: dict[str, Any] = {
-                "type": "redis",
+                # Feast's Redis store with one-pipeline pushes and reads (same keys)
+                "type": "features.repo.redis_online.TradeloopRedisOnlineStore",
                 "connection_string": redis_connection_string(
                     self.settings.redis_url, self.settings.redis_timeout_ms
                 ),
@@ -148,6 +149,7 @@ class TradeloopFeatureStore:
         text += yaml.safe_dump(self.config(), sort_keys=False)
         _write_atomic(path, text.encode(), mode=0o600)  # holds the Redis password
         self._fs = None
+        self._views = {}
         return path
 
     def definitions(self) -> ModuleType:
@@ -180,6 +182,7 @@ class TradeloopFeatureStore:
             return sorted([*STREAM_VIEW_FEATURES, "signal_snapshots", "trade_outcomes"])
         objects = list(self.definitions().OBJECTS)
         self.store.apply(objects)
+        self._views = {}
         stamp.write_text(digest)
         return sorted(o.name for o in objects if type(o).__name__ == "FeatureView")
 
@@ -189,7 +192,8 @@ class TradeloopFeatureStore:
         if self._fs is None:
             from feast import FeatureStore
 
-            import features.repo.lake_offline  # noqa: F401  (registers the lake reader)
+            import features.repo.lake_offline
+            import features.repo.redis_online  # noqa: F401  (the online store class)
 
             if not (self.repo_dir / "feature_store.yaml").exists():
                 self.render()
@@ -230,7 +234,14 @@ class TradeloopFeatureStore:
         return len(records)
 
     def push_updates(self, updates: Sequence[Any]) -> int:
-        """Push `FeatureUpdate` events (any views) online; return rows written."""
+        """Push `FeatureUpdate` events (any views) online; return rows written.
+
+        On Redis all rows go out in one pipeline (`TradeloopRedisOnlineStore.write_rows`),
+        the latest per entity and view; other online stores take Feast's `push`.
+        """
+        online = self._online_store()
+        if online is not None:
+            return self._write_updates(online, updates)
         by_view: dict[str, list[dict[str, Any]]] = {}
         for u in updates:
             by_view.setdefault(u.feature_view, []).append(
@@ -241,12 +252,42 @@ class TradeloopFeatureStore:
                     "event_timestamp": u.ts_event,
                 }
             )
-        written = 0
-        for i, (view, rows) in enumerate(by_view.items()):
-            if i:
-                crash_point(CrashPoint.AGENTS_MID_FEAST_PUSH)  # some views pushed, not all
-            written += self.push(view, rows)
-        return written
+        return sum(self.push(view, rows) for view, rows in by_view.items())
+
+    def _online_store(self) -> Any:
+        """Return the online store if it takes prepared rows (`write_rows`), else None."""
+        from features.repo.redis_online import TradeloopRedisOnlineStore
+
+        online = self.store._get_provider().online_store
+        return online if isinstance(online, TradeloopRedisOnlineStore) else None
+
+    def _view(self, name: str) -> Any:
+        """Return a stream feature view from the registry (looked up once per apply)."""
+        view = self._views.get(name)
+        if view is None:
+            if name not in STREAM_VIEW_FEATURES:
+                raise KeyError(
+                    f"unknown stream feature view {name!r}; one of {sorted(STREAM_VIEW_FEATURES)}"
+                )
+            view = self._views[name] = self.store.get_feature_view(name)
+        return view
+
+    def _write_updates(self, online: Any, updates: Sequence[Any]) -> int:
+        latest: dict[tuple[str, str, str], Any] = {}
+        for u in updates:
+            latest[(u.feature_view, u.symbol, u.strategy)] = u
+        rows = []
+        for (view, symbol, strategy), u in latest.items():
+            table = self._view(view)
+            names = STREAM_VIEW_FEATURES[view]
+            keys = (
+                {"symbol": symbol}
+                if view == "symbol_stats"
+                else {"symbol": symbol, "strategy": strategy}
+            )
+            values = {n: float(u.values.get(n, 0.0)) for n in names}
+            rows.append((table, keys, values, u.ts_event))
+        return int(online.write_rows(self.store.config, rows))
 
     def online(
         self, symbol: str, strategy: str

@@ -34,6 +34,7 @@ import faust  # isort: skip
 from features.stream import StreamFeatureState
 from infra.bus import KafkaBus, topic_settings
 from infra.contracts import LAKE_TOPICS, Event, encode, event_key, topic_for
+from streams.faust_tuning import tune_faust
 from streams.metrics import StreamMetrics
 from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
@@ -78,6 +79,7 @@ class WorkerApp:
         }
         self.bus = KafkaBus(settings)
         datadir = settings.home / "faust" / f"{self.group_id}-{os.getpid()}"
+        tuning = tune_faust()  # uvloop, batched drain: before Faust makes its loops
         self.app = faust.App(
             self.group_id,
             **self.bus.faust_options(),  # broker, client id, timeouts, acks
@@ -88,7 +90,6 @@ class WorkerApp:
             topic_partitions=settings.topic_partitions,
             topic_replication_factor=1,
             broker_commit_interval=options.commit_interval_s,
-            broker_max_poll_records=2000,
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
             # changelog pieces are a few KiB each: small batches make every agent
@@ -99,6 +100,7 @@ class WorkerApp:
             web_enabled=False,
             table_cleanup_interval=3600.0,
             topic_disable_leader=True,
+            **tuning,
         )
         self.topics: dict[str, Any] = {
             name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
