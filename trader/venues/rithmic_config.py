@@ -159,8 +159,9 @@ def pick_account(accounts: list[Any], wanted: str) -> str:
 async def quiet_disconnect(client: RithmicClient, logout_s: float = 0.5) -> None:
     """Log out of whatever plants are still connected, close what is left open; never raise.
 
-    A plant's logout waits for the plant's send lock, which a request cancelled at the
-    wrong moment can leave taken; after `logout_s` its websocket is closed without it.
+    async_rithmic's logout of a plant first stops the plant's tasks and now and then
+    does not come back (seen after bursts of notifications); after `logout_s` the
+    plant's websocket is closed without it.
     """
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.disconnect(timeout=logout_s), 4 * logout_s)
