@@ -159,3 +159,35 @@ def test_tls_is_verified_and_a_refused_login_names_the_settings_without_the_pass
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert "RequestLogin" in logged or "template_id" in logged  # the requests were logged
     assert "not-the-password-Zq81" not in logged and "sim-password" not in logged
+
+
+def test_slow_answers_keep_the_order_of_requests_and_a_cut_network_is_reconnected() -> None:
+    async def go() -> None:
+        d = await start_rithmic()
+        try:
+            rec = Recorder()
+            d.venue.add_listener(rec)
+            d.sim.delay_ms = 150  # every request waits before the gateway handles it
+            d.venue.submit_bracket(_bracket("slow1-entry"))
+            d.venue.submit_bracket(_bracket("slow2-entry", side="sell"))
+            assert not rec.of("slow1-entry", OrderAccepted)  # the methods did not wait
+            await rec.wait(lambda: bool(rec.of("slow2-entry", OrderAccepted)), 5, "both accepted")
+            accepted = [e.client_order_id for e in rec.events if isinstance(e, OrderAccepted)]
+            assert accepted == ["slow1-entry", "slow2-entry"]
+            d.sim.delay_ms = 0
+            await d.sim.drop_clients()  # connections reset; the gateway stays up
+            await rec.wait(lambda: not d.venue.connected, 5, "the drop noticed")
+            await rec.wait(lambda: d.venue.connected, 10, "the session back")
+            assert d.rt.reconnects == 1
+            assert d.sim.sessions("order") == 1 and d.sim.sessions("pnl") == 1
+            assert {w.client_order_id for w in d.venue.working_orders()} == {
+                "slow1-entry",
+                "slow2-entry",
+            }
+            assert len(rec.of("slow1-entry", OrderAccepted)) == 1  # the catch-up adds nothing
+            d.venue.cancel("slow2-entry")
+            await rec.wait(lambda: bool(rec.of("slow2-entry", OrderCancelled)), 5, "the cancel")
+        finally:
+            await d.close()
+
+    asyncio.run(go())
