@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -157,14 +158,16 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "server.pem", "server.key"))
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    key_path.unlink(missing_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private from the start
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
-    )
     return ca_path, cert_path, key_path
 
 
