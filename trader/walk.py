@@ -38,7 +38,7 @@ from infra.signing import Keyring
 from trader.backtest import TradeRecorder, write_trades
 from trader.core.bar import MarketBar
 from trader.core.engine import Engine, EngineConfig
-from trader.core.instruments import instruments_from_settings
+from trader.core.instruments import Instrument, instruments_from_settings
 from trader.delivery.models import ModelHolder
 from trader.delivery.release import (
     ReleaseRejected,
@@ -47,7 +47,9 @@ from trader.delivery.release import (
     fetch_blobs,
     load_checked,
 )
-from trader.feeds import Feed, open_feed
+from trader.feeds import FILE_KINDS, Feed, open_feed
+from trader.feeds.files import FileFeed
+from trader.feeds.sanity import DESIGN_INTERVAL_S, MAX_INTERVAL_S, check_fit
 from trader.feeds.sim import SimFeed
 from trader.io.events_out import LakeSink
 
@@ -202,20 +204,55 @@ def _total_bars(feed: Feed) -> int | None:
     return len(feed) if hasattr(feed, "__len__") else None
 
 
+def _long_bar_feed(
+    args: argparse.Namespace, symbols: tuple[str, ...], instruments: dict[str, Instrument]
+) -> Feed:
+    """Open a bars file whose bars may be longer than `MAX_INTERVAL_S` (hourly, daily).
+
+    The price-scale check still runs; the bar-length refusal becomes a warning.
+    """
+    kind, _, rest = args.feed.partition(":")
+    path = rest if kind in FILE_KINDS else args.feed
+    feed = FileFeed(
+        Path(path),
+        symbol=args.symbol,
+        symbols=symbols,
+        tz=args.tz,
+        bar_ts=args.bar_ts,
+        skip_bad=args.skip_bad_rows,
+        fmt=kind if kind in FILE_KINDS else None,
+    )
+    frame = feed.frame
+    interval_s = int(frame["interval_s"].iloc[0]) if len(frame) else DESIGN_INTERVAL_S
+    feed.warnings = check_fit(frame.assign(interval_s=DESIGN_INTERVAL_S), instruments, feed.name)
+    if interval_s > MAX_INTERVAL_S:
+        log.warning(
+            "%s: %d s bars traded by strategies designed for %d s bars (--allow-long-bars)",
+            feed.name,
+            interval_s,
+            DESIGN_INTERVAL_S,
+        )
+    return feed
+
+
 def build(args: argparse.Namespace, settings: Settings) -> Walker:
     """Open the feed and one engine per arm as the arguments say."""
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
     instruments = instruments_from_settings(settings)
-    feed = open_feed(
-        args.feed,
-        symbols=symbols,
-        seed=args.seed,
-        days=args.days,
-        symbol=args.symbol,
-        tz=args.tz,
-        bar_ts=args.bar_ts,
-        skip_bad=args.skip_bad_rows,
-        instruments=instruments,
+    feed = (
+        _long_bar_feed(args, symbols, instruments)
+        if args.allow_long_bars
+        else open_feed(
+            args.feed,
+            symbols=symbols,
+            seed=args.seed,
+            days=args.days,
+            symbol=args.symbol,
+            tz=args.tz,
+            bar_ts=args.bar_ts,
+            skip_bad=args.skip_bad_rows,
+            instruments=instruments,
+        )
     )
     out = Path(args.out)
     lakes = set(filter(None, args.lake_arms.split(",")))
@@ -277,6 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tz", default="UTC")
     p.add_argument("--bar-ts", choices=("close", "open"), default="close")
     p.add_argument("--skip-bad-rows", action="store_true")
+    p.add_argument("--allow-long-bars", action="store_true", help="trade bars over 15 minutes")
     p.add_argument("--arms", required=True, help="comma-separated arm names")
     p.add_argument("--lake-arms", default="", help="arms that write an event lake")
     p.add_argument("--out", required=True)

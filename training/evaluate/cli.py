@@ -51,6 +51,7 @@ def _duration_s(text: str, what: str) -> int:
 @click.option("--tz", default="UTC", show_default=True, help="Zone of timestamps that carry none.")
 @click.option("--bar-ts", type=click.Choice(["close", "open"]), default="close", show_default=True, help="Whether file timestamps mark the bar's close or its open.")  # fmt: skip
 @click.option("--skip-bad-rows", is_flag=True, help="Skip and count bad rows instead of failing.")
+@click.option("--allow-long-bars", is_flag=True, help="Trade bars longer than 15 minutes (hourly), with a warning.")  # fmt: skip
 def evaluate(
     feed_spec: str | None,
     data: str | None,
@@ -69,6 +70,7 @@ def evaluate(
     tz: str,
     bar_ts: str,
     skip_bad_rows: bool,
+    allow_long_bars: bool,
 ) -> None:
     """Walk a history with the learning loop, the rules and the first release frozen."""
     from training.config import TrainingError
@@ -93,6 +95,7 @@ def evaluate(
         tz=tz,
         bar_ts=bar_ts,
         skip_bad_rows=skip_bad_rows,
+        allow_long_bars=allow_long_bars,
         retrain_every_s=_duration_s(retrain_every, "--retrain-every"),
         warmup_s=_duration_s(warmup, "--warmup") if warmup else None,
         profile=profile,

@@ -64,6 +64,7 @@ class EvaluateOptions:
     tz: str = "UTC"
     bar_ts: str = "close"
     skip_bad_rows: bool = False
+    allow_long_bars: bool = False
     retrain_every_s: int = 86_400
     warmup_s: int | None = None
     profile: str = "small"
@@ -91,6 +92,8 @@ class EvaluateOptions:
             args += ["--symbol", self.symbol]
         if self.skip_bad_rows:
             args.append("--skip-bad-rows")
+        if self.allow_long_bars:
+            args.append("--allow-long-bars")
         if not self.release:
             args += ["--lake-arms", "learning", "--store-dir", str(out / "store")]
         return args
