@@ -130,8 +130,12 @@ def connect(address: str) -> RayExecutor:
         raise ClusterError(
             "training on Ray needs the ray extra: pip install -c constraints.txt 'tradeloop[ray]'"
         ) from None
-    if not ray.is_initialized():
-        _probe(address)
+    _probe(address)
+    if ray.is_initialized():
+        joined = ray.get_runtime_context().gcs_address
+        if address != "auto" and address.removeprefix("ray://") != joined:
+            raise ClusterError(f"this process already joined the Ray cluster at {joined!r}")
+    else:
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:

@@ -30,7 +30,11 @@ def fit_meta_fold(
     """Fit the meta classifier on `train` rows; return it, its probabilities on `test`, seconds."""
     t0 = time.perf_counter()
     model = md.fit_meta(x[train], y[train], w[train], cfg)
+    # threads add the trees' probabilities in any order; one thread gives the same bits anywhere
+    jobs = model.n_jobs
+    model.set_params(n_jobs=1)
     proba = ex.meta_native_proba(model, x[test])
+    model.set_params(n_jobs=jobs)
     return model, proba, time.perf_counter() - t0
 
 

@@ -29,7 +29,6 @@ import numpy as np
 import optuna
 
 from infra.settings import Settings
-from training import export as ex
 from training import models as md
 from training.config import HYPERPARAMETERS, DataError, TrainConfig
 from training.datasets import TrainingData
@@ -192,8 +191,7 @@ def trial_value(prep: Prepared, params: dict[str, Any]) -> float:
     values = []
     for train, test in prep.masks:
         if prep.family == "meta":
-            model = md.fit_meta(prep.x[train], prep.y[train], prep.w[train], cfg)
-            proba = ex.meta_native_proba(model, prep.x[test])
+            _, proba, _ = fit_meta_fold(prep.x, prep.y, prep.w, train, test, cfg)
             values.append(md.meta_metrics(proba, prep.y[test])["log_loss"])
         else:
             model = md.fit_exec(prep.x[train], prep.y[train], prep.w[train], cfg)
