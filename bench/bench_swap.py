@@ -119,7 +119,7 @@ async def _scenario(settings: Any, sets: list[dict[str, bytes]], quick: bool) ->
             symbol, cands = samples[i % len(samples)]
             i += 1
             t0 = clock()
-            choice, _ = engine.decide(symbol, cands)
+            choice = engine.decide(symbol, cands).choice
             t1 = clock()
             records.append((t0, t1, next_t, choice.model_versions.get("meta", "")))
 

@@ -1,12 +1,14 @@
 """Feature names and model input vectors shared by trader, streams and training.
 
 One list of names per model; the builders here are the only way a model input is
-assembled, in the trader (live, backtest) and in training alike.
+assembled, in the trader (live, backtest) and in training alike. Each fills its row
+with one assignment from a list of Python floats (the market features as
+`MarketFeatures.values()` gives them), which numpy rounds to float32 once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -55,27 +57,29 @@ _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _EMPTY: Mapping[str, float] = {}
 
 
-def _stream(stream: Mapping[str, Mapping[str, float]], strategy: str, name: str) -> float:
-    return float(stream.get(strategy, _EMPTY).get(name, 0.0))
+_ONE_HOT = {s: tuple(1.0 if t == s else 0.0 for t in STRATEGIES) for s in STRATEGIES}
+_NO_STRATEGY = (0.0,) * len(STRATEGIES)
+_SIZER_MARKET = tuple(_IDX[n] for n in ("atr_pct", "rv_30", "regime_trend", "regime_vol"))
 
 
 def meta_vector(
-    market: np.ndarray, stream: Mapping[str, Mapping[str, float]], out: np.ndarray | None = None
+    market: Sequence[float] | np.ndarray,
+    stream: Mapping[str, Mapping[str, float]],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the meta classifier input: market features + each strategy's win rate and EW R."""
     vec = out if out is not None else np.empty(len(META_FEATURE_NAMES), dtype=np.float32)
-    n = len(FEATURE_NAMES)
-    vec[:n] = market
-    i = n
+    values = [*market]
     for s in STRATEGIES:
-        vec[i] = _stream(stream, s, "win_rate")
-        vec[i + 1] = _stream(stream, s, "ewm_r")
-        i += 2
+        own = stream.get(s, _EMPTY)
+        values.append(float(own.get("win_rate", 0.0)))
+        values.append(float(own.get("ewm_r", 0.0)))
+    vec[: len(META_FEATURE_NAMES)] = values
     return vec
 
 
 def exec_vector(
-    market: np.ndarray,
+    market: Sequence[float] | np.ndarray,
     strategy: str,
     side: int,
     stop_atr: float,
@@ -85,21 +89,24 @@ def exec_vector(
 ) -> np.ndarray:
     """Return the execution-quality input for one candidate (side: +1 long, -1 short)."""
     vec = out if out is not None else np.empty(len(EXEC_FEATURE_NAMES), dtype=np.float32)
-    n = len(FEATURE_NAMES)
-    vec[:n] = market
-    for j, s in enumerate(STRATEGIES):
-        vec[n + j] = 1.0 if s == strategy else 0.0
-    k = n + len(STRATEGIES)
-    vec[k] = float(side)
-    vec[k + 1] = stop_atr
-    vec[k + 2] = reward_risk
-    for j, name in enumerate(("win_rate", "mean_r", "ewm_r", "drawdown_r", "trade_count")):
-        vec[k + 3 + j] = float(strategy_stream.get(name, 0.0))
+    get = strategy_stream.get
+    vec[: len(EXEC_FEATURE_NAMES)] = [
+        *market,
+        *_ONE_HOT.get(strategy, _NO_STRATEGY),
+        float(side),
+        stop_atr,
+        reward_risk,
+        float(get("win_rate", 0.0)),
+        float(get("mean_r", 0.0)),
+        float(get("ewm_r", 0.0)),
+        float(get("drawdown_r", 0.0)),
+        float(get("trade_count", 0.0)),
+    ]
     return vec
 
 
 def sizer_vector(
-    market: np.ndarray,
+    market: Sequence[float] | np.ndarray,
     meta_prob: float,
     predicted_r: float,
     side: int,
@@ -109,15 +116,19 @@ def sizer_vector(
 ) -> np.ndarray:
     """Return the RL sizer observation for one candidate."""
     vec = out if out is not None else np.empty(len(SIZER_FEATURE_NAMES), dtype=np.float32)
-    vec[0] = meta_prob
-    vec[1] = predicted_r
-    vec[2] = float(side)
-    vec[3] = stop_atr
-    vec[4] = market[_IDX["atr_pct"]]
-    vec[5] = market[_IDX["rv_30"]]
-    vec[6] = market[_IDX["regime_trend"]]
-    vec[7] = market[_IDX["regime_vol"]]
-    vec[8] = float(strategy_stream.get("win_rate", 0.0))
-    vec[9] = float(strategy_stream.get("ewm_r", 0.0))
-    vec[10] = float(strategy_stream.get("drawdown_r", 0.0))
+    a, b, c, d = _SIZER_MARKET
+    get = strategy_stream.get
+    vec[: len(SIZER_FEATURE_NAMES)] = [
+        meta_prob,
+        predicted_r,
+        float(side),
+        stop_atr,
+        market[a],
+        market[b],
+        market[c],
+        market[d],
+        float(get("win_rate", 0.0)),
+        float(get("ewm_r", 0.0)),
+        float(get("drawdown_r", 0.0)),
+    ]
     return vec

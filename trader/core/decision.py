@@ -13,7 +13,8 @@ predicted, the multiplier is 1.0.
 
 Contracts = round(BASE_RISK_USD / (stop distance x point value) x multiplier),
 before the risk limits cap them. Every input row is a preallocated float32 buffer
-reused across decisions; `holder.current` is read once per decision.
+reused across decisions and scored in place through onnxruntime IOBindings (`Scorer`);
+`holder.current` is read once per decision.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from infra.contracts import FEATURE_NAMES, RULE_PRIORITY, STRATEGIES, Decision
 from trader.core.instruments import Instrument
 from trader.core.strategies import Candidate
 from trader.core.stream_cache import StreamCache
-from trader.delivery.models import ModelHolder, ModelSet
+from trader.delivery.models import ModelHolder, ModelSet, Scorer
 
 __all__ = ["RULE_PRIORITY", "Choice", "Decider", "Variant", "decision_for"]
 
@@ -46,6 +47,8 @@ Variant = Literal["champion", "challenger", "shadow"]
 _RULE_RANK = {s: i for i, s in enumerate(RULE_PRIORITY)}
 _STRATEGY_INDEX = {s: i for i, s in enumerate(STRATEGIES)}
 _EMPTY: Mapping[str, float] = {}
+_BOUND_SETS = 4  # model sets whose scorers stay bound: champion, challenger, shadow, the last
+_Scorers = tuple[Scorer | None, Scorer | None, Scorer | None]
 
 
 class Choice(NamedTuple):
@@ -83,6 +86,24 @@ class Decider:
         self.meta_row = np.zeros((1, len(MODEL_FEATURES["meta"])), dtype=np.float32)
         self.exec_row = np.zeros((1, len(MODEL_FEATURES["exec"])), dtype=np.float32)
         self.sizer_row = np.zeros((1, len(MODEL_FEATURES["sizer"])), dtype=np.float32)
+        #: id(model set) -> (the set, its scorers over the rows above); see `scorers`
+        self._bound: dict[int, tuple[ModelSet, _Scorers]] = {}
+
+    def scorers(self, models: ModelSet) -> _Scorers:
+        """Return the set's (meta, exec, sizer) scorers bound to this decider's rows."""
+        entry = self._bound.get(id(models))
+        if entry is not None and entry[0] is models:
+            return entry[1]
+        if len(self._bound) >= _BOUND_SETS:  # a hot swap: forget the oldest set
+            del self._bound[next(iter(self._bound))]
+        meta, ex, sizer = models.meta, models.exec, models.sizer
+        scorers = (
+            meta.bind(self.meta_row) if meta is not None else None,
+            ex.bind(self.exec_row) if ex is not None else None,
+            sizer.bind(self.sizer_row) if sizer is not None else None,
+        )
+        self._bound[id(models)] = (models, scorers)
+        return scorers
 
     def decide(
         self,
@@ -98,15 +119,17 @@ class Decider:
         """
         if models is None:  # hot swap/canary: a routed set decides when given
             models = self.holder.current
-        market = f.vector(self.market_row)
-        features = tuple(market.tolist())
+        meta, ex, sizer = self.scorers(models)
+        market = f.values()
+        row = self.market_row
+        row[:] = market
+        features = tuple(row.tolist())  # float32 values, as the models see them
         stream = self.cache.strategy_values(symbol)
         probabilities: dict[str, float] = {}
-        meta = models.meta
         if meta is not None:
             meta_vector(market, stream, out=self.meta_row[0])
-            probs = meta.run(self.meta_row).reshape(-1).tolist()
-            probabilities = {s: float(p) for s, p in zip(STRATEGIES, probs, strict=False)}
+            probs = meta().ravel().tolist()
+            probabilities = dict(zip(STRATEGIES, probs, strict=False))
             chosen, best = 0, -1.0
             for i, c in enumerate(candidates):
                 p = probs[_STRATEGY_INDEX[c.strategy]]
@@ -119,21 +142,24 @@ class Decider:
         cand = candidates[chosen]
         own = stream.get(cand.strategy, _EMPTY)
         stop_atr = cand.stop_atr
-        reward_risk = cand.reward_risk
         predicted_r: float | None = None
         skip: str | None = None
-        ex = models.exec
         if ex is not None:
             exec_vector(
-                market, cand.strategy, cand.side, stop_atr, reward_risk, own, out=self.exec_row[0]
+                market,
+                cand.strategy,
+                cand.side,
+                stop_atr,
+                cand.reward_risk,
+                own,
+                out=self.exec_row[0],
             )
-            predicted_r = float(ex.run(self.exec_row).reshape(-1)[0])
+            predicted_r = float(ex().item(0))
             if not math.isfinite(predicted_r):
                 predicted_r, skip = None, "model_output_invalid"
             elif predicted_r <= self.min_predicted_r:
                 skip = "low_predicted_r"
         multiplier = 1.0
-        sizer = models.sizer
         if sizer is not None and self.rl_enabled:
             sizer_vector(
                 market,
@@ -144,7 +170,7 @@ class Decider:
                 own,
                 out=self.sizer_row[0],
             )
-            raw = float(sizer.run(self.sizer_row).reshape(-1)[0])
+            raw = float(sizer().item(0))
             multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if math.isfinite(raw) else 1.0
         stop_usd = cand.stop_distance * instrument.point_value_usd
         contracts = round(self.base_risk_usd / stop_usd * multiplier) if stop_usd > 0 else 0

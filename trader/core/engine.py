@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from features.compute import MarketFeatures
 from features.rolls import front_contract
@@ -50,7 +50,7 @@ from trader.venues.base import BracketOrder, Venue, VenueError, client_order_id
 from trader.venues.fills import Closed, PaperBroker, Position
 from trader.venues.paper import PaperVenue
 
-__all__ = ["Engine", "EngineConfig", "Sink"]
+__all__ = ["Engine", "EngineConfig", "Sink", "Verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,15 @@ class EngineConfig:
     emit_bars: bool = False
     record_metrics: bool = True
     max_hold_bars: int = 240
+
+
+class Verdict(NamedTuple):
+    """The decision path's result: the choice, who decided, and what risk allowed."""
+
+    choice: Choice
+    variant: Variant
+    contracts: int  # after the risk limits
+    reason: str  # "taken", or why not (a model veto or a risk limit)
 
 
 def _utc(ts_s: int) -> datetime:
@@ -256,8 +265,11 @@ class Engine:
             return []
         return [c for s in self.strategies[bar.symbol] if (c := s.on_bar(f)) is not None]
 
-    def decide(self, symbol: str, candidates: list[Candidate]) -> tuple[Choice, list[Decision]]:
-        """Run the decision path for a bar's candidates: models (or rules), then risk."""
+    def decide(self, symbol: str, candidates: list[Candidate]) -> Verdict:
+        """Run the decision path for a bar's candidates: models (or rules), then risk.
+
+        Nothing here builds an event or a record: `decisions` does, after the path.
+        """
         f = self.features[symbol]
         inst = self.instruments[symbol]
         router = self.router
@@ -268,22 +280,29 @@ class Engine:
             models, routed = router.select(symbol, f.ts_s)
             variant = cast(Variant, routed)
             choice = self.decider.decide(symbol, candidates, f, inst, models)
-        chosen = candidates[choice.chosen]
-        contracts, reason = 0, choice.skip_reason
-        if reason is None:
-            stop_usd = chosen.stop_distance * inst.point_value_usd
-            contracts, reason = self.risk.check(symbol, choice.contracts, stop_usd, f.ts_s)
-        decisions = [
-            decision_for(choice, variant, chosen.strategy, i == choice.chosen, reason, contracts)
+        if choice.skip_reason is not None:
+            return Verdict(choice, variant, 0, choice.skip_reason)
+        stop_usd = candidates[choice.chosen].stop_distance * inst.point_value_usd
+        contracts, reason = self.risk.check(symbol, choice.contracts, stop_usd, f.ts_s)
+        return Verdict(choice, variant, contracts, reason)
+
+    @staticmethod
+    def decisions(verdict: Verdict, candidates: list[Candidate]) -> list[Decision]:
+        """Return the Decision record of every candidate of a verdict."""
+        choice, variant, contracts, reason = verdict
+        strategy = candidates[choice.chosen].strategy
+        return [
+            decision_for(choice, variant, strategy, i == choice.chosen, reason, contracts)
             for i in range(len(candidates))
         ]
-        return choice, decisions
 
     def _act(self, bar: MarketBar, f: MarketFeatures, candidates: list[Candidate]) -> None:
         t0 = time.perf_counter()
-        choice, decisions = self.decide(bar.symbol, candidates)
+        verdict = self.decide(bar.symbol, candidates)
         if self._record:
             metrics.DECISION_LATENCY.observe(time.perf_counter() - t0)
+        choice = verdict.choice
+        decisions = self.decisions(verdict, candidates)
         router = self.router
         shadow = router.shadow() if router is not None else None
         shadow_choice = None

@@ -5,6 +5,10 @@ versions and load time; it never changes after construction. `ModelHolder.curren
 is read once per decision, and `swap(new)` replaces the reference between
 decisions (a single attribute assignment, atomic under the GIL), so a decision
 always runs on one consistent set.
+
+`LoadedModel.bind(row)` returns a `Scorer`: an onnxruntime IOBinding of a caller's
+preallocated input row and a preallocated output array, so a decision scores a model
+without building a feed dict or output arrays.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "ModelHolder",
     "ModelLoadError",
     "ModelSet",
+    "Scorer",
     "session_options",
 ]
 
@@ -72,6 +77,8 @@ class LoadedModel:
     n_features: int
     sha256: str
     _outputs: list[str] = field(default_factory=list, repr=False)
+    #: shape and dtype of the output for one row (None: `bind` falls back to `run`)
+    _out_spec: tuple[tuple[int, ...], np.dtype[Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, family: str, blob: bytes, version: str) -> LoadedModel:
@@ -96,6 +103,11 @@ class LoadedModel:
         outputs = [o.name for o in sess.get_outputs()]
         if io["output"] not in outputs:
             raise ModelLoadError(family, f"output {io['output']!r} missing (has {outputs})")
+        try:  # the output of one row, so `bind` can preallocate it; `probe` checks the values
+            one = sess.run([io["output"]], {io["input"]: np.zeros((1, width), np.float32)})[0]
+            out_spec = (tuple(one.shape), one.dtype) if isinstance(one, np.ndarray) else None
+        except Exception:  # the probe reports what is wrong with the model
+            out_spec = None
         return cls(
             family=family,
             version=version,
@@ -105,11 +117,50 @@ class LoadedModel:
             n_features=width,
             sha256=hashlib.sha256(blob).hexdigest(),
             _outputs=[io["output"]],
+            _out_spec=out_spec,
         )
 
     def run(self, row: np.ndarray) -> np.ndarray:
         """Score a [1, n] float32 row and return the model's output array."""
         return self.session.run(self._outputs, {self.input_name: row})[0]  # type: ignore[no-any-return]
+
+    def bind(self, row: np.ndarray) -> Scorer:
+        """Return a scorer of `row` (float32 [1, n], rewritten in place before each call)."""
+        return Scorer(self, row)
+
+
+class Scorer:
+    """Score one preallocated input row into one preallocated output array.
+
+    The IOBinding reads `row` where it lies and writes the output in place; calling
+    returns that output array (valid until the next call). A model whose output
+    shape could not be learned at load is scored with `LoadedModel.run` instead.
+    """
+
+    __slots__ = ("_binding", "_model", "_run", "out", "row")
+
+    def __init__(self, model: LoadedModel, row: np.ndarray) -> None:
+        self._model = model
+        self.row = row
+        self._binding: ort.IOBinding | None = None
+        self.out: np.ndarray | None = None
+        self._run = model.session.run_with_iobinding
+        spec = model._out_spec
+        if spec is not None and row.dtype == np.float32 and row.flags.c_contiguous:
+            shape, dtype = spec
+            out = np.zeros(shape, dtype)
+            binding = model.session.io_binding()
+            binding.bind_cpu_input(model.input_name, row)
+            binding.bind_output(model.output_name, "cpu", 0, dtype, shape, out.ctypes.data)
+            self._binding, self.out = binding, out
+
+    def __call__(self) -> np.ndarray:
+        """Score the row as it is now; return the output array."""
+        binding = self._binding
+        if binding is None:
+            return self._model.run(self.row)
+        self._run(binding)
+        return self.out  # type: ignore[return-value]
 
 
 class ModelSet:
