@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +47,7 @@ from training.frames import (
 )
 
 if TYPE_CHECKING:
+    from training.executor import Executor
     from training.pit_duckdb import DuckDBOptions
 
 __all__ = [
@@ -345,6 +348,7 @@ def build_training_data(
     cfg: TrainConfig,
     engine: PitEngine = "duckdb",
     duckdb_options: DuckDBOptions | None = None,
+    executor: Executor | None = None,
 ) -> TrainingData:
     """Merge labelled rows of every source lake (with its weight) into one TrainingData.
 
@@ -361,7 +365,7 @@ def build_training_data(
         data = build_with_duckdb(lakes, cfg, duckdb_options)
         data.pit_engine = "duckdb"
     else:
-        data = _build_in_memory(lakes, cfg, engine)
+        data = _build_in_memory(lakes, cfg, engine, executor)
     data.counts = {**data.counts, "signals": len(data.signals), "groups": len(data.groups)}
     for s in ("real", "vendor", "synthetic"):
         data.counts[f"rows_{s}"] = int((data.signals["source_kind"] == s).sum())
@@ -376,18 +380,36 @@ def build_training_data(
 
 
 def _build_in_memory(
-    lakes: Sequence[tuple[str, LakeFrames]], cfg: TrainConfig, engine: PitEngine
+    lakes: Sequence[tuple[str, LakeFrames]],
+    cfg: TrainConfig,
+    engine: PitEngine,
+    executor: Executor | None = None,
 ) -> TrainingData:
-    """Join and label every lake in pandas (the `asof` and `feast` engines)."""
+    """Join and label every lake in pandas (the `asof` and `feast` engines).
+
+    Each lake is one shard, read and joined by an `executor` task (default: here).
+    """
+    from training.executor import LocalExecutor, is_shared, task_settings
+
+    run = executor or LocalExecutor()
     parts: list[pd.DataFrame] = []
     counts: dict[str, int] = {}
     engines: set[str] = set()
+    shards: list[tuple[bool, Any]] = []
     for source, frames in lakes:
         weight = cfg.weights.get(source, 0.0)
         if weight <= 0:
             counts[f"{frames.name}_skipped_weight0"] = len(frames.signals)
             continue
-        rows, used, c = assemble(frames, weight, source, engine)
+        # a lake on this machine's disk is joined here; one in the shared store by a task
+        remote = run.name != "local" and is_shared(frames.lake)
+        if remote:
+            frames = replace(frames, settings=task_settings(frames.settings))
+            shards.append((True, run.submit(assemble, frames, weight, source, engine)))
+        else:
+            shards.append((False, partial(assemble, frames, weight, source, engine)))
+    done = iter(run.gather([task for remote, task in shards if remote]))
+    for rows, used, c in [next(done) if remote else task() for remote, task in shards]:
         counts.update(c)
         if used:
             engines.add(used)

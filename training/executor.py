@@ -15,9 +15,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from pydantic import SecretStr
+
+from infra.settings import Settings
 from training.config import TrainingError
 
-__all__ = ["ClusterError", "Executor", "LocalExecutor", "RayExecutor", "connect", "executor_for"]
+__all__ = [
+    "TASK_SECRETS",
+    "ClusterError",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "connect",
+    "executor_for",
+    "is_shared",
+    "task_settings",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,6 +126,25 @@ class RayExecutor:
         import ray
 
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+#: The only secrets a task receives: reading the lake from S3 needs them.
+TASK_SECRETS: frozenset[str] = frozenset({"aws_access_key_id", "aws_secret_access_key"})
+
+
+def task_settings(settings: Settings) -> Settings:
+    """Return settings to ship to tasks: every secret but the store's credentials blanked."""
+    blank = {
+        name: SecretStr("")
+        for name, info in type(settings).model_fields.items()
+        if info.annotation is SecretStr and name not in TASK_SECRETS
+    }
+    return settings.model_copy(update=blank)
+
+
+def is_shared(uri: str) -> bool:
+    """Return True for a lake every node reads (the object store), not one on this disk."""
+    return uri.startswith("s3://")
 
 
 def connect(address: str) -> RayExecutor:

@@ -414,7 +414,9 @@ def run_training(
                     )
             say("point-in-time dataset")
             with _timed(timings, "dataset"):
-                data = build_training_data(lakes, cfg, pit_engine or settings.train_pit_engine)
+                data = build_training_data(
+                    lakes, cfg, pit_engine or settings.train_pit_engine, executor=executor
+                )
         log.info("dataset: %s (join: %s)", data.counts, data.pit_engine)
         with _timed(timings, "train"):
             trained = fit_all(data, cfg, say, executor)

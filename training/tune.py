@@ -326,6 +326,7 @@ def load_data(
     symbols: Sequence[str] | None = None,
     start: Any = None,
     pit_engine: Any = None,
+    executor: Executor | None = None,
 ) -> TrainingData:
     """Collect the sources training would use and build the point-in-time dataset."""
     import tempfile
@@ -344,4 +345,6 @@ def load_data(
             vendor_paths=vendor,
             synthetic_bars=settings.train_synthetic_bars,
         )
-        return build_training_data(lakes, cfg, pit_engine or settings.train_pit_engine)
+        return build_training_data(
+            lakes, cfg, pit_engine or settings.train_pit_engine, executor=executor
+        )

@@ -92,7 +92,9 @@ def tune(
     backend = storage_url(settings).split(":", 1)[0]
     executor = executor_or_exit(settings.train_ray_address)
     try:
-        data = load_data(settings, cfg, symbols=syms, start=start, pit_engine=pit_engine)
+        data = load_data(
+            settings, cfg, symbols=syms, start=start, pit_engine=pit_engine, executor=executor
+        )
         results = run_tune(
             settings,
             data,

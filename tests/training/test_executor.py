@@ -13,22 +13,23 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from infra.objectstore import LocalObjectStore
+from infra.objectstore import LocalObjectStore, store_for_uri
 from infra.settings import Settings, get_settings
 from tests.helpers import unique_topic_prefix, wait_until
 from tests.kit import ray_probe
 from tests.kit.lake import synthetic_frames, write_frames
 from training.config import TrainConfig
-from training.datasets import TrainingData, build_training_data, load_lake
-from training.executor import ClusterError, LocalExecutor, RayExecutor, connect
+from training.datasets import LakeFrames, TrainingData, build_training_data, load_lake
+from training.executor import ClusterError, LocalExecutor, RayExecutor, connect, task_settings
 from training.pipeline import fit_all
 from training.trained import TrainedSet
 from training.tune import prepare, storage_url, tune
@@ -140,6 +141,31 @@ def test_fit_all_on_ray_equals_the_local_fit(cluster: str, data: TrainingData) -
     assert all(pid != os.getpid() and total == 45.0 for pid, total in results)
     with pytest.raises(ValueError, match="bad row 7"):
         run.gather([run.submit(ray_probe.fails)])
+
+
+def test_dataset_shards_on_ray_equal_the_local_build(
+    cluster: str, lake: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(s3=True, MANIFEST_HMAC_KEY=KEY)
+    store = store_for_uri(settings.lake, settings)
+    write_frames(store, synthetic_frames(900, seed=12), payload=False)
+
+    def lakes() -> list[tuple[str, LakeFrames]]:
+        # an S3 lake is a shard a task reads and joins; a lake on this disk is joined here
+        return [
+            ("real", load_lake("real", settings.lake, settings)),
+            ("synthetic", load_lake("synthetic", lake, settings)),
+        ]
+
+    local = build_training_data(lakes(), CFG, "asof")
+    remote = build_training_data(lakes(), CFG, "asof", executor=connect(cluster))
+    pd.testing.assert_frame_equal(local.signals, remote.signals)
+    pd.testing.assert_frame_equal(local.groups, remote.groups)
+    assert local.counts == remote.counts and remote.counts["rows_real"] > 0
+    # the store's credentials are the only secrets a task receives
+    shipped = task_settings(settings)
+    assert shipped.manifest_hmac_key.get_secret_value() == ""
+    assert shipped.aws_secret_access_key == settings.aws_secret_access_key
 
 
 def test_tune_on_ray_asks_the_same_trials_as_here(
