@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from infra.bus import KafkaBus
 from infra.contracts import DeadLetter
 from infra.settings import Settings
 from trader import metrics
+from trader.core.bar import MarketBar
 from trader.core.engine import Engine, EngineConfig
 from trader.delivery.canary import ModelRouter
 from trader.delivery.hotswap import STARTUP_WAIT_S, HotSwapper, kafka_configured
@@ -95,6 +96,36 @@ def watch_outbox_writes(outbox: Outbox, engine: Engine) -> None:
     metrics.OUTBOX_WRITE_FAILING.set(0)
 
 
+async def _until(bars: AsyncIterator[MarketBar], stop: asyncio.Event) -> AsyncIterator[MarketBar]:
+    """Yield the bars of a live feed until it ends or `stop` is set, even on a quiet market."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(bars))
+            await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                return
+            try:
+                bar = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield bar
+    finally:
+        stopped.cancel()
+
+
+async def _retry_held_writes(outbox: Outbox, stop: asyncio.Event, every_s: float = 0.5) -> None:
+    """Write what a full disk held as soon as it has room, bars or no bars."""
+    while not stop.is_set():
+        if outbox.held:
+            outbox.write_held()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
 def build_feed(opts: TradeOptions, bus: KafkaBus | None, on_dead_letter: Any = None) -> Feed:
     """Open the feed named by the options."""
     return open_feed(
@@ -163,6 +194,7 @@ async def run_trade(
     runtime.console = console = ConsoleFeed().attach(engine)  # the operator console's facts
     swap_stop = asyncio.Event()
     swap_task = asyncio.create_task(swapper.run(swap_stop)) if swapper is not None else None
+    held_task = asyncio.create_task(_retry_held_writes(outbox, swap_stop))
     # the streams worker's drift alerts, for the console only
     drift = runtime.drift = DriftWatcher(bus, console) if kafka_configured(settings) else None
     drift_task = asyncio.create_task(drift.run(swap_stop)) if drift is not None else None
@@ -196,7 +228,7 @@ async def run_trade(
     pacer = Pacer(0.0 if feed.live else opts.speed)
     n = 0
     try:
-        async for bar in feed.aiter():
+        async for bar in _until(feed.aiter(), stop) if feed.live else feed.aiter():
             if stop.is_set():
                 break
             if pacer.speed > 0:
@@ -215,6 +247,7 @@ async def run_trade(
                 break
     finally:
         swap_stop.set()
+        await held_task
         if swap_task is not None:
             await swap_task
         if drift_task is not None:

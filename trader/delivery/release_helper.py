@@ -32,9 +32,11 @@ import contextlib
 import functools
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -90,9 +92,19 @@ _client: tuple[Settings, Any] | None = None
 
 
 def _child_init(nice: int) -> None:
-    # Ctrl-C is the trader's to handle; the helper exits when the trader closes its pipe.
+    # Ctrl-C is the trader's to handle; the helper exits when the trader closes its pipe,
+    # and when the trader dies without closing it (kill -9): a watchdog sees the new parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lower_this_process(nice)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(0)
 
 
 def _child_client(settings: Settings) -> Any:

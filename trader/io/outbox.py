@@ -194,6 +194,11 @@ class Outbox:
                 return None
             return self.next_seq - 1
 
+    def write_held(self) -> bool:
+        """Try again to write the records a failed write held; return True if none is left."""
+        with self._lock:
+            return self._write_held()
+
     @property
     def held(self) -> int:
         """Return how many records wait in memory for the disk to take writes again."""

@@ -1,0 +1,174 @@
+"""The trader's faults: killed at the outbox's crash points, the broker killed under it.
+
+Every case runs `tradeloop trade` as a real process against the durable broker (Tansu on
+S3 storage), restarts it on the same spool, and reads the trader's topics back: every
+spooled record is on Kafka exactly once, by event_id. (A full disk: test_trader_disk_full.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from aiokafka import TopicPartition
+
+from infra.bus import KafkaBus
+from infra.contracts import decode
+from infra.crash import CRASH_ENV, CRASH_EXIT_CODE
+from infra.settings import Settings, settings_env
+from tests.helpers import SettingsFactory, wait_until
+from tests.kit.durable import DurableBroker
+from trader.core.bar import MarketBar
+from trader.feeds.sim import SimFeed
+from trader.io.outbox import TRADER_TOPICS, Outbox
+
+pytestmark = pytest.mark.kafka
+
+TRADELOOP = str(Path(sys.executable).with_name("tradeloop"))
+
+
+def _csv(path: Path, bars: list[MarketBar]) -> Path:
+    rows = [
+        {"ts": pd.Timestamp(b.ts_s, unit="s", tz="UTC"), "open": b.open, "high": b.high,
+         "low": b.low, "close": b.close, "volume": b.volume, "symbol": b.symbol}
+        for b in bars
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _trade(
+    env: dict[str, str], csv: Path, log: Path, speed: float = 0.0
+) -> subprocess.Popen[bytes]:
+    cmd = [TRADELOOP, "trade", "--feed", f"csv:{csv}", "--symbols", "ES", "--speed", str(speed),
+           "--no-api", "--run-id", log.stem, "--drain-timeout", "60"]  # fmt: skip
+    return subprocess.Popen(
+        cmd, env=env, cwd=log.parent, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+
+
+def kafka_event_ids(settings: Settings, topics: Iterable[str] = TRADER_TOPICS) -> Counter[str]:
+    """Return how often each event_id stands on the trader's topics (read to their ends)."""
+
+    async def read() -> Counter[str]:
+        bus = KafkaBus(settings)
+        reader = await bus.consumer((), None).start()
+        consumer = reader.raw
+        counts: Counter[str] = Counter()
+        try:
+            await consumer.topics()
+            names = [bus.topic(t) for t in topics]
+            tps = [
+                TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()
+            ]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    counts.update(decode(m.value or b"").event_id for m in msgs)
+            return counts
+        finally:
+            await reader.stop()
+
+    return asyncio.run(read())
+
+
+def assert_spool_on_kafka_once(
+    settings: Settings, spool: Path, topics: Iterable[str] = TRADER_TOPICS
+) -> int:
+    """Check the drained spool's every record is on Kafka once; return how many."""
+    outbox = Outbox(spool)
+    total, depth = outbox.next_seq, outbox.depth
+    outbox.close()
+    assert depth == 0, f"{depth} records still spooled"
+    counts = kafka_event_ids(settings, topics)
+    dupes = {k: n for k, n in counts.items() if n > 1}
+    assert not dupes, f"{len(dupes)} event_ids on Kafka more than once"
+    assert sum(counts.values()) == total, f"{sum(counts.values())} on Kafka, {total} spooled"
+    return total
+
+
+@pytest.fixture(scope="module")
+def bars() -> list[MarketBar]:
+    return list(SimFeed(("ES",), seed=5, days=2))
+
+
+def _env(settings: Settings, home: Path, **extra: str) -> dict[str, str]:
+    env = {**settings_env(settings), "TRADELOOP_HOME": str(home), "EMIT_BARS": "1"}
+    env.pop(CRASH_ENV, None)
+    return {**env, **extra}
+
+
+def test_killed_at_each_outbox_crash_point_then_restarted_sends_every_event_once(
+    durable_broker: DurableBroker,
+    make_settings: SettingsFactory,
+    bars: list[MarketBar],
+    tmp_path: Path,
+) -> None:
+    """Run 1 dies in the middle of an append, run 2 between an ack and the cursor write."""
+    settings = make_settings(KAFKA_BOOTSTRAP_SERVERS=durable_broker.address)
+    home, spool = tmp_path / "home", Path(settings.outbox_dir)
+    third = len(bars) // 3
+    runs = [
+        ("outbox.mid_append:300", CRASH_EXIT_CODE, None),
+        ("outbox.after_ack_before_cursor:3", CRASH_EXIT_CODE, "cutting a torn tail"),
+        (None, 0, "were already on Kafka (an ack lost to a crash)"),
+    ]
+    for n, (plan, code, restart_says) in enumerate(runs):
+        log = tmp_path / f"run{n}.log"
+        extra = {CRASH_ENV: plan} if plan else {}
+        csv = _csv(tmp_path / f"{n}.csv", bars[n * third : (n + 1) * third])
+        proc = _trade(_env(settings, home, **extra), csv, log)
+        assert proc.wait(180) == code, log.read_text()[-3000:]
+        text = log.read_text()
+        if plan:
+            assert f"crash point {plan.split(':')[0]}: dying" in text
+        if restart_says:
+            assert restart_says in text
+    assert assert_spool_on_kafka_once(settings, spool) > third
+
+
+def test_the_durable_broker_killed_under_a_trading_process_loses_and_doubles_nothing(
+    durable_broker: DurableBroker,
+    make_settings: SettingsFactory,
+    bars: list[MarketBar],
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(KAFKA_BOOTSTRAP_SERVERS=durable_broker.address)
+    home = tmp_path / "home"
+    log = tmp_path / "run.log"
+    speed = len(bars) * 60 / 12.0  # the bars in about 12 s: batches keep flowing
+    proc = _trade(_env(settings, home), _csv(tmp_path / "all.csv", bars), log, speed=speed)
+    try:
+        counts = wait_until(
+            lambda: (c := kafka_event_ids(settings)) and sum(c.values()) > 200 and c,
+            60,
+            interval_s=0.3,
+            what="the trader's first records on Kafka",
+        )
+        assert counts
+        for _ in range(2):  # kill -9 the broker twice while the trader keeps spooling
+            durable_broker.kill()
+            durable_broker.start()
+            seen = sum(kafka_event_ids(settings).values())
+            wait_until(
+                lambda s=seen: sum(kafka_event_ids(settings).values()) > s,  # type: ignore[misc]
+                60,
+                interval_s=0.3,
+                what="records flowing again after the broker restart",
+            )
+        assert proc.wait(180) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert assert_spool_on_kafka_once(settings, Path(settings.outbox_dir)) > len(bars)
