@@ -52,8 +52,11 @@ def cluster() -> Iterator[str]:
     """Start a two-CPU Ray head on loopback; yield its address; stop it and its processes."""
     import importlib
 
+    saved = {k: os.environ.get(k) for k in LOOPBACK}
     os.environ.update(LOOPBACK)  # read when ray is imported, by this driver too
     ray = importlib.import_module("ray")
+    constants = importlib.import_module("ray._private.ray_constants")
+    assert not constants.ENABLE_RAY_CLUSTER, "ray was imported before this fixture"
     assert not ray.is_initialized()
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="tlray")  # short: Ray's socket paths have a length limit
@@ -87,6 +90,11 @@ def cluster() -> Iterator[str]:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
         shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
