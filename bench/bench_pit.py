@@ -3,9 +3,10 @@
 Workload: synthetic event lakes (`tests.kit.lake.synthetic_frames`: ES and NQ,
 0-3 candidate signals per bar, every candidate with an outcome, `strategy_stats`
 stamped at each exit) of 1M and 10M signals, written as lake parquet files (the
-lake's schema, key layout and zstd) in chunks of 1M signals, one after another in
-time, with Kafka offsets running on across chunks. Each chunk's stream features
-start from zero (a fresh fold), which a join does not care about.
+lake's schema, key layout and zstd). The 10M lake is one generated 1M chunk
+repeated ten times, each copy moved on in time past the previous one's last exit,
+with its own event ids and Kafka offsets running on; each copy's stream features
+start from zero again (a fresh fold), which a join does not care about.
 
 Each measurement is `training.datasets.build_training_data` over the lake (read,
 dedupe, outcome join, the point-in-time join of 4 strategies x every decision
@@ -48,39 +49,47 @@ print(json.dumps({"seconds": elapsed, "signals": len(data.signals), "groups": le
 
 
 def write_lake(root: Path, n_signals: int, seed: int = 11) -> dict[str, int]:
-    """Write a lake of `n_signals` signals in 1M chunks; return rows per topic."""
+    """Write a lake of `n_signals` signals in chunks of 1M; return rows per topic.
+
+    One chunk is generated; every further chunk is that chunk moved on in time (past
+    the previous chunk's last exit) with its own event ids.
+    """
     import pyarrow.parquet as pq
 
     from infra.lake import lake_key
-    from tests.kit.lake import START, frame_to_table, synthetic_frames
+    from tests.kit.lake import frame_to_table, synthetic_frames
 
     done = root / "_complete.json"
     if done.exists():
         return dict(json.loads(done.read_text()))
     counts: dict[str, int] = {}
     offsets: dict[tuple[str, int], int] = {}
-    start = START
+    base = synthetic_frames(min(CHUNK, n_signals), seed=seed)
+    first_ts = base["signals"]["event_timestamp"].min()
+    span = base["outcomes"]["exit_ts"].max() - first_ts + dt.timedelta(days=1)
     for c in range(max(1, n_signals // CHUNK)):
-        size = min(CHUNK, n_signals - c * CHUNK)
-        frames = synthetic_frames(size, seed=seed + c, start=start)
-        for topic, frame in frames.items():
+        shift = span * c
+        for topic, frame in base.items():
             f = frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+            for col in ("event_timestamp", "ts_init", "entry_ts", "exit_ts", "ts_strategy_stats"):
+                if col in f.columns:
+                    f[col] = f[col] + shift
+            for col in ("event_id", "signal_id"):
+                if col in f.columns and c:
+                    f[col] = f[col] + f"-{c}"
             f["date"] = f["event_timestamp"].dt.strftime("%Y-%m-%d")
             for p, sym in enumerate(("ES", "NQ")):
                 part = f[f["symbol"] == sym].reset_index(drop=True)
-                base = offsets.get((topic, p), 0)
+                first_offset = offsets.get((topic, p), 0)
                 part["kafka_partition"] = p
-                part["kafka_offset"] = base + part.index.to_numpy()
-                offsets[(topic, p)] = base + len(part)
+                part["kafka_offset"] = first_offset + part.index.to_numpy()
+                offsets[(topic, p)] = first_offset + len(part)
                 for day, rows in part.groupby("date", sort=True):
                     first, last = int(rows["kafka_offset"].min()), int(rows["kafka_offset"].max())
                     path = root / lake_key(topic, str(day), sym, p, first, last)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     pq.write_table(frame_to_table(topic, rows, False), path, compression="zstd")
             counts[topic] = counts.get(topic, 0) + len(frame)
-        last_ts = frames["outcomes"]["exit_ts"].max()
-        start = (last_ts + dt.timedelta(days=1)).to_pydatetime().replace(hour=14, minute=30)
-        del frames
     done.write_text(json.dumps(counts))
     return counts
 

@@ -70,7 +70,6 @@ class DuckDBOptions:
     def from_settings(cls, settings: Settings) -> DuckDBOptions:
         """Return the options of `TRAIN_DUCKDB_MEMORY_MB`, spilling under the home."""
         spill = settings.home / "training" / "spill"
-        spill.mkdir(parents=True, exist_ok=True)
         return cls(memory_mb=settings.train_duckdb_memory_mb, temp_dir=str(spill))
 
 
@@ -373,16 +372,37 @@ def _finish_sql(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, sql: str, opts: DuckDBOptions) -> pd.DataFrame:
-    """Stream a query's rows out as Arrow record batches; return them as one pandas frame."""
-    reader = _run(con, sql).fetch_record_batch(opts.batch_rows)
-    table = pa.Table.from_batches(list(reader), schema=reader.schema)
-    del reader
-    frame = table.to_pandas(self_destruct=True, split_blocks=True)
-    del table
-    for name, col in frame.items():
+def _export(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:
+    """Write a query's rows, in order, to a parquet file (DuckDB streams and spills)."""
+    _run(con, f"COPY ({sql}) TO {_lit(str(path))} (FORMAT parquet, COMPRESSION snappy)")
+
+
+def _read_frame(path: Path, batch_rows: int) -> pd.DataFrame:
+    """Read a parquet file into one pandas frame, a record batch at a time.
+
+    Each batch is converted and released as it comes, and each column is joined
+    from its pieces on its own, so the frame is never held twice.
+    """
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    schema = source.schema_arrow
+    names = schema.names
+    pieces: dict[str, list[pd.Series]] = {n: [] for n in names}
+    for batch in source.iter_batches(batch_size=batch_rows):
+        for name, column in zip(names, batch.columns, strict=True):
+            pieces[name].append(column.to_pandas())
+        del batch
+    source.close()
+    frame = pd.DataFrame(index=pd.RangeIndex(sum(len(p) for p in pieces[names[0]])))
+    for name in names:
+        parts = pieces.pop(name) or [pa.array([], schema.field(name).type).to_pandas()]
+        col = pd.concat(parts, ignore_index=True) if len(parts) != 1 else parts[0]
+        del parts
         if isinstance(col.dtype, pd.DatetimeTZDtype):
-            frame[name] = col.dt.tz_convert("UTC")  # DuckDB's Etc/UTC, the lake's UTC
+            frame[name] = col.dt.tz_convert("UTC").array  # the lake's zone name
+        else:
+            frame[name] = col.to_numpy()
     return frame
 
 
@@ -390,6 +410,8 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, opts: DuckDBOptions) -> pd.
 def _connect(opts: DuckDBOptions) -> Iterator[tuple[duckdb.DuckDBPyConnection, Path]]:
     import duckdb
 
+    if opts.temp_dir:
+        Path(opts.temp_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tradeloop-pit-", dir=opts.temp_dir))
     con = duckdb.connect(
         config={
@@ -402,7 +424,7 @@ def _connect(opts: DuckDBOptions) -> Iterator[tuple[duckdb.DuckDBPyConnection, P
     try:
         yield con, work
     finally:
-        con.close()
+        con.close()  # idempotent: the build closes it before reading the frames back
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -459,10 +481,11 @@ def build_with_duckdb(
         _run(con, f"CREATE TEMP VIEW pts AS {pts}")
         _check(con)
         _finish_sql(con)
+        _run(con, "SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
         meta = ", ".join(
             f"{'f' if c in FEATURE_NAMES else 'w'}.{_q(c)}" for c in META_FEATURE_NAMES
         )
-        groups = _fetch(
+        _export(
             con,
             f"""SELECT b."group", f.event_timestamp, f.symbol, f.source_kind, f.weight, {meta},
                 f.strategy AS label, f.r_multiple AS best_r, b.__exit_max AS exit_ts
@@ -470,7 +493,7 @@ def build_with_duckdb(
             JOIN pts w ON f.__li = w.__li AND f.symbol = w.symbol
                 AND f.event_timestamp = w.event_timestamp
             ORDER BY b."group" """,
-            opts,
+            work / "groups.parquet",
         )
         _run(con, "DROP TABLE best")
         signal_cols = [
@@ -484,11 +507,14 @@ def build_with_duckdb(
             *(_q(f"is_{s}") for s in STRATEGIES),
             '"group"',
         ]
-        signals = _fetch(
+        _export(
             con,
             f"""SELECT {", ".join(signal_cols)} FROM final ORDER BY "group", {_ROW_ORDER}""",
-            opts,
+            work / "signals.parquet",
         )
+        con.close()  # DuckDB's memory goes before the frames come in
+        groups = _read_frame(work / "groups.parquet", opts.batch_rows)
+        signals = _read_frame(work / "signals.parquet", opts.batch_rows)
     groups["exit_ts"] = groups["exit_ts"].astype("datetime64[ns, UTC]")
     data = TrainingData(signals=signals, groups=groups)
     data.counts = counts

@@ -117,12 +117,14 @@ def test_no_feature_value_stamped_after_a_signal_appears_in_its_row(tmp_path: Pa
     ).mean() > 0.5
 
 
-def test_training_rows_carry_only_past_stream_values_with_ties(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["asof", "duckdb"])
+def test_training_rows_carry_only_past_stream_values_with_ties(tmp_path: Path, engine: str) -> None:
     """In the assembled frames, own and cross-strategy stream values are as of the signal."""
     frames = synthetic_frames(600, seed=5)
     lake = _lake(tmp_path, frames)
     settings = _settings(tmp_path, lake)
-    data = build_training_data([("real", load_lake("real", lake, settings))], CFG, "asof")
+    data = build_training_data([("real", load_lake("real", lake, settings))], CFG, engine)  # type: ignore[arg-type]
+    assert data.pit_engine == engine
     s = data.signals
     np.testing.assert_array_equal(s["trade_count"].to_numpy(float), _count_at_or_before(frames, s))
     stamps = _stamps(frames)
