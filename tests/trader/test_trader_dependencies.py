@@ -164,8 +164,15 @@ def test_s3_blackholed_during_a_hot_swap_keeps_serving_then_swaps(
             )
             seen["during"] = h
             s3.heal()
-            seen["after"] = await _health(
+            swapped = await _health(
                 client, lambda h: h["models"]["release"] == "r2", 60, "r2 swapped in"
+            )
+            at_swap = swapped["engine"]["events"]
+            seen["after"] = await _health(
+                client,
+                lambda h: h["engine"]["events"] > at_swap + 20,
+                60,
+                "decisions on r2",
             )
         stop.set()
         await asyncio.wait_for(task, 60)
