@@ -3,10 +3,11 @@
 Workload: synthetic event lakes (`tests.kit.lake.synthetic_frames`: ES and NQ,
 0-3 candidate signals per bar, every candidate with an outcome, `strategy_stats`
 stamped at each exit) of 1M and 10M signals, written as lake parquet files (the
-lake's schema, key layout and zstd). The 10M lake is one generated 1M chunk
-repeated ten times, each copy moved on in time past the previous one's last exit,
-with its own event ids and Kafka offsets running on; each copy's stream features
-start from zero again (a fresh fold), which a join does not care about.
+lake's schema, key layout and zstd). The 10M lake is one generated 1M chunk's
+files repeated ten times, each copy moved on by whole days past the previous
+one's last day, with its own event ids and Kafka offsets running on; each copy's
+stream features start from zero again (a fresh fold), which a join does not care
+about.
 
 Each measurement is `training.datasets.build_training_data` over the lake (read,
 dedupe, outcome join, the point-in-time join of 4 strategies x every decision
@@ -51,47 +52,87 @@ print(json.dumps({"seconds": elapsed, "signals": len(data.signals), "groups": le
 def write_lake(root: Path, n_signals: int, seed: int = 11) -> dict[str, int]:
     """Write a lake of `n_signals` signals in chunks of 1M; return rows per topic.
 
-    One chunk is generated; every further chunk is that chunk moved on in time (past
-    the previous chunk's last exit) with its own event ids.
+    Chunk 0 is generated and written per topic, day and symbol. Every further chunk
+    is chunk 0's files again, moved on by whole days past chunk 0's last day (so
+    each file keeps its day), with its own event ids and Kafka offsets running on.
+    A lake directory that already holds chunk 0 (a 1M lake) is extended.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from infra.lake import lake_key, parse_key
+
+    done = root / "_complete.json"
+    if done.exists():
+        return dict(json.loads(done.read_text()))
+    if not any(root.rglob("*.parquet")):
+        _write_chunk(root, min(CHUNK, n_signals), seed)
+    files = sorted(root.rglob("*.parquet"))
+    infos = [parse_key(str(p.relative_to(root))) for p in files]
+    rows: dict[tuple[str, int], int] = {}
+    counts: dict[str, int] = {}
+    days = [dt.date.fromisoformat(str(i["date"])) for i in infos if i]
+    span_days = (max(days) - min(days)).days + 1
+    for info in infos:
+        assert info is not None
+        key = (str(info["topic"]), int(info["partition"]))
+        rows[key] = max(rows.get(key, 0), int(info["last"]) + 1)
+        counts[key[0]] = counts.get(key[0], 0) + int(info["last"]) - int(info["first"]) + 1
+    chunks = max(1, n_signals // CHUNK)
+    for c in range(1, chunks):
+        shift = pa.scalar(dt.timedelta(days=span_days * c), pa.duration("us"))
+        for info, path in zip(infos, files, strict=True):
+            assert info is not None
+            topic, part = str(info["topic"]), int(info["partition"])
+            step = c * rows[(topic, part)]
+            table = pq.read_table(path)
+            for i, fld in enumerate(table.schema):
+                col = table.column(i)
+                if pa.types.is_timestamp(fld.type):
+                    col = pc.add(col, shift)
+                elif fld.name in ("event_id", "signal_id"):
+                    col = pc.binary_join_element_wise(col, f"-{c}", "")
+                elif fld.name == "kafka_offset":
+                    col = pc.add(col, step)
+                else:
+                    continue
+                table = table.set_column(i, fld.name, col.cast(fld.type))
+            day = dt.date.fromisoformat(str(info["date"])) + dt.timedelta(days=span_days * c)
+            out_key = lake_key(
+                topic,
+                day,
+                str(info["symbol"]),
+                part,
+                int(info["first"]) + step,
+                int(info["last"]) + step,
+            )
+            (root / out_key).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, root / out_key, compression="zstd")
+    counts = {t: n * chunks for t, n in counts.items()}
+    done.write_text(json.dumps(counts))
+    return counts
+
+
+def _write_chunk(root: Path, n_signals: int, seed: int) -> None:
+    """Write one generated chunk as the lake lays it out: per topic, day and symbol."""
     import pyarrow.parquet as pq
 
     from infra.lake import lake_key
     from tests.kit.lake import frame_to_table, synthetic_frames
 
-    done = root / "_complete.json"
-    if done.exists():
-        return dict(json.loads(done.read_text()))
-    counts: dict[str, int] = {}
-    offsets: dict[tuple[str, int], int] = {}
-    base = synthetic_frames(min(CHUNK, n_signals), seed=seed)
-    first_ts = base["signals"]["event_timestamp"].min()
-    span = base["outcomes"]["exit_ts"].max() - first_ts + dt.timedelta(days=1)
-    for c in range(max(1, n_signals // CHUNK)):
-        shift = span * c
-        for topic, frame in base.items():
-            f = frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
-            for col in ("event_timestamp", "ts_init", "entry_ts", "exit_ts", "ts_strategy_stats"):
-                if col in f.columns:
-                    f[col] = f[col] + shift
-            for col in ("event_id", "signal_id"):
-                if col in f.columns and c:
-                    f[col] = f[col] + f"-{c}"
-            f["date"] = f["event_timestamp"].dt.strftime("%Y-%m-%d")
-            for p, sym in enumerate(("ES", "NQ")):
-                part = f[f["symbol"] == sym].reset_index(drop=True)
-                first_offset = offsets.get((topic, p), 0)
-                part["kafka_partition"] = p
-                part["kafka_offset"] = first_offset + part.index.to_numpy()
-                offsets[(topic, p)] = first_offset + len(part)
-                for day, rows in part.groupby("date", sort=True):
-                    first, last = int(rows["kafka_offset"].min()), int(rows["kafka_offset"].max())
-                    path = root / lake_key(topic, str(day), sym, p, first, last)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    pq.write_table(frame_to_table(topic, rows, False), path, compression="zstd")
-            counts[topic] = counts.get(topic, 0) + len(frame)
-    done.write_text(json.dumps(counts))
-    return counts
+    for topic, frame in synthetic_frames(n_signals, seed=seed).items():
+        f = frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+        f["date"] = f["event_timestamp"].dt.strftime("%Y-%m-%d")
+        for p, sym in enumerate(("ES", "NQ")):
+            part = f[f["symbol"] == sym].reset_index(drop=True)
+            part["kafka_partition"] = p
+            part["kafka_offset"] = part.index.to_numpy()
+            for day, rows in part.groupby("date", sort=True):
+                first, last = int(rows["kafka_offset"].min()), int(rows["kafka_offset"].max())
+                path = root / lake_key(topic, str(day), sym, p, first, last)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(frame_to_table(topic, rows, False), path, compression="zstd")
 
 
 def measure(lake: Path, engine: str, home: Path) -> dict[str, float]:
