@@ -8,7 +8,10 @@ time the process passes `crash_point(NAME)` it fails there. Modes:
 - `enospc`: raise `OSError(ENOSPC)` at that pass and at the K-1 passes after it (a disk
   that fills, then has room again), or at every later pass without K (a full disk).
 
-Unset, `crash_point` costs one global bool check.
+With `TRADELOOP_CRASH_FIRED=FILE` a point that dies writes its name to FILE, and a
+process that starts with that file drops the points named in it: each point fires once
+across the restarts of a process and its children (a worker restarted with the same
+plan goes on to the next point). Unset, `crash_point` costs one global bool check.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from enum import StrEnum
 __all__ = [
     "CRASH_ENV",
     "CRASH_EXIT_CODE",
+    "CRASH_FIRED_ENV",
     "CrashPlanError",
     "CrashPoint",
     "armed",
@@ -30,6 +34,8 @@ __all__ = [
 
 #: The environment variable holding the crash plan.
 CRASH_ENV = "TRADELOOP_CRASH_AT"
+#: The environment variable naming the file of the points that already fired.
+CRASH_FIRED_ENV = "TRADELOOP_CRASH_FIRED"
 #: The exit code of a process that died at a crash point (distinct from any other exit).
 CRASH_EXIT_CODE = 86
 
@@ -79,7 +85,20 @@ def parse_plan(text: str) -> dict[CrashPoint, tuple[int, str, int]]:
     return plan
 
 
-_PLAN = parse_plan(os.environ.get(CRASH_ENV, ""))
+def _fired(path: str) -> set[str]:
+    try:
+        with open(path) as fh:
+            return {line.strip() for line in fh}
+    except FileNotFoundError:
+        return set()
+
+
+_FIRED_PATH = os.environ.get(CRASH_FIRED_ENV, "")
+_PLAN = {
+    point: planned
+    for point, planned in parse_plan(os.environ.get(CRASH_ENV, "")).items()
+    if not _FIRED_PATH or point.value not in _fired(_FIRED_PATH)
+}
 _ARMED = bool(_PLAN)
 _passes: dict[CrashPoint, int] = {}
 
@@ -100,6 +119,9 @@ def _pass(name: CrashPoint) -> None:
         return
     if mode == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device (crash point {name.value})")
+    if _FIRED_PATH:
+        with open(_FIRED_PATH, "a") as fh:
+            fh.write(name.value + "\n")
     sys.stderr.write(f"crash point {name.value}: dying at pass {n}\n")
     sys.stderr.flush()
     os._exit(CRASH_EXIT_CODE)

@@ -21,7 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from infra.crash import CRASH_ENV
+from infra.crash import CRASH_ENV, CRASH_FIRED_ENV
 from streams.metrics import StreamMetrics
 
 __all__ = ["SinkOptions", "SinkProcess", "counters", "main"]
@@ -118,7 +118,8 @@ class SinkProcess:
             if self._stopping:
                 break
             self.restarts += 1
-            self.env.pop(CRASH_ENV, None)  # a crash plan fails the first child only
+            if CRASH_FIRED_ENV not in self.env:  # without it a plan fails the first child only
+                self.env.pop(CRASH_ENV, None)
             log.error("the lake sink process exited with %s; restarting it in 1 s", code)
             await asyncio.sleep(1.0)
 

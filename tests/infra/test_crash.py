@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from infra.crash import CRASH_ENV, CRASH_EXIT_CODE, CrashPlanError, CrashPoint, parse_plan
+from infra.crash import (
+    CRASH_ENV,
+    CRASH_EXIT_CODE,
+    CRASH_FIRED_ENV,
+    CrashPlanError,
+    CrashPoint,
+    parse_plan,
+)
 
 PROBE = """
 from infra.crash import CrashPoint, crash_point
@@ -81,3 +89,18 @@ def test_unset_or_another_point_is_a_no_op_and_a_bad_plan_stops_the_start() -> N
         assert run.returncode == 0 and run.stdout.count("passed") == 6, run.stderr
     bad = _probe("nowhere:1")
     assert bad.returncode == 1 and "CrashPlanError" in bad.stderr and "nowhere" in bad.stderr
+
+
+def test_with_a_fired_file_each_point_fires_once_across_restarts(tmp_path: Path) -> None:
+    fired = tmp_path / "fired"
+    plan = "outbox.mid_append:2,sink.after_upload_before_commit:3"
+    codes = []
+    for _ in range(3):
+        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        env.update({CRASH_ENV: plan, CRASH_FIRED_ENV: str(fired)})
+        run = subprocess.run(
+            [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60
+        )
+        codes.append(run.returncode)
+    assert codes == [CRASH_EXIT_CODE, CRASH_EXIT_CODE, 0]
+    assert fired.read_text().split() == ["outbox.mid_append", "sink.after_upload_before_commit"]
