@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.contracts.keys import manifest_key
+from infra.contracts.keys import LATEST_MANIFEST_KEY, manifest_key
 from infra.objectstore import LocalObjectStore
 from infra.settings import Settings
 from training.config import DataError, TrainConfig, TrainingError
@@ -196,6 +196,7 @@ def _evaluate_learning(
     registry = Registry(local, store=LocalObjectStore(store_dir))
     profiled = local.model_copy(update={"train_profile": opts.profile})
     cfg = TrainConfig.from_settings(profiled, seed=opts.seed)
+    _forget_unrecorded(registry, store_dir, ck)
     walk = _start(local, opts, out)
     total = walk.hello.get("total_bars")
     try:
@@ -241,6 +242,24 @@ def _evaluate_learning(
         walk.close()
     ck.save(out / "checkpoint.json")
     return Walked(opts, out, ck, finish, total_bars=total)
+
+
+def _forget_unrecorded(registry: Any, store_dir: Path, ck: Checkpoint) -> None:
+    """Drop releases published after the last checkpoint (a run stopped mid-step).
+
+    The next step's gate takes the store's latest release as the champion; it must be
+    the release the learning arm serves, the last one the checkpoint recorded.
+    """
+    last = ck.releases[-1].sequence if ck.releases else 0
+    for seq in registry.sequences():
+        if seq > last:
+            (store_dir / manifest_key(seq)).unlink()
+            log.info("dropped release sequence %d: published after the last checkpoint", seq)
+    latest = store_dir / LATEST_MANIFEST_KEY
+    if last:
+        registry.store.put(LATEST_MANIFEST_KEY, registry.store.get(manifest_key(last)))
+    elif latest.exists():
+        latest.unlink()
 
 
 def refold_features(lake: Path, settings: Settings) -> int:
