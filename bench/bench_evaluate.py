@@ -37,6 +37,7 @@ def _invoke(command: Any, args: list[str], env: dict[str, str]) -> float:
 
 def run(quick: bool) -> dict[str, Any]:
     import json
+    import os
 
     from trader.cli import backtest
     from training.evaluate.cli import evaluate
@@ -106,5 +107,6 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "targets": {"evaluate_s": {"stat": "value", "op": "<", "value": TARGET_S, "unit": "s"}},
         "notes": f"{len(steps)} retrain steps, {summary['releases']} releases; PnL USD "
-        + ", ".join(f"{a} {m['pnl_usd']:,.0f}" for a, m in arms.items()),
+        + ", ".join(f"{a} {m['pnl_usd']:,.0f}" for a, m in arms.items())
+        + f"; load average {os.getloadavg()[0]:.1f} at the end (the cores may be shared)",
     }
