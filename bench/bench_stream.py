@@ -1,24 +1,24 @@
-"""End-to-end events/s of one streams worker vs a bare aiokafka consume loop.
+"""Streams worker events/s vs a bare aiokafka loop, the Faust ceiling and Quix Streams.
 
 Starts its own Tansu broker, uses Redis at 127.0.0.1:6379 for the Feast online
-store and a local directory for the lake. Events are produced first; the worker
-(a `tradeloop streams worker` subprocess, already running and idle) then consumes
-them: validation, stream features, FeatureUpdate emission, Feast pushes and the
-parquet lake. The clock runs from the first record consumed until every event is
-both folded by the agents and committed to the lake (read from the worker's
-Prometheus counters). The ceiling is a bare aiokafka loop reading the same records
-from the same broker in the same run.
+store and a local directory for the lake. The events are produced before a worker
+starts, so no producer shares the CPU while a clock runs; each clock runs from the
+first record a worker folded (read from its Prometheus counters).
 
-The Faust ceiling (`bench.faust_ceiling`) is a Faust app with the worker's three
-agents that only count, on the same records: no Faust-agent worker can be faster.
-
-The peer is Quix Streams (`bench.stream_peers`, its own process): the same records,
-the same per-record step (`streams.processing.process_record`: validate, fold
-into `StreamFeatureState` per symbol and strategy, exactly-once positions), state
-in Quix's RocksDB store with changelog topics, outputs produced to a topic. It does
-no Feast push and no lake, so it compares with the worker's features path. Its
-final feature values are read back from its output topic and checked against a
-from-scratch fold of the same events.
+- End to end: one worker with its lake sink child process (validation, stream
+  features, FeatureUpdate emission, Feast pushes, parquet lake), until every event
+  is both folded and committed to the lake.
+- Features path: one worker without the lake sink (validate, fold, emit, Feast
+  push) on the same records, in a consumer group of its own: the worker's per-record
+  step alone, compared with the Faust ceiling and Quix Streams.
+- The Faust ceiling (`bench.faust_ceiling`): a Faust app with the worker's Faust
+  tuning and three agents that only count, on the same records.
+- Quix Streams (`bench.stream_peers`, its own process): the same per-record step
+  (`streams.processing.process_record`), state in Quix's RocksDB store with
+  changelog topics, outputs produced to a topic; no Feast push, no lake. Its final
+  feature values are read back and checked against a from-scratch fold.
+- Scaling: 1, 2 and 4 worker processes (features path) of one group on topics with
+  8 partitions; the workers settle first, then the records are produced.
 
 Run: `.venv/bin/python -m bench.bench_stream [--quick]`.
 """
@@ -32,39 +32,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from bench import faust_ceiling
+from bench.stream_runs import SOURCE, push_p99_ms, scaling_run, worker_run
 from infra.settings import Settings
-from tests.kit.harness import WorkerProcess
 
-SOURCE = ("bars", "signals", "outcomes")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _metrics(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("tradeloop_") and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def _rss_mb(worker: WorkerProcess) -> float:
-    import psutil
-
-    if worker.proc is None:
-        return 0.0
-    try:
-        return round(psutil.Process(worker.proc.pid).memory_info().rss / 2**20, 1)
-    except psutil.Error:
-        return 0.0
+SCALING_WORKERS = (1, 2, 4)
+SCALING_PARTITIONS = 8
 
 
 def _sum(m: dict[str, float], prefix: str, topics: tuple[str, ...]) -> float:
@@ -167,187 +146,162 @@ def _quix_matches(settings: Settings, report: dict[str, Any], events: list[Any])
     return f"its final values differ from a from-scratch fold on {len(wrong)} of {len(expected)} keys: {wrong[:3]}"
 
 
+def _settings(broker: Any, tmp: Path, tag: str, partitions: int) -> Settings:
+    return Settings(
+        KAFKA_BOOTSTRAP_SERVERS=broker.address,
+        TOPIC_PREFIX=f"bench{tag}{time.time_ns() % 10**8}.",
+        TOPIC_PARTITIONS=partitions,
+        LAKE_URI=str(tmp / "lake"),
+        FEAST_REPO_DIR=str(tmp / "repo"),
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        KAFKA_SESSION_TIMEOUT_MS=10_000,
+    )
+
+
 def run(quick: bool = False) -> dict[str, Any]:
-    """Measure one worker end to end and the bare consume ceiling; return the numbers."""
+    """Measure the worker (end to end, features path, scaling) and its peers; return the numbers."""
     from bench.harness import throughput
-    from infra.settings import Settings
-    from infra.stack import free_port, start_tansu
-    from tests.kit.harness import WorkerProcess, produce, settings_env, wait_for
+    from infra.stack import start_tansu
     from tests.kit.synth import synthetic_events
 
     n = 10_000 if quick else 200_000
+    n_scale = 5_000 if quick else 100_000
+    counts = SCALING_WORKERS[:2] if quick else SCALING_WORKERS
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     os.environ.setdefault("TRADELOOP_HOME", str(tmp / "home"))
     broker = start_tansu(log_dir=tmp)
-    worker: WorkerProcess | None = None
     try:
-        settings = Settings(
-            KAFKA_BOOTSTRAP_SERVERS=broker.address,
-            TOPIC_PREFIX=f"bench{time.time_ns() % 10**8}.",
-            TOPIC_PARTITIONS=4,
-            LAKE_URI=str(tmp / "lake"),
-            FEAST_REPO_DIR=str(tmp / "repo"),
-            REDIS_URL="redis://127.0.0.1:6379/0",
-            KAFKA_SESSION_TIMEOUT_MS=10_000,
-        )
-        port = free_port()
-        env = settings_env(settings)
-        env["TRADELOOP_HOME"] = str(tmp / "home")
-        worker = WorkerProcess(
-            settings,
-            tmp / "worker.log",
-            args=[
-                "--metrics-port",
-                str(port),
-                "--lake-batch-events",
-                "20000",
-                "--lake-batch-seconds",
-                "2",
-            ],
-            env=env,
-        ).start()
-        wait_for(
-            lambda: "lake sink assigned" in worker.log() and "resync" in worker.log(),
-            180,
-            0.5,
-            "worker ready",
-        )  # type: ignore[union-attr]
-
+        settings = _settings(broker, tmp, "", 4)
         events = list(synthetic_events(n))
         t0 = time.perf_counter()
-        produce(settings, events)
-        produce_s = time.perf_counter() - t0
-
-        first: float | None = None
-        done_agents: float | None = None
-        done_lake: float | None = None
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline and (done_agents is None or done_lake is None):
-            m = _metrics(port)
-            now = time.perf_counter()
-            folded = _sum(m, "tradeloop_stream_events_in_total", SOURCE)
-            landed = _sum(m, "tradeloop_lake_events_written_total", SOURCE)
-            if first is None and folded > 0:
-                first = now
-            if done_agents is None and folded >= n:
-                done_agents = now
-            if done_lake is None and landed >= n:
-                done_lake = now
-            time.sleep(0.1)
-        if first is None or done_agents is None or done_lake is None:
-            raise RuntimeError(f"worker did not finish: {worker.log()[-2000:]}")
-        m = _metrics(port)
-        end = max(done_agents, done_lake)
+        e2e = worker_run(settings, tmp, events, n,
+                         ["--lake-batch-events", "20000", "--lake-batch-seconds", "2"], "e2e")  # fmt: skip
+        produce_s = time.perf_counter() - t0 - (e2e.done_agents - e2e.first)
+        m = e2e.final
+        assert e2e.done_lake is not None
+        end = max(e2e.done_agents, e2e.done_lake)
         pushes = m.get("tradeloop_feast_push_seconds_count", 0.0)
         push_sum = m.get("tradeloop_feast_push_seconds_sum", 0.0)
-        rss_mb = _rss_mb(worker)
         emitted = int(_sum(m, "tradeloop_stream_events_out_total", ("features",)))
         files = int(
             sum(v for k, v in m.items() if k.startswith("tradeloop_lake_files_written_total"))
         )
-        worker.stop()  # idle from here on; the baseline and the peer get the CPU
+        features = worker_run(settings, tmp, [], n, ["--no-sink"], "features")
+        fm = features.final
+        p99 = push_p99_ms(fm)
+        f_pushes = fm.get("tradeloop_feast_push_seconds_count", 0.0)
+        f_push_mean = 1000 * fm.get("tradeloop_feast_push_seconds_sum", 0.0) / max(f_pushes, 1.0)
+        features_rate = n / (features.done_agents - features.first)
+
         bare = asyncio.run(_bare_consume(settings, n))
         faust_floor = faust_ceiling.measure(
             settings.bootstrap_servers, settings.topic_prefix, n, timeout_s=300 if quick else 1800
         )
         quix = _run_quix(settings, n, tmp, timeout_s=300 if quick else 1800)
-        metrics: dict[str, Any] = {}
+
+        scale_events = list(synthetic_events(n_scale, seed=11))
+        scaling: dict[int, dict[str, float]] = {}
+        for k in counts:
+            scale_settings = _settings(broker, tmp, f"scale{k}x", SCALING_PARTITIONS)
+            scaling[k] = scaling_run(scale_settings, tmp, scale_events, n_scale, k, ["--no-sink"])
+
+        metrics: dict[str, Any] = {
+            "end_to_end": throughput(n, end - e2e.first, "events/s", baseline="aiokafka_loop",
+                                     label="one worker, end to end (features + Feast online + lake)"),
+            "lake_path": throughput(n, e2e.done_lake - e2e.first, "events/s", baseline="aiokafka_loop",
+                                    label="lake sink (same run): validate, parquet, upload, commit"),
+            "features_path": throughput(n, features.done_agents - features.first, "events/s",
+                                        baseline="faust_ceiling",
+                                        label="worker without lake sink: validate, fold, emit, Feast push"),
+            "feast_push_p99": {
+                "value": p99 if p99 is not None else float("nan"), "unit": "ms",
+                "label": f"Feast online push p99, worker without lake sink ({int(f_pushes)} pushes, "
+                         f"mean {f_push_mean:.2f} ms; histogram bucket bound)",
+            },
+            "feast_push": {
+                "value": round(1000 * push_sum / pushes, 3) if pushes else 0.0,
+                "unit": "ms/push",
+                "label": f"mean Feast online push, end-to-end run ({int(pushes)} batched pushes)",
+            },
+        }  # fmt: skip
+        targets: dict[str, Any] = {
+            "end_to_end": {"stat": "value", "op": ">=", "value": 20_000, "unit": "events/s"},
+            "features_path": {"stat": "value", "op": ">=", "ratio": 0.9},
+            "feast_push_p99": {"stat": "value", "op": "<=", "value": 10, "unit": "ms"},
+        }
+        baselines: dict[str, Any] = {
+            "aiokafka_loop": {"value": bare, "unit": "events/s",
+                              "label": "bare aiokafka consume loop, same broker and records"},
+            "faust_ceiling": throughput(n, n / faust_floor, "events/s",
+                                        label="Faust ceiling: the worker's Faust tuning, 3 agents that only count"),
+            "workers_1": throughput(n_scale, n_scale / scaling[1]["events_per_s"], "events/s",
+                                    label=f"1 worker process, {SCALING_PARTITIONS} partitions (features path)"),
+        }  # fmt: skip
+        for k in counts[1:]:
+            metrics[f"workers_{k}"] = throughput(
+                n_scale, n_scale / scaling[k]["events_per_s"], "events/s", baseline="workers_1",
+                label=f"{k} worker processes, one group, {SCALING_PARTITIONS} partitions (features path)",
+            )  # fmt: skip
         if "error" in quix:
             quix_note = f"Quix Streams: NOT MEASURED - {quix['error'][:600]}"
         else:
-            metrics["quix_streams"] = throughput(
-                n,
-                quix["fold_s"],
-                "events/s",
-                baseline="aiokafka_loop",
-                label=(
-                    f"Quix Streams {quix['quixstreams']}: validate, fold (RocksDB state + changelog), "
-                    "emit; no Feast, no lake"
-                ),
-            )
-            worker_features = n / (done_agents - first)
+            baselines["quix_streams"] = throughput(
+                n, quix["fold_s"], "events/s",
+                label=f"Quix Streams {quix['quixstreams']}: validate, fold (RocksDB state + changelog), emit; no Feast, no lake",
+            )  # fmt: skip
+            metrics["features_vs_quix"] = throughput(
+                n, features.done_agents - features.first, "events/s", baseline="quix_streams",
+                label="worker without lake sink (same figure), against Quix Streams",
+            )  # fmt: skip
+            targets["features_vs_quix"] = {"stat": "value", "op": ">=", "ratio": 1.2}
             quix_note = (
                 f"Quix Streams {quix['quixstreams']} (confluent-kafka {quix['confluent_kafka']}, "
                 f"librdkafka {quix['librdkafka']}) ran in its own process with a fresh consumer group "
                 f"(session.timeout.ms {settings.kafka_session_timeout_ms}), commit_interval 1 s, "
-                f"at-least-once, changelog topics on; {quix['outputs']:,} outputs; it reached "
-                f"{quix['events_per_s'] / worker_features:.2f}x the worker's features path; "
+                f"at-least-once, changelog topics on; {quix['outputs']:,} outputs; the worker's features "
+                f"path reached {features_rate / quix['events_per_s']:.2f}x it; "
                 f"{_quix_matches(settings, quix, events)}; group join and state setup before "
                 f"the first record {quix.get('join_s', 0):.1f} s (outside the clock), final checkpoint "
                 f"{quix['final_checkpoint_s']:.2f} s; RSS after the run {quix['rss_mb']:,.0f} MB, peak "
-                f"{quix['peak_rss_mb']:,.0f} MB (the worker's RSS is read after its run too). On Tansu the first JoinGroup after librdkafka's "
+                f"{quix['peak_rss_mb']:,.0f} MB. On Tansu the first JoinGroup after librdkafka's "
                 "KIP-394 member-id round trip is answered only after half the session timeout "
                 "(23 s at librdkafka's default 45 s), so the peer passes the bench's session timeout"
             )
+        scale_note = ", ".join(
+            f"{k} worker{'s' if k > 1 else ''} {s['events_per_s']:,.0f} events/s "
+            f"(produced at {s['produce_per_s']:,.0f}/s meanwhile)"
+            for k, s in scaling.items()
+        )
         return {
             "workload": (
                 f"{n:,} synthetic events (bars, signals, outcomes; ES, NQ) on {settings.topic_partitions} "
-                "partitions; one worker: validate -> river stream features -> FeatureUpdate -> Feast "
-                "online (Redis) -> parquet lake (local dir), offsets committed after upload; then, on the "
-                "same broker and records, a bare aiokafka loop and a Quix Streams app running the same "
-                "per-record step (validate, fold per symbol and strategy, emit)"
+                "partitions, produced before each worker starts; one worker end to end: validate -> river "
+                "stream features -> FeatureUpdate -> Feast online (Redis) -> parquet lake (local dir), "
+                "offsets committed after upload; the same worker without its lake sink (features path); "
+                "then, on the same broker and records, a bare aiokafka loop, the Faust ceiling and a Quix "
+                f"Streams app running the same per-record step; scaling: {n_scale:,} events on "
+                f"{SCALING_PARTITIONS} partitions, {'/'.join(map(str, counts))} worker processes"
             ),
-            "metrics": {
-                "end_to_end": throughput(
-                    n,
-                    end - first,
-                    "events/s",
-                    baseline="aiokafka_loop",
-                    label="one worker, end to end (features + Feast online + lake)",
-                ),
-                "features_path": throughput(
-                    n,
-                    done_agents - first,
-                    "events/s",
-                    baseline="aiokafka_loop",
-                    label="Faust agents: validate, fold, emit",
-                ),
-                "lake_path": throughput(
-                    n,
-                    done_lake - first,
-                    "events/s",
-                    baseline="aiokafka_loop",
-                    label="lake sink: validate, parquet, upload, commit",
-                ),
-                "feast_push": {
-                    "value": round(1000 * push_sum / pushes, 2) if pushes else 0.0,
-                    "unit": "ms/push",
-                    "label": f"mean Feast online push ({int(pushes)} batched pushes)",
-                },
-                "faust_ceiling": throughput(
-                    n,
-                    n / faust_floor,
-                    "events/s",
-                    baseline="aiokafka_loop",
-                    label="Faust app with the worker's 3 agents that only count (take_events, 1,000)",
-                ),
-                **metrics,
-            },
-            "baseline": {
-                "aiokafka_loop": {
-                    "value": bare,
-                    "unit": "events/s",
-                    "label": "bare aiokafka consume loop, same broker and records",
-                }
-            },
-            "targets": {
-                "end_to_end": {"stat": "value", "op": ">=", "value": 20_000, "unit": "events/s"}
-            },
+            "metrics": metrics,
+            "baseline": baselines,
+            "targets": targets,
             "rss_mb": {
-                "streams_worker": rss_mb,
+                "streams_worker": e2e.rss_mb,
+                "streams_worker_no_sink": features.rss_mb,
                 **({"quix_streams": quix["rss_mb"]} if "rss_mb" in quix else {}),
             },
             "notes": (
-                f"produce rate {n / produce_s:,.0f} events/s (before the clock starts); "
-                f"{emitted:,} FeatureUpdates emitted, {files:,} lake files; "
-                "the worker is one Faust process plus its lake sink child process; the Faust "
-                f"ceiling ({faust_floor:,.0f} events/s: agents that only count, on the same records) "
-                "bounds what any Faust-agent worker reaches on this machine. " + quix_note + "."
+                f"produce rate {n / produce_s:,.0f} events/s (before any clock); {emitted:,} "
+                f"FeatureUpdates emitted, {files:,} lake files; the end-to-end worker is one Faust process "
+                "plus its lake sink child process on 2 cores (they share them with Tansu); the features "
+                f"path is the same worker without the sink; the Faust ceiling ({faust_floor:,.0f} events/s: "
+                "agents that only count, on the same records, with the worker's Faust tuning) bounds what "
+                f"any Faust-agent worker reaches on this machine. Scaling (8 partitions): {scale_note}. "
+                + quix_note
+                + "."
             ),
         }
     finally:
-        if worker is not None:
-            worker.stop()
         broker.stop()
 
 
