@@ -12,7 +12,7 @@ about.
 Each measurement is `training.datasets.build_training_data` over the lake (read,
 dedupe, outcome join, the point-in-time join of 4 strategies x every decision
 point, labels, the meta and exec frames) in a child process of its own, so its
-peak RSS (`resource.getrusage(RUSAGE_CHILDREN)`) is that build's alone. The
+peak RSS (`os.wait4`, the child's `getrusage`) is that build's alone. The
 in-memory engine is not run at 10M: its peak at 1M times ten is past this
 machine's 24 GB.
 
@@ -33,7 +33,7 @@ from typing import Any
 
 CHUNK = 1_000_000
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from infra.settings import Settings
 from training.config import TrainConfig
 from training.datasets import build_training_data, load_lake
@@ -136,27 +136,29 @@ def _write_chunk(root: Path, n_signals: int, seed: int) -> None:
 
 
 def measure(lake: Path, engine: str, home: Path) -> dict[str, float]:
-    """Build the dataset in a child process; return its seconds, rows and peak RSS (MB)."""
-    import resource
+    """Build the dataset in a child process; return its seconds, rows and peak RSS (MB).
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    The peak is the child's own (`os.wait4` returns that child's rusage).
+    """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(lake), engine, str(home)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(lake), engine, str(home)],
+            stdout=out,
+            stderr=err,
+            env=env,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
-        raise RuntimeError(f"{engine} build failed: {proc.stderr.strip()[-2000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    if peak_kb <= before:
-        raise RuntimeError("a child's peak RSS is hidden by an earlier, larger child")
-    out["peak_rss_mb"] = peak_kb / 1024
-    out["rows_per_s"] = out["signals"] / out["seconds"]
-    return dict(out)
+        raise RuntimeError(f"{engine} build failed: {stderr.strip()[-2000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result["rows_per_s"] = result["signals"] / result["seconds"]
+    return dict(result)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -175,8 +177,7 @@ def run(quick: bool) -> dict[str, Any]:
     details: dict[str, Any] = {}
     rss: dict[str, float] = {}
     try:
-        # the larger child first: RUSAGE_CHILDREN keeps the largest child's peak only
-        for n, engines in sorted(plan, key=lambda p: -p[0]):
+        for n, engines in plan:
             lake = base / f"lake{n}"
             t0 = time.perf_counter()
             counts = write_lake(lake, n)
@@ -219,7 +220,7 @@ def run(quick: bool) -> dict[str, Any]:
         "targets": targets,
         "rss_mb": rss,
         "details": details,
-        "notes": "Peak RSS is the build's child process (getrusage). DuckDB runs with its "
+        "notes": "Peak RSS is the build's child process (its rusage from os.wait4). DuckDB runs with its "
         "default TRAIN_DUCKDB_MEMORY_MB and spills past it. The in-memory as-of engine is "
         "not run at 10M (its 1M peak times ten exceeds the machine's 24 GB). Lake "
         "generation is not counted (details.*.generate_s).",

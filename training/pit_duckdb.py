@@ -374,7 +374,7 @@ def _finish_sql(con: duckdb.DuckDBPyConnection) -> None:
 
 def _export(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:
     """Write a query's rows, in order, to a parquet file (DuckDB streams and spills)."""
-    _run(con, f"COPY ({sql}) TO {_lit(str(path))} (FORMAT parquet, COMPRESSION snappy)")
+    _run(con, f"COPY ({sql}) TO {_lit(str(path))} (FORMAT parquet, COMPRESSION uncompressed)")
 
 
 def _read_frame(path: Path, batch_rows: int) -> pd.DataFrame:
