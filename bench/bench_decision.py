@@ -8,7 +8,8 @@ skl2onnx, as training does) and a tanh MLP sizer (onnx.helper) ending in [0.1, 2
 `run(quick)` runs the sim feed through the engine's features and strategies and,
 on every bar with candidates, times `Engine.decide` (feature vector, stream
 features, three ONNX calls, sizing, risk) and then three bare `session.run` calls
-on the very rows the decision built. Quick mode uses tiny models.
+on the very rows the decision built. The heap is settled first, as the trader does
+after start-up. Quick mode uses tiny models.
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     from infra.settings import Settings
     from trader.core.engine import Engine, EngineConfig
+    from trader.core.heap import settle
     from trader.delivery.models import ModelHolder, ModelSet
     from trader.feeds.sim import SimFeed
 
@@ -157,6 +159,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     engine = Engine(settings, EngineConfig(symbols=("ES", "NQ"), source="sim"), ModelHolder(models))
     decider = engine.decider
+    settle()  # as the trader does once start-up is over (trader/core/heap.py)
     meta, ex, sz = models.meta, models.exec, models.sizer
     assert meta and ex and sz
     rows = {
@@ -220,15 +223,29 @@ def run(quick: bool = False) -> dict[str, Any]:
     )
     return {
         "workload": f"{len(path_times)} sim-feed decisions (ES, NQ), batch 1, {sizes}",
-        "metrics": {"decide": decide, "decide_cpu": decide_cpu},
+        "metrics": {
+            "decide": decide,
+            "decide_p99": {
+                "value": decide["p99"],
+                "unit": "us",
+                "label": "decision path p99 (absolute)",
+            },
+            "decide_cpu": decide_cpu,
+        },
         "baseline": {"onnx_x3": bare, "onnx_x3_cpu": bare_cpu_s},
         "ratios": {
             "decide": {"vs": "onnx_x3", "stat": "p99", "value": decide["p99"] / bare["p99"]}
         },
-        "targets": {"decide": {"stat": "p99", "op": "<", "value": 100, "unit": "us"}},
+        "targets": {
+            "decide": {"stat": "p99", "op": "<=", "ratio": 1.5},
+            "decide_p99": {"stat": "value", "op": "<", "value": 100, "unit": "us"},
+        },
         "notes": (
-            f"median ratio {decide['median'] / bare['median']:.2f}; the decision path also builds the "
-            "feature vector and the three model inputs and creates the Decision records; "
+            f"median ratio {decide['median'] / bare['median']:.2f} (CPU time "
+            f"{decide_cpu['median'] / bare_cpu_s['median']:.2f}); the decision path also builds "
+            "the feature vector and the three model inputs and runs the risk check (the Decision "
+            "records are built after it, by Engine.decisions); the bare calls run right after the "
+            "path on the rows it built, with the models' trees still in the caches; "
             "*_cpu rows count the thread's CPU time (robust when other processes share the cores)"
         ),
     }

@@ -235,6 +235,7 @@ def backtest(
         write_trades,
     )
     from trader.core.engine import Engine, EngineConfig
+    from trader.core.heap import settle
     from trader.delivery.models import ModelHolder, ModelLoadError, ModelSet
     from trader.feeds import FeedDataError, open_feed
     from trader.io.events_out import LakeSink
@@ -293,6 +294,7 @@ def backtest(
     )
     console = Console(stderr=True)
     total = n_bars or (len(feed) if hasattr(feed, "__len__") else None)  # type: ignore[arg-type]
+    settle()  # start-up done: freeze the heap (trader/core/heap.py)
     t0 = time.perf_counter()
     if no_progress or (total is not None and total < 200_000):
         processed = engine.run(feed, max_bars=n_bars)

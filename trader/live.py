@@ -25,6 +25,7 @@ from infra.settings import Settings
 from trader import metrics
 from trader.core.bar import MarketBar
 from trader.core.engine import Engine, EngineConfig
+from trader.core.heap import settle
 from trader.delivery.canary import ModelRouter
 from trader.delivery.hotswap import STARTUP_WAIT_S, HotSwapper, kafka_configured
 from trader.delivery.models import ModelHolder, ModelSet
@@ -225,6 +226,7 @@ async def run_trade(
         "rules" if models.empty else "models",
         models.release,
     )
+    settle()  # start-up done: freeze the heap (trader/core/heap.py)
     pacer = Pacer(0.0 if feed.live else opts.speed)
     n = 0
     try:
