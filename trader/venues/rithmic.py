@@ -48,7 +48,6 @@ from trader.venues.base import (
     DuplicateClientOrderId,
     InvalidOrder,
     Position,
-    UnknownOrder,
     Venue,
     VenueDisconnected,
 )
@@ -100,6 +99,8 @@ class RithmicVenue(RithmicCatchUp, Venue):
         self._closing = False
         self._since = datetime.now(UTC) - timedelta(days=1)
         self.reconnects = 0
+        #: symbol -> reason, while a flatten of that symbol is to be completed
+        self._flattening: dict[str, str] = {}
 
     @classmethod
     def from_settings(
@@ -290,6 +291,7 @@ class RithmicVenue(RithmicCatchUp, Venue):
             if cid in self._used:
                 raise DuplicateClientOrderId(f"client order id {cid!r} was already used")
         self._used.update(ids)
+        self._flattening.pop(order.symbol, None)  # trading again: an old flatten is over
         exit_side: OrderSide = "sell" if order.sign > 0 else "buy"
         entry = self._record(
             order.client_order_id,
@@ -342,21 +344,6 @@ class RithmicVenue(RithmicCatchUp, Venue):
             ),
         )
 
-    def _record(
-        self,
-        cid: str,
-        symbol: str,
-        role: OrderRole,
-        side: OrderSide,
-        kind: OurOrderType,
-        qty: int,
-        bracket: BracketOrder | None,
-        **more: Any,
-    ) -> _Order:
-        o = _Order(cid, symbol, role, side, kind, qty, bracket, **more)
-        self._orders[cid] = o
-        return o
-
     def modify(
         self,
         client_order_id: str,
@@ -399,12 +386,6 @@ class RithmicVenue(RithmicCatchUp, Venue):
 
         self._jobs.put_nowait(send)
 
-    def _working(self, client_order_id: str) -> _Order:
-        o = self._orders.get(client_order_id)
-        if o is None or o.done or not o.accepted or not o.basket_id:
-            raise UnknownOrder(f"no working order {client_order_id!r}")
-        return o
-
     def cancel(self, client_order_id: str) -> None:
         """Send `RequestCancelOrder`; `OrderCancelled` follows from the notifications."""
         self._require_session()
@@ -430,11 +411,20 @@ class RithmicVenue(RithmicCatchUp, Venue):
                 self._send_cancel(o)
 
     def flatten(self, symbol: str | None = None, reason: str = "requested") -> None:
-        """Cancel working orders, then close each position with a market `RequestNewOrder`."""
+        """Cancel working orders, then close each position with a market `RequestNewOrder`.
+
+        Until the next bracket of a symbol, what races the flatten is flattened too: an
+        order accepted after it is cancelled, and a fill that leaves a position (an entry
+        filled as it was cancelled, a closing order sized before a stop filled) gets a
+        new closing order once no other is on its way.
+        """
         client = self._require_session()
+        for s in self.instruments if symbol is None else (symbol,):
+            self._flattening[s] = reason
         for o in list(self._orders.values()):
-            if o.accepted and not o.done and o.basket_id and (symbol is None or o.symbol == symbol):
-                o.cancel_reason = o.cancel_reason or reason
+            mine = symbol is None or o.symbol == symbol
+            if mine and o.accepted and not o.done and o.basket_id and not o.cancel_reason:
+                o.cancel_reason = reason
                 self._send_cancel(o)
         for p in self.positions():
             if symbol is not None and p.symbol != symbol:
@@ -461,6 +451,31 @@ class RithmicVenue(RithmicCatchUp, Venue):
             self._used.add(cid)
             self._announce(o, reason)
             self._place(o, self._closing_order(client, o))
+
+    def _after_flatten_news(self, o: _Order) -> None:
+        reason = self._flattening.get(o.symbol)
+        if reason is None or not self.connected:
+            return
+        if (
+            o.accepted
+            and not o.done
+            and o.basket_id
+            and o.role != "flatten"
+            and not o.cancel_reason
+        ):
+            o.cancel_reason = reason
+            self._send_cancel(o)
+        if o.done and o.role in ("entry", "flatten", "stop", "target"):
+            asyncio.get_running_loop().call_soon(self._flatten_rest, o.symbol, reason)
+
+    def _flatten_rest(self, symbol: str, reason: str) -> None:
+        """Close what a flatten left open, unless a closing order is still on its way."""
+        busy = any(
+            x.role == "flatten" and not x.done and x.symbol == symbol for x in self._orders.values()
+        )
+        held = any(p.symbol == symbol for p in self.positions())
+        if self._flattening.get(symbol) == reason and self.connected and not busy and held:
+            self.flatten(symbol, reason)
 
     def _closing_order(
         self, client: RithmicClient, o: _Order

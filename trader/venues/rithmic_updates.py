@@ -31,7 +31,7 @@ from infra.contracts import (
     VenueEvent,
     utc_now,
 )
-from trader.venues.base import BracketOrder, Position, WorkingOrder
+from trader.venues.base import BracketOrder, Position, UnknownOrder, WorkingOrder
 
 __all__ = ["RithmicUpdates"]
 
@@ -189,6 +189,10 @@ class RithmicUpdates:
                 venue_fill_id=fill_id,
             )
         )
+        self._after_flatten_news(o)
+
+    def _after_flatten_news(self, o: _Order) -> None:
+        """React to a fill, an acceptance or a refusal while a flatten is in progress (the venue's)."""
 
     def _position_after_fill(self, symbol: str, signed_qty: int, price: float) -> None:
         """Move the position by a fill at once; the PnL plant's snapshot confirms it at reconnects."""
@@ -238,6 +242,27 @@ class RithmicUpdates:
             "closed_position_pnl": update.closed_position_pnl,
             "net_quantity": int(update.net_quantity),
         }
+
+    def _record(
+        self,
+        cid: str,
+        symbol: str,
+        role: OrderRole,
+        side: OrderSide,
+        kind: OrderType,
+        qty: int,
+        bracket: BracketOrder | None,
+        **more: Any,
+    ) -> _Order:
+        o = _Order(cid, symbol, role, side, kind, qty, bracket, **more)
+        self._orders[cid] = o
+        return o
+
+    def _working(self, client_order_id: str) -> _Order:
+        o = self._orders.get(client_order_id)
+        if o is None or o.done or not o.accepted or not o.basket_id:
+            raise UnknownOrder(f"no working order {client_order_id!r}")
+        return o
 
     def positions(self) -> list[Position]:
         """Return the account's open positions (from fills; the PnL plant's at each connect)."""
@@ -308,6 +333,7 @@ class RithmicUpdates:
                 stop_price=o.stop_price if o.order_type == "stop" else None,
             )
         )
+        self._after_flatten_news(o)
 
     def _cancel_reason(self, o: _Order) -> str:
         if o.role in ("stop", "target") and o.bracket is not None:
@@ -344,3 +370,4 @@ class RithmicUpdates:
                 if child is not None:
                     child.done = True
         self._publish(OrderRejected(**self._common(o), reason=reason or "rejected"))
+        self._after_flatten_news(o)

@@ -16,7 +16,13 @@ from infra.contracts import (
     OrderSubmitted,
 )
 from tests.trader.venues.conformance import Recorder
-from tests.trader.venues.rithmic.driver import INSTRUMENTS, settings_for, start_rithmic
+from tests.trader.venues.rithmic.driver import (
+    INSTRUMENTS,
+    RegularHours,
+    settings_for,
+    start_rithmic,
+)
+from trader.core.bar import MarketBar
 from trader.venues.base import BracketOrder
 from trader.venues.rithmic import RithmicVenue
 from trader.venues.sims.rithmic import RithmicSimulator
@@ -187,6 +193,37 @@ def test_slow_answers_keep_the_order_of_requests_and_a_cut_network_is_reconnecte
             assert len(rec.of("slow1-entry", OrderAccepted)) == 1  # the catch-up adds nothing
             d.venue.cancel("slow2-entry")
             await rec.wait(lambda: bool(rec.of("slow2-entry", OrderCancelled)), 5, "the cancel")
+        finally:
+            await d.close()
+
+    asyncio.run(go())
+
+
+def test_a_flatten_racing_an_entrys_fill_still_ends_flat() -> None:
+    async def go() -> None:
+        d = await start_rithmic()
+        try:
+            rec = Recorder()
+            d.venue.add_listener(rec)
+            d.venue.submit_bracket(_bracket("race-entry", qty=2))
+            await rec.wait(lambda: bool(rec.of("race-entry", OrderAccepted)), 5, "accept")
+            d.sim.delay_ms = 100  # the cancel reaches the gateway after the fill
+            d.venue.flatten("ES", reason="kill")
+            p = d.start_price
+            d.sim.on_bar(MarketBar("ES", d.ts_s + 60, p, p + 1, p - 1, p, 10.0), RegularHours())
+            await rec.wait(lambda: bool(rec.of("race-entry", OrderFilled)), 5, "the entry's fill")
+            await rec.wait(
+                lambda: d.venue.positions() == [] and d.venue.working_orders() == [], 10, "flat"
+            )
+            (closing,) = [
+                e for e in rec.events if isinstance(e, OrderFilled) and e.role == "flatten"
+            ]
+            assert isinstance(closing, OrderFilled) and (closing.side, closing.quantity) == (
+                "sell",
+                2,
+            )
+            assert d.sim.net["ES"][0] == 0
+            assert not any(o.status == "open" for o in d.sim.orders.values())
         finally:
             await d.close()
 
