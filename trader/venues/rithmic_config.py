@@ -156,7 +156,7 @@ def pick_account(accounts: list[Any], wanted: str) -> str:
     return ids[0]
 
 
-async def quiet_disconnect(client: RithmicClient, logout_s: float = 0.5) -> None:
+async def quiet_disconnect(client: RithmicClient, logout_s: float = 1.0) -> None:
     """Log out of whatever plants are still connected, close what is left open; never raise.
 
     async_rithmic's logout of a plant first stops the plant's tasks and now and then
