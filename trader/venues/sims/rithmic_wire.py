@@ -38,6 +38,8 @@ from google.protobuf.message import DecodeError, Message
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from trader.venues.base import VenueError
+
 __all__ = [
     "ORDER_PLANT",
     "PNL_PLANT",
@@ -340,7 +342,7 @@ class RithmicGateway:
                 answered = self.handlers[tid](session, request)
                 if answered is not None:
                     await answered
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, VenueError) as exc:
                 log.warning("rithmic sim: template %d refused: %s", tid, exc)
                 answer = tid + 1 if tid + 1 in TEMPLATES_MAP else 75
                 session.send(message(answer, user_msg=echo, rp_code=["3", str(exc)]))

@@ -228,3 +228,26 @@ def test_a_flatten_racing_an_entrys_fill_still_ends_flat() -> None:
             await d.close()
 
     asyncio.run(go())
+
+
+def test_a_request_the_gateway_refuses_is_rejected_and_its_reason_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> None:
+        sim = RithmicSimulator({"ES": INSTRUMENTS["ES"]})  # this gateway lists no NQ
+        await sim.start()
+        d = await start_rithmic(sim=sim)
+        try:
+            rec = Recorder()
+            d.venue.add_listener(rec)
+            d.venue.submit_bracket(BracketOrder("nq-entry", "NQ", "buy", 1, 4.0, 8.0))
+            await rec.wait(lambda: bool(rec.of("nq-entry", OrderRejected)), 5, "the refusal")
+            (rej,) = rec.of("nq-entry", OrderRejected)
+            assert isinstance(rej, OrderRejected) and "refused" in rej.reason
+            assert d.venue.working_orders() == [] and d.venue.connected
+        finally:
+            await d.close()
+
+    caplog.set_level(logging.WARNING)
+    asyncio.run(go())
+    assert any("unknown symbol 'NQ" in r.getMessage() for r in caplog.records)
