@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ async def run(
     bar_ms: int = 1000,
     wait_for_client: bool = True,
     session: str = "rth",
+    restart_down_s: float = 1.0,
 ) -> None:
     """Serve the simulator on `host:port` until cancelled; `echo` the settings that reach it.
 
@@ -43,7 +46,8 @@ async def run(
     (the sim feed's bars, one every `bar_ms` ms: each first fills working orders,
     then goes out on the ticker plant as trades) starts once a trader has logged in
     to the order plant and subscribed every symbol's trades (`--feed rithmic`),
-    unless `wait_for_client` is off.
+    unless `wait_for_client` is off. SIGHUP restarts the gateway: every session drops
+    and connections are refused for `restart_down_s` seconds; orders and positions stay.
     """
     symbols = tuple(settings.symbols)
     instruments = {s: i for s, i in instruments_from_settings(settings).items() if s in symbols}
@@ -56,17 +60,25 @@ async def run(
         tls_dir=Path(settings.home) / "rithmic-sim",
     )
     await sim.start()
-    echo(
-        {
-            "VENUE": "rithmic",
-            "RITHMIC_URL": sim.url,
-            "RITHMIC_USER": sim.user,
-            "RITHMIC_PASSWORD": sim.password,
-            "RITHMIC_SYSTEM": sim.system,
-            "RITHMIC_ACCOUNT": sim.account_id,
-            "RITHMIC_CA_FILE": str(sim.ca_file),
-        }
-    )
+    values = {
+        "venue": "rithmic",
+        "rithmic_url": sim.url,
+        "rithmic_user": sim.user,
+        "rithmic_password": sim.password,
+        "rithmic_system": sim.system,
+        "rithmic_account": sim.account_id,
+        "rithmic_ca_file": str(sim.ca_file),
+    }
+    echo({_env_name(name): value for name, value in values.items()})
+    restarts: set[asyncio.Task[None]] = set()
+
+    def restart() -> None:
+        task = asyncio.ensure_future(sim.restart_gateway(restart_down_s))
+        restarts.add(task)
+        task.add_done_callback(restarts.discard)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, restart)
     try:
         deadline = time.monotonic() + 600
         while wait_for_client and not (
@@ -89,3 +101,11 @@ async def run(
         await asyncio.Event().wait()  # keep serving orders and positions after the last bar
     finally:
         await sim.stop()
+
+
+def _env_name(field: str) -> str:
+    """Return the environment variable of a settings field (its alias, spelled once there)."""
+    alias = Settings.model_fields[field].validation_alias
+    if not isinstance(alias, str):
+        raise KeyError(f"setting {field!r} has no environment variable")
+    return alias

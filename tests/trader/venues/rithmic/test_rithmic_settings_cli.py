@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -64,7 +66,15 @@ def test_venues_sim_rithmic_prints_settings_that_a_venue_connects_with(
     async def go() -> None:
         printed: dict[str, str] = {}
         sim = asyncio.create_task(
-            runner(settings, "127.0.0.1", 0, printed.update, bar_ms=20, wait_for_client=False)
+            runner(
+                settings,
+                "127.0.0.1",
+                0,
+                printed.update,
+                bar_ms=20,
+                wait_for_client=False,
+                restart_down_s=0.1,
+            )
         )
         try:
             await wait_until_async(lambda: "RITHMIC_CA_FILE" in printed, 20, what="the settings")
@@ -78,6 +88,12 @@ def test_venues_sim_rithmic_prints_settings_that_a_venue_connects_with(
             await venue.connect()
             try:
                 assert venue.connected and venue.positions() == []
+                os.kill(os.getpid(), signal.SIGHUP)  # the simulator's gateway restarts
+                await wait_until_async(
+                    lambda: venue.connected and getattr(venue, "reconnects", 0) == 1,
+                    10,
+                    what="the session back after the restart",
+                )
             finally:
                 await venue.disconnect()
         finally:
