@@ -38,7 +38,7 @@ def pushed(make_module_settings: Callable[..., Settings]) -> tuple[TradeloopFeat
     return fs, state
 
 
-def _hashes(fs: TradeloopFeatureStore) -> dict[bytes, dict[bytes, bytes]]:
+def _hashes(fs: TradeloopFeatureStore) -> dict[bytes, Any]:
     client = redis.Redis.from_url(fs.settings.redis_url)
     project = fs.project.encode()
     return {k: client.hgetall(k) for k in client.scan_iter(count=1000) if k.endswith(project)}
