@@ -85,6 +85,11 @@ class Checkpoint:
         os.replace(tmp, path)
 
     @property
+    def tried(self) -> list[Step]:
+        """Return the steps that trained a candidate and gated it (released or refused)."""
+        return [s for s in self.steps if s.status != "failed"]
+
+    @property
     def releases(self) -> list[Step]:
         """Return the steps that published a release."""
         return [s for s in self.steps if s.status == "released"]

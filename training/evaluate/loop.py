@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.contracts import FeatureUpdate
 from infra.contracts.keys import LATEST_MANIFEST_KEY, manifest_key
+from infra.contracts.topics import TOPICS
 from infra.objectstore import LocalObjectStore
 from infra.settings import Settings
 from training.config import DataError, TrainConfig, TrainingError
@@ -33,8 +35,12 @@ from training.evaluate.checkpoint import Checkpoint, Step
 from training.evaluate.walker import WalkProcess
 
 __all__ = [
+    "FROZEN",
+    "LEARNING",
     "LEARNING_ARMS",
+    "RELEASE",
     "RELEASE_ARMS",
+    "RULES",
     "EvaluateError",
     "EvaluateOptions",
     "Walked",
@@ -43,8 +49,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LEARNING_ARMS = ("learning", "rules", "frozen")
-RELEASE_ARMS = ("release", "rules")
+LEARNING, RULES, FROZEN, RELEASE = "learning", "rules", "frozen", "release"
+LEARNING_ARMS = (LEARNING, RULES, FROZEN)
+RELEASE_ARMS = (RELEASE, RULES)
+#: the topic the stream features are folded into (spelled in infra.contracts.topics)
+FEATURES_TOPIC = next(n for n, spec in TOPICS.items() if spec.contract is FeatureUpdate)
 Progress = Callable[[int, int | None, str], None]  # (bars done, bars in all, what is happening)
 
 
@@ -95,7 +104,7 @@ class EvaluateOptions:
         if self.allow_long_bars:
             args.append("--allow-long-bars")
         if not self.release:
-            args += ["--lake-arms", "learning", "--store-dir", str(out / "store")]
+            args += ["--lake-arms", LEARNING, "--store-dir", str(out / "store")]
         return args
 
 
@@ -165,7 +174,7 @@ def _evaluate_release(
     walk = _start(settings, opts, out)
     try:
         key = manifest_key(manifest.sequence)
-        walk.swap(["release"], key)
+        walk.swap([RELEASE], key)
         ck.first_ts_s = walk.hello["first_ts_s"]
         say(0, walk.hello.get("total_bars"), f"evaluating {manifest.release}")
         ran = walk.run(None)
@@ -175,7 +184,7 @@ def _evaluate_release(
         walk.close()
     ck.steps = [
         Step(0, int(ck.first_ts_s or 0), "released", "evaluated as given", manifest.release,
-             manifest.sequence, key, ["release"]),
+             manifest.sequence, key, [RELEASE]),
     ]  # fmt: skip
     ck.save(out / "checkpoint.json")
     return Walked(opts, out, ck, finish, total_bars=walk.hello.get("total_bars"))
@@ -212,7 +221,7 @@ def _evaluate_learning(
         warmup = opts.warmup_s if opts.warmup_s is not None else opts.retrain_every_s
         every = opts.retrain_every_s
         i = 0 if not ck.steps else (ck.steps[-1].cut_s - first - warmup) // every + 1
-        frozen = any("frozen" in s.swapped for s in ck.steps)
+        frozen = any(FROZEN in s.swapped for s in ck.steps)
         done_now = 0
         while max_steps is None or done_now < max_steps:
             cut = first + warmup + i * every
@@ -225,7 +234,7 @@ def _evaluate_learning(
             say(int(ran["processed"]), total, f"step {len(ck.steps)}: training")
             step = _train_step(local, cfg, registry, out, len(ck.steps), cut)
             if step.status == "released":
-                step.swapped = ["learning"] + ([] if frozen else ["frozen"])
+                step.swapped = [LEARNING] + ([] if frozen else [FROZEN])
                 walk.swap(step.swapped, step.manifest_key)
                 frozen = True
             ck.steps.append(step)
@@ -266,7 +275,7 @@ def refold_features(lake: Path, settings: Settings) -> int:
     """Fold the lake's signals and outcomes into its `features` topic afresh."""
     from training.sources import derive_stream_features
 
-    shutil.rmtree(lake / "features", ignore_errors=True)
+    shutil.rmtree(lake / FEATURES_TOPIC, ignore_errors=True)
     if not lake.exists():
         return 0
     return derive_stream_features(str(lake), settings)
@@ -285,7 +294,7 @@ def _train_step(
     from training.pipeline import run_training
 
     t0 = time.perf_counter()
-    lake = out / "arms" / "learning" / "lake"
+    lake = out / "arms" / LEARNING / "lake"
     try:
         refold_features(lake, settings)
         frames = load_lake("real", str(lake), settings)

@@ -6,7 +6,7 @@
   learning arm's hourly PnL minus a baseline's, paired by hour, with a BCa
   bootstrap interval of its mean (and of the total, the mean x hours).
 - The DSR deflates the learning arm's hourly Sharpe ratio for the releases tried:
-  N = the retrain steps, and the variance of the trials' Sharpe ratios is taken
+  N = the retrain steps that gated a candidate, and the variance of the trials' Sharpe ratios is taken
   over the hourly Sharpe ratios of the periods each step served.
 """
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluate.loop import Walked
+from training.evaluate.loop import FROZEN, LEARNING, RELEASE, RULES, Walked
 from training.evaluate.metrics import (
     ALL,
     arm_metrics,
@@ -32,12 +32,12 @@ from training.evaluate.metrics import (
 __all__ = ["build_summary", "write_html", "write_report"]
 
 _STATUS_COLOR = {"released": "#2ca02c", "refused": "#7f7f7f", "failed": "#d62728"}
-_ARM_COLOR = {"learning": "#1f77b4", "release": "#1f77b4", "rules": "#ff7f0e", "frozen": "#9467bd"}
+_ARM_COLOR = {LEARNING: "#1f77b4", RELEASE: "#1f77b4", RULES: "#ff7f0e", FROZEN: "#9467bd"}
 ROLLING_HOURS = 24
 
 
 def _subject(walked: Walked) -> str:
-    return "release" if walked.options.release else "learning"
+    return walked.options.arms[0]  # the arm measured against the others
 
 
 def build_summary(walked: Walked) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -55,7 +55,7 @@ def build_summary(walked: Walked) -> tuple[dict[str, Any], dict[str, np.ndarray]
         if base != subject
     }
     ck = walked.checkpoint
-    cuts = [s.cut_s for s in ck.steps] or [int(ck.first_ts_s or 0)]
+    cuts = [s.cut_s for s in ck.tried] or [int(ck.first_ts_s or 0)]
     summary: dict[str, Any] = {
         "run": {
             **walked.options.defining(),
@@ -108,7 +108,7 @@ def _plots(walked: Walked, hourly: dict[str, np.ndarray]) -> list[tuple[str, str
     out = []
     fig, ax = plt.subplots(figsize=(11, 4.5), dpi=90)
     for arm, pnl in hourly.items():
-        style = "--" if arm == "frozen" else "-"  # often on top of the learning arm
+        style = "--" if arm == FROZEN else "-"  # often on top of the learning arm
         ax.plot(xs, np.cumsum(pnl), style, label=arm, color=_ARM_COLOR.get(arm), linewidth=1.3)
     for s in steps:
         when = np.datetime64(s.cut_s, "s")
