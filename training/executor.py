@@ -1,8 +1,8 @@
 """Where training's independent pieces run: in this process, or as tasks on a Ray cluster.
 
 `tradeloop train --ray ADDRESS` and `tradeloop tune --ray ADDRESS` (or
-`TRAIN_RAY_ADDRESS`) run the fold fits, the sizer's training and the Optuna
-trials as Ray tasks. Without it, `LocalExecutor` runs the same functions in the
+`TRAIN_RAY_ADDRESS`) run the dataset shards (source lakes in the object store),
+the fold fits, the sizer's training and the Optuna trials as Ray tasks. Without it, `LocalExecutor` runs the same functions in the
 same order in this process, so a run gives the same models with or without Ray.
 Ray is the optional `ray` extra and is imported only when a cluster is asked for.
 """
