@@ -469,6 +469,18 @@ class PaperVenue(PaperOrderEvents, Venue):
             if stop_sub is None or target_sub is None:
                 continue
             children = [c for c in (stop_sub, target_sub) if c.client_order_id not in ended]
+            exited = sum(
+                f.quantity
+                for leg in (stop_sub, target_sub)
+                for f in fills.get(leg.client_order_id, [])
+            )
+            if (
+                exited >= filled
+            ):  # an exit closed it; a kill may have beaten the sibling's OCO cancel
+                for child in children:
+                    o = self._restored_order(child, terms.get(child.client_order_id), None)
+                    self._done(o, "oco")
+                continue
             if not children:  # the bracket closed: nothing left to restore
                 continue
             avg = sum(f.fill_price * f.quantity for f in got) / filled
