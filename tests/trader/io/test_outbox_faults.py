@@ -12,12 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from infra.crash import CRASH_ENV, CRASH_EXIT_CODE
-from trader.io.outbox import Outbox
+from trader.io.outbox import Outbox, OutboxError, fsync_policy
 
 WRITER = """
 import json, sys
-from trader.io.outbox import Outbox
+from trader.io.outbox import Outbox, OutboxError, fsync_policy
 calls = []
 ob = Outbox(sys.argv[1], fsync="always", on_write_error=lambda why: calls.append("error " + why),
             on_write_ok=lambda: calls.append("ok"))
@@ -85,3 +87,13 @@ def test_a_disk_still_full_at_close_keeps_everything_written_before_it(tmp_path:
     assert run.returncode == 0, run.stderr
     assert "5 records held in memory could not be written" in run.stderr
     assert _values(tmp_path) == [f"v{i}".encode() for i in range(5)]
+
+
+def test_the_fsync_policy_is_always_on_live_venues_unless_set(tmp_path: Path) -> None:
+    assert fsync_policy("", "paper") == "interval"
+    assert fsync_policy("", "ib") == "always" and fsync_policy("", "projectx") == "always"
+    assert (
+        fsync_policy("interval", "ib") == "interval" and fsync_policy("always", "paper") == "always"
+    )
+    with pytest.raises(OutboxError, match="fsync policy 'sometimes'"):
+        Outbox(tmp_path, fsync="sometimes")
