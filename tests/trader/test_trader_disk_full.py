@@ -138,7 +138,8 @@ def _events(settings: Settings) -> list[Any]:
 
         bus = KafkaBus(settings)
         reader = await bus.consumer((), None).start()
-        consumer, out = reader.raw, []
+        consumer = reader.raw
+        out: list[Any] = []
         try:
             await consumer.topics()
             names = [bus.topic(t) for t in ("orders", "signals", "outcomes")]
@@ -183,6 +184,7 @@ def test_a_full_disk_stops_entries_manages_the_open_position_and_loses_nothing(
         filler = _fill(small_disk)
         _produce(settings, bars[fill_i + 2 : entry_i + 2])
         full = wait_until(lambda: at(entry_i + 2), 120, what="the bars while the disk is full")
+        assert full is not None
         assert full["venue"]["positions"] == []  # the open position was managed: it exited
         assert full["outbox"]["write_failing"] is True and full["outbox"]["held"] > 0
         assert full["outbox"]["write_error"] == "ENOSPC"
@@ -198,6 +200,7 @@ def test_a_full_disk_stops_entries_manages_the_open_position_and_loses_nothing(
             60,
             what=f"the held records written (last /healthz {last})",
         )
+        assert ok is not None
         assert ok["outbox"]["held"] == 0 and ok["entries"]["allowed"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(120) == 0, log.read_text()[-3000:]

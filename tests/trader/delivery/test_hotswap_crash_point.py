@@ -74,6 +74,7 @@ def test_killed_between_verify_and_swap_the_next_trader_serves_the_release(
             return h if h and h["models"]["release"] == "r1" else None
 
         h = wait_until(serving, 120, interval_s=0.2, what="the release served after the crash")
+        assert h is not None
         assert h["rejections"] == {} and h["last_rejected_release"] is None
         assert h["models"]["hot_swap"]["sequence"] == 1
         assert "r1" in ledger.read_text()  # recorded before it served
