@@ -222,6 +222,8 @@ def stream_wide(
 
 
 def _choose_engine(engine: PitEngine, entity_rows: int, feats: pd.DataFrame) -> str:
+    if engine == "duckdb":
+        return "asof"  # a frame in hand: the in-memory join DuckDB's equals
     if engine != "auto":
         return engine
     keys = max(1, feats.groupby(["symbol", "strategy"]).ngroups) if len(feats) else 1
