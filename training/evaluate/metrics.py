@@ -6,8 +6,10 @@
   learning arm's hourly PnL minus a baseline's, paired by hour, with a BCa
   bootstrap interval of its mean (and of the total, the mean x hours).
 - The DSR deflates the learning arm's hourly Sharpe ratio for the releases tried:
-  N = the retrain steps that gated a candidate, and the variance of the trials' Sharpe ratios is taken
-  over the hourly Sharpe ratios of the periods each step served.
+  N = the retrain steps that gated a candidate. The variance of the trials' Sharpe
+  ratios is taken over the hourly Sharpe ratios of the periods each step served,
+  or, when fewer than two periods span two hours (steps every 30 minutes), it is
+  the variance of the Sharpe ratio estimate itself (the PSR's denominator / (T-1)).
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def _scaled(ci: Mapping[str, Any], n: int) -> dict[str, float]:
 
 def dsr_summary(
     hourly: np.ndarray, hours: Sequence[int], cuts_s: Sequence[int]
-) -> dict[str, float | int]:
+) -> dict[str, float | int | str]:
     """Return the DSR of the hourly Sharpe ratio for len(cuts) releases tried."""
     x = np.asarray(hourly, dtype=np.float64)
     h = np.asarray(hours, dtype=np.int64)
@@ -143,7 +145,12 @@ def dsr_summary(
         for lo, hi in itertools.pairwise(bounds)
         if np.count_nonzero((h >= lo) & (h < hi)) >= 2
     ]
+    source = "segments"
     var_trials = float(np.var(trial_sr, ddof=1)) if len(trial_sr) >= 2 else 0.0
+    if len(trial_sr) < 2 and n_trials > 1 and len(x) > 1:
+        # steps under two hours apart: the variance of the Sharpe ratio estimate itself
+        source = "estimator"
+        var_trials = max(0.0, 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr * sr) / (len(x) - 1)
     dsr, sr0 = deflated_sharpe(sr, len(x), skew, kurt, n_trials, var_trials)
     return {
         "sharpe_per_hour": sr,
@@ -152,6 +159,7 @@ def dsr_summary(
         "kurtosis": kurt,
         "trials": n_trials,
         "trial_sharpe_variance": var_trials,
+        "trial_variance_from": source,
         "expected_max_sharpe": sr0,
         "dsr": dsr,
     }

@@ -105,9 +105,22 @@ def test_dsr_summary_counts_trials_and_their_sharpe_variance() -> None:
     x = np.concatenate([rng.normal(1, 1, 30), rng.normal(-1, 1, 30), rng.normal(0, 1, 30)])
     cuts = [H0 * 3600, (H0 + 30) * 3600, (H0 + 60) * 3600]
     s = dsr_summary(x, hours, cuts)
-    assert s["trials"] == 3 and s["hours"] == 90
+    assert s["trials"] == 3 and s["hours"] == 90 and s["trial_variance_from"] == "segments"
     assert s["trial_sharpe_variance"] > 0.5  # segments with SR near +1, -1 and 0
     assert s["expected_max_sharpe"] > 0
     assert 0.0 <= s["dsr"] < 0.5
     one = dsr_summary(x, hours, cuts[:1])
     assert one["trials"] == 1 and one["expected_max_sharpe"] == 0.0
+
+
+def test_steps_under_two_hours_apart_deflate_by_the_sharpe_estimates_own_variance() -> None:
+    rng = np.random.default_rng(8)
+    hours = list(range(H0, H0 + 48))
+    x = rng.normal(0.3, 1, 48)
+    cuts = [(H0 + 40) * 3600 + k * 1800 for k in range(10)]  # every 30 minutes
+    s = dsr_summary(x, hours, cuts)
+    sr = s["sharpe_per_hour"]
+    want = (1 - s["skew"] * sr + (s["kurtosis"] - 1) / 4 * sr * sr) / 47
+    assert s["trial_variance_from"] == "estimator"
+    assert s["trial_sharpe_variance"] == pytest.approx(want)
+    assert s["expected_max_sharpe"] > 0 and s["trials"] == 10
