@@ -9,7 +9,8 @@ until the time is up, every few seconds one fault from the seed:
 - `kill_worker` / `kill_trader`: SIGKILL (the worker's lake sink child too), restart
   after a moment; the trader restarts on the same spool and order journal;
 - `s3_<mode>` / `redis_<mode>`: the proxy in `blackhole`, `refuse` or (S3) `http_error`
-  503 SlowDown for a few seconds.
+  503 SlowDown for a few seconds;
+- `restart_broker`: SIGKILL of the durable broker, started again on its storage.
 
 At the end every fault is healed, the trader's spool drained, and the run checks:
 
@@ -20,7 +21,8 @@ At the end every fault is healed, the trader's spool drained, and the run checks
 - the online store equals a recomputation from Kafka (`online_mismatches`);
 - positions rebuilt from the `orders` topic equal the paper venue's (`/healthz`).
 
-Broker restarts are not in the schedule: the embedded broker keeps records in memory.
+The broker is durable (Tansu on moto's S3, not behind the proxy), so `restart_broker`
+(SIGKILL, then the same port and storage) keeps every record.
 Results: one JSON line per run on stdout and `bench/out/soak.json`; with
 `SOAK_RECORD=1` the totals replace the "Soak" section of `bench/RESULTS.md`.
 """
@@ -56,6 +58,7 @@ FAULTS = (
     "s3_http_error",
     "redis_blackhole",
     "redis_refuse",
+    "restart_broker",
 )
 
 
@@ -155,7 +158,7 @@ def run_once(minutes: float, seed: int, work: Path) -> SoakResult:
     from features.store import TradeloopFeatureStore
     from infra.contracts import STRATEGIES
     from infra.settings import Settings, settings_env
-    from infra.stack import free_port, start_moto, start_tansu
+    from infra.stack import BrokerStorage, free_port, start_moto, start_tansu
     from tests.helpers import REDIS_HOST, REDIS_PORT, TEST_HMAC_KEY, unique
     from tests.kit.faults import ProxyKit
     from tests.kit.harness import WorkerProcess
@@ -164,8 +167,10 @@ def run_once(minutes: float, seed: int, work: Path) -> SoakResult:
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
     kit = ProxyKit()
-    broker = start_tansu(log_dir=work)
     moto = start_moto(log_dir=work, bucket="soak")
+    kafka_port = free_port()
+    storage = BrokerStorage(moto.address, "soak-broker")  # durable: a restart keeps records
+    broker = start_tansu(kafka_port, log_dir=work, storage=storage)
     worker: WorkerProcess | None = None
     trader: _Trader | None = None
     try:
@@ -225,12 +230,22 @@ def run_once(minutes: float, seed: int, work: Path) -> SoakResult:
                 trader.kill()
                 time.sleep(min(hold, 2.0))
                 trader.start()
+            elif fault == "restart_broker":
+                broker.kill()
+                time.sleep(min(hold, 2.0))
+                broker = start_tansu(kafka_port, log_dir=work, storage=storage, timeout_s=60)
             else:
                 target, mode = fault.split("_", 1)
                 proxy = s3 if target == "s3" else redis
                 proxy.set(mode)  # type: ignore[arg-type]
                 time.sleep(hold)
                 proxy.heal()
+            if not worker.alive:  # counted: a fault must never end a process by itself
+                result.notes.append(f"the worker exited by itself after {fault}; restarted")
+                worker = WorkerProcess(settings, work / "worker.log", args=FAST, env=env).start()
+            if trader.proc is not None and trader.proc.poll() is not None:
+                result.notes.append(f"the trader exited by itself after {fault}; restarted")
+                trader.start()
         result.faults = dict(faults)
         result.phases_s["faults"] = round(time.monotonic() - t0, 1)
         t1 = time.monotonic()
