@@ -22,6 +22,7 @@ from typing import Any
 from async_rithmic import ReconnectionSettings, RetrySettings, RithmicClient
 from async_rithmic.enums import OrderPlacement
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from websockets.protocol import State
 
 from infra.settings import Settings
 
@@ -32,6 +33,8 @@ __all__ = [
     "quiet_disconnect",
     "redact_rithmic_logs",
 ]
+
+log = logging.getLogger(__name__)
 
 #: async_rithmic's loggers: "rithmic" and one child per plant
 _LOGGERS = (
@@ -157,15 +160,28 @@ def pick_account(accounts: list[Any], wanted: str) -> str:
 
 
 async def quiet_disconnect(client: RithmicClient, logout_s: float = 1.0) -> None:
-    """Log out of whatever plants are still connected, close what is left open; never raise.
+    """Log out of every plant still connected, close what is left open; never raise, never hang.
 
-    async_rithmic's logout of a plant first stops the plant's tasks and now and then
-    does not come back (seen after bursts of notifications); after `logout_s` the
-    plant's websocket is closed without it.
+    async_rithmic stops a plant by cancelling its receive loop, which waits for
+    messages with `asyncio.wait_for`; on Python 3.11 that cancellation can be lost
+    when a message arrives at the same moment, and the logout then waits for the loop
+    as long as the websocket stays open (a cancellation of the logout is lost the
+    same way). So the logout is never cancelled: after `logout_s` without it, each
+    plant's websocket is closed (aborted if the close itself stalls), which ends
+    the receive loop and lets the logout finish.
     """
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.disconnect(timeout=logout_s), 4 * logout_s)
-    for plant in client.plants.values():
-        if plant.is_connected:
+    logout = asyncio.ensure_future(client.disconnect(timeout=logout_s))
+    await asyncio.wait({logout}, timeout=2 * logout_s)
+    if not logout.done():
+        log.warning("rithmic: logout did not finish; closing the plants' websockets")
+        for plant in client.plants.values():
+            ws = plant.ws
+            if ws is None:
+                continue
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(plant.ws.close(), 2.0)
+                await asyncio.wait({asyncio.ensure_future(ws.close())}, timeout=1.0)
+            if ws.state is not State.CLOSED:
+                ws.transport.abort()
+        await asyncio.wait({logout}, timeout=5.0)
+    if logout.done() and not logout.cancelled() and logout.exception() is not None:
+        log.warning("rithmic: logout failed: %s", logout.exception())
