@@ -29,7 +29,12 @@ from infra.settings import Settings
 from trader.core.bar import MarketBar
 from trader.feeds.base import Feed
 from trader.feeds.minutes import MinuteTrades
-from trader.venues.rithmic_config import RithmicVenueSettings, new_client, quiet_disconnect
+from trader.venues.rithmic_config import (
+    RithmicVenueSettings,
+    connect_plants,
+    new_client,
+    quiet_disconnect,
+)
 
 __all__ = ["RithmicFeed", "bad_tick_reason"]
 
@@ -83,10 +88,7 @@ class RithmicFeed(Feed):
         client = new_client(c)
         client.on_tick += lambda tick: self._on_tick(client, tick)
         self._client = client
-        await asyncio.wait_for(
-            client.connect(plants=[SysInfraType.TICKER_PLANT], plant_connect_delay=0),
-            c.connect_timeout_s,
-        )
+        await connect_plants(client, [SysInfraType.TICKER_PLANT], c.connect_timeout_s)
         year, month = front_month(datetime.now(UTC).date())
         for symbol in self.symbols:
             code = contract_code(symbol, year, month)

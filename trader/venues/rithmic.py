@@ -54,6 +54,7 @@ from trader.venues.base import (
 from trader.venues.rithmic_catchup import RithmicCatchUp
 from trader.venues.rithmic_config import (
     RithmicVenueSettings,
+    connect_plants,
     new_client,
     pick_account,
     quiet_disconnect,
@@ -134,9 +135,7 @@ class RithmicVenue(RithmicCatchUp, Venue):
         client.on_exchange_order_notification += self._live(client, self._on_exchange_order)
         client.on_account_pnl_update += self._live(client, self._on_account_pnl)
         try:
-            await asyncio.wait_for(
-                client.connect(plants=list(_PLANTS), plant_connect_delay=0), c.connect_timeout_s
-            )
+            await connect_plants(client, list(_PLANTS), c.connect_timeout_s)
             self.account_id = pick_account(client.accounts or [], c.account)
         except Exception as exc:
             await quiet_disconnect(client)

@@ -28,6 +28,7 @@ from infra.settings import Settings
 
 __all__ = [
     "RithmicVenueSettings",
+    "connect_plants",
     "new_client",
     "pick_account",
     "quiet_disconnect",
@@ -106,6 +107,8 @@ class _Redact(logging.Filter):
 
 
 _REDACT = _Redact()
+#: logouts of sessions given up while they logged in (kept referenced until done)
+_BACKGROUND: set[asyncio.Future[None]] = set()
 
 
 def redact_rithmic_logs(password: SecretStr | None = None) -> None:
@@ -185,3 +188,28 @@ async def quiet_disconnect(client: RithmicClient, logout_s: float = 1.0) -> None
         await asyncio.wait({logout}, timeout=5.0)
     if logout.done() and not logout.cancelled() and logout.exception() is not None:
         log.warning("rithmic: logout failed: %s", logout.exception())
+
+
+async def connect_plants(client: RithmicClient, plants: list[Any], timeout_s: float) -> None:
+    """Log `client` in to `plants`; after `timeout_s` close its sockets (see `quiet_disconnect`).
+
+    The login is not cancelled for the same reason a logout is not: a lost
+    cancellation would leave it waiting on an open websocket.
+    """
+    login = asyncio.ensure_future(client.connect(plants=plants, plant_connect_delay=0))
+    try:
+        await asyncio.wait({login}, timeout=timeout_s)
+    except asyncio.CancelledError:  # nobody wants this session any more: log out once in
+        login.add_done_callback(lambda _: _logout_later(client))
+        raise
+    if not login.done():
+        await quiet_disconnect(client)
+        await asyncio.wait({login}, timeout=5.0)
+        raise TimeoutError(f"no login within {timeout_s} s")
+    login.result()
+
+
+def _logout_later(client: RithmicClient) -> None:
+    task = asyncio.ensure_future(quiet_disconnect(client))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
