@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import yaml
 
+from infra.crash import CrashPoint, armed, crash_point
 from infra.settings import Settings, get_settings
 from infra.settings.base import mask_url
 
@@ -252,7 +253,12 @@ class TradeloopFeatureStore:
                     "event_timestamp": u.ts_event,
                 }
             )
-        return sum(self.push(view, rows) for view, rows in by_view.items())
+        written = 0
+        for i, (view, rows) in enumerate(by_view.items()):
+            if i:
+                crash_point(CrashPoint.AGENTS_MID_FEAST_PUSH)  # some views pushed, not all
+            written += self.push(view, rows)
+        return written
 
     def _online_store(self) -> Any:
         """Return the online store if it takes prepared rows (`write_rows`), else None."""
@@ -287,6 +293,11 @@ class TradeloopFeatureStore:
             )
             values = {n: float(u.values.get(n, 0.0)) for n in names}
             rows.append((table, keys, values, u.ts_event))
+        if armed() and len(rows) > 1:  # a crash plan: stop with some rows written, not all
+            half = len(rows) // 2
+            written = int(online.write_rows(self.store.config, rows[:half]))
+            crash_point(CrashPoint.AGENTS_MID_FEAST_PUSH)
+            return written + int(online.write_rows(self.store.config, rows[half:]))
         return int(online.write_rows(self.store.config, rows))
 
     def online(
