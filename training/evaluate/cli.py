@@ -117,10 +117,12 @@ def evaluate(
     except (TrainingError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     run_info = summary["run"]
-    click.echo(
-        f"{run_info['bars']} bars, {len(summary['steps'])} retrain steps, "
-        f"{summary['releases']} releases in {walked.elapsed_s:.1f}s"
+    done = (
+        f"release {release} evaluated without retraining"
+        if release
+        else f"{len(summary['steps'])} retrain steps, {summary['releases']} releases"
     )
+    click.echo(f"{run_info['bars']} bars, {done} in {walked.elapsed_s:.1f}s")
     for arm, by_symbol in summary["arms"].items():
         m = by_symbol["ALL"]["ALL"]
         click.echo(
