@@ -10,7 +10,8 @@ until the time is up, every few seconds one fault from the seed:
   after a moment; the trader restarts on the same spool and order journal;
 - `s3_<mode>` / `redis_<mode>`: the proxy in `blackhole`, `refuse` or (S3) `http_error`
   503 SlowDown for a few seconds;
-- `restart_broker`: SIGKILL of the durable broker, started again on its storage.
+- `restart_broker` (with `SOAK_DURABLE=1`): SIGKILL of the durable broker, started
+  again on its storage.
 
 At the end every fault is healed, the trader's spool drained, and the run checks:
 
@@ -21,8 +22,9 @@ At the end every fault is healed, the trader's spool drained, and the run checks
 - the online store equals a recomputation from Kafka (`online_mismatches`);
 - positions rebuilt from the `orders` topic equal the paper venue's (`/healthz`).
 
-The broker is durable (Tansu on moto's S3, not behind the proxy), so `restart_broker`
-(SIGKILL, then the same port and storage) keeps every record.
+With `SOAK_DURABLE=1` the broker is durable (Tansu on moto's S3, not behind the
+proxy) and `restart_broker` (SIGKILL, then the same port and storage) joins the
+schedule; by default the broker keeps records in memory and is never restarted.
 Results: one JSON line per run on stdout and `bench/out/soak.json`; with
 `SOAK_RECORD=1` the totals replace the "Soak" section of `bench/RESULTS.md`.
 """
@@ -58,8 +60,9 @@ FAULTS = (
     "s3_http_error",
     "redis_blackhole",
     "redis_refuse",
-    "restart_broker",
 )
+#: With a durable broker (`SOAK_DURABLE=1`) the broker is restarted too.
+DURABLE_FAULTS = (*FAULTS, "restart_broker")
 
 
 @dataclass
@@ -86,13 +89,15 @@ class SoakResult:
         )
 
 
-def schedule(seed: int, seconds: float) -> list[tuple[float, str, float]]:
+def schedule(
+    seed: int, seconds: float, faults: tuple[str, ...] = FAULTS
+) -> list[tuple[float, str, float]]:
     """Return (at_s, fault, hold_s) drawn from the seed, the first after 3 s."""
     rng = random.Random(seed)
     out: list[tuple[float, str, float]] = []
     at = 3.0
     while at < seconds:
-        out.append((round(at, 2), rng.choice(FAULTS), round(rng.uniform(1.0, 5.0), 2)))
+        out.append((round(at, 2), rng.choice(faults), round(rng.uniform(1.0, 5.0), 2)))
         at += rng.uniform(3.0, 8.0)
     return out
 
@@ -153,7 +158,7 @@ def _wait(cond: Any, timeout_s: float, interval_s: float = 0.5) -> Any:
     return last
 
 
-def run_once(minutes: float, seed: int, work: Path) -> SoakResult:
+def run_once(minutes: float, seed: int, work: Path, *, durable: bool = False) -> SoakResult:
     """Run the loop for `minutes` under the seed's schedule; check and return the counts."""
     from features.store import TradeloopFeatureStore
     from infra.contracts import STRATEGIES
@@ -169,7 +174,7 @@ def run_once(minutes: float, seed: int, work: Path) -> SoakResult:
     kit = ProxyKit()
     moto = start_moto(log_dir=work, bucket="soak")
     kafka_port = free_port()
-    storage = BrokerStorage(moto.address, "soak-broker")  # durable: a restart keeps records
+    storage = BrokerStorage(moto.address, "soak-broker") if durable else None
     broker = start_tansu(kafka_port, log_dir=work, storage=storage)
     worker: WorkerProcess | None = None
     trader: _Trader | None = None
@@ -218,7 +223,7 @@ def run_once(minutes: float, seed: int, work: Path) -> SoakResult:
         result.phases_s["start"] = round(time.monotonic() - started, 1)
         faults: Counter[str] = Counter()
         t0 = time.monotonic()
-        for at, fault, hold in schedule(seed, minutes * 60):
+        for at, fault, hold in schedule(seed, minutes * 60, DURABLE_FAULTS if durable else FAULTS):
             while time.monotonic() - t0 < at:
                 time.sleep(0.1)
             faults[fault] += 1
@@ -394,12 +399,13 @@ def main() -> int:
     minutes = float(os.environ.get("SOAK_MINUTES", "5"))
     seed = int(os.environ.get("SOAK_SEED", str(int(time.time()) % 100_000)))
     runs = int(os.environ.get("SOAK_RUNS", "1"))
+    durable = os.environ.get("SOAK_DURABLE") == "1"
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for i in range(runs):
         work = Path(tempfile.mkdtemp(prefix=f"soak-{seed + i}-"))
-        result = run_once(minutes, seed + i, work)
+        result = run_once(minutes, seed + i, work, durable=durable)
         results.append(result)
         print(json.dumps({**asdict(result), "work": str(work)}), flush=True)
         (out_dir / "soak.json").write_text(json.dumps([asdict(r) for r in results], indent=2))

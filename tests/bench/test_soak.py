@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import (
+    DURABLE_FAULTS,
     FAULTS,
     SoakResult,
     replace_section,
@@ -21,6 +22,7 @@ def test_schedule_is_drawn_from_the_seed() -> None:
     one = schedule(11, 600)
     assert one == schedule(11, 600) and one != schedule(12, 600)
     assert {f for _, f, _ in one} <= set(FAULTS)
+    assert "restart_broker" in {f for _, f, _ in schedule(11, 600, DURABLE_FAULTS)}
     assert all(1.0 <= hold <= 5.0 for _, _, hold in one)
     assert [at for at, _, _ in one] == sorted(at for at, _, _ in one)
 
@@ -39,14 +41,13 @@ def test_the_soak_section_is_replaced_and_kept() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # five processes start and stop; on a loaded two-core box that is minutes
 def test_a_short_soak_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    # seed 56 over 18 s: kill -9 of the worker, Redis refusing, kill -9 of the trader, S3 refusing
-    # (no broker restart: the soak still finds events missing from the lake after those)
-    result = run_once(0.3, 56, tmp_path)
+    # seed 28 over 18 s: kill -9 of the worker, Redis silent, S3 refusing, kill -9 of the trader
+    result = run_once(0.3, 28, tmp_path)
     assert result.faults == {
         "kill_worker": 1,
-        "redis_refuse": 1,
-        "kill_trader": 1,
+        "redis_blackhole": 1,
         "s3_refuse": 1,
+        "kill_trader": 1,
     }, result
     assert result.events > 100, result
     assert result.clean, result
