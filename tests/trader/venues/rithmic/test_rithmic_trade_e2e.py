@@ -32,7 +32,7 @@ def test_trade_on_the_rithmic_simulator_fills_and_records_outcomes(
     env = {**settings_env(settings), "TRADELOOP_HOME": str(tmp_path / "home")}
     sim_log = tmp_path / "sim.out"
     sim = subprocess.Popen(
-        [*TRADELOOP, "venues", "sim", "rithmic", "--port", "0", "--bar-ms", "10", "--seed", "7"],
+        [*TRADELOOP, "venues", "sim", "rithmic", "--port", "0", "--bar-ms", "25", "--seed", "7"],
         env=env,
         stdout=sim_log.open("wb"),
         stderr=subprocess.STDOUT,
