@@ -258,8 +258,10 @@ async def run_trade(
             await asyncio.to_thread(swapper.helper.close)  # the release helper process
         await feed.aclose()
         engine.finish()
-        recovery.close()
-        await venue.disconnect()
+        try:  # the journal stays open until the venue is gone: fills of a closing flatten land
+            await venue.disconnect()
+        finally:
+            recovery.close()
         drained = await asyncio.to_thread(drainer.stop, opts.drain_timeout_s)
         outbox.close()
         if not drained:
