@@ -30,6 +30,7 @@ from rich.table import Table
 
 from infra.bus import KafkaBus
 from infra.contracts import LAKE_TOPICS, MANIFEST_PREFIX, TOPICS
+from infra.demo_venue import VenueSimError, bar_ms_for, start_simulator
 from infra.objectstore import ObjectNotFoundError, object_store
 from infra.settings import Settings, home_dir, stack_state
 from infra.stack import ManagedProcess, free_port, start_tansu
@@ -241,6 +242,7 @@ def run_demo(
     train_after_s: float,
     second_round_after_s: float,
     train_args: tuple[str, ...] = (),
+    venue: str = "paper",
 ) -> dict[str, Any]:
     """Run the loop and return the summary (also printed by the command)."""
     settings = Settings()
@@ -266,10 +268,21 @@ def run_demo(
 
         with _phase(run, "streams worker and trader started"):
             run.spawn("streams", "streams", "worker")
+            trader_env = {"MANIFEST_ED25519_PRIVATE_KEY": ""}  # verifies with the public key
+            market = ["--feed", "sim", "--speed", str(speed)]
+            if venue != "paper":  # the venue's simulator plays the market and fills the orders
+                try:
+                    sim, sim_env = start_simulator(
+                        _tradeloop(), venue, env=run.env, logs=logs, bar_ms=bar_ms_for(speed)
+                    )
+                except VenueSimError as exc:
+                    raise DemoError(str(exc)) from None
+                run.children[f"venue-sim-{venue}"] = sim
+                trader_env.update(sim_env)
+                market = ["--venue", venue, "--feed", venue]
             run.spawn(
-                "trader", "trade", "--feed", "sim", "--speed", str(speed),
-                "--max-bars", str(bars), "--http-port", str(http_port),
-                extra_env={"MANIFEST_ED25519_PRIVATE_KEY": ""},  # verifies with the public key
+                "trader", "trade", *market, "--max-bars", str(bars),
+                "--http-port", str(http_port), extra_env=trader_env,
             )  # fmt: skip
             _wait("the trader's /healthz", lambda: _health(http_port), 60, 0.5)
             console.print(f"  operator console: [bold]http://127.0.0.1:{http_port}/ui[/]")
@@ -322,6 +335,7 @@ def run_demo(
             run.stop("streams")
 
         summary = _summary(run, settings, bus)
+        summary["venue"] = venue
         summary["elapsed_s"] = round(time.monotonic() - t_start, 1)
         return summary
     finally:
@@ -468,6 +482,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     show_default=True,
     help="Training profile of the demo's rounds.",
 )
+@click.option(
+    "--venue",
+    default="paper",
+    show_default=True,
+    help="paper, or a venue whose simulator plays the market and fills the orders "
+    "(ib, projectx, rithmic: `tradeloop venues sim NAME`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(
     bars: int,
@@ -476,6 +497,7 @@ def demo(
     second_after_s: float,
     synthetic_bars: int,
     profile: str,
+    venue: str,
     as_json: bool,
 ) -> None:
     """Run the whole loop end to end on the embedded stack."""
@@ -487,6 +509,7 @@ def demo(
             train_after_s=train_after_s,
             second_round_after_s=second_after_s,
             train_args=train_args,
+            venue=venue,
         )
     except DemoError as exc:
         raise click.ClickException(

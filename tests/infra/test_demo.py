@@ -23,6 +23,11 @@ from tests.helpers import settings_env
 
 async def _topic_ids(settings: Settings, topic: str) -> list[str]:
     """Read a whole topic from the beginning (no group) and return its event ids."""
+    return [event["event_id"] for event in await _topic_events(settings, topic)]
+
+
+async def _topic_events(settings: Settings, topic: str) -> list[dict]:
+    """Read a whole topic from the beginning (no group) and return its events as JSON."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
     )
@@ -33,11 +38,11 @@ async def _topic_ids(settings: Settings, topic: str) -> list[str]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        ids: list[str] = []
+        events: list[dict] = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for msgs in (await consumer.getmany(timeout_ms=1000)).values():
-                ids.extend(json.loads(m.value)["event_id"] for m in msgs)
-        return ids
+                events.extend(json.loads(m.value) for m in msgs)
+        return events
     finally:
         await consumer.stop()
 
@@ -128,3 +133,37 @@ def test_shortened_demo_swaps_and_lands_every_signal_once(
             uri.startswith(f"s3://{settings.bucket}/models/")
             for uri in release["artifacts"].values()
         )
+
+
+@pytest.mark.timeout(420)
+def test_demo_against_the_ib_simulator_trades_through_ib_async_and_swaps(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = make_settings(kafka=True, s3=True, redis=True, MODEL_POLL_SEC=2)
+    env = {**settings_env(settings), "TRADELOOP_HOME": str(tmp_path / "home")}
+    exe = Path(sys.executable).parent / "tradeloop"
+    proc = subprocess.run(
+        [
+            str(exe), "demo", "--json", "--venue", "ib",
+            "--speed", "2400", "--train-after", "12", "--second-round-after", "4",
+        ],
+        env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["venue"] == "ib"
+    assert (
+        summary["swaps"] >= 1 and summary["serving_release"] == summary["releases"][-1]["release"]
+    )
+    # the orders went through ib_async to the simulator: IB's contracts and execution ids
+    orders = asyncio.run(_topic_events(settings, "orders"))
+    fills = [o for o in orders if o["schema"]["name"] == "order_filled"]
+    assert fills and {f["venue"] for f in fills} == {"ib"}
+    assert all(f["contract"] and f["venue_fill_id"] for f in fills)
+    outcomes = asyncio.run(_topic_events(settings, "outcomes"))
+    filled = {f["client_order_id"] for f in fills}
+    traded = [o for o in outcomes if not o["counterfactual"]]
+    assert traded and all(o["entry_order_id"] in filled for o in traded)
+    # the simulator's throwaway credentials stay out of the logs (a 0600 file holds them)
+    sim_env = tmp_path / "home" / "logs" / "demo" / "venue-sim-ib.env"
+    assert stat.S_IMODE(sim_env.stat().st_mode) == 0o600
