@@ -1,4 +1,4 @@
-"""The venue conformance suite over every venue factory (the paper venue today)."""
+"""The venue conformance suite over the paper venue (ib, projectx and rithmic run it in their own folders)."""
 
 from __future__ import annotations
 
