@@ -40,7 +40,9 @@ def _sample(fld: FieldInfo) -> tuple[str, object]:
     if kind is bool:
         return ("0", False) if fld.default else ("1", True)
     if kind is int:
-        return "7", 7
+        low = max([7, *(getattr(m, "ge", None) or 0 for m in fld.metadata)])
+        value = low + 1 if low == fld.default else low
+        return str(value), value
     if kind is float:
         return "0.5", 0.5
     if typing.get_origin(kind) is typing.Literal:
