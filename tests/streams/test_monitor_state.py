@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
 from rich.console import Console
 
 from infra.contracts import encode
@@ -165,21 +168,38 @@ def test_rate_uses_record_time_and_the_covered_span() -> None:
     assert fresh.rate("signals", NOW) == 0.0
 
 
-def _trader_registry() -> CollectorRegistry:
-    reg = CollectorRegistry()
-    Info("tradeloop_model_release", "serving release", registry=reg).info({"release": "r7"})
-    Gauge("tradeloop_model_age_seconds", "age", registry=reg).set(321.0)
-    Counter("tradeloop_model_swaps_total", "swaps", registry=reg).inc(3)
-    rej = Counter("tradeloop_model_rejections_total", "rejections", ["reason"], registry=reg)
-    rej.labels(reason="bad_signature").inc(2)
-    pnl = Gauge("tradeloop_pnl_usd", "pnl", ["symbol"], registry=reg)
-    pnl.labels(symbol="ES").set(125.5)
-    Gauge("tradeloop_outbox_depth", "outbox", registry=reg).set(4)
-    return reg
+_TRADER_METRICS = """
+import sys
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+reg = CollectorRegistry()
+Info("tradeloop_model_release", "serving release", registry=reg).info({"release": "r7"})
+Gauge("tradeloop_model_age_seconds", "age", registry=reg).set(321.0)
+Counter("tradeloop_model_swaps_total", "swaps", registry=reg).inc(3)
+rej = Counter("tradeloop_model_rejections_total", "rejections", ["reason"], registry=reg)
+rej.labels(reason="bad_signature").inc(2)
+pnl = Gauge("tradeloop_pnl_usd", "pnl", ["symbol"], registry=reg)
+pnl.labels(symbol="ES").set(125.5)
+Gauge("tradeloop_outbox_depth", "outbox", registry=reg).set(4)
+sys.stdout.buffer.write(generate_latest(reg))
+"""
+
+
+@functools.cache
+def _trader_metrics_text() -> bytes:
+    """Return /metrics text of a real prometheus_client registry, made in a clean process.
+
+    In this process an imported Feast may have switched prometheus_client to its
+    multiprocess mode, where same-named metrics of any registry share one value.
+    """
+    env = {k: v for k, v in os.environ.items() if "MULTIPROC" not in k.upper()}
+    done = subprocess.run(
+        [sys.executable, "-c", _TRADER_METRICS], env=env, capture_output=True, check=True
+    )
+    return done.stdout
 
 
 def test_trader_metrics_are_read_from_prometheus_text() -> None:
-    text = generate_latest(_trader_registry()).decode()
+    text = _trader_metrics_text().decode()
     got = parse_trader_metrics(text)
     assert got == {
         "release": "r7", "model_age_s": 321.0, "swaps_total": 3,
@@ -191,7 +211,7 @@ def test_trader_metrics_are_read_from_prometheus_text() -> None:
 @pytest.fixture
 def trader_http() -> Iterator[str]:
     """Serve a /healthz JSON and the /metrics of a real prometheus_client registry."""
-    metrics = generate_latest(_trader_registry())
+    metrics = _trader_metrics_text()
     health = {  # the shape of trader/io/api.py's /healthz
         "status": "ok",
         "mode": "paper",
