@@ -204,7 +204,7 @@ def test_every_documented_make_target_exists() -> None:
 PATH_IN_CODE = re.compile(
     r"`((?:infra|streams|features|training|trader|tests|bench|docs|\.github|\.ci)/[\w./-]*)`"
 )
-GENERATED = ("bench/out/",)
+GENERATED = ("bench/out/",)  # written by `make bench` / `make soak`, not in a clean clone
 
 
 def test_every_documented_path_exists() -> None:
@@ -212,6 +212,6 @@ def test_every_documented_path_exists() -> None:
         f"{page.relative_to(ROOT)}: {path}"
         for page in PAGES
         for path in PATH_IN_CODE.findall(_text(page))
-        if "..." not in path and path not in GENERATED and not (ROOT / path).exists()
+        if "..." not in path and not path.startswith(GENERATED) and not (ROOT / path).exists()
     )
     assert not bad, "\n".join(bad)
