@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
+from streams.online import PUSH_TIMINGS_ENV
 
 __all__ = ["SOURCE", "WorkerRun", "metrics", "push_p99_ms", "scaling_run", "worker_run"]
 
@@ -42,7 +43,10 @@ def _sum(m: dict[str, float], prefix: str, topics: tuple[str, ...]) -> float:
 
 
 def push_p99_ms(m: dict[str, float]) -> float | None:
-    """Return the upper bound of the histogram bucket holding the 99th percentile push."""
+    """Return the upper bound of the histogram bucket holding the 99th percentile push.
+
+    A cross-check of the per-push durations (`WorkerRun.push_s`), from the metrics.
+    """
     prefix = "tradeloop_feast_push_seconds_bucket{le="
     buckets = sorted(
         (float(k[len(prefix) + 1 : -2]), v)
@@ -67,6 +71,7 @@ class WorkerRun:
     done_lake: float | None  # ... when every record was in the lake (None without a sink)
     final: dict[str, float] = field(default_factory=dict)  # the last metrics
     rss_mb: float = 0.0
+    push_s: list[float] = field(default_factory=list)  # every online push's duration
 
 
 def _rss_mb(pid: int) -> float:
@@ -97,6 +102,9 @@ def worker_run(
     port = free_port()
     env = settings_env(settings)
     env["TRADELOOP_HOME"] = str(tmp / "home")
+    timings = tmp / f"{name}-push-seconds.txt"
+    timings.unlink(missing_ok=True)
+    env[PUSH_TIMINGS_ENV] = str(timings)
     worker = WorkerProcess(
         settings, tmp / f"{name}.log", group_id=f"{settings.topic_prefix}{name}",
         args=["--metrics-port", str(port), *args], env=env,
@@ -128,9 +136,11 @@ def worker_run(
         if first is None or done_agents is None or (sink and done_lake is None):
             raise RuntimeError(f"worker {name} did not finish: {worker.log()[-2000:]}")
         assert worker.proc is not None
-        return WorkerRun(first, done_agents, done_lake, metrics(port), _rss_mb(worker.proc.pid))
+        final, rss = metrics(port), _rss_mb(worker.proc.pid)
     finally:
         worker.stop()
+    push_s = [float(x) for x in timings.read_text().split()] if timings.exists() else []
+    return WorkerRun(first, done_agents, done_lake, final, rss, push_s)
 
 
 def _owned(log: str) -> list[int] | None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-__all__ = ["StreamMetrics"]
+__all__ = ["FEAST_PUSH_BUCKETS", "StreamMetrics"]
+
+#: Bounds (seconds) of the online push histogram: fine below the 10 ms target, so a
+#: p99 read from it is within a millisecond of the true one there.
+FEAST_PUSH_BUCKETS = (
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009,
+    0.01, 0.0125, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
 
 
 class StreamMetrics:
@@ -54,7 +61,7 @@ class StreamMetrics:
         self.feast_push = Histogram(
             "tradeloop_feast_push_seconds",
             "Time of one Feast online push (a batch of rows).",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            buckets=FEAST_PUSH_BUCKETS,
             registry=r,
         )
 
