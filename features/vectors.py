@@ -62,19 +62,29 @@ _NO_STRATEGY = (0.0,) * len(STRATEGIES)
 _SIZER_MARKET = tuple(_IDX[n] for n in ("atr_pct", "rv_30", "regime_trend", "regime_vol"))
 
 
-def meta_vector(
-    market: Sequence[float] | np.ndarray,
-    stream: Mapping[str, Mapping[str, float]],
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Return the meta classifier input: market features + each strategy's win rate and EW R."""
-    vec = out if out is not None else np.empty(len(META_FEATURE_NAMES), dtype=np.float32)
-    values = [*market]
+def meta_stream_values(stream: Mapping[str, Mapping[str, float]]) -> list[float]:
+    """Return the stream part of the meta input: each strategy's win rate and EW R."""
+    values: list[float] = []
     for s in STRATEGIES:
         own = stream.get(s, _EMPTY)
         values.append(float(own.get("win_rate", 0.0)))
         values.append(float(own.get("ewm_r", 0.0)))
-    vec[: len(META_FEATURE_NAMES)] = values
+    return values
+
+
+def meta_vector(
+    market: Sequence[float] | np.ndarray,
+    stream: Mapping[str, Mapping[str, float]],
+    out: np.ndarray | None = None,
+    stream_values: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Return the meta classifier input: market features + each strategy's win rate and EW R.
+
+    `stream_values` is `meta_stream_values(stream)` when the caller already has it.
+    """
+    vec = out if out is not None else np.empty(len(META_FEATURE_NAMES), dtype=np.float32)
+    tail = stream_values if stream_values is not None else meta_stream_values(stream)
+    vec[: len(META_FEATURE_NAMES)] = [*market, *tail]
     return vec
 
 

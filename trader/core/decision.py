@@ -31,10 +31,11 @@ from features.vectors import (
     SIZE_MAX,
     SIZE_MIN,
     exec_vector,
+    meta_stream_values,
     meta_vector,
     sizer_vector,
 )
-from infra.contracts import FEATURE_NAMES, RULE_PRIORITY, STRATEGIES, Decision
+from infra.contracts import RULE_PRIORITY, STRATEGIES, Decision
 from trader.core.instruments import Instrument
 from trader.core.strategies import Candidate
 from trader.core.stream_cache import StreamCache
@@ -52,17 +53,34 @@ _Scorers = tuple[Scorer | None, Scorer | None, Scorer | None]
 
 
 class Choice(NamedTuple):
-    """What the models (or rules) said for one bar's candidates of one symbol."""
+    """What the models (or rules) said for one bar's candidates of one symbol.
+
+    The path stores the meta model's scores and the market features as it got them;
+    `probabilities` and `features` build the record's dict and float32 tuple when
+    asked, after the decision.
+    """
 
     path: Literal["models", "rules"]
     chosen: int  # index into the candidates
-    probabilities: dict[str, float]
+    scores: list[float] | None  # the meta model's output, in STRATEGIES order
     predicted_r: float | None
     multiplier: float
     contracts: int  # before risk caps
+    stop_usd: float  # the chosen candidate's stop distance per contract, USD
     model_versions: dict[str, str]
-    features: tuple[float, ...]
+    market: list[float]  # MarketFeatures.values() of the decision's bar
     skip_reason: str | None  # set when the models veto the chosen candidate
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Return strategy -> meta probability ({} without a meta model)."""
+        scores = self.scores
+        return {} if scores is None else dict(zip(STRATEGIES, scores, strict=False))
+
+    @property
+    def features(self) -> tuple[float, ...]:
+        """Return the market features rounded to float32, as the models saw them."""
+        return tuple(np.array(self.market, dtype=np.float32).tolist())
 
 
 class Decider:
@@ -82,12 +100,13 @@ class Decider:
         self.rl_enabled = rl_enabled
         self.base_risk_usd = base_risk_usd
         self.min_predicted_r = min_predicted_r
-        self.market_row = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
         self.meta_row = np.zeros((1, len(MODEL_FEATURES["meta"])), dtype=np.float32)
         self.exec_row = np.zeros((1, len(MODEL_FEATURES["exec"])), dtype=np.float32)
         self.sizer_row = np.zeros((1, len(MODEL_FEATURES["sizer"])), dtype=np.float32)
         #: id(model set) -> (the set, its scorers over the rows above); see `scorers`
         self._bound: dict[int, tuple[ModelSet, _Scorers]] = {}
+        #: symbol -> (the stream mapping last seen, its part of the meta row)
+        self._meta_tails: dict[str, tuple[Mapping[str, Mapping[str, float]], list[float]]] = {}
 
     def scorers(self, models: ModelSet) -> _Scorers:
         """Return the set's (meta, exec, sizer) scorers bound to this decider's rows."""
@@ -121,27 +140,27 @@ class Decider:
             models = self.holder.current
         meta, ex, sizer = self.scorers(models)
         market = f.values()
-        row = self.market_row
-        row[:] = market
-        features = tuple(row.tolist())  # float32 values, as the models see them
         stream = self.cache.strategy_values(symbol)
-        probabilities: dict[str, float] = {}
+        scores: list[float] | None = None
         if meta is not None:
-            meta_vector(market, stream, out=self.meta_row[0])
-            probs = meta().ravel().tolist()
-            probabilities = dict(zip(STRATEGIES, probs, strict=False))
+            tail = self._meta_tails.get(symbol)
+            if tail is None or tail[0] is not stream:  # learned since: rebuild the stream part
+                tail = self._meta_tails[symbol] = (stream, meta_stream_values(stream))
+            meta_vector(market, stream, out=self.meta_row[0], stream_values=tail[1])
+            scores = meta().ravel().tolist()
             chosen, best = 0, -1.0
             for i, c in enumerate(candidates):
-                p = probs[_STRATEGY_INDEX[c.strategy]]
+                p = scores[_STRATEGY_INDEX[c.strategy]]
                 if p > best:
                     chosen, best = i, p
-            meta_prob = probabilities[candidates[chosen].strategy]
+            meta_prob = scores[_STRATEGY_INDEX[candidates[chosen].strategy]]
         else:
             chosen = min(range(len(candidates)), key=lambda i: _RULE_RANK[candidates[i].strategy])
             meta_prob = 1.0 / len(candidates)
         cand = candidates[chosen]
         own = stream.get(cand.strategy, _EMPTY)
-        stop_atr = cand.stop_atr
+        stop = cand.stop_distance
+        stop_atr = stop / cand.atr if cand.atr > 0 else 0.0  # Candidate.stop_atr
         predicted_r: float | None = None
         skip: str | None = None
         if ex is not None:
@@ -150,11 +169,11 @@ class Decider:
                 cand.strategy,
                 cand.side,
                 stop_atr,
-                cand.reward_risk,
+                abs(cand.target - cand.entry) / stop if stop > 0 else 0.0,  # reward_risk
                 own,
                 out=self.exec_row[0],
             )
-            predicted_r = float(ex().item(0))
+            predicted_r = ex().item(0)
             if not math.isfinite(predicted_r):
                 predicted_r, skip = None, "model_output_invalid"
             elif predicted_r <= self.min_predicted_r:
@@ -170,29 +189,37 @@ class Decider:
                 own,
                 out=self.sizer_row[0],
             )
-            raw = float(sizer().item(0))
+            raw = sizer().item(0)
             multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if math.isfinite(raw) else 1.0
-        stop_usd = cand.stop_distance * instrument.point_value_usd
+        stop_usd = stop * instrument.point_value_usd
         contracts = round(self.base_risk_usd / stop_usd * multiplier) if stop_usd > 0 else 0
         return Choice(
-            path="rules" if models.empty else "models",
-            chosen=chosen,
-            probabilities=probabilities,
-            predicted_r=predicted_r,
-            multiplier=multiplier,
-            contracts=contracts,
-            model_versions=models.versions,
-            features=features,
-            skip_reason=skip,
+            "rules" if models.empty else "models",
+            chosen,
+            scores,
+            predicted_r,
+            multiplier,
+            contracts,
+            stop_usd,
+            models.versions,
+            market,
+            skip,
         )
 
 
 def decision_for(
-    choice: Choice, variant: Variant, strategy: str, chosen: bool, reason: str, contracts: int
+    choice: Choice,
+    variant: Variant,
+    strategy: str,
+    chosen: bool,
+    reason: str,
+    contracts: int,
+    probabilities: dict[str, float] | None = None,
 ) -> Decision:
     """Return the decision on one candidate of a `Choice` (the chosen one, or one not chosen).
 
     Built from values already checked here and by risk, so pydantic does not re-validate.
+    `probabilities` is `choice.probabilities` when the caller already built it.
     """
     taken = chosen and reason == "taken"
     return Decision.model_construct(
@@ -200,7 +227,7 @@ def decision_for(
         taken=taken,
         reason=reason if chosen else "not_chosen",
         chosen_strategy=strategy,
-        probabilities=choice.probabilities,
+        probabilities=choice.probabilities if probabilities is None else probabilities,
         predicted_r=choice.predicted_r if chosen else None,
         size_multiplier=choice.multiplier if chosen else 1.0,
         contracts=contracts if taken else 0,

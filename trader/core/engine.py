@@ -282,8 +282,7 @@ class Engine:
             choice = self.decider.decide(symbol, candidates, f, inst, models)
         if choice.skip_reason is not None:
             return Verdict(choice, variant, 0, choice.skip_reason)
-        stop_usd = candidates[choice.chosen].stop_distance * inst.point_value_usd
-        contracts, reason = self.risk.check(symbol, choice.contracts, stop_usd, f.ts_s)
+        contracts, reason = self.risk.check(symbol, choice.contracts, choice.stop_usd, f.ts_s)
         return Verdict(choice, variant, contracts, reason)
 
     @staticmethod
@@ -291,8 +290,11 @@ class Engine:
         """Return the Decision record of every candidate of a verdict."""
         choice, variant, contracts, reason = verdict
         strategy = candidates[choice.chosen].strategy
+        probabilities = choice.probabilities
         return [
-            decision_for(choice, variant, strategy, i == choice.chosen, reason, contracts)
+            decision_for(
+                choice, variant, strategy, i == choice.chosen, reason, contracts, probabilities
+            )
             for i in range(len(candidates))
         ]
 
@@ -312,6 +314,7 @@ class Engine:
         signal_ids: list[str] | None = [] if router is not None else None
         ts = _utc(bar.ts_s)
         names = tuple(c.strategy for c in candidates)
+        features = choice.features
         for cand, decision in zip(candidates, decisions, strict=True):
             snapshot = SignalSnapshot(
                 ts_event=ts,
@@ -322,7 +325,7 @@ class Engine:
                 stop=cand.stop,
                 target=cand.target,
                 feature_names=FEATURE_NAMES,
-                features=choice.features,
+                features=features,
                 candidates=names,
                 model_versions=choice.model_versions,
                 decision=decision,

@@ -142,9 +142,9 @@ class Scorer:
     def __init__(self, model: LoadedModel, row: np.ndarray) -> None:
         self._model = model
         self.row = row
-        self._binding: ort.IOBinding | None = None
+        self._binding: Any = None
         self.out: np.ndarray | None = None
-        self._run = model.session.run_with_iobinding
+        self._run: Any = None
         spec = model._out_spec
         if spec is not None and row.dtype == np.float32 and row.flags.c_contiguous:
             shape, dtype = spec
@@ -152,14 +152,22 @@ class Scorer:
             binding = model.session.io_binding()
             binding.bind_cpu_input(model.input_name, row)
             binding.bind_output(model.output_name, "cpu", 0, dtype, shape, out.ctypes.data)
-            self._binding, self.out = binding, out
+            # the session's native run on the native binding: what `run_with_iobinding`
+            # calls after per-call checks that a CPU session with no run options never needs
+            native = getattr(model.session, "_sess", None)
+            inner = getattr(binding, "_iobinding", None)
+            if native is not None and inner is not None:
+                self._binding, self._run = inner, native.run_with_iobinding
+            else:
+                self._binding, self._run = binding, model.session.run_with_iobinding
+            self.out = out
 
     def __call__(self) -> np.ndarray:
         """Score the row as it is now; return the output array."""
         binding = self._binding
         if binding is None:
             return self._model.run(self.row)
-        self._run(binding)
+        self._run(binding, None)
         return self.out  # type: ignore[return-value]
 
 
