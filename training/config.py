@@ -111,6 +111,9 @@ class TrainConfig:
     sizer_size_penalty: float = 0.02
     # data
     min_rows: int = 200
+    # the frames hold only the most recent `max_points` decision points (and their
+    # signals); None: every one. The walk-forward blocks cut what is kept.
+    max_points: int | None = None
     weights: dict[str, float] = field(
         default_factory=lambda: {"real": 1.0, "vendor": 0.5, "synthetic": 0.25}
     )

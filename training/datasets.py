@@ -42,6 +42,7 @@ from training.frames import (
     WIDE_COLUMNS,
     LakeFrames,
     TrainingData,
+    keep_recent,
     load_lake,
     read_columns,
 )
@@ -367,7 +368,7 @@ def build_training_data(
         data = build_with_duckdb(lakes, cfg, duckdb_options)
         data.pit_engine = "duckdb"
     else:
-        data = _build_in_memory(lakes, cfg, engine, executor)
+        data = keep_recent(_build_in_memory(lakes, cfg, engine, executor), cfg.max_points)
     data.counts = {**data.counts, "signals": len(data.signals), "groups": len(data.groups)}
     for s in ("real", "vendor", "synthetic"):
         data.counts[f"rows_{s}"] = int((data.signals["source_kind"] == s).sum())

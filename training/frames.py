@@ -30,6 +30,7 @@ __all__ = [
     "WIDE_COLUMNS",
     "LakeFrames",
     "TrainingData",
+    "keep_recent",
     "load_lake",
     "read_columns",
 ]
@@ -102,6 +103,26 @@ class TrainingData:
         """Return the meta model input [N, len(META_FEATURE_NAMES)] (float32)."""
         frame = self.groups if rows is None else rows
         return frame[list(META_FEATURE_NAMES)].to_numpy(dtype=np.float32)
+
+
+def keep_recent(data: TrainingData, max_points: int | None) -> TrainingData:
+    """Keep the most recent `max_points` decision points and their signals (None: all).
+
+    Decision points keep their numbers; the counts say what the window left out.
+    """
+    total = len(data.groups)
+    if max_points is None or total <= max_points:
+        return data
+    lo = total - max_points
+    keep = data.signals["group"].to_numpy() >= lo
+    data.counts = {
+        **data.counts,
+        "points_before_window": lo,
+        "signals_before_window": int((~keep).sum()),
+    }
+    data.signals = data.signals[keep].reset_index(drop=True)
+    data.groups = data.groups[data.groups["group"].to_numpy() >= lo].reset_index(drop=True)
+    return data
 
 
 def load_lake(

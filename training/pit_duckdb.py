@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -378,32 +379,66 @@ def _export(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:
 
 
 def _read_frame(path: Path, batch_rows: int) -> pd.DataFrame:
-    """Read a parquet file into one pandas frame, a record batch at a time.
+    """Read a parquet file into one pandas frame, one column at a time.
 
-    Each batch is converted and released as it comes, and each column is joined
-    from its pieces on its own, so the frame is never held twice.
+    Each column is filled batch by batch into one array allocated up front, so at
+    most one column's batch is held beside the frame: no piece list, no concat.
     """
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(path)
     schema = source.schema_arrow
-    names = schema.names
-    pieces: dict[str, list[pd.Series]] = {n: [] for n in names}
-    for batch in source.iter_batches(batch_size=batch_rows):
-        for name, column in zip(names, batch.columns, strict=True):
-            pieces[name].append(column.to_pandas())
-        del batch
-    source.close()
-    frame = pd.DataFrame(index=pd.RangeIndex(sum(len(p) for p in pieces[names[0]])))
-    for name in names:
-        parts = pieces.pop(name) or [pa.array([], schema.field(name).type).to_pandas()]
-        col = pd.concat(parts, ignore_index=True) if len(parts) != 1 else parts[0]
-        del parts
-        if isinstance(col.dtype, pd.DatetimeTZDtype):
-            frame[name] = col.dt.tz_convert("UTC").array  # the lake's zone name
-        else:
-            frame[name] = col.to_numpy()
+    n = source.metadata.num_rows
+    frame = pd.DataFrame(index=pd.RangeIndex(n))
+    try:
+        for name in schema.names:
+            frame[name] = _read_column(source, name, schema.field(name).type, n, batch_rows)
+    finally:
+        source.close()
+        pa.default_memory_pool().release_unused()
     return frame
+
+
+def _read_column(
+    source: Any, name: str, kind: pa.DataType, n: int, batch_rows: int
+) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """Return one column of a parquet file as the array `pd.concat` of its batches gives."""
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        ticks = np.empty(n, dtype=np.int64)
+        at = 0
+        for batch in source.iter_batches(batch_size=batch_rows, columns=[name]):
+            col = batch.column(0)
+            if col.null_count:
+                break  # NaT: the general path below
+            ticks[at : at + len(col)] = col.cast(pa.int64()).to_numpy()
+            at += len(col)
+        else:
+            naive = pd.DatetimeIndex(ticks.view(f"datetime64[{kind.unit}]"))
+            del ticks
+            return naive.tz_localize("UTC").array  # the lake's zone name becomes UTC
+        del ticks
+    out: np.ndarray | None = None
+    at = 0
+    for batch in source.iter_batches(batch_size=batch_rows, columns=[name]):
+        piece = batch.column(0).to_pandas()
+        if isinstance(piece.dtype, pd.DatetimeTZDtype):
+            piece = piece.dt.tz_convert("UTC").dt.tz_localize(None)
+        values = piece.to_numpy()
+        if out is None:
+            out = np.empty(n, dtype=values.dtype)
+        elif values.dtype != out.dtype:  # e.g. nulls in a later batch: widen as concat does
+            wide = np.result_type(out.dtype, values.dtype) if values.dtype != object else object
+            out = out.astype(wide)
+        out[at : at + len(values)] = values
+        at += len(values)
+    if out is None:
+        empty = pa.array([], kind).to_pandas()
+        if isinstance(empty.dtype, pd.DatetimeTZDtype):
+            return empty.dt.tz_convert("UTC").array
+        return empty.to_numpy()
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        return pd.DatetimeIndex(out).tz_localize("UTC").array
+    return out
 
 
 @contextmanager
@@ -481,6 +516,7 @@ def build_with_duckdb(
         _run(con, f"CREATE TEMP VIEW pts AS {pts}")
         _check(con)
         _finish_sql(con)
+        lo = _window_start(con, cfg.max_points, counts)
         _run(con, "SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
         meta = ", ".join(
             f"{'f' if c in FEATURE_NAMES else 'w'}.{_q(c)}" for c in META_FEATURE_NAMES
@@ -492,6 +528,7 @@ def build_with_duckdb(
             FROM best b JOIN j f USING (__li, __fidx, __frow)
             JOIN pts w ON f.__li = w.__li AND f.symbol = w.symbol
                 AND f.event_timestamp = w.event_timestamp
+            WHERE b."group" >= {lo}
             ORDER BY b."group" """,
             work / "groups.parquet",
         )
@@ -509,7 +546,8 @@ def build_with_duckdb(
         ]
         _export(
             con,
-            f"""SELECT {", ".join(signal_cols)} FROM final ORDER BY "group", {_ROW_ORDER}""",
+            f"""SELECT {", ".join(signal_cols)} FROM final WHERE "group" >= {lo}
+            ORDER BY "group", {_ROW_ORDER}""",
             work / "signals.parquet",
         )
         con.close()  # DuckDB's memory goes before the frames come in
@@ -519,6 +557,25 @@ def build_with_duckdb(
     data = TrainingData(signals=signals, groups=groups)
     data.counts = counts
     return data
+
+
+def _window_start(
+    con: duckdb.DuckDBPyConnection, max_points: int | None, counts: dict[str, int]
+) -> int:
+    """Return the first decision point the frames keep (the most recent `max_points`).
+
+    Count what the window leaves out in `counts` (`points_before_window`,
+    `signals_before_window`), as `training.frames.keep_recent` does.
+    """
+    total = int(_scalar(con, "SELECT count(*) FROM best"))
+    if max_points is None or total <= max_points:
+        return 0
+    lo = total - max_points
+    counts["points_before_window"] = lo
+    counts["signals_before_window"] = int(
+        _scalar(con, f'SELECT count(*) FROM k WHERE "group" < {lo}')
+    )
+    return lo
 
 
 def _signal_head() -> list[str]:
