@@ -16,7 +16,10 @@ peak RSS (`os.wait4`, the child's `getrusage`) is that build's alone. The
 in-memory engine is not run at 10M: its peak at 1M times ten is past this
 machine's 24 GB.
 
-`BENCH_PIT_LAKES=DIR` keeps the generated lakes in DIR between runs.
+`BENCH_PIT_LAKES=DIR` keeps the generated lakes in DIR between runs;
+`BENCH_PIT_SIZES=10000000` runs only the lakes of those sizes;
+`BENCH_PIT_MAX_POINTS=N` also builds each lake with frames bounded to the most
+recent N decision points (`TrainConfig.max_points`).
 """
 
 from __future__ import annotations
@@ -33,19 +36,44 @@ from typing import Any
 
 CHUNK = 1_000_000
 _CHILD = """
-import json, sys, time
+import json, logging, sys, threading, time
 from infra.settings import Settings
 from training.config import TrainConfig
 from training.datasets import build_training_data, load_lake
 lake, engine, home = sys.argv[1], sys.argv[2], sys.argv[3]
+max_points = int(sys.argv[4]) or None
+peaks = {"join": 0.0, "frames": 0.0}
+phase = ["join"]
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
+def sample():
+    while True:
+        peaks[phase[0]] = max(peaks[phase[0]], rss_mb())
+        time.sleep(0.02)
+class Phase(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("hand-over"):
+            peaks["join"] = max(peaks["join"], rss_mb())
+            phase[0] = "frames"
+log = logging.getLogger("training.pit_duckdb")
+log.setLevel(logging.DEBUG)
+log.addHandler(Phase())
+threading.Thread(target=sample, daemon=True).start()
 settings = Settings(LAKE_URI=lake, STORE_DIR=home, TOPIC_PREFIX="benchpit.")
-cfg = TrainConfig.for_profile("standard")
+cfg = TrainConfig.for_profile("standard", max_points=max_points)
 t0 = time.perf_counter()
 data = build_training_data([("real", load_lake("real", lake, settings))], cfg, engine)
 elapsed = time.perf_counter() - t0
+peaks[phase[0]] = max(peaks[phase[0]], rss_mb())
+shallow = data.signals.memory_usage().sum() + data.groups.memory_usage().sum()
 print(json.dumps({"seconds": elapsed, "signals": len(data.signals), "groups": len(data.groups),
                   "frames_mb": (data.signals.memory_usage(deep=True).sum()
-                                + data.groups.memory_usage(deep=True).sum()) / 2**20}))
+                                + data.groups.memory_usage(deep=True).sum()) / 2**20,
+                  "frames_shallow_mb": shallow / 2**20,
+                  "rss_after_mb": rss_mb(),
+                  "phase_peak_mb": peaks if engine == "duckdb" else {},
+                  "counts": data.counts}))
 """
 
 
@@ -135,15 +163,19 @@ def _write_chunk(root: Path, n_signals: int, seed: int) -> None:
                 pq.write_table(frame_to_table(topic, rows, False), path, compression="zstd")
 
 
-def measure(lake: Path, engine: str, home: Path) -> dict[str, float]:
+def measure(lake: Path, engine: str, home: Path, max_points: int | None = None) -> dict[str, Any]:
     """Build the dataset in a child process; return its seconds, rows and peak RSS (MB).
 
-    The peak is the child's own (`os.wait4` returns that child's rusage).
+    The peak is the child's own (`os.wait4` returns that child's rusage); DuckDB
+    builds also report the peak RSS of each phase, sampled every 20 ms: `join`
+    (DuckDB open: reads, joins, labels, the hand-over files) and `frames` (DuckDB
+    closed, the frames read back). `max_points` bounds the frames
+    (`TrainConfig.max_points`).
     """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(lake), engine, str(home)],
+            [sys.executable, "-c", _CHILD, str(lake), engine, str(home), str(max_points or 0)],
             stdout=out,
             stderr=err,
             env=env,
@@ -168,6 +200,11 @@ def run(quick: bool) -> dict[str, Any]:
         if quick
         else [(1_000_000, ("asof", "duckdb")), (10_000_000, ("duckdb",))]
     )
+    only = os.environ.get("BENCH_PIT_SIZES")  # e.g. "10000000": only those lakes
+    if only and not quick:
+        wanted = {int(x) for x in only.split(",") if x.strip()}
+        plan = [(n, e) for n, e in plan if n in wanted]
+    window = int(os.environ.get("BENCH_PIT_MAX_POINTS", "0")) or None
     keep = os.environ.get("BENCH_PIT_LAKES")
     tmp = None if keep else tempfile.TemporaryDirectory(prefix="bench-pit-")
     base = Path(keep or tmp.name)  # type: ignore[union-attr]
@@ -206,7 +243,16 @@ def run(quick: bool) -> dict[str, Any]:
             if "asof" in engines:
                 metrics[f"duckdb_{tag}"]["baseline"] = f"asof_{tag}"
                 targets[f"duckdb_{tag}"] = {"stat": "value", "op": ">=", "ratio": 1.0}
-        if not quick:
+            if window:
+                m = measure(lake, "duckdb", base / "home", window)
+                details[tag]["duckdb_window"] = m
+                metrics[f"duckdb_window_{tag}_peak_rss"] = {
+                    "value": round(m["peak_rss_mb"], 1),
+                    "unit": "MB",
+                    "label": f"duckdb peak RSS, {n:,} signals, frames bounded to the most "
+                    f"recent {window:,} decision points ({m['seconds']:.1f} s)",
+                }
+        if any(n == 10_000_000 for n, _ in plan):
             targets["duckdb_10m_peak_rss"] = {"stat": "value", "op": "<=", "value": 8192}
     finally:
         if tmp is not None:

@@ -551,6 +551,7 @@ def build_with_duckdb(
             work / "signals.parquet",
         )
         con.close()  # DuckDB's memory goes before the frames come in
+        log.debug("hand-over: reading the frames")
         groups = _read_frame(work / "groups.parquet", opts.batch_rows)
         signals = _read_frame(work / "signals.parquet", opts.batch_rows)
     groups["exit_ts"] = groups["exit_ts"].astype("datetime64[ns, UTC]")
