@@ -227,7 +227,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         features_rate = n / (features.done_agents - features.first)
 
         bare = asyncio.run(_bare_consume(settings, n))
-        faust_floor = faust_ceiling.measure(
+        faust_floor, faust_cpu = faust_ceiling.measure_run(
             settings.bootstrap_servers, settings.topic_prefix, n, timeout_s=300 if quick else 1800
         )
         step_wall, step_cpu = _step_cost(settings, events[:50_000])
@@ -247,11 +247,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             "features_path": throughput(n, features.done_agents - features.first, "events/s",
                                         baseline="faust_ceiling",
                                         label="worker without lake sink: validate, fold, emit, Feast push"),
-            "features_bound": throughput(n, n / faust_floor + n * step_wall, "events/s",
-                                         baseline="faust_ceiling",
-                                         label=f"bound: Faust ceiling plus the per-record step alone "
-                                               f"({1e6 * step_wall:.0f} us wall, {1e6 * step_cpu:.0f} us "
-                                               "CPU per record, in process, no Kafka, no changelog)"),
+            "features_bound_cpu": throughput(n, faust_cpu + n * step_cpu, "events/CPU-s",
+                                             baseline="faust_ceiling_cpu",
+                                             label=f"bound: the Faust ceiling's CPU plus the per-record step "
+                                                   f"alone ({1e6 * step_cpu:.0f} us CPU, {1e6 * step_wall:.0f} us "
+                                                   "wall per record, in process, no Kafka, no changelog)"),
             "feast_push": _push_metric(features.push_s, bucket_p99,
                                        "Feast online push, worker without lake sink"),
             "feast_push_e2e": _push_metric(e2e.push_s, push_p99_ms(m),
@@ -267,9 +267,16 @@ def run(quick: bool = False) -> dict[str, Any]:
                               "label": "bare aiokafka consume loop, same broker and records"},
             "faust_ceiling": throughput(n, n / faust_floor, "events/s",
                                         label="Faust ceiling: the worker's Faust tuning, 3 agents that only count"),
+            "faust_ceiling_cpu": throughput(n, max(faust_cpu, 1e-9), "events/CPU-s",
+                                            label="Faust ceiling, per CPU second of its process"),
             "workers_1": throughput(n_scale, n_scale / scaling[1]["events_per_s"], "events/s",
                                     label=f"1 worker process, {SCALING_PARTITIONS} partitions (features path)"),
         }  # fmt: skip
+        if features.cpu_s > 0:
+            metrics["features_path_cpu"] = throughput(
+                n, features.cpu_s, "events/CPU-s", baseline="faust_ceiling_cpu",
+                label="worker without lake sink, per CPU second of its process",
+            )  # fmt: skip
         for k in counts[1:]:
             metrics[f"workers_{k}"] = throughput(
                 n_scale, n_scale / scaling[k]["events_per_s"], "events/s", baseline="workers_1",
@@ -287,6 +294,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                 label="worker without lake sink (same figure), against Quix Streams",
             )  # fmt: skip
             targets["features_vs_quix"] = {"stat": "value", "op": ">=", "ratio": 1.2}
+            if quix.get("cpu_s") and features.cpu_s > 0:
+                baselines["quix_streams_cpu"] = throughput(
+                    n, quix["cpu_s"], "events/CPU-s",
+                    label="Quix Streams, per CPU second of its process (librdkafka's threads included)",
+                )  # fmt: skip
+                metrics["features_vs_quix_cpu"] = throughput(
+                    n, features.cpu_s, "events/CPU-s", baseline="quix_streams_cpu",
+                    label="worker without lake sink, per CPU second, against Quix Streams",
+                )  # fmt: skip
             quix_note = (
                 f"Quix Streams {quix['quixstreams']} (confluent-kafka {quix['confluent_kafka']}, "
                 f"librdkafka {quix['librdkafka']}) ran in its own process with a fresh consumer group "

@@ -22,6 +22,17 @@ from pathlib import Path
 
 def measure(bootstrap: str, prefix: str, n: int, timeout_s: float = 600.0) -> float:
     """Run the empty Faust worker over the first n source records; return events/s."""
+    return measure_run(bootstrap, prefix, n, timeout_s)[0]
+
+
+def measure_run(
+    bootstrap: str, prefix: str, n: int, timeout_s: float = 600.0
+) -> tuple[float, float]:
+    """Run the empty Faust worker over the first n source records.
+
+    Return events/s and the process's CPU seconds over the same records (all its
+    threads: Faust's loop and its consumer thread).
+    """
     with tempfile.TemporaryDirectory(prefix="faust-ceiling-") as tmp:
         out = Path(tmp) / "rate.json"
         proc = subprocess.run(
@@ -33,7 +44,8 @@ def measure(bootstrap: str, prefix: str, n: int, timeout_s: float = 600.0) -> fl
         )
         if not out.exists():
             raise RuntimeError(f"the Faust ceiling run failed: {proc.stderr[-2000:]}")
-        return float(json.loads(out.read_text())["events_per_s"])
+        report = json.loads(out.read_text())
+        return float(report["events_per_s"]), float(report["cpu_s"])
 
 
 def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
@@ -58,15 +70,16 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
         topic_disable_leader=True,
         **tuning,
     )
-    seen = {"n": 0, "t0": 0.0}
+    seen = {"n": 0, "t0": 0.0, "cpu0": 0.0}
 
     def count(k: int) -> None:
         if not seen["t0"]:
-            seen["t0"] = time.perf_counter()
+            seen["t0"], seen["cpu0"] = time.perf_counter(), time.process_time()
         seen["n"] += k
         if seen["n"] >= n:
             rate = seen["n"] / max(time.perf_counter() - seen["t0"], 1e-9)
-            Path(out).write_text(json.dumps({"events_per_s": rate}))
+            cpu = time.process_time() - seen["cpu0"]
+            Path(out).write_text(json.dumps({"events_per_s": rate, "cpu_s": cpu}))
             os._exit(0)
 
     for short in SOURCE_TOPICS:

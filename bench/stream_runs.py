@@ -72,6 +72,7 @@ class WorkerRun:
     final: dict[str, float] = field(default_factory=dict)  # the last metrics
     rss_mb: float = 0.0
     push_s: list[float] = field(default_factory=list)  # every online push's duration
+    cpu_s: float = 0.0  # the worker process's CPU seconds from first to last record folded
 
 
 def _rss_mb(pid: int) -> float:
@@ -81,6 +82,16 @@ def _rss_mb(pid: int) -> float:
         return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
     except psutil.Error:
         return 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(t.user + t.system)
 
 
 def _ensure_topics(settings: Settings) -> None:
@@ -111,7 +122,10 @@ def worker_run(
     ).start()  # fmt: skip
     sink = "--no-sink" not in args
     try:
+        assert worker.proc is not None
+        pid = worker.proc.pid
         first = done_agents = done_lake = None
+        cpu_first = cpu_done = 0.0
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
             if not worker.alive:
@@ -125,9 +139,9 @@ def worker_run(
             folded = _sum(m, "tradeloop_stream_events_in_total", SOURCE)
             landed = _sum(m, "tradeloop_lake_events_written_total", SOURCE)
             if first is None and folded > 0:
-                first = now
+                first, cpu_first = now, _cpu_s(pid)
             if done_agents is None and folded >= n:
-                done_agents = now
+                done_agents, cpu_done = now, _cpu_s(pid)
             if sink and done_lake is None and landed >= n:
                 done_lake = now
             if done_agents is not None and (done_lake is not None or not sink):
@@ -135,12 +149,11 @@ def worker_run(
             time.sleep(0.1)
         if first is None or done_agents is None or (sink and done_lake is None):
             raise RuntimeError(f"worker {name} did not finish: {worker.log()[-2000:]}")
-        assert worker.proc is not None
-        final, rss = metrics(port), _rss_mb(worker.proc.pid)
+        final, rss = metrics(port), _rss_mb(pid)
     finally:
         worker.stop()
     push_s = [float(x) for x in timings.read_text().split()] if timings.exists() else []
-    return WorkerRun(first, done_agents, done_lake, final, rss, push_s)
+    return WorkerRun(first, done_agents, done_lake, final, rss, push_s, cpu_done - cpu_first)
 
 
 def _owned(log: str) -> list[int] | None:

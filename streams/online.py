@@ -9,7 +9,9 @@ interpreter's switch interval (5 ms) for its turn, several times per push. The
 loop waiting on the push costs it the round trip (a fraction of a millisecond on
 a healthy Redis, every `push_interval_s`); a slow or silent Redis costs it at
 most `INLINE_WAIT_S`, after which the loop goes back to work and awaits the push
-like any other future.
+like any other future. While the loop waits, the interpreter's switch interval is
+`PUSH_SWITCH_INTERVAL_S`, so the push thread also gets the GIL back quickly from
+the worker's other busy thread (Faust's consumer thread).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -26,12 +29,14 @@ from typing import IO, Any
 from infra.contracts import FeatureUpdate
 from streams.metrics import StreamMetrics
 
-__all__ = ["INLINE_WAIT_S", "PUSH_TIMINGS_ENV", "OnlinePusher"]
+__all__ = ["INLINE_WAIT_S", "PUSH_SWITCH_INTERVAL_S", "PUSH_TIMINGS_ENV", "OnlinePusher"]
 
 log = logging.getLogger(__name__)
 
 #: The longest the event loop waits for a push before it goes back to work.
 INLINE_WAIT_S = 0.02
+#: The interpreter's switch interval while the loop waits for a push (default 5 ms).
+PUSH_SWITCH_INTERVAL_S = 0.0005
 #: The environment variable naming a file where every push's duration (seconds, one
 #: line per push) is appended: the benchmarks read the distribution from it.
 PUSH_TIMINGS_ENV = "TRADELOOP_PUSH_TIMINGS"
@@ -97,8 +102,9 @@ class OnlinePusher:
         """Push rows from the event loop; return rows written (raises what the push raised).
 
         The push runs on the pusher's thread; the loop blocks on it for at most
-        `inline_wait_s` (so the push thread has the GIL to itself), then awaits the
-        rest without blocking.
+        `inline_wait_s` (so the push thread does not queue for the GIL behind the
+        loop; the switch interval is `PUSH_SWITCH_INTERVAL_S` meanwhile), then
+        awaits the rest without blocking.
         """
         if not batch:
             return 0
@@ -106,8 +112,13 @@ class OnlinePusher:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="online-push"
             )
-        fut = self._executor.submit(self.push, batch)
-        done, _ = concurrent.futures.wait([fut], timeout=self.inline_wait_s)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, PUSH_SWITCH_INTERVAL_S))
+        try:
+            fut = self._executor.submit(self.push, batch)
+            done, _ = concurrent.futures.wait([fut], timeout=self.inline_wait_s)
+        finally:
+            sys.setswitchinterval(switch)
         if not done:
             self.waited_out += 1
             return await asyncio.wrap_future(fut)
