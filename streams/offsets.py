@@ -3,26 +3,65 @@
 Tansu (the embedded and test broker) answers ListOffsets(latest) with the base
 offset of the last record batch + 1 instead of the last offset + 1; fetch responses
 carry the right high watermark. Faust's table recovery reads changelogs up to
-ListOffsets' answer, so on Tansu it would stop before the newest records of the
-last batch and recover stale state. `true_end_offsets` probes the last batch with a
-fetch and takes the larger of the two answers (on Apache Kafka they agree);
-`install_faust_highwater_fix` makes Faust's recovery use it.
+ListOffsets' answer, so on Tansu it would stop inside the last batch, recover stale
+state pieces and then skip, for good, the records those pieces had not applied yet.
+`true_end_offsets` probes the last batch with a fetch and takes the larger of the
+two answers (on Apache Kafka they agree); `install_faust_highwater_fix` makes
+Faust's recovery use it. The probe waits for the fetch's answer however slow the
+broker is (up to `timeout_s`, then `EndOffsetUnknownError`): a recovery must never
+start from a guess.
+
+`install_faust_committed_seek_fix` closes a second hole of the same moment. After a
+recovery Faust resumes the source partitions and then seeks them to their committed
+offsets; records fetched in between and dropped while the flow was stopped are
+fetched again by that seek. aiokafka's `seek_to_committed` does not seek a partition
+that has no committed offset (a group whose first worker died before its first
+commit), so those records were skipped, and the state pieces (which remember the
+highest offset they applied) then skipped them for good when they were re-read. The
+fix seeks such partitions to their beginning, as `auto_offset_reset=earliest` says.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.bus import KafkaBus
 
-__all__ = ["install_faust_highwater_fix", "true_end_offsets"]
+__all__ = [
+    "EndOffsetUnknownError",
+    "install_faust_committed_seek_fix",
+    "install_faust_highwater_fix",
+    "true_end_offsets",
+]
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 120.0
+_POLL_MS = 500
+
+
+class EndOffsetUnknownError(RuntimeError):
+    """Raise when no fetch answer gave a partition's high watermark in time."""
+
+    def __init__(self, topic: str, partition: int, timeout_s: float) -> None:
+        super().__init__(
+            f"no fetch answer gave the end of {topic}[{partition}] within {timeout_s:.0f}s"
+        )
+        self.topic = topic
+        self.partition = partition
 
 
 async def true_end_offsets(
-    bus: KafkaBus, tps: Iterable[Any], reported: Mapping[Any, int]
+    bus: KafkaBus,
+    tps: Iterable[Any],
+    reported: Mapping[Any, int],
+    *,
+    timeout_s: float = PROBE_TIMEOUT_S,
 ) -> dict[Any, int]:
     """Return the end offset of each partition: max(ListOffsets, a fetch's high watermark).
 
@@ -34,18 +73,36 @@ async def true_end_offsets(
         return out
     reader = bus.consumer((), None, from_beginning=False, client_id=bus.connection.client("probe"))
     probe = (await reader.start()).raw
+    deadline = asyncio.get_running_loop().time() + timeout_s
     try:
         for tp in probe_tps:
             ktp = TopicPartition(tp.topic, tp.partition)
             probe.assign([ktp])
             probe.seek(ktp, out[tp] - 1)
-            await probe.getmany(ktp, timeout_ms=2000, max_records=1)
-            hw = probe.highwater(ktp)
-            if hw is not None and hw > out[tp]:
-                out[tp] = int(hw)
+            hw = await _fetched_highwater(probe, ktp, deadline, timeout_s)
+            if hw > out[tp]:
+                log.debug("%s[%d]: end %d, not %d", tp.topic, tp.partition, hw, out[tp])
+                out[tp] = hw
     finally:
         await reader.stop()
     return out
+
+
+async def _fetched_highwater(
+    probe: AIOKafkaConsumer, ktp: TopicPartition, deadline: float, timeout_s: float
+) -> int:
+    loop = asyncio.get_running_loop()
+    waited = False
+    while True:
+        await probe.getmany(ktp, timeout_ms=_POLL_MS, max_records=1)
+        hw = probe.highwater(ktp)
+        if hw is not None:
+            return int(hw)
+        if loop.time() >= deadline:
+            raise EndOffsetUnknownError(ktp.topic, ktp.partition, timeout_s)
+        if not waited:
+            log.info("waiting for the broker's fetch answer on %s[%d]", ktp.topic, ktp.partition)
+            waited = True
 
 
 def install_faust_highwater_fix(bus: KafkaBus) -> None:
@@ -63,7 +120,37 @@ def install_faust_highwater_fix(bus: KafkaBus) -> None:
         reported = await original(self, partitions)
         if self.consumer.in_transaction:
             return reported
-        return await true_end_offsets(bus, partitions, reported)
+        # Faust gives up on the recovery step after its request timeout anyway
+        timeout_s = bus.connection.group_request_timeout_ms / 1000
+        return await true_end_offsets(bus, partitions, reported, timeout_s=timeout_s)
 
     _highwaters._tradeloop_fix = True  # type: ignore[attr-defined]
     cls._highwaters = _highwaters
+
+
+def install_faust_committed_seek_fix() -> None:
+    """Make Faust seek source partitions without a committed offset to their beginning."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls: Any = driver.AIOKafkaConsumerThread
+    if getattr(cls.seek_to_committed, "_tradeloop_fix", False):
+        return
+
+    async def seek_to_committed(self: Any) -> Mapping[TopicPartition, int]:
+        consumer = self._ensure_consumer()
+        committed: Mapping[TopicPartition, int | None] = await self.call_thread(
+            consumer.seek_to_committed
+        )
+        changelogs = self.consumer.app.tables.changelog_topics
+        fresh = [
+            tp
+            for tp, offset in committed.items()
+            if (offset is None or offset <= 0) and tp.topic not in changelogs
+        ]
+        if fresh:
+            log.info("no committed offset: reading %s from the beginning", sorted(map(str, fresh)))
+            await self.call_thread(consumer.seek_to_beginning, *fresh)
+        return committed  # type: ignore[return-value]
+
+    seek_to_committed._tradeloop_fix = True  # type: ignore[attr-defined]
+    cls.seek_to_committed = seek_to_committed
