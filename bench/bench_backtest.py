@@ -88,9 +88,12 @@ def _engine(models: Any, symbols: tuple[str, ...]) -> tuple[Any, Any]:
 
 
 def _backtest(
-    models: Any, symbols: tuple[str, ...], n_bars: int
+    models: Any, symbols: tuple[str, ...], n_bars: int, *, signals: bool = True
 ) -> tuple[Any, int, dict[str, float]]:
     """Run `n_bars` sim bars of `symbols` as `tradeloop backtest` does; return engine, n, clocks.
+
+    `signals=False` runs the engine without its strategies: features, the venue and
+    the bookkeeping of every bar, and no candidate, decision or event.
 
     The feed is drawn in chunks of `CHUNK` bars outside the engine's clock, as
     backtesting.py gets its data frame before its clock starts; the clocks are the
@@ -101,6 +104,8 @@ def _backtest(
 
     days = n_bars // (23 * 60 * len(symbols)) + 1
     engine, _ = _engine(models, symbols)
+    if not signals:
+        engine.strategies = {s: [] for s in symbols}
     settle()  # as the backtest does before its first bar (trader/core/heap.py)
     feed = iter(SimFeed(symbols, seed=1, days=days))
     clock, cpu = time.perf_counter, time.process_time
@@ -153,6 +158,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     gc.unfreeze()
     long_bars = 4 * n_bars
     _, long_n, long = _backtest(models, ("ES", "NQ"), long_bars)
+    gc.unfreeze()
+    # where the time goes: the same engine with no strategy (no signal, decision or event)
+    _, bare_n, bare = _backtest(models, ("ES", "NQ"), n_bars // 5, signals=False)
     gc.unfreeze()
 
     es_bars = [
@@ -224,6 +232,13 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "bars/CPU-s",
                 label=f"scaling: {long_n:,} bars, per CPU second",
             ),
+            "bars_per_cpu_s_no_signals": throughput(
+                bare_n,
+                bare["cpu"],
+                "bars/CPU-s",
+                baseline="backtesting_py_cpu",
+                label=f"{bare_n:,} bars without strategies (features, venue, bookkeeping)",
+            ),
             "trader_rss_mb": {"value": rss_end, "unit": "MB", "label": "trader RSS after the run"},
         },
         "baseline": {
@@ -250,6 +265,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"clock stops while the sim feed generates the next {CHUNK:,} bars (the feed's own "
             f"time: {main['feed_cpu'] / processed * 1e6:.2f} us CPU per bar, "
             f"{main['feed_wall']:.1f} s in all; the *_with_feed rows add it back). "
+            f"Per CPU: a bar with no signal path costs {bare['cpu'] / bare_n * 1e6:.2f} us, a bar "
+            f"of the full run {cpu_s / processed * 1e6:.2f} us, so the {decisions:,} signals "
+            "(decisions, snapshots, orders, counterfactuals followed to their exits, outcomes, "
+            "stream features, statistics) and the strategies cost "
+            f"{(cpu_s - processed * bare['cpu'] / bare_n) / max(decisions, 1) * 1e6:.0f} us per "
+            f"signal, {(cpu_s / processed - bare['cpu'] / bare_n) * 1e6:.2f} us per bar. "
             f"Scaling per CPU second: one symbol / two = {per_cpu(one_n, one):.2f}, "
             f"{long_n:,} bars / {processed:,} = {per_cpu(long_n, long):.2f} "
             f"(1.00 = linear); wall clock: {one_n / one['wall'] / rate:.2f} and "
