@@ -173,14 +173,17 @@ def _step_cost(settings: Settings, events: list[Any]) -> tuple[float, float]:
     return (time.perf_counter() - wall) / n, (time.thread_time() - cpu) / n
 
 
-def _push_metric(push_s: list[float], bucket_p99_ms: float | None, what: str) -> dict[str, Any]:
+def _push_metric(
+    push_s: list[float], bucket_p99_ms: float | None, what: str, **extra: Any
+) -> dict[str, Any]:
     """Return the distribution of a worker's online pushes (each one timed by the worker)."""
     from bench.harness import summarize
 
     bound = "" if bucket_p99_ms is None else f"; its histogram puts p99 <= {bucket_p99_ms:g} ms"
     if not push_s:
         return {"median": float("nan"), "unit": "ms", "label": f"{what}: no push timed"}
-    return summarize(push_s, "ms", scale=1e3, label=f"{what} ({len(push_s)} pushes{bound})")
+    return summarize(push_s, "ms", scale=1e3, label=f"{what} ({len(push_s)} pushes{bound})",
+                     **extra)  # fmt: skip
 
 
 def _settings(broker: Any, tmp: Path, tag: str, partitions: int) -> Settings:
@@ -197,7 +200,7 @@ def _settings(broker: Any, tmp: Path, tag: str, partitions: int) -> Settings:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Measure the worker (end to end, features path, scaling) and its peers; return the numbers."""
-    from bench.harness import throughput
+    from bench.harness import summarize, throughput
     from infra.stack import start_tansu
     from tests.kit.synth import synthetic_events
 
@@ -253,7 +256,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                                                    f"alone ({1e6 * step_cpu:.0f} us CPU, {1e6 * step_wall:.0f} us "
                                                    "wall per record, in process, no Kafka, no changelog)"),
             "feast_push": _push_metric(features.push_s, bucket_p99,
-                                       "Feast online push, worker without lake sink"),
+                                       "Feast online push, worker without lake sink",
+                                       baseline="redis_pipeline"),
             "feast_push_e2e": _push_metric(e2e.push_s, push_p99_ms(m),
                                            "Feast online push, end-to-end run"),
         }  # fmt: skip
@@ -263,6 +267,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             "feast_push": {"stat": "p99", "op": "<=", "value": 10, "unit": "ms"},
         }
         baselines: dict[str, Any] = {
+            "redis_pipeline": summarize(
+                features.bare_push_s or [float("nan")], "ms", scale=1e3,
+                label="the same-shaped Redis pipeline (18 HSETs) from an idle thread of the bench "
+                      "process every 0.5 s, while the worker without lake sink ran",
+            ),
             "aiokafka_loop": {"value": bare, "unit": "events/s",
                               "label": "bare aiokafka consume loop, same broker and records"},
             "faust_ceiling": throughput(n, n / faust_floor, "events/s",
@@ -321,7 +330,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"(produced at {s['produce_per_s']:,.0f}/s meanwhile)"
             for k, s in scaling.items()
         )
+        ratios: dict[str, Any] = {}
+        if features.push_s and features.bare_push_s:
+            ours, bare_p99 = metrics["feast_push"]["p99"], baselines["redis_pipeline"]["p99"]
+            ratios["feast_push"] = {"vs": "redis_pipeline", "stat": "p99", "value": ours / bare_p99}
         return {
+            "ratios": ratios,
             "workload": (
                 f"{n:,} synthetic events (bars, signals, outcomes; ES, NQ) on {settings.topic_partitions} "
                 "partitions, produced before each worker starts; one worker end to end: validate -> river "

@@ -91,7 +91,8 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
 
         agent.__name__ = f"count_{short}"
         app.agent(topic, name=f"count_{short}")(agent)
-    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    # no web server: two runs at once would both bind its default port (6066)
+    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
     app.main()
 
 

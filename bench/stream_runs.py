@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any
 from infra.settings import Settings
 from streams.online import PUSH_TIMINGS_ENV
 
-__all__ = ["SOURCE", "WorkerRun", "metrics", "push_p99_ms", "scaling_run", "worker_run"]
+__all__ = ["SOURCE", "BarePush", "WorkerRun", "metrics", "push_p99_ms", "scaling_run", "worker_run"]
 
 SOURCE = ("bars", "signals", "outcomes")
 _RESYNC = re.compile(r"resync: queued the latest values of \d+ keys \(partitions \[([0-9, ]*)\]\)")
@@ -73,6 +75,7 @@ class WorkerRun:
     rss_mb: float = 0.0
     push_s: list[float] = field(default_factory=list)  # every online push's duration
     cpu_s: float = 0.0  # the worker process's CPU seconds from first to last record folded
+    bare_push_s: list[float] = field(default_factory=list)  # `BarePush` meanwhile
 
 
 def _rss_mb(pid: int) -> float:
@@ -92,6 +95,54 @@ def _cpu_s(pid: int) -> float:
     except psutil.Error:
         return 0.0
     return float(t.user + t.system)
+
+
+class BarePush:
+    """Time a Redis pipeline shaped like a worker's push, every `interval_s`, from a thread here.
+
+    18 HSETs of 9 fields (the three stream views of 2 symbols x 4 strategies, Feast's
+    field and value sizes) with redis-py on the worker's Redis, from a thread of this
+    mostly idle process, while a worker runs: the push's latency floor on this
+    machine at that moment (the round trip, redis-py and the CPU's queue), with no
+    event loop or GIL to share.
+    """
+
+    def __init__(self, redis_url: str, interval_s: float = 0.5) -> None:
+        self.redis_url = redis_url
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bare-push", daemon=True)
+
+    def start(self) -> BarePush:
+        """Start timing pushes."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[float]:
+        """Stop; return every push's duration in seconds."""
+        self._stop.set()
+        self._thread.join(30)
+        return self.samples
+
+    def _run(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        keys = [f"bench-bare-push:{os.getpid()}:{i}".encode() for i in range(18)]
+        mapping = {os.urandom(4).hex(): os.urandom(11) for _ in range(8)}
+        mapping["_ts:view"] = os.urandom(12)
+        try:
+            while not self._stop.wait(self.interval_s):
+                start = time.perf_counter()
+                with client.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                    pipe.execute()
+                self.samples.append(time.perf_counter() - start)
+        finally:
+            client.delete(*keys)
+            client.close()
 
 
 def _ensure_topics(settings: Settings) -> None:
@@ -121,6 +172,7 @@ def worker_run(
         args=["--metrics-port", str(port), *args], env=env,
     ).start()  # fmt: skip
     sink = "--no-sink" not in args
+    bare = BarePush(settings.redis_url).start()
     try:
         assert worker.proc is not None
         pid = worker.proc.pid
@@ -152,8 +204,11 @@ def worker_run(
         final, rss = metrics(port), _rss_mb(pid)
     finally:
         worker.stop()
+        bare_s = bare.stop()
     push_s = [float(x) for x in timings.read_text().split()] if timings.exists() else []
-    return WorkerRun(first, done_agents, done_lake, final, rss, push_s, cpu_done - cpu_first)
+    return WorkerRun(
+        first, done_agents, done_lake, final, rss, push_s, cpu_done - cpu_first, bare_s
+    )
 
 
 def _owned(log: str) -> list[int] | None:
