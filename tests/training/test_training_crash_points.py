@@ -4,7 +4,8 @@
 point `training.after_upload_before_manifest` set: it dies with the artifacts
 uploaded and no manifest. The model store stays consistent (no `latest.json`, no
 manifest naming missing artifacts: the orphaned artifacts serve nobody), and the next
-run releases a set the trader verifies, every artifact matching its manifest.
+run (the same command, run in this process: no second interpreter start-up) releases
+a set the trader verifies, every artifact matching its manifest.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
 from infra.crash import CRASH_ENV, CRASH_EXIT_CODE
 from infra.objectstore import LocalObjectStore
-from infra.settings import Settings
+from infra.settings import Settings, get_settings
 from infra.signing import Keyring
 from tests.helpers import unique_topic_prefix
 from tests.kit.lake import synthetic_frames, write_frames
@@ -28,15 +32,18 @@ KEY = "crash-test-key-0123456789abcdef"
 TRADELOOP = str(Path(sys.executable).with_name("tradeloop"))
 
 
+ARGS = ["--once", "--profile", "small", "--no-progress", "--pit-engine", "asof", "--no-topic"]
+
+
 def _train(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    args = ["train", "--once", "--profile", "small", "--no-progress", "--pit-engine", "asof",
-            "--no-topic"]  # fmt: skip
     return subprocess.run(
-        [TRADELOOP, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+        [TRADELOOP, "train", *ARGS], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 
-def test_killed_between_upload_and_manifest_the_store_stays_consistent(tmp_path: Path) -> None:
+def test_killed_between_upload_and_manifest_the_store_stays_consistent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lake = tmp_path / "lake"
     write_frames(LocalObjectStore(lake), synthetic_frames(1200, seed=21), payload=False)
     values = {
@@ -60,8 +67,20 @@ def test_killed_between_upload_and_manifest_the_store_stays_consistent(tmp_path:
     assert not [k for k in store.list("models/manifest/")]  # ...and no manifest names them
     assert Registry(settings).latest() is None
 
-    again = _train(env, tmp_path)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    from training.cli import train
+
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TRADELOOP_HOME", env["TRADELOOP_HOME"])
+    monkeypatch.delenv(CRASH_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        again = CliRunner().invoke(train, ARGS)
+    finally:
+        get_settings.cache_clear()
+    assert again.exit_code == 0, again.output[-3000:]
+    assert "[default] released" in again.output
     raw = store.get("models/manifest/latest.json")
     manifest, _models = verify_release(raw, 0, Keyring.from_settings(settings), settings)
     assert [a.family for a in manifest.artifacts] == ["meta", "exec", "sizer"]
