@@ -47,9 +47,11 @@ pytestmark = pytest.mark.kafka
 
 TRADELOOP = [str(Path(sys.executable).with_name("tradeloop"))]
 TOKEN = "kill9-test-token"
+#: The bars, a real trade exiting by stop or target, its fill and its exit bar index.
+Scenario = tuple[list[MarketBar], TradeOutcome, int, int]
 
 
-def _scenario() -> tuple[list[MarketBar], TradeOutcome, int, int]:
+def _scenario() -> Scenario:
     """Return the bars, a real trade exiting by stop or target, its fill and exit bar index."""
     bars = list(SimFeed(("ES",), seed=3, days=3))
     out: list[Any] = []
@@ -73,6 +75,12 @@ def _scenario() -> tuple[list[MarketBar], TradeOutcome, int, int]:
             ):
                 return bars, e, fill_bar[e.entry_order_id], i
     raise AssertionError("no trade lasting 4 bars in the sim bars")
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Scenario:
+    """Return `_scenario()`, run once for both tests (its reference run is deterministic)."""
+    return _scenario()
 
 
 def _csv(path: Path, bars: list[MarketBar], sentinel: bool) -> Path:
@@ -120,9 +128,9 @@ async def _read(bus: KafkaBus, topics: list[str], until: Any, timeout_s: float =
 
 
 def test_kill9_with_an_open_position_then_restart_manages_its_stop_and_target(
-    make_settings: SettingsFactory, tmp_path: Path
+    scenario: Scenario, make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
-    bars, ref, fill_i, exit_i = _scenario()
+    bars, ref, fill_i, exit_i = scenario
     entry_id = ref.entry_order_id
     stem = entry_id.removesuffix("-entry")
     settings = make_settings(kafka=True)
@@ -216,9 +224,9 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_flatten_halts_the_trader_across_kill9_until_resume(
-    make_settings: SettingsFactory, tmp_path: Path
+    scenario: Scenario, make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
-    bars, _ref, fill_i, exit_i = _scenario()
+    bars, _ref, fill_i, exit_i = scenario
     settings = make_settings(kafka=True)
     home = tmp_path / "home"
     port = free_port()
