@@ -100,17 +100,24 @@ async def _groups(settings: Settings) -> set[str]:
 
 
 def _monitor(settings: Settings, *args: str) -> dict[str, Any]:
+    """Run `tradeloop monitor --once --json` in this process (the command as a process is
+    run by the tests of the running trader, a bad --from and a broker that is down)."""
+    from click.testing import CliRunner
+
+    from infra.settings import get_settings
+    from streams.monitor import monitor
+
     env = settings_env(settings)
     env["HTTP_PORT"] = str(free_port())  # nothing listens there: the trader is not running
-    proc = subprocess.run(
-        [*TRADELOOP, "monitor", "--once", "--json", "--window", "0.5", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return dict(json.loads(proc.stdout))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            monitor, ["--once", "--json", "--window", "0.5", *args], env=env
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, f"{result.stderr}{result.exception!r}"
+    return dict(json.loads(result.stdout))
 
 
 def test_monitor_once_json_reports_what_was_produced(make_settings: SettingsFactory) -> None:
