@@ -1,5 +1,10 @@
 """A shortened `tradeloop demo` against the real broker, moto S3 and Redis; no secret
-appears in its output, its logs or any file it leaves that others can read."""
+appears in its output, its logs or any file it leaves that others can read.
+
+Its trader runs `trade --venue ib --feed ib` against `venues sim ib`: this is also the
+suite's end-to-end check of trading on the IB simulator (reconciliation, fills with
+IB's execution ids and commissions, outcomes matching their fills, flat at the end).
+"""
 
 from __future__ import annotations
 
@@ -137,15 +142,33 @@ def test_shortened_demo_on_the_ib_simulator_swaps_and_lands_every_signal_once(
         )
 
     # the orders went through ib_async to the simulator: IB's contracts and execution ids
+    # (this is the suite's run of `trade --venue ib --feed ib` against `venues sim ib`)
     assert summary["venue"] == "ib"
     orders = asyncio.run(_topic_events(settings, "orders"))
+    kinds = {o["schema"]["name"] for o in orders}
+    recs = [o for o in orders if o["schema"]["name"] == "position_reconciled"]
+    assert recs and all(r["status"] == "matched" for r in recs), kinds
     fills = [o for o in orders if o["schema"]["name"] == "order_filled"]
     assert fills and {f["venue"] for f in fills} == {"ib"}
-    assert all(f["contract"] and f["venue_fill_id"] for f in fills)
+    assert all(f["contract"] and f["venue_fill_id"].startswith("0000e0d5.") for f in fills)
+    assert all(f["commission_usd"] == pytest.approx(2.25 * f["quantity"]) for f in fills)
+    assert [f for f in fills if f["role"] == "entry"]
+    submitted = {o["client_order_id"] for o in orders if o["schema"]["name"] == "order_submitted"}
+    by_id = {f["client_order_id"]: f for f in fills}
+    assert set(by_id) <= submitted
     outcome_events = asyncio.run(_topic_events(settings, "outcomes"))
-    filled = {f["client_order_id"] for f in fills}
     traded = [o for o in outcome_events if not o["counterfactual"]]
-    assert traded and all(o["entry_order_id"] in filled for o in traded)
+    assert traded
+    for o in traded:
+        assert o["entry_order_id"] in by_id and o["exit_order_id"] in by_id, o
+        assert o["entry_price"] == pytest.approx(by_id[o["entry_order_id"]]["fill_price"])
+    # every position was closed: the trader flattens when it is stopped
+    net: dict[str, float] = {}
+    for f in fills:
+        net[f["symbol"]] = net.get(f["symbol"], 0) + f["quantity"] * (
+            1 if f["side"] == "buy" else -1
+        )
+    assert set(net.values()) <= {0}, net
     # the simulator's throwaway credentials stay out of the logs (a 0600 file holds them)
     sim_env = tmp_path / "home" / "logs" / "demo" / "venue-sim-ib.env"
     assert stat.S_IMODE(sim_env.stat().st_mode) == 0o600

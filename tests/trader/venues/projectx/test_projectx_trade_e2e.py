@@ -20,7 +20,7 @@ from infra.contracts import OrderFilled, OrderSubmitted, PositionReconciled, Tra
 from infra.settings import settings_env
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_until
-from tests.trader.venues.ib.test_ib_trade_e2e import TRADELOOP, _read
+from tests.trader.venues.trade_e2e import TRADELOOP, _read
 
 pytestmark = pytest.mark.kafka
 
