@@ -36,9 +36,10 @@ from infra.bus import KafkaBus, topic_settings
 from infra.contracts import LAKE_TOPICS, Event, encode, event_key, topic_for
 from streams.faust_tuning import tune_faust
 from streams.metrics import StreamMetrics
-from streams.offsets import install_faust_committed_seek_fix, install_faust_highwater_fix
+from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
+from streams.seeks import install_faust_seek_fix
 from streams.sink_process import SinkOptions, SinkProcess
 from streams.state_table import StateTable, install_full_flush
 
@@ -114,7 +115,7 @@ class WorkerApp:
         )
         install_full_flush()
         install_faust_highwater_fix(self.bus)
-        install_faust_committed_seek_fix()
+        install_faust_seek_fix()
         self.pieces = StateTable(
             self.table,
             dead_letter_topic=settings.topic("dlq"),

@@ -14,6 +14,8 @@ Three changes, measured in `bench/bench_stream.py` (see docs/benchmarks.md):
   drain races the suspend event once per chunk of records and delivers the chunk's
   records one after the other inside that one task: a rebalance still cancels the
   delivery between two records, the read offsets and gap tracking are kept per record.
+  Records a fetch returned before a partition's last seek are dropped
+  (`streams.seeks`), so they cannot run ahead of the records the seek fetches.
 - `use_uvloop`: the event loops (Faust's and its consumer thread's) are uvloop's.
 """
 
@@ -25,6 +27,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from faust.sensors.monitor import Monitor
+
+from streams.seeks import SEEK_TARGETS
 
 __all__ = [
     "DRAIN_CHUNK",
@@ -90,12 +94,15 @@ async def _drain_batched(self: Any, fetcher: Any) -> None:
     set_read_offset = self._read_offset.__setitem__
     acks_enabled_for = self.app.topics.acks_enabled_for
     app = self.app
+    targets = SEEK_TARGETS
 
     async def deliver(chunk: list[tuple[Any, Any]], generation: int) -> None:
         for tp, message in chunk:
             if not self.flow_active or app.consumer_generation_id != generation:
                 return  # a rebalance began: the rest is fetched again after it
             offset = message.offset
+            if targets and not targets.admit(tp.topic, tp.partition, offset):
+                continue  # fetched before the partition's last seek
             r_offset = get_read_offset(tp)
             if r_offset is None or offset >= r_offset:
                 gap = offset - (r_offset or 0)

@@ -10,15 +10,6 @@ two answers (on Apache Kafka they agree); `install_faust_highwater_fix` makes
 Faust's recovery use it. The probe waits for the fetch's answer however slow the
 broker is (up to `timeout_s`, then `EndOffsetUnknownError`): a recovery must never
 start from a guess.
-
-`install_faust_committed_seek_fix` closes a second hole of the same moment. After a
-recovery Faust resumes the source partitions and then seeks them to their committed
-offsets; records fetched in between and dropped while the flow was stopped are
-fetched again by that seek. aiokafka's `seek_to_committed` does not seek a partition
-that has no committed offset (a group whose first worker died before its first
-commit), so those records were skipped, and the state pieces (which remember the
-highest offset they applied) then skipped them for good when they were re-read. The
-fix seeks such partitions to their beginning, as `auto_offset_reset=earliest` says.
 """
 
 from __future__ import annotations
@@ -32,12 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.bus import KafkaBus
 
-__all__ = [
-    "EndOffsetUnknownError",
-    "install_faust_committed_seek_fix",
-    "install_faust_highwater_fix",
-    "true_end_offsets",
-]
+__all__ = ["EndOffsetUnknownError", "install_faust_highwater_fix", "true_end_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -127,30 +113,3 @@ def install_faust_highwater_fix(bus: KafkaBus) -> None:
     _highwaters._tradeloop_fix = True  # type: ignore[attr-defined]
     cls._highwaters = _highwaters
 
-
-def install_faust_committed_seek_fix() -> None:
-    """Make Faust seek source partitions without a committed offset to their beginning."""
-    from faust.transport.drivers import aiokafka as driver
-
-    cls: Any = driver.AIOKafkaConsumerThread
-    if getattr(cls.seek_to_committed, "_tradeloop_fix", False):
-        return
-
-    async def seek_to_committed(self: Any) -> Mapping[TopicPartition, int]:
-        consumer = self._ensure_consumer()
-        committed: Mapping[TopicPartition, int | None] = await self.call_thread(
-            consumer.seek_to_committed
-        )
-        changelogs = self.consumer.app.tables.changelog_topics
-        fresh = [
-            tp
-            for tp, offset in committed.items()
-            if (offset is None or offset <= 0) and tp.topic not in changelogs
-        ]
-        if fresh:
-            log.info("no committed offset: reading %s from the beginning", sorted(map(str, fresh)))
-            await self.call_thread(consumer.seek_to_beginning, *fresh)
-        return committed  # type: ignore[return-value]
-
-    seek_to_committed._tradeloop_fix = True  # type: ignore[attr-defined]
-    cls.seek_to_committed = seek_to_committed

@@ -1,0 +1,121 @@
+"""Source partitions read in order across Faust's seeks: no record skipped after a restart.
+
+A state piece remembers the highest offset it applied per source partition, so a
+record is folded exactly once only if each partition is delivered in order. Two
+things in Faust and aiokafka broke that order around a recovery:
+
+- After a recovery Faust seeks the source partitions to their committed offsets.
+  aiokafka's `seek_to_committed` does not seek a partition that has no committed
+  offset (a group whose first worker died before its first commit), so records
+  fetched and dropped while the flow was stopped were not fetched again.
+- Records a fetch returned before a seek are still delivered after it. They set
+  Faust's read offset ahead, and Faust's delivery then drops the records the seek
+  fetches again as "already read": in one run a partition went from offset 0 to 170
+  and 0..169 were never folded (a later worker skipped them as done).
+
+`install_faust_seek_fix` makes the seek after a recovery seek every source partition
+(to its committed offset, or to its beginning as `auto_offset_reset=earliest` says)
+and records where it went in `SEEK_TARGETS`; the worker's delivery
+(`streams.faust_tuning`) drops a partition's records until the record at that
+offset arrives, so what a stale fetch returned never runs ahead of the seek.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import TopicPartition
+
+__all__ = ["SEEK_TARGETS", "STALE_WAIT_S", "SeekTargets", "install_faust_seek_fix"]
+
+log = logging.getLogger(__name__)
+
+# a partition whose target offset never arrives (retention deleted it) is read on
+# from the first record after it once this long has passed
+STALE_WAIT_S = 30.0
+
+
+class SeekTargets:
+    """Where each source partition was last sought, until its record there arrives."""
+
+    def __init__(self, wait_s: float = STALE_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._targets: dict[tuple[str, int], tuple[int, float]] = {}
+        self.stale_dropped = 0
+        self.gaps_accepted = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._targets)
+
+    def set(self, topic: str, partition: int, offset: int) -> None:
+        """Record that a partition was sought to `offset`."""
+        self._targets[(topic, partition)] = (offset, time.monotonic())
+
+    def pending(self, topic: str, partition: int) -> int | None:
+        """Return the offset a partition waits for, or None."""
+        target = self._targets.get((topic, partition))
+        return None if target is None else target[0]
+
+    def admit(self, topic: str, partition: int, offset: int) -> bool:
+        """Say whether a record may be delivered (False: fetched before the last seek)."""
+        key = (topic, partition)
+        target = self._targets.get(key)
+        if target is None:
+            return True
+        want, since = target
+        if offset == want:
+            del self._targets[key]
+            return True
+        if offset > want and time.monotonic() - since > self.wait_s:
+            del self._targets[key]
+            self.gaps_accepted += 1
+            log.warning(
+                "%s[%d]: offset %d never arrived after the seek; reading on from %d",
+                topic,
+                partition,
+                want,
+                offset,
+            )
+            return True
+        self.stale_dropped += 1
+        return False
+
+    def clear(self) -> None:
+        """Forget every target."""
+        self._targets.clear()
+
+
+SEEK_TARGETS = SeekTargets()
+
+
+def install_faust_seek_fix(targets: SeekTargets = SEEK_TARGETS) -> None:
+    """Make Faust's seek after a recovery seek every source partition and record it."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls: Any = driver.AIOKafkaConsumerThread
+    if getattr(cls.seek_to_committed, "_tradeloop_fix", False):
+        return
+
+    async def seek_to_committed(self: Any) -> Mapping[TopicPartition, int]:
+        consumer = self._ensure_consumer()
+        committed: Mapping[TopicPartition, int | None] = await self.call_thread(
+            consumer.seek_to_committed
+        )
+        changelogs = self.consumer.app.tables.changelog_topics
+        sources = [tp for tp in committed if tp.topic not in changelogs]
+        fresh = [tp for tp in sources if not committed[tp] or (committed[tp] or 0) <= 0]
+        if fresh:
+            log.info("no committed offset: reading %s from the beginning", sorted(map(str, fresh)))
+            await self.call_thread(consumer.seek_to_beginning, *fresh)
+        for tp in sources:
+            offset = committed[tp]
+            if tp in fresh or offset is None:
+                offset = await self.call_thread(consumer.position, tp)
+            targets.set(tp.topic, tp.partition, int(offset))
+        return committed  # type: ignore[return-value]
+
+    seek_to_committed._tradeloop_fix = True  # type: ignore[attr-defined]
+    cls.seek_to_committed = seek_to_committed
