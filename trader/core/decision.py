@@ -19,6 +19,7 @@ reused across decisions and scored in place through onnxruntime IOBindings (`Sco
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
@@ -39,9 +40,12 @@ from infra.contracts import RULE_PRIORITY, STRATEGIES, Decision
 from trader.core.instruments import Instrument
 from trader.core.strategies import Candidate
 from trader.core.stream_cache import StreamCache
+from trader.delivery.canary import ModelRouter
 from trader.delivery.models import ModelHolder, ModelSet, Scorer
 
-__all__ = ["RULE_PRIORITY", "Choice", "Decider", "Variant", "decision_for"]
+__all__ = ["RULE_PRIORITY", "Choice", "Decider", "Variant", "decision_for", "record_variant"]
+
+log = logging.getLogger(__name__)
 
 Variant = Literal["champion", "challenger", "shadow"]
 
@@ -232,4 +236,36 @@ def decision_for(
         size_multiplier=choice.multiplier if chosen else 1.0,
         contracts=contracts if taken else 0,
         variant=variant,
+    )
+
+
+def record_variant(
+    router: ModelRouter,
+    choice: Choice,
+    decisions: list[Decision],
+    shadow_choice: Choice | None,
+    signal_ids: list[str],
+) -> None:
+    """Tell the canary router who decided (and what the shadow would have done)."""
+    chosen = decisions[choice.chosen]
+    if shadow_choice is None:
+        router.record_decision(signal_ids[choice.chosen], chosen.variant, taken=chosen.taken)
+        return
+    # The shadow passes the risk limits when the champion did, or when the champion's
+    # own models vetoed its pick before risk was asked.
+    shadow_taken = shadow_choice.skip_reason is None and (
+        chosen.taken or choice.skip_reason is not None
+    )
+    router.record_shadow(
+        signal_ids[choice.chosen], chosen.taken, signal_ids[shadow_choice.chosen], shadow_taken
+    )
+    log.debug(
+        "shadow %s: champion %s taken=%s, challenger %s taken=%s p=%s r=%s",
+        chosen.chosen_strategy,
+        signal_ids[choice.chosen],
+        chosen.taken,
+        signal_ids[shadow_choice.chosen],
+        shadow_taken,
+        shadow_choice.probabilities,
+        shadow_choice.predicted_r,
     )

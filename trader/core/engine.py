@@ -36,7 +36,7 @@ from infra.contracts import (
 from infra.settings import Settings
 from trader import metrics
 from trader.core.bar import MarketBar
-from trader.core.decision import Choice, Decider, Variant, decision_for
+from trader.core.decision import Choice, Decider, Variant, decision_for, record_variant
 from trader.core.instruments import Instrument, instruments_from_settings, require
 from trader.core.risk import RiskLimits, RiskManager, open_pnl_usd
 from trader.core.sinks import CanaryOutcomes, Sink, StatsSink
@@ -354,7 +354,7 @@ class Engine:
                     )
                 )
         if router is not None and signal_ids is not None:
-            self._record_variant(router, choice, decisions, shadow_choice, signal_ids)
+            record_variant(router, choice, decisions, shadow_choice, signal_ids)
 
     def _submit(
         self, bar: MarketBar, cand: Candidate, snapshot: SignalSnapshot, contracts: int
@@ -407,38 +407,6 @@ class Engine:
         if dead is not None:
             self.risk.cancelled(dead.symbol)
             self.unfilled += 1
-
-    def _record_variant(
-        self,
-        router: ModelRouter,
-        choice: Choice,
-        decisions: list[Decision],
-        shadow_choice: Choice | None,
-        signal_ids: list[str],
-    ) -> None:
-        """Tell the canary router who decided (and what the shadow would have done)."""
-        chosen = decisions[choice.chosen]
-        if shadow_choice is None:
-            router.record_decision(signal_ids[choice.chosen], chosen.variant, taken=chosen.taken)
-            return
-        # The shadow passes the risk limits when the champion did, or when the champion's
-        # own models vetoed its pick before risk was asked.
-        shadow_taken = shadow_choice.skip_reason is None and (
-            chosen.taken or choice.skip_reason is not None
-        )
-        router.record_shadow(
-            signal_ids[choice.chosen], chosen.taken, signal_ids[shadow_choice.chosen], shadow_taken
-        )
-        log.debug(
-            "shadow %s: champion %s taken=%s, challenger %s taken=%s p=%s r=%s",
-            chosen.chosen_strategy,
-            signal_ids[choice.chosen],
-            chosen.taken,
-            signal_ids[shadow_choice.chosen],
-            shadow_taken,
-            shadow_choice.probabilities,
-            shadow_choice.predicted_r,
-        )
 
     def _count_decision(self, symbol: str, strategy: str, path: str, taken: bool) -> None:
         key = (symbol, strategy, path, "true" if taken else "false")
