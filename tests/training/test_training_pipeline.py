@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from tests.kit.lake import _strategy_stats, synthetic_frames, write_frames
 from trader.delivery.release import ReleaseRejected, verify_release
 from training.config import TrainConfig
 from training.datasets import load_lake
-from training.pipeline import run_training
+from training.pipeline import RunResult, run_training
 from training.release import Registry, verify_manifest
 
 CFG = TrainConfig.for_profile("small")
@@ -81,11 +82,43 @@ def _run(
     )
 
 
-def test_first_run_releases_three_models_the_trader_accepts(
-    tmp_path: Path, lakes: dict[str, str]
-) -> None:
-    settings = _settings(tmp_path, lakes["good"])
-    result = _run(settings, tmp_path, "first")
+@dataclass(frozen=True)
+class Store:
+    """A store's settings, its directory and the runs that filled it, in order."""
+
+    settings: Settings
+    root: Path
+    runs: tuple[RunResult, ...]
+    sequences_between: tuple[list[int], ...] = ()
+
+
+@pytest.fixture(scope="module")
+def first_store(tmp_path_factory: pytest.TempPathFactory, lakes: dict[str, str]) -> Store:
+    """One run on the learnable lake into an empty store (shared: the tests only add to it)."""
+    root = tmp_path_factory.mktemp("first")
+    settings = _settings(root, lakes["good"])
+    return Store(settings, root, (_run(settings, root, "first"),))
+
+
+@pytest.fixture(scope="module")
+def gated_store(tmp_path_factory: pytest.TempPathFactory, lakes: dict[str, str]) -> Store:
+    """Noise, the same noise again, then the learnable lake, into one store.
+
+    The gate test reads the three runs; the models CLI test works on the store they left
+    (releases 1 and 2: the second run was refused).
+    """
+    root = tmp_path_factory.mktemp("gated")
+    settings = _settings(root, lakes["noise"])
+    first = _run(settings, root, "noise")
+    again = _run(settings, root, "again")
+    between = Registry(settings).sequences()
+    better = _run(settings, root, "better", lake=lakes["good"])
+    return Store(settings, root, (first, again, better), (between,))
+
+
+def test_first_run_releases_three_models_the_trader_accepts(first_store: Store) -> None:
+    settings, tmp_path = first_store.settings, first_store.root
+    (result,) = first_store.runs
     assert result.status == "released", result.message
     m = result.manifest
     assert m is not None and m.sequence == 1 and m.kind == "release" and m.key_id == "k1"
@@ -126,19 +159,14 @@ def test_first_run_releases_three_models_the_trader_accepts(
         assert (rep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_gate_keeps_the_champion_and_replaces_a_worse_one(
-    tmp_path: Path, lakes: dict[str, str]
-) -> None:
-    settings = _settings(tmp_path, lakes["noise"])
-    first = _run(settings, tmp_path, "noise")
+def test_gate_keeps_the_champion_and_replaces_a_worse_one(gated_store: Store) -> None:
+    first, again, better = gated_store.runs
     assert first.status == "released"
     # the same data again: nothing improves, nothing is released
-    again = _run(settings, tmp_path, "again")
     assert again.status == "refused", again.message
     assert all(not v.release for v in again.verdicts)
-    assert Registry(settings).sequences() == [1]
+    assert gated_store.sequences_between == ([1],)
     # real structure in the data: the challenger beats the noise-trained champion
-    better = _run(settings, tmp_path, "better", lake=lakes["good"])
     assert better.status == "released", better.message
     m = better.manifest
     assert m is not None and m.sequence == 2 and m.gate is not None and m.gate.decision == "release"
@@ -177,11 +205,10 @@ def test_bad_data_and_failed_parity_release_nothing(tmp_path: Path, lakes: dict[
 
 
 def test_models_cli_list_show_verify_rollback(
-    tmp_path: Path, lakes: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    gated_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _settings(tmp_path, lakes["noise"])
-    assert _run(settings, tmp_path, "one").status == "released"
-    assert _run(settings, tmp_path, "two", lake=lakes["good"]).status == "released"
+    settings, tmp_path = gated_store.settings, gated_store.root
+    assert [r.status for r in gated_store.runs] == ["released", "refused", "released"]
     for name, value in {
         "LAKE_URI": settings.lake,
         "STORE_DIR": str(tmp_path / "store"),
@@ -232,9 +259,9 @@ def test_models_cli_list_show_verify_rollback(
         get_settings.cache_clear()
 
 
-def test_per_symbol_model_set_has_its_own_latest(tmp_path: Path, lakes: dict[str, str]) -> None:
-    settings = _settings(tmp_path, lakes["good"])
-    assert _run(settings, tmp_path, "both").status == "released"
+def test_per_symbol_model_set_has_its_own_latest(first_store: Store, tmp_path: Path) -> None:
+    settings = first_store.settings
+    assert [r.status for r in first_store.runs] == ["released"]
     es = load_lake("real", settings.lake, settings, symbols=["ES"])
     assert set(es.signals["symbol"]) == {"ES"}
     result = run_training(
@@ -253,7 +280,9 @@ def test_per_symbol_model_set_has_its_own_latest(tmp_path: Path, lakes: dict[str
     assert (es_latest.model_set, es_latest.sequence) == ("ES", 2)  # sequences are global
     assert (default_latest.model_set, default_latest.sequence) == ("default", 1)
     assert es_latest.gate is not None and es_latest.gate.decision == "first"
-    assert LocalObjectStore(tmp_path / "store").exists("models/manifest/sets/ES/latest.json")
+    assert LocalObjectStore(first_store.root / "store").exists(
+        "models/manifest/sets/ES/latest.json"
+    )
 
 
 def test_train_once_cli_releases_and_fails_on_bad_data(
