@@ -8,6 +8,7 @@ with one assignment from a list of Python floats (the market features as
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -57,6 +58,25 @@ _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _EMPTY: Mapping[str, float] = {}
 
 
+#: float32 packers of each row's width: struct rounds each double to float32 exactly
+#: as numpy does, in one C loop (about half the time of a slice assignment from a list)
+_PACK = {
+    n: struct.Struct(f"={n}f").pack_into
+    for n in {len(META_FEATURE_NAMES), len(EXEC_FEATURE_NAMES), len(SIZER_FEATURE_NAMES)}
+}
+
+
+def _fill(vec: np.ndarray, values: list[float]) -> None:
+    """Write `values` into the first len(values) places of the float32 row `vec`."""
+    if vec.dtype.char == "f" and vec.flags.c_contiguous:
+        try:
+            _PACK[len(values)](vec, 0, *values)  # type: ignore[arg-type]  # numpy: a buffer
+            return
+        except (struct.error, TypeError, OverflowError, KeyError):
+            pass  # numpy's conversion below decides (and raises) as before
+    vec[: len(values)] = values
+
+
 _ONE_HOT = {s: tuple(1.0 if t == s else 0.0 for t in STRATEGIES) for s in STRATEGIES}
 _NO_STRATEGY = (0.0,) * len(STRATEGIES)
 _SIZER_MARKET = tuple(_IDX[n] for n in ("atr_pct", "rv_30", "regime_trend", "regime_vol"))
@@ -84,7 +104,7 @@ def meta_vector(
     """
     vec = out if out is not None else np.empty(len(META_FEATURE_NAMES), dtype=np.float32)
     tail = stream_values if stream_values is not None else meta_stream_values(stream)
-    vec[: len(META_FEATURE_NAMES)] = [*market, *tail]
+    _fill(vec, [*market, *tail])
     return vec
 
 
@@ -100,7 +120,7 @@ def exec_vector(
     """Return the execution-quality input for one candidate (side: +1 long, -1 short)."""
     vec = out if out is not None else np.empty(len(EXEC_FEATURE_NAMES), dtype=np.float32)
     get = strategy_stream.get
-    vec[: len(EXEC_FEATURE_NAMES)] = [
+    values = [
         *market,
         *_ONE_HOT.get(strategy, _NO_STRATEGY),
         float(side),
@@ -112,6 +132,7 @@ def exec_vector(
         float(get("drawdown_r", 0.0)),
         float(get("trade_count", 0.0)),
     ]
+    _fill(vec, values)
     return vec
 
 
@@ -128,7 +149,7 @@ def sizer_vector(
     vec = out if out is not None else np.empty(len(SIZER_FEATURE_NAMES), dtype=np.float32)
     a, b, c, d = _SIZER_MARKET
     get = strategy_stream.get
-    vec[: len(SIZER_FEATURE_NAMES)] = [
+    values = [
         meta_prob,
         predicted_r,
         float(side),
@@ -141,4 +162,5 @@ def sizer_vector(
         float(get("ewm_r", 0.0)),
         float(get("drawdown_r", 0.0)),
     ]
+    _fill(vec, values)
     return vec
