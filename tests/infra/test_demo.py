@@ -87,7 +87,7 @@ def test_shortened_demo_on_the_ib_simulator_swaps_and_lands_every_signal_once(
     proc = subprocess.run(
         [
             str(exe), "demo", "--json", "--venue", "ib",
-            "--speed", "2400", "--train-after", "12", "--second-round-after", "4",
+            "--speed", "2400", "--train-after", "12", "--second-round-after", "0",
         ],
         env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path,
     )  # fmt: skip
