@@ -94,3 +94,16 @@ def test_the_hand_over_file_reads_back_as_one_concat_of_its_batches(tmp_path: Pa
     got = _read_frame(path, 2)
     assert len(got) == 0 and list(got.columns) == list(table.column_names)
     assert str(got["u"].dtype) == "datetime64[us, UTC]"
+
+
+def test_a_training_run_fits_on_the_bounded_frames(lake: tuple[str, Settings]) -> None:
+    """The walk-forward folds cut the kept rows; decision points keep their numbers."""
+    from training.pipeline import fit_all
+
+    part = _build(lake, "duckdb", 300)
+    assert int(part.groups["group"].iloc[0]) == part.counts["points_before_window"] > 0
+    trained = fit_all(part, dataclasses.replace(CFG, max_points=300))
+    first = part.groups["event_timestamp"].iloc[0]
+    assert trained.holdout_start > first.to_pydatetime()
+    assert trained.holdout_groups is not None and 0 < len(trained.holdout_groups) < 300
+    assert trained.meta.holdout_metrics["rows"] == len(trained.holdout_groups)
