@@ -29,7 +29,13 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-__all__ = ["SEEK_TARGETS", "STALE_WAIT_S", "SeekTargets", "install_faust_seek_fix"]
+__all__ = [
+    "SEEK_TARGETS",
+    "STALE_WAIT_S",
+    "SeekTargets",
+    "install_faust_seek_fix",
+    "seek_sources",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,30 @@ class SeekTargets:
 SEEK_TARGETS = SeekTargets()
 
 
+async def seek_sources(consumer: Any, changelogs: set[str], targets: SeekTargets) -> dict[Any, Any]:
+    """Seek an aiokafka consumer's partitions to their committed offsets, like
+    `seek_to_committed`, and every source partition without one to its beginning.
+
+    The targets are recorded before the seeks: a record delivered in between is
+    either stale (dropped) or the target itself.
+    """
+    assigned = list(consumer.assignment())
+    committed = {tp: await consumer.committed(tp) for tp in assigned}
+    sources = [tp for tp in assigned if tp.topic not in changelogs]
+    fresh = [tp for tp in sources if not committed[tp] or committed[tp] <= 0]
+    starts = await consumer.beginning_offsets(fresh) if fresh else {}
+    for tp in sources:
+        targets.set(tp.topic, tp.partition, int(starts[tp] if tp in fresh else committed[tp]))
+    if fresh:
+        log.info("no committed offset: reading %s from the beginning", sorted(map(str, fresh)))
+    for tp in assigned:
+        if tp in starts:
+            consumer.seek(tp, starts[tp])
+        elif committed[tp] and committed[tp] > 0:
+            consumer.seek(tp, committed[tp])
+    return committed
+
+
 def install_faust_seek_fix(targets: SeekTargets = SEEK_TARGETS) -> None:
     """Make Faust's seek after a recovery seek every source partition and record it."""
     from faust.transport.drivers import aiokafka as driver
@@ -100,22 +130,8 @@ def install_faust_seek_fix(targets: SeekTargets = SEEK_TARGETS) -> None:
         return
 
     async def seek_to_committed(self: Any) -> Mapping[TopicPartition, int]:
-        consumer = self._ensure_consumer()
-        committed: Mapping[TopicPartition, int | None] = await self.call_thread(
-            consumer.seek_to_committed
-        )
-        changelogs = self.consumer.app.tables.changelog_topics
-        sources = [tp for tp in committed if tp.topic not in changelogs]
-        fresh = [tp for tp in sources if not committed[tp] or (committed[tp] or 0) <= 0]
-        if fresh:
-            log.info("no committed offset: reading %s from the beginning", sorted(map(str, fresh)))
-            await self.call_thread(consumer.seek_to_beginning, *fresh)
-        for tp in sources:
-            offset = committed[tp]
-            if tp in fresh or offset is None:
-                offset = await self.call_thread(consumer.position, tp)
-            targets.set(tp.topic, tp.partition, int(offset))
-        return committed  # type: ignore[return-value]
+        changelogs = set(self.consumer.app.tables.changelog_topics)
+        return await self.call_thread(seek_sources, self._ensure_consumer(), changelogs, targets)
 
     seek_to_committed._tradeloop_fix = True  # type: ignore[attr-defined]
     cls.seek_to_committed = seek_to_committed

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from streams.seeks import SeekTargets
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.seeks import SeekTargets, seek_sources
+from tests.helpers import SettingsFactory, unique
 
 
 def test_records_fetched_before_the_seek_are_dropped_until_the_target_arrives() -> None:
@@ -45,3 +49,42 @@ def test_a_new_seek_replaces_the_old_target() -> None:
     targets.set("bars", 0, 8)
     assert not targets.admit("bars", 0, 50)
     assert targets.admit("bars", 0, 8)
+
+
+def test_seek_sources_on_the_broker(make_settings: SettingsFactory) -> None:
+    """A partition with a committed offset goes back to it; one without goes to its beginning
+    (aiokafka's own `seek_to_committed` leaves that one where a fetch moved it)."""
+    settings = make_settings(kafka=True)
+    bootstrap = settings.kafka_bootstrap_servers
+    topic, changelog = unique("src"), unique("cl")
+
+    async def run() -> tuple[dict[int, int], SeekTargets]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for p in (0, 1):
+                for i in range(20):
+                    await producer.send_and_wait(topic, b"%d" % i, partition=p)
+            await producer.send_and_wait(changelog, b"piece", partition=0)
+        finally:
+            await producer.stop()
+        tps = [TopicPartition(topic, 0), TopicPartition(topic, 1), TopicPartition(changelog, 0)]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=unique("g"), enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.commit({tps[0]: 7})
+            for tp in tps:
+                consumer.seek(tp, 15 if tp.topic == topic else 1)  # where a stale fetch left them
+            targets = SeekTargets(wait_s=60)
+            await seek_sources(consumer, {changelog}, targets)
+            return {tp.partition: await consumer.position(tp) for tp in tps[:2]}, targets
+        finally:
+            await consumer.stop()
+
+    positions, targets = asyncio.run(run())
+    assert positions == {0: 7, 1: 0}
+    assert targets.pending(topic, 0) == 7 and targets.pending(topic, 1) == 0
+    assert targets.pending(changelog, 0) is None  # the recovery reads changelogs
