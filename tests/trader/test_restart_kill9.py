@@ -33,12 +33,12 @@ from infra.contracts import (
     PositionReconciled,
     SignalSnapshot,
     TradeOutcome,
-    decode,
 )
 from infra.settings import Settings, settings_env
 from infra.stack import free_port
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_until
+from tests.trader.venues.trade_e2e import read_events
 from trader.core.bar import MarketBar
 from trader.core.engine import Engine, EngineConfig
 from trader.feeds.sim import SimFeed
@@ -113,20 +113,6 @@ def _start(
     )
 
 
-async def _read(bus: KafkaBus, topics: list[str], until: Any, timeout_s: float = 60.0) -> list[Any]:
-    consumer = bus.consumer([bus.topic(t) for t in topics], None, from_beginning=True)
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not until(out) and loop.time() < deadline:
-            out.extend(decode(r.value or b"") for r in await consumer.poll(timeout_ms=500))
-    finally:
-        await consumer.stop()
-    return out
-
-
 def test_kill9_with_an_open_position_then_restart_manages_its_stop_and_target(
     scenario: Scenario, make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
@@ -182,7 +168,7 @@ def test_kill9_with_an_open_position_then_restart_manages_its_stop_and_target(
             for e in events
         ) and any(isinstance(e, SignalSnapshot) and e.event_id in signal_ids for e in events)
 
-    events = asyncio.run(_read(bus, ["orders", "outcomes", "signals"], done))
+    events = asyncio.run(read_events(bus, ["orders", "outcomes", "signals"], done))
     recs = [e for e in events if isinstance(e, PositionReconciled) and e.run_id == "run2"]
     assert [(r.symbol, r.status) for r in recs] == [("ES", "matched")], recs
     assert recs[0].quantity == pos["quantity"] and set(recs[0].working_orders) == set(working)

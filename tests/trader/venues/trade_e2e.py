@@ -13,7 +13,9 @@ from infra.contracts import decode
 TRADELOOP = [str(Path(sys.executable).with_name("tradeloop"))]
 
 
-async def _read(bus: KafkaBus, topics: list[str], until: Any, timeout_s: float = 60.0) -> list[Any]:
+async def read_events(
+    bus: KafkaBus, topics: list[str], until: Any, timeout_s: float = 60.0
+) -> list[Any]:
     """Read `topics` from the beginning until `until(events)` holds or `timeout_s` passes."""
     consumer = bus.consumer([bus.topic(t) for t in topics], None, from_beginning=True)
     await consumer.start()

@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 
 from infra.bus import KafkaBus
-from infra.contracts import OrderFilled, PositionReconciled, TradeOutcome, decode
+from infra.contracts import OrderFilled, PositionReconciled, TradeOutcome
 from infra.settings import settings_env
 from infra.stack import free_port
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_until
+from tests.trader.venues.trade_e2e import read_events
 
 pytestmark = pytest.mark.kafka
 
@@ -40,20 +41,6 @@ def _health(port: int) -> dict[str, Any] | None:
             return dict(json.loads(r.read()))
     except OSError:
         return None
-
-
-async def _read(bus: KafkaBus, topics: list[str], until: Any, timeout_s: float = 60.0) -> list[Any]:
-    consumer = bus.consumer([bus.topic(t) for t in topics], None, from_beginning=True)
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not until(out) and loop.time() < deadline:
-            out.extend(decode(r.value or b"") for r in await consumer.poll(timeout_ms=500))
-    finally:
-        await consumer.stop()
-    return out
 
 
 def test_a_gateway_restart_and_a_kill9_reconcile_and_the_next_trader_keeps_the_position(
@@ -128,7 +115,7 @@ def test_a_gateway_restart_and_a_kill9_reconcile_and_the_next_trader_keeps_the_p
     def done(events: list[Any]) -> bool:
         return any(isinstance(e, PositionReconciled) and e.run_id == "run2" for e in events)
 
-    events = asyncio.run(_read(KafkaBus(settings), ["orders", "outcomes"], done))
+    events = asyncio.run(read_events(KafkaBus(settings), ["orders", "outcomes"], done))
     recs = [e for e in events if isinstance(e, PositionReconciled)]
     run1_recs = [r for r in recs if r.run_id == "run1"]
     run2_recs = [r for r in recs if r.run_id == "run2"]

@@ -20,7 +20,7 @@ from infra.contracts import OrderFilled, OrderSubmitted, PositionReconciled, Tra
 from infra.settings import settings_env
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_until
-from tests.trader.venues.trade_e2e import TRADELOOP, _read
+from tests.trader.venues.trade_e2e import TRADELOOP, read_events
 
 pytestmark = pytest.mark.kafka
 
@@ -67,7 +67,7 @@ def test_trade_on_the_projectx_simulator_fills_and_records_outcomes(
     def done(events: list[Any]) -> bool:
         return any(isinstance(e, TradeOutcome) and not e.counterfactual for e in events)
 
-    events = asyncio.run(_read(KafkaBus(settings), ["orders", "outcomes"], done))
+    events = asyncio.run(read_events(KafkaBus(settings), ["orders", "outcomes"], done))
     ours = [e for e in events if getattr(e, "run_id", "") == "e2e-px"]
     recs = [e for e in ours if isinstance(e, PositionReconciled)]
     assert recs and all(r.status == "matched" for r in recs)
