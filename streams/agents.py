@@ -7,6 +7,7 @@ and emits the outputs; Faust acks the batch's events only after this returns.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -77,7 +78,15 @@ def _agent(worker: AgentHost, short: str) -> None:
 
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(size, within=within):
-            await handle_batch(worker, short, events)
+            # Faust acks a batch's events when this step returns, also when it is
+            # cancelled (a graceful stop): finish folding and persisting the batch first,
+            # or the stop's commit would cover events whose pieces were never sent
+            step = asyncio.ensure_future(handle_batch(worker, short, events))
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError:
+                await step
+                raise
 
     agent.__name__ = f"fold_{short}"
     agent.__qualname__ = f"fold_{short}"

@@ -223,7 +223,7 @@ class WorkerApp:
         batch = pusher.take()
         self._pushing = True
         try:
-            await loop.run_in_executor(None, pusher.push, batch)
+            await pusher.push_from_loop(batch)
         except Exception as exc:
             pusher.requeue(batch)
             self.metrics.feast_push_failures.inc()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.bus import KafkaBus
-from infra.contracts import decode
+from infra.contracts import OrderFilled, TradeOutcome, decode
 
 TRADELOOP = [str(Path(sys.executable).with_name("tradeloop"))]
 
@@ -28,3 +28,27 @@ async def read_events(
     finally:
         await consumer.stop()
     return out
+
+
+def net_positions(fills: list[Any]) -> dict[str, int]:
+    """Return each symbol's net filled quantity (buys minus sells)."""
+    net: dict[str, int] = {}
+    for f in fills:
+        net[f.symbol] = net.get(f.symbol, 0) + (f.quantity if f.side == "buy" else -f.quantity)
+    return net
+
+
+def run_closed(run_id: str) -> Any:
+    """Return a `read_events` predicate: the run has an outcome and every position is closed.
+
+    The trader has exited when the reader starts, so its flattening fills are on the
+    topic; stopping at the first outcome could stop before them.
+    """
+
+    def done(events: list[Any]) -> bool:
+        ours = [e for e in events if getattr(e, "run_id", "") == run_id]
+        fills = [e for e in ours if isinstance(e, OrderFilled)]
+        outcome = any(isinstance(e, TradeOutcome) and not e.counterfactual for e in ours)
+        return outcome and bool(fills) and set(net_positions(fills).values()) <= {0}
+
+    return done

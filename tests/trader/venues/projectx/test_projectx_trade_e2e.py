@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,7 @@ from infra.contracts import OrderFilled, OrderSubmitted, PositionReconciled, Tra
 from infra.settings import settings_env
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_until
-from tests.trader.venues.trade_e2e import TRADELOOP, read_events
+from tests.trader.venues.trade_e2e import TRADELOOP, net_positions, read_events, run_closed
 
 pytestmark = pytest.mark.kafka
 
@@ -64,9 +63,7 @@ def test_trade_on_the_projectx_simulator_fills_and_records_outcomes(
         sim.terminate()
         sim.wait(30)
 
-    def done(events: list[Any]) -> bool:
-        return any(isinstance(e, TradeOutcome) and not e.counterfactual for e in events)
-
+    done = run_closed("e2e-px")
     events = asyncio.run(read_events(KafkaBus(settings), ["orders", "outcomes"], done))
     ours = [e for e in events if getattr(e, "run_id", "") == "e2e-px"]
     recs = [e for e in ours if isinstance(e, PositionReconciled)]
@@ -84,7 +81,7 @@ def test_trade_on_the_projectx_simulator_fills_and_records_outcomes(
     for o in outcomes:
         assert o.entry_order_id in by_id and o.exit_order_id in by_id
         assert o.entry_price == pytest.approx(by_id[o.entry_order_id].fill_price)
-    net: dict[str, int] = {}
-    for f in fills:
-        net[f.symbol] = net.get(f.symbol, 0) + (f.quantity if f.side == "buy" else -f.quantity)
-    assert set(net.values()) <= {0}  # every position was closed: the trader flattens at shutdown
+    net = net_positions(fills)
+    assert set(net.values()) <= {0}, (
+        net
+    )  # every position was closed: the trader flattens at shutdown
