@@ -112,4 +112,3 @@ def install_faust_highwater_fix(bus: KafkaBus) -> None:
 
     _highwaters._tradeloop_fix = True  # type: ignore[attr-defined]
     cls._highwaters = _highwaters
-
