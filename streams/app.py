@@ -283,6 +283,8 @@ class WorkerApp:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _last_push(sender: Any, *args: Any, **kwargs: Any) -> None:
             await self.push_pending()
+            if self.pusher is not None:
+                self.pusher.close()  # the push thread and the timings file
 
         if self.options.metrics_port:
             self.metrics.serve(self.options.metrics_port)

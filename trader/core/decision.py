@@ -163,8 +163,7 @@ class Decider:
             meta_prob = 1.0 / len(candidates)
         cand = candidates[chosen]
         own = stream.get(cand.strategy, _EMPTY)
-        stop = cand.stop_distance
-        stop_atr = stop / cand.atr if cand.atr > 0 else 0.0  # Candidate.stop_atr
+        stop_atr = cand.stop_atr
         predicted_r: float | None = None
         skip: str | None = None
         if ex is not None:
@@ -173,7 +172,7 @@ class Decider:
                 cand.strategy,
                 cand.side,
                 stop_atr,
-                abs(cand.target - cand.entry) / stop if stop > 0 else 0.0,  # reward_risk
+                cand.reward_risk,
                 own,
                 out=self.exec_row[0],
             )
@@ -195,7 +194,7 @@ class Decider:
             )
             raw = sizer().item(0)
             multiplier = min(SIZE_MAX, max(SIZE_MIN, raw)) if math.isfinite(raw) else 1.0
-        stop_usd = stop * instrument.point_value_usd
+        stop_usd = cand.stop_distance * instrument.point_value_usd
         contracts = round(self.base_risk_usd / stop_usd * multiplier) if stop_usd > 0 else 0
         return Choice(
             "rules" if models.empty else "models",
