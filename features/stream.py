@@ -409,6 +409,14 @@ class StreamFeatureState:
         With a `source`, an event at or below the position this key already applied
         is not folded again; the key's latest outputs are returned instead.
         """
+        ks = self.fold(event, source)
+        return self._outputs(ks) if ks is not None else self.latest(key_for(event))
+
+    def fold(self, event: StreamEvent, source: Source | None = None) -> KeyState | None:
+        """Fold one event and return its key's state, building no output.
+
+        Return None when `source` says the key already applied the event.
+        """
         key = key_for(event)
         ks = self.store.get(key)
         if ks is None:
@@ -417,7 +425,7 @@ class StreamFeatureState:
             pos = f"{source.topic}:{source.partition}"
             done = ks.positions.get(pos)
             if done is not None and source.offset <= done:
-                return self.latest(key)
+                return None
             ks.positions[pos] = source.offset
         drifted: tuple[float, str] | None = None
         if isinstance(event, TradeOutcome):
@@ -431,7 +439,7 @@ class StreamFeatureState:
         ks.last_ts_init = event.ts_init
         ks.last_drift = drifted
         self.store[key] = ks  # the assignment is what writes a Faust changelog
-        return self._outputs(ks)
+        return ks
 
     def learn_many(self, events: list[StreamEvent]) -> list[Output]:
         """Fold events in order; return every output."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Event", "EventDecodeError", "SchemaRef", "new_event_id", "utc_now"]
+__all__ = ["Event", "EventDecodeError", "SchemaRef", "new_event_id", "unchecked", "utc_now"]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def utc_now() -> datetime:
@@ -44,6 +47,20 @@ class SchemaRef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
     version: int
+
+
+def unchecked(cls: type[_M], fields: dict[str, Any], given: Iterable[str] = ()) -> _M:
+    """Return a `cls` holding `fields` as they are: no validation, no defaults filled.
+
+    `fields` must name every field with a value of its type; `given` are the names the
+    caller set (pydantic's fields-set). For hot paths building from their own typed state.
+    """
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(given))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 #: Each contract's own `SchemaRef`, built once (a shared frozen instance validates fastest).
@@ -112,14 +129,9 @@ class Event(BaseModel):
                 if f.default_factory is None and not f.is_required()
             }
             base["schema_"] = SchemaRef(name=cls.SCHEMA_NAME, version=cls.SCHEMA_VERSION)
-        obj = cls.__new__(cls)
-        object.__setattr__(
-            obj, "__dict__", {**base, "event_id": new_event_id(), "ts_init": utc_now(), **values}
+        return unchecked(
+            cls, {**base, "event_id": new_event_id(), "ts_init": utc_now(), **values}, values
         )
-        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-        object.__setattr__(obj, "__pydantic_extra__", None)
-        object.__setattr__(obj, "__pydantic_private__", None)
-        return obj
 
     def to_dict(self) -> dict[str, Any]:
         """Return the wire form as a plain dict (datetimes kept as datetimes)."""

@@ -37,6 +37,7 @@ from features.vectors import (
     sizer_vector,
 )
 from infra.contracts import RULE_PRIORITY, STRATEGIES, Decision
+from infra.contracts.base import unchecked
 from trader.core.instruments import Instrument
 from trader.core.strategies import Candidate
 from trader.core.stream_cache import StreamCache
@@ -225,17 +226,18 @@ def decision_for(
     `probabilities` is `choice.probabilities` when the caller already built it.
     """
     taken = chosen and reason == "taken"
-    return Decision.model_construct(
-        path=choice.path,
-        taken=taken,
-        reason=reason if chosen else "not_chosen",
-        chosen_strategy=strategy,
-        probabilities=choice.probabilities if probabilities is None else probabilities,
-        predicted_r=choice.predicted_r if chosen else None,
-        size_multiplier=choice.multiplier if chosen else 1.0,
-        contracts=contracts if taken else 0,
-        variant=variant,
-    )
+    fields = {
+        "path": choice.path,
+        "taken": taken,
+        "reason": reason if chosen else "not_chosen",
+        "chosen_strategy": strategy,
+        "probabilities": choice.probabilities if probabilities is None else probabilities,
+        "predicted_r": choice.predicted_r if chosen else None,
+        "size_multiplier": choice.multiplier if chosen else 1.0,
+        "contracts": contracts if taken else 0,
+        "variant": variant,
+    }
+    return unchecked(Decision, fields, fields)
 
 
 def record_variant(

@@ -316,7 +316,7 @@ class Engine:
         names = tuple(c.strategy for c in candidates)
         features = choice.features
         for cand, decision in zip(candidates, decisions, strict=True):
-            snapshot = SignalSnapshot(
+            snapshot = SignalSnapshot.checked(  # built from typed state; a test validates
                 ts_event=ts,
                 symbol=bar.symbol,
                 strategy=cand.strategy,

@@ -5,7 +5,7 @@ is learned here (`__call__`), so the stream
 features a decision sees (per-strategy win rate, EW R, ...) are the same in a
 backtest, live and in a replay. The computation is `features.stream.StreamFeatureState`
 (the streams workers use the same class). Values are cached per symbol and
-recomputed only after something was learned, keeping the decision path cheap.
+updated per learned key (the row of that strategy only), keeping the decision path cheap.
 Bars are not fed: no model input uses the per-symbol stream features.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from features.stream import StreamFeatureState
 from infra.contracts import DriftAlert, Event, FeatureUpdate, SignalSnapshot, TradeOutcome
+from infra.contracts.vocab import STRATEGY_STREAM_FEATURES
 
 __all__ = ["StreamCache"]
 
@@ -37,9 +38,27 @@ class StreamCache:
         return out
 
     def __call__(self, topic: str, event: Event) -> None:
-        """Engine sink: learn every signal and outcome (other events carry no stream features)."""
-        if isinstance(event, (SignalSnapshot, TradeOutcome)):
-            self.learn(event)
+        """Engine sink: learn every signal and outcome (other events carry no stream features).
+
+        Only the learned key's row of the symbol's strategy values is replaced, in a new
+        mapping (the decider tells a change by identity); no feature update is built.
+        """
+        if not isinstance(event, (SignalSnapshot, TradeOutcome)):
+            return
+        ks = self.state.fold(event)
+        if ks is None:
+            return
+        symbol = ks.symbol
+        self._symbol.pop(symbol, None)
+        cached = self._strategy.get(symbol)
+        if cached is not None:
+            row = cached.get(ks.strategy)
+            fresh = dict(cached)
+            fresh[ks.strategy] = {
+                **(row if row is not None else dict.fromkeys(STRATEGY_STREAM_FEATURES, 0.0)),
+                **ks.values,
+            }
+            self._strategy[symbol] = fresh
 
     def strategy_values(self, symbol: str) -> Mapping[str, Mapping[str, float]]:
         """Return strategy -> feature name -> value for a symbol."""

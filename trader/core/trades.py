@@ -238,7 +238,7 @@ def trade_outcome(t: Trade, point_value_usd: float, source: str, run_id: str) ->
     signal: SignalSnapshot = t.signal
     risk_usd = t.stop_dist * point_value_usd * t.quantity
     pnl = t.pnl_usd
-    return TradeOutcome(
+    return TradeOutcome.checked(
         ts_event=_utc(t.exit_ts_s),
         signal_id=signal.event_id,
         symbol=t.symbol,
@@ -268,7 +268,7 @@ def counterfactual_outcome(closed: Closed, source: str, run_id: str) -> TradeOut
     """Return the outcome of a counterfactual position closed by the paper fill model."""
     p = closed.position
     signal: SignalSnapshot = p.signal
-    return TradeOutcome(
+    return TradeOutcome.checked(
         ts_event=_utc(closed.exit_ts_s),
         signal_id=signal.event_id,
         symbol=p.symbol,

@@ -18,6 +18,8 @@ from infra.contracts import (
     OrderEvent,
     SignalSnapshot,
     TradeOutcome,
+    decode,
+    encode,
 )
 from infra.settings import Settings
 from trader.core.decision import RULE_PRIORITY
@@ -144,6 +146,28 @@ def test_models_decide_and_every_candidate_gets_a_snapshot_and_an_outcome(
     reasons = Counter(s.decision.reason for s in signals)
     assert reasons["taken"] > 0 and reasons["not_chosen"] > 0
     assert engine.status()["open_positions"] == 0
+    # the engine builds its signals, decisions and outcomes unvalidated: each one validates
+    for e in [*signals, *outcomes]:
+        assert type(e).model_validate(e.model_dump(by_alias=True)) == e
+        assert decode(encode(e)) == e
+
+
+def test_the_stream_cache_updated_per_key_equals_a_full_recomputation(
+    bars: list, models_dir: Path
+) -> None:
+    """The engine's cache replaces one strategy's row per learned event, in a new mapping."""
+    _, events = _run(bars, ModelSet.from_dir(models_dir))
+    learned = [e for e in events if isinstance(e, (SignalSnapshot, TradeOutcome))]
+    assert len(learned) > 100
+    cache = StreamCache()
+    for e in learned:
+        other = "NQ" if e.symbol == "ES" else "ES"
+        before, untouched = cache.strategy_values(e.symbol), cache.strategy_values(other)
+        cache("topic", e)
+        after = cache.strategy_values(e.symbol)
+        assert after is not before  # the decider tells a change by identity
+        assert after == cache.state.strategy_values(e.symbol)
+        assert cache.strategy_values(other) is untouched
 
 
 def test_rules_path_without_models_and_rl_disabled(bars: list, models_dir: Path) -> None:
