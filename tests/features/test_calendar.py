@@ -8,8 +8,9 @@ import numpy as np
 import pandas_market_calendars as mcal
 import pytest
 
+from features.batch import batch_features
 from features.calendar import EASTERN, ENTRY_CUTOFF_MIN, OPEN_WINDOW_MIN, calendar, describe
-from features.compute import WARMUP_BARS, MarketFeatures, batch_features, et_clock
+from features.compute import WARMUP_BARS, MarketFeatures, et_clock
 from infra.contracts import FEATURE_NAMES
 
 IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from features.compute import WARMUP_BARS, MarketFeatures, batch_features, et_clock
+from features.batch import batch_features
+from features.compute import WARMUP_BARS, MarketFeatures, et_clock
 from infra.contracts import FEATURE_NAMES, Bar
 from trader.feeds.sim import SimFeed
 
