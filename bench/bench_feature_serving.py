@@ -66,7 +66,15 @@ def _redis_reader(
         fields = [_mmh3(f"{view}:{n}") for n in names] + [f"_ts:{view}".encode()]
         reads.append((key, fields))
     host, _, port = fs.settings.redis_url.split("//", 1)[1].split("/", 1)[0].partition(":")
-    return redis.Redis(host=host, port=int(port or 6379), db=0), reads
+    timeout_s = fs.settings.redis_timeout_ms / 1000  # the socket options the store's client has
+    client = redis.Redis(
+        host=host,
+        port=int(port or 6379),
+        db=0,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return client, reads
 
 
 def run(quick: bool = False) -> dict[str, Any]:

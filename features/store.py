@@ -9,6 +9,7 @@ training frames from the event lake.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import importlib.util
 import re
@@ -39,6 +40,16 @@ STREAM_VIEW_FEATURES: dict[str, tuple[str, ...]] = {
 ONLINE_FEATURES: tuple[str, ...] = tuple(
     f"{view}:{name}" for view, names in STREAM_VIEW_FEATURES.items() for name in names
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _event_time(seconds: int, nanos: int) -> dt.datetime | None:
+    """Return an online event time (a Timestamp's fields) in UTC; None when unset."""
+    if not (seconds or nanos):
+        return None
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    return Timestamp(seconds=seconds, nanos=nanos).ToDatetime(tzinfo=dt.UTC)
 
 
 def project_name(settings: Settings) -> str:
@@ -317,11 +328,8 @@ class TradeloopFeatureStore:
             value = vector.values[0]
             kind = value.WhichOneof("val")
             number = float(getattr(value, kind)) if kind else None
-            ts_proto = vector.event_timestamps[0]
-            ts = None
-            if ts_proto.seconds or ts_proto.nanos:
-                ts = ts_proto.ToDatetime(tzinfo=dt.UTC)
-            out[name] = (number, ts)
+            ts = vector.event_timestamps[0]
+            out[name] = (number, _event_time(ts.seconds, ts.nanos))
         return out
 
     # Offline ------------------------------------------------------------------

@@ -7,9 +7,12 @@ any Feast client reads what it wrote), with two fast paths:
   pipeline: no DataFrame, no Arrow conversion, no registry listing per push
   (Feast's `push` lists every feature view of the project on each call).
 - `get_online_features` answers the common request (feature references, entity
-  rows holding join keys only, no on-demand views) from Feast's cached request
-  context with one pipelined HMGET per entity and view, and builds the response
-  proto directly. Anything else goes through Feast's own implementation.
+  rows holding string join keys only, no on-demand views) with one pipelined HMGET
+  per entity and view. What depends only on the request's shape (fields, names,
+  types) is planned once per Feast request context; entity keys are cached by
+  value; the response is assembled in protobuf wire format from the bytes Redis
+  returns (Feast stores serialised `Value` and `Timestamp` protos) and parsed
+  once. Anything else goes through Feast's own implementation.
 
 Select it in `feature_store.yaml` with
 `online_store: {type: features.repo.redis_online.TradeloopRedisOnlineStore, ...}`.
@@ -39,9 +42,90 @@ __all__ = ["OnlineRow", "TradeloopRedisOnlineStore", "TradeloopRedisOnlineStoreC
 
 TYPE = "features.repo.redis_online.TradeloopRedisOnlineStore"
 _KEY_CACHE_MAX = 4096
+_PLAN_CACHE_MAX = 64
 
 #: One online row: feature view, {join key: value}, {feature: float}, event time (UTC).
 OnlineRow = tuple[Any, Mapping[str, str], Mapping[str, float], dt.datetime]
+
+
+class _Plan:
+    """What reads of one request shape need: fixed parts, and entity keys cached by value."""
+
+    __slots__ = ("feature_types", "head", "keys", "types", "values", "views")
+
+    def __init__(
+        self,
+        views: list[tuple[list[bytes | str], tuple[tuple[str, int], ...], int]],
+        head: bytes,
+        types: tuple[ValueType, ...],
+        feature_types: dict[str, ValueType],
+    ) -> None:
+        #: per view: Redis hash fields, (join key, column index) pairs, number of features
+        self.views = views
+        self.head = head  # the response's metadata (feature names), serialised
+        self.types = types  # value type of each entity column
+        self.feature_types = feature_types
+        #: (column index, value) -> the value as Feast converts it, serialised and as a proto
+        self.values: dict[tuple[int, str], tuple[bytes, ValueProto]] = {}
+        self.keys: dict[tuple[int, tuple[str, ...]], bytes] = {}  # (view, row) -> Redis key
+
+    def value(self, at: int, value: str) -> tuple[bytes, ValueProto]:
+        """Return an entity column's value as Feast converts it (serialised, proto)."""
+        got = self.values.get((at, value))
+        if got is None:
+            proto = python_values_to_proto_values([value], self.types[at])[0]
+            if len(self.values) >= _KEY_CACHE_MAX:
+                self.values.clear()
+            got = self.values[(at, value)] = (proto.SerializeToString(), proto)
+        return got
+
+
+# Protobuf wire format of GetOnlineFeaturesResponse.results (FeatureVector entries)
+_SMALL = [bytes([i]) for i in range(128)]
+
+
+def _varint(n: int) -> bytes:
+    """Return a non-negative integer as a protobuf varint."""
+    if n < 128:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tag(field: Any) -> bytes:
+    return _varint(field.number << 3 | 2)  # length-delimited (messages, packed enums)
+
+
+_RESULTS = GetOnlineFeaturesResponse.DESCRIPTOR.fields_by_name["results"]
+_RESULTS_TAG = _tag(_RESULTS)
+_VALUES_TAG, _STATUSES_TAG, _STAMPS_TAG = (
+    _tag(_RESULTS.message_type.fields_by_name[name])
+    for name in ("values", "statuses", "event_timestamps")
+)
+_PRESENT = _varint(FieldStatus.PRESENT)
+
+
+def _tail(n_rows: int, stamps: list[bytes]) -> bytes:
+    """Return a vector's statuses (all present, packed) and serialised event timestamps."""
+    statuses = _PRESENT * n_rows
+    parts = [_STATUSES_TAG, _varint(len(statuses)), statuses]
+    for raw in stamps:
+        parts += (_STAMPS_TAG, _varint(len(raw)), raw)
+    return b"".join(parts)
+
+
+def _vector(values: list[bytes], tail: bytes) -> bytes:
+    """Return one `results` entry: the serialised values, then `tail` (see `_tail`)."""
+    parts: list[bytes] = []
+    for raw in values:
+        parts += (_VALUES_TAG, _varint(len(raw)), raw)
+    parts.append(tail)
+    body = b"".join(parts)
+    return b"".join((_RESULTS_TAG, _varint(len(body)), body))
 
 
 class TradeloopRedisOnlineStoreConfig(RedisOnlineStoreConfig):
@@ -57,6 +141,9 @@ class TradeloopRedisOnlineStore(RedisOnlineStore):
         super().__init__()
         self._fields: dict[tuple[str, str], bytes] = {}
         self._keys: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+        # per (id of a Feast request context, entity columns): the context (held, so
+        # its id stays its own) and the plan, None for a request Feast answers itself
+        self._plans: dict[tuple[int, tuple[str, ...]], tuple[Any, _Plan | None]] = {}
 
     # Keys -----------------------------------------------------------------
 
@@ -150,88 +237,100 @@ class TradeloopRedisOnlineStore(RedisOnlineStore):
         full_feature_names: bool,
         include_version: bool,
     ) -> OnlineResponse | None:
+        """Answer a request of join keys with string values in one pipeline, else None."""
         if (
             isinstance(features, FeatureService)
             or include_version
-            or not isinstance(entity_rows, list)
+            or type(entity_rows) is not list
             or not entity_rows
-            or not all(isinstance(r, dict) for r in entity_rows)
+            or type(entity_rows[0]) is not dict
         ):
             return None
+        columns = tuple(entity_rows[0])
+        names = set(columns)
+        for row in entity_rows:
+            if type(row) is not dict or row.keys() != names:
+                return None
+            for value in row.values():
+                if type(value) is not str:
+                    return None
+        ctx = feast_utils._get_cached_request_context(
+            registry, project, features, full_feature_names
+        )
+        plan = self._plan(ctx, columns, full_feature_names)
+        if plan is None:
+            return None
+
+        rows = [tuple(r[c] for c in columns) for r in entity_rows]
+        n_rows = len(rows)
+        reads: list[tuple[bytes, list[bytes | str]]] = []
+        keys = plan.keys
+        for view, (fields, picks, _) in enumerate(plan.views):
+            for row in rows:
+                key = keys.get((view, row))
+                if key is None:
+                    values = [(name, plan.value(at, row[at])[1]) for name, at in picks]
+                    key = self._entity_key(config, values)
+                    if len(keys) >= _KEY_CACHE_MAX:
+                        keys.clear()
+                    keys[(view, row)] = key
+                reads.append((key, fields))
+        replies: list[list[Any]] = self._read_hash_fields(config, reads)  # one pipeline
+
+        chunks = [plan.head]
+        tail = _tail(n_rows, [b""] * n_rows)  # entity columns carry no event time
+        for at in range(len(columns)):
+            chunks.append(_vector([plan.value(at, r[at])[0] for r in rows], tail))
+        at = 0
+        for _, _, n_features in plan.views:
+            view_rows = replies[at : at + n_rows]
+            at += n_rows
+            tail = _tail(n_rows, [row[-1] or b"" for row in view_rows])
+            for j in range(n_features):  # Feast's Redis read: a missing field is an empty value
+                chunks.append(_vector([row[j] or b"" for row in view_rows], tail))
+        response = GetOnlineFeaturesResponse.FromString(b"".join(chunks))
+        return OnlineResponse(response, feature_types=dict(plan.feature_types))
+
+    def _plan(self, ctx: tuple[Any, ...], columns: tuple[str, ...], full: bool) -> _Plan | None:
+        """Return the read plan of a request context and entity columns (None: Feast's path)."""
+        ident = (id(ctx), columns)
+        cached = self._plans.get(ident)
+        if cached is not None and cached[0] is ctx:
+            return cached[1]
+        plan = self._make_plan(ctx, columns, full)
+        if len(self._plans) >= _PLAN_CACHE_MAX:
+            self._plans.clear()
+        self._plans[ident] = (ctx, plan)
+        return plan
+
+    def _make_plan(
+        self, ctx: tuple[Any, ...], columns: tuple[str, ...], full: bool
+    ) -> _Plan | None:
         (
-            _refs,
-            odfvs,
-            entity_to_join_key,
-            entity_types,
-            join_keys_set,
-            grouped_refs,
-            _row_names,
-            needed_request_data,
-            entityless,
-        ) = feast_utils._get_cached_request_context(registry, project, features, full_feature_names)
-        columns = list(entity_rows[0])
-        if (
-            odfvs
-            or needed_request_data
-            or entityless
-            or any(set(r) != set(columns) for r in entity_rows)
-            or not set(columns) <= set(join_keys_set)
-        ):
+            _refs, odfvs, entity_to_join_key, entity_types, join_keys_set, grouped_refs,
+            _row_names, needed_request_data, entityless,
+        ) = ctx  # fmt: skip
+        if odfvs or needed_request_data or entityless or not set(columns) <= set(join_keys_set):
             return None
         views = []
+        names = list(columns)
         for table, requested in grouped_refs:
-            if getattr(table.projection, "join_key_map", None) or getattr(
-                table.projection, "version_tag", None
+            projection = table.projection
+            if getattr(projection, "join_key_map", None) or getattr(
+                projection, "version_tag", None
             ):
                 return None
             keys = sorted(entity_to_join_key[e] for e in table.entities)
             if not set(keys) <= set(columns):
                 return None
-            views.append((table, list(requested), keys))
-
-        proto_cols = {
-            c: python_values_to_proto_values(
-                [r[c] for r in entity_rows], entity_types.get(c, ValueType.UNKNOWN)
-            )
-            for c in columns
-        }
-        n_rows = len(entity_rows)
-        reads: list[tuple[bytes, list[bytes | str]]] = []
-        for table, requested, keys in views:
             fields: list[bytes | str] = [self._field(table.name, f) for f in requested]
             fields.append(f"_ts:{table.name}")
-            for i in range(n_rows):
-                key = self._entity_key(config, [(k, proto_cols[k][i]) for k in keys])
-                reads.append((key, fields))
-        replies = self._read_hash_fields(config, reads)  # one pipeline
-
-        response = GetOnlineFeaturesResponse()
-        names = response.metadata.feature_names.val
-        null_ts = Timestamp()
-        for c in columns:
-            names.append(c)
-            vector = response.results.add()
-            vector.values.extend(proto_cols[c])
-            vector.statuses.extend([FieldStatus.PRESENT] * n_rows)
-            vector.event_timestamps.extend([null_ts] * n_rows)
-        at = 0
-        for table, requested, _ in views:
-            rows = replies[at : at + n_rows]
-            at += n_rows
-            stamps = []
-            for row in rows:
-                ts = Timestamp()
-                if row[-1]:
-                    ts.ParseFromString(row[-1])
-                stamps.append(ts)
-            prefix = f"{table.projection.name_to_use()}__" if full_feature_names else ""
-            for j, name in enumerate(requested):
-                names.append(prefix + name)
-                vector = response.results.add()
-                for row in rows:  # Feast's Redis read: a missing field is an empty value
-                    value = vector.values.add()
-                    if row[j]:
-                        value.ParseFromString(row[j])
-                vector.statuses.extend([FieldStatus.PRESENT] * n_rows)
-                vector.event_timestamps.extend(stamps)
-        return OnlineResponse(response, feature_types=self._build_feature_types(grouped_refs))
+            picks = tuple((k, columns.index(k)) for k in keys)
+            views.append((fields, picks, len(requested)))
+            prefix = f"{projection.name_to_use()}__" if full else ""
+            names.extend(prefix + f for f in requested)
+        head = GetOnlineFeaturesResponse()
+        head.metadata.feature_names.val.extend(names)
+        types = tuple(entity_types.get(c, ValueType.UNKNOWN) for c in columns)
+        feature_types = self._build_feature_types(grouped_refs)
+        return _Plan(views, head.SerializeToString(), types, feature_types)
