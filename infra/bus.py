@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from infra import kafka_compat as _kafka_compat  # noqa: F401  (registers InitProducerId v3)
 from infra.contracts.topics import TOPICS
+from infra.offsets import read_to_end
 from infra.settings import KafkaSettings, Settings, get_settings
 
 __all__ = [
@@ -521,31 +522,29 @@ class KafkaBus:
             await admin.close()
 
     async def count_records(self, names: Iterable[str]) -> dict[str, int]:
-        """Count the records in each topic by reading it from the beginning to its end.
+        """Count the records in each topic by reading it from the beginning to its true end.
 
-        Exact on every broker (offset arithmetic is not: gaps, compaction, and
-        Tansu's log-start offsets); meant for demo and audit sizes, not huge topics.
+        Exact on every broker (offset arithmetic is not: gaps, compaction, Tansu's
+        log-start offsets and its short ListOffsets answers, see `infra.offsets`);
+        meant for demo and audit sizes, not huge topics.
         """
         return {name: await self._count(name) for name in names}
 
     async def _count(self, name: str) -> int:
         reader = await self.consumer((), None, from_beginning=False).start()
-        consumer = reader.raw
         try:
-            await consumer.topics()  # loads metadata of every topic
-            tps = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
-            if not tps:
-                return 0
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            count = 0
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                batch = await consumer.getmany(timeout_ms=1000)
-                count += sum(len(msgs) for msgs in batch.values())
-            return count
+            await reader.raw.topics()  # loads metadata of every topic
+            partitions = reader.raw.partitions_for_topic(name) or ()
         finally:
             await reader.stop()
+        count = 0
+
+        def add(records: list[Any]) -> None:
+            nonlocal count
+            count += len(records)
+
+        await read_to_end(self, [TopicPartition(name, p) for p in partitions], add)
+        return count
 
     async def check(self) -> None:
         """Raise `BrokerUnavailableError` unless the broker answers."""

@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 from infra.bus import KafkaBus
 from infra.contracts import decode
 from infra.crash import CRASH_ENV, CRASH_EXIT_CODE
+from infra.offsets import read_to_end
 from infra.settings import Settings, settings_env
 from tests.helpers import SettingsFactory, wait_until
 from tests.kit.durable import DurableBroker
@@ -56,30 +57,23 @@ def _trade(
 
 
 def kafka_event_ids(settings: Settings, topics: Iterable[str] = TRADER_TOPICS) -> Counter[str]:
-    """Return how often each event_id stands on the trader's topics (read to their ends)."""
+    """Return how often each event_id stands on the trader's topics (read to their true ends)."""
 
     async def read() -> Counter[str]:
         bus = KafkaBus(settings)
         reader = await bus.consumer((), None).start()
-        consumer = reader.raw
-        counts: Counter[str] = Counter()
         try:
-            await consumer.topics()
+            await reader.raw.topics()
             names = [bus.topic(t) for t in topics]
-            tps = [
-                TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()
-            ]
-            if not tps:
-                return counts
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    counts.update(decode(m.value or b"").event_id for m in msgs)
-            return counts
+            parts = [(n, reader.raw.partitions_for_topic(n) or ()) for n in names]
         finally:
             await reader.stop()
+        counts: Counter[str] = Counter()
+        tps = [TopicPartition(n, p) for n, ps in parts for p in ps]
+        await read_to_end(
+            bus, tps, lambda msgs: counts.update(decode(m.value or b"").event_id for m in msgs)
+        )
+        return counts
 
     return asyncio.run(read())
 

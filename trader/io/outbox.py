@@ -38,13 +38,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from infra.bus import BusProducer, KafkaBus, topic_settings
 from infra.contracts import TOPICS, Event, encode, event_key
 from infra.crash import CrashPoint, armed, crash_point
+from infra.offsets import read_to_end
 
 __all__ = [
     "FSYNC_POLICIES",
     "OUTBOX_HOLD",
+    "DuplicateAnswerError",
     "Outbox",
     "OutboxDrainer",
     "OutboxError",
@@ -70,6 +74,21 @@ TRADER_TOPICS: tuple[str, ...] = tuple(
 
 class OutboxError(RuntimeError):
     """Raise when the spool directory cannot be used."""
+
+
+class DuplicateAnswerError(RuntimeError):
+    """Raise when the broker answered records as sent before, without their offsets.
+
+    Tansu saves a producer's sequence before the batch: killed in between, it answers
+    the retried batch as a duplicate (which aiokafka reports as sent, offset -1) though
+    it never wrote it.
+    """
+
+    def __init__(self, records: int) -> None:
+        super().__init__(
+            f"the broker answered {records} records as sent before, without offsets; "
+            "they are looked for on Kafka before they are sent again"
+        )
 
 
 def fsync_policy(setting: str, venue: str) -> str:
@@ -520,30 +539,30 @@ class OutboxDrainer:
         return len(already)
 
     async def _tail_values(self, topics: set[str]) -> dict[str, set[bytes]]:
-        from aiokafka import TopicPartition
+        """Return the values of the last `recovery_window` records of each partition.
 
+        Read to the true end (`infra.offsets`): Tansu's ListOffsets answer can be many
+        batches short, and a value missed here would be sent a second time.
+        """
         reader = await self.bus.consumer((), None).start()
-        consumer = reader.raw
-        out: dict[str, set[bytes]] = {t: set() for t in topics}
         try:
-            await consumer.topics()
+            await reader.raw.topics()
             tps = [
-                TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+                TopicPartition(t, p)
+                for t in topics
+                for p in reader.raw.partitions_for_topic(t) or ()
             ]
-            if not tps:
-                return out
-            consumer.assign(tps)
-            starts = await consumer.beginning_offsets(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, max(starts[tp], ends[tp] - self.recovery_window))
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                batch = await consumer.getmany(timeout_ms=500)
-                for tp, msgs in batch.items():
-                    out[tp.topic].update(m.value for m in msgs if m.value is not None)
-            return out
         finally:
             await reader.stop()
+        out: dict[str, set[bytes]] = {t: set() for t in topics}
+
+        def keep(records: list[Any]) -> None:
+            out[records[0].topic].update(r.value for r in records if r.value is not None)
+
+        await read_to_end(
+            self.bus, tps, keep, last=self.recovery_window, timeout_s=self.send_timeout_s
+        )
+        return out
 
     async def _close(self, producer: BusProducer) -> None:
         with contextlib.suppress(Exception):
@@ -563,8 +582,16 @@ class OutboxDrainer:
         acked: list[int] = []
         counts: dict[str, int] = {}
         failure: BaseException | None = None
+        # a batch answered as a duplicate gets offsets from -1 and proves nothing: from it
+        # on, a partition's records are looked for on Kafka after the reconnect instead
+        unproven: dict[tuple[str, int], int] = {}
         for (seq, topic, _, _), fut in zip(records, futures, strict=True):
             if fut in done and not fut.cancelled() and fut.exception() is None:
+                meta = fut.result()
+                where = (meta.topic, meta.partition)
+                if meta.offset < 0 or where in unproven:
+                    unproven[where] = unproven.get(where, 0) + 1
+                    continue
                 acked.append(seq)
                 counts[topic] = counts.get(topic, 0) + 1
             elif failure is None:
@@ -573,6 +600,8 @@ class OutboxDrainer:
                     if fut in done and not fut.cancelled()
                     else TimeoutError(f"no ack within {self.send_timeout_s}s")
                 )
+        if unproven and failure is None:
+            failure = DuplicateAnswerError(sum(unproven.values()))
         crash_point(CrashPoint.OUTBOX_AFTER_ACK_BEFORE_CURSOR)
         self.outbox.commit(acked)
         self.sent += len(acked)
