@@ -20,6 +20,7 @@ __all__ = [
     "OUTBOX_DEPTH",
     "PNL",
     "REGISTRY",
+    "VENUE_SILENCES",
     "render",
     "set_release",
 ]
@@ -82,6 +83,13 @@ PNL = Gauge(
     "tradeloop_pnl_usd",
     "Realised PnL of real trades this run, by symbol.",
     ["symbol"],
+    registry=REGISTRY,
+)
+VENUE_SILENCES = Counter(
+    "tradeloop_venue_silences",
+    "Venue or feed connections closed and opened again because nothing arrived within the"
+    " silence bound while the websocket stayed open, by venue and plant.",
+    ["venue", "plant"],
     registry=REGISTRY,
 )
 

@@ -144,3 +144,9 @@ class VenueSettings(SettingsContext):
         validation_alias="RITHMIC_COMMISSION_USD",
         description="Rithmic: commission per contract per fill put on fills (Rithmic fill notifications carry no fees; set your all-in rate).",
     )
+    rithmic_silence_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        validation_alias="RITHMIC_SILENCE_TIMEOUT_S",
+        description="Rithmic: seconds a plant's open websocket may receive nothing (no heartbeat answer, update or tick) before the venue or feed closes it and logs in again; 0: 3 heartbeat intervals (the interval the gateway names at login); a value under 2 intervals is raised to 2.",
+    )

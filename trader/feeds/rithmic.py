@@ -9,7 +9,9 @@ one the `rithmic` venue trades; a different front month named by Rithmic's
 second's trade or on the first trade of a later minute (`ts_s` = the minute's
 close). Bad trades (non finite or non-positive price, negative size, a time before
 the minute being built) are skipped and counted by reason, as the file feeds do
-with `--skip-bad`; a lost session is logged in and resubscribed.
+with `--skip-bad`. A lost session (the websocket closed, or open with nothing
+received for `RITHMIC_SILENCE_TIMEOUT_S`: no trade and no heartbeat answer; see
+`trader.venues.rithmic_watch`) is closed, logged in and resubscribed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from trader.venues.rithmic_config import (
     new_client,
     quiet_disconnect,
 )
+from trader.venues.rithmic_watch import PlantWatch
 
 __all__ = ["RithmicFeed", "bad_tick_reason"]
 
@@ -77,6 +80,8 @@ class RithmicFeed(Feed):
         self._queue: asyncio.Queue[MarketBar | None] = asyncio.Queue()
         self._client: RithmicClient | None = None
         self._closed = False
+        #: sessions closed because the ticker plant went silent (`rithmic_watch`)
+        self.silences = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, symbols: tuple[str, ...]) -> RithmicFeed:
@@ -146,10 +151,13 @@ class RithmicFeed(Feed):
                 await self._drop_client()
                 await asyncio.sleep(self.retry_s)  # retry interval
                 continue
-            plant = client.plants["ticker"]
-            while plant.is_connected and not self._closed:
-                await asyncio.sleep(self.config.watch_s)  # the websocket's state has no event
-            log.warning("rithmic feed: ticker plant connection lost")
+            lost = None
+            with PlantWatch(client, ("ticker",), self.config.silence_timeout_s) as watch:
+                while not self._closed and not (lost := watch.lost("rithmic")):
+                    await asyncio.sleep(self.config.watch_s)  # the websocket has no event
+            if lost:
+                log.warning("rithmic feed: ticker plant connection lost: %s", lost)
+                self.silences += bool(lost.silent)
             await self._drop_client()
 
     async def _drop_client(self) -> None:
@@ -164,4 +172,4 @@ class RithmicFeed(Feed):
         self._queue.put_nowait(None)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "connected": self.connected}
+        return {**super().describe(), "connected": self.connected, "silences": self.silences}

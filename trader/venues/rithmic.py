@@ -18,10 +18,12 @@
   `OrderRejected` (with the gateway's text).
 - `flatten`: cancel the symbol's orders, then a market `RequestNewOrder` for the
   whole position (role `flatten`, its own user tag).
-- A dropped plant moves the state to `CONNECTING`; the venue logs both plants in
-  again with backoff, then catches up (the order history of yesterday and today,
-  the fill history since the last session, the PnL plant's positions), then the
-  state is `CONNECTED` and the trading process reconciles.
+- A plant whose websocket closed, or stayed open with nothing received for
+  `RITHMIC_SILENCE_TIMEOUT_S` (`trader.venues.rithmic_watch`), moves the state to
+  `CONNECTING`; the venue closes the session, logs both plants in again with
+  backoff, catches up (the order history of yesterday and today, the fill history
+  since the last session, the PnL plant's positions), then the state is
+  `CONNECTED` and the trading process reconciles.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from trader.venues.rithmic_config import (
     quiet_disconnect,
 )
 from trader.venues.rithmic_updates import _Order
+from trader.venues.rithmic_watch import PlantWatch
 
 __all__ = ["RithmicVenue", "RithmicVenueSettings"]
 
@@ -170,16 +173,16 @@ class RithmicVenue(RithmicCatchUp, Venue):
         return on
 
     async def _watch_plants(self, client: RithmicClient) -> None:
-        """Notice a dropped plant (its websocket closed) and reconnect."""
-        plants = [client.plants[p] for p in ("order", "pnl")]
-        while client is self.client and not self._closing:
-            if not all(p.is_connected for p in plants):
-                log.warning("rithmic: connection to %s lost", self.config.url)
-                self._set_state(ConnectionState.CONNECTING)
-                if self._task is None:
-                    self._task = asyncio.create_task(self._reconnect())
-                return
-            await asyncio.sleep(self.config.watch_s)  # the websocket's state has no event
+        """Notice a plant closed or silent past its bound (`rithmic_watch`) and reconnect."""
+        with PlantWatch(client, ("order", "pnl"), self.config.silence_timeout_s) as watch:
+            while client is self.client and not self._closing:
+                if lost := watch.lost(self.name):
+                    log.warning("rithmic: connection to %s lost: %s", self.config.url, lost)
+                    self._set_state(ConnectionState.CONNECTING)
+                    if self._task is None:
+                        self._task = asyncio.create_task(self._reconnect())
+                    return
+                await asyncio.sleep(self.config.watch_s)  # the websocket's state has no event
 
     async def _reconnect(self) -> None:
         """Log in again with backoff until the gateway answers (or `disconnect` is called)."""

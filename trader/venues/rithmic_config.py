@@ -3,7 +3,7 @@
 `RithmicVenueSettings` holds where the gateway is and who logs in (`RITHMIC_URL`,
 `RITHMIC_USER`, `RITHMIC_PASSWORD`, `RITHMIC_SYSTEM`, `RITHMIC_APP_NAME`,
 `RITHMIC_APP_VERSION`, `RITHMIC_ACCOUNT`, `RITHMIC_EXCHANGE`, `RITHMIC_CA_FILE`,
-`RITHMIC_COMMISSION_USD`).
+`RITHMIC_COMMISSION_USD`, `RITHMIC_SILENCE_TIMEOUT_S`).
 
 async_rithmic logs every request it sends at DEBUG (the login's password
 included) and, when the gateway refuses a request, the request itself at ERROR.
@@ -62,8 +62,10 @@ class RithmicVenueSettings(BaseModel):
     request_timeout_s: float = Field(default=10.0, gt=0)
     connect_timeout_s: float = Field(default=20.0, gt=0)
     reconnect_delays_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-    #: how often the plants' websockets are looked at for a dropped connection
+    #: how often the plants' websockets are looked at for a dropped or silent connection
     watch_s: float = Field(default=0.05, gt=0)
+    #: seconds without a frame after which an open plant is dead (0: 3 heartbeat intervals)
+    silence_timeout_s: float = Field(default=0.0, ge=0)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RithmicVenueSettings:
@@ -79,6 +81,7 @@ class RithmicVenueSettings(BaseModel):
             "exchange": settings.rithmic_exchange,
             "ca_file": settings.rithmic_ca_file,
             "commission_per_contract_usd": settings.rithmic_commission_usd,
+            "silence_timeout_s": settings.rithmic_silence_timeout_s,
         }
         return cls(**{**values, **overrides})
 

@@ -25,7 +25,9 @@ PnL plant's subscribers. Orders, fills and positions live here, so they survive
 client disconnects and gateway restarts.
 
 Fault switches: `reject_next`, `partial_fills`, `delay_ms` (slow answers),
-`drop_clients` (disconnect) and `restart_gateway`.
+`drop_clients` (disconnect), `restart_gateway` and `silence` / `speak` (plants
+whose websockets stay open but answer nothing, heartbeats included; the market
+and the orders go on meanwhile).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class RithmicSimulator(RithmicTicker, RithmicBook):
         exchange: str = "CME",
         tls_dir: Path | None = None,
         today: date | None = None,
+        heartbeat_interval_s: float = 60.0,
     ) -> None:
         self.user, self.password, self.system = user, password, system
         self.account_id, self.exchange = account_id, exchange
@@ -101,6 +104,7 @@ class RithmicSimulator(RithmicTicker, RithmicBook):
             tls_dir=tls_dir or Path(self._tmp.name),  # type: ignore[union-attr]
             users={user: password},
             systems=systems,
+            heartbeat_interval_s=heartbeat_interval_s,
         )
         self.instruments = dict(instruments)
         year, month = front_month(today or datetime.now(UTC).date())
@@ -190,6 +194,14 @@ class RithmicSimulator(RithmicTicker, RithmicBook):
     @delay_ms.setter
     def delay_ms(self, value: int) -> None:
         self.gateway.delay_ms = value
+
+    def silence(self, *plants: str) -> None:
+        """Stop answering on `plants` (all by default), websockets left open, until `speak`."""
+        self.gateway.silent.update(plants or ("order", "pnl", "ticker"))
+
+    def speak(self) -> None:
+        """Answer again on every plant (new requests; what was dropped stays lost)."""
+        self.gateway.silent.clear()
 
     def reject_next(self, reason: str = "simulated rejection") -> None:
         """Reject the next bracket order with `reason` (the request itself is acknowledged)."""

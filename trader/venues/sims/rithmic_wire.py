@@ -176,8 +176,9 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
 class PlantSession:
     """One websocket: the plant it logged in to and its subscriptions; writes in order."""
 
-    def __init__(self, ws: ServerConnection) -> None:
+    def __init__(self, ws: ServerConnection, silent: set[str] | None = None) -> None:
         self.ws = ws
+        self._silent = set() if silent is None else silent  # the gateway's silent plants
         self.plant = 0
         self.user = ""
         self.order_updates: set[str] = set()  # accounts (RequestSubscribeForOrderUpdates)
@@ -190,6 +191,13 @@ class PlantSession:
     def plant_name(self) -> str:
         """Return the plant's name (`order`, `pnl`, `ticker`; empty before login)."""
         return _PLANTS.get(self.plant, "")
+
+    def silent_for(self, request: Any) -> bool:
+        """Say whether the gateway ignores `request` (its plant is silent; see `RithmicGateway`)."""
+        plant = self.plant
+        if not plant:  # the system info is the ticker plant's first question, then the login
+            plant = int(request.infra_type) if request.template_id == 10 else TICKER_PLANT
+        return _PLANTS.get(plant, "") in self._silent
 
     def send(self, *msgs: Message) -> None:
         """Queue messages for this session, in order."""
@@ -208,6 +216,8 @@ class PlantSession:
                 with contextlib.suppress(ConnectionClosed):
                     await self.ws.close()
                 return
+            if self.plant_name in self._silent:
+                continue  # a hung gateway: what it would have said is lost
             try:
                 await self.ws.send(frame)
             except ConnectionClosed:
@@ -219,7 +229,12 @@ Handler = Callable[[PlantSession, Any], Awaitable[None] | None]
 
 
 class RithmicGateway:
-    """The TLS websocket endpoint: system info, login, heartbeats, logout; other templates to handlers."""
+    """The TLS websocket endpoint: system info, login, heartbeats, logout; other templates to handlers.
+
+    A plant in `silent` hangs: its websockets stay open (the TLS and websocket
+    layers answer, pings included) but its requests, heartbeats and logins are
+    dropped unanswered and nothing is written to its sessions until it leaves `silent`.
+    """
 
     def __init__(
         self,
@@ -245,6 +260,8 @@ class RithmicGateway:
         self.sessions: list[PlantSession] = []
         self.delay_ms = 0
         self.logins = 0
+        #: plants (`order`, `pnl`, `ticker`) whose sessions stay open but get and send nothing
+        self.silent: set[str] = set()
         self._server: Server | None = None
 
     @property
@@ -290,7 +307,7 @@ class RithmicGateway:
         return [s for s in self.sessions if s.plant == plant]
 
     async def _serve(self, ws: ServerConnection) -> None:
-        session = PlantSession(ws)
+        session = PlantSession(ws, self.silent)
         writer = asyncio.create_task(session.write())
         self.sessions.append(session)
         try:
@@ -302,6 +319,8 @@ class RithmicGateway:
                 except ValueError as exc:
                     session.send(message(75, rp_code=["3", f"bad message: {exc}"]))
                     continue
+                if session.silent_for(request):
+                    continue  # read and dropped: no answer, no heartbeat answer
                 if self.delay_ms:
                     await asyncio.sleep(self.delay_ms / 1000)  # a slow gateway
                 await self._dispatch(session, request)
