@@ -43,13 +43,21 @@ ONLINE_FEATURES: tuple[str, ...] = tuple(
 
 
 @functools.lru_cache(maxsize=4096)
-def _event_time(seconds: int, nanos: int) -> dt.datetime | None:
-    """Return an online event time (a Timestamp's fields) in UTC; None when unset."""
-    if not (seconds or nanos):
-        return None
-    from google.protobuf.timestamp_pb2 import Timestamp
+def _online_value(vector: bytes) -> tuple[float | None, dt.datetime | None]:
+    """Return (value, event time in UTC) of a serialised one-row response vector.
 
-    return Timestamp(seconds=seconds, nanos=nanos).ToDatetime(tzinfo=dt.UTC)
+    A pure function of the bytes, cached: between two pushes reads return the same.
+    """
+    from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
+
+    parsed = GetOnlineFeaturesResponse.FeatureVector.FromString(vector)
+    value = parsed.values[0]
+    kind = value.WhichOneof("val")
+    ts = parsed.event_timestamps[0]
+    return (
+        float(getattr(value, kind)) if kind else None,
+        ts.ToDatetime(tzinfo=dt.UTC) if ts.seconds or ts.nanos else None,
+    )
 
 
 def project_name(settings: Settings) -> str:
@@ -325,11 +333,7 @@ class TradeloopFeatureStore:
         for name, vector in zip(proto.metadata.feature_names.val, proto.results, strict=True):
             if name in ("symbol", "strategy"):
                 continue
-            value = vector.values[0]
-            kind = value.WhichOneof("val")
-            number = float(getattr(value, kind)) if kind else None
-            ts = vector.event_timestamps[0]
-            out[name] = (number, _event_time(ts.seconds, ts.nanos))
+            out[name] = _online_value(vector.SerializeToString())
         return out
 
     # Offline ------------------------------------------------------------------
