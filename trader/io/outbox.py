@@ -18,7 +18,9 @@ writes again; `on_write_error` / `on_write_ok` tell the trader (it stops opening
 positions meanwhile). Each record reaches Kafka once: before the drainer sends from
 a fresh producer (a restart, or a reconnect after a lost ack) it reads the tail of
 the topics it is about to send to and skips the spooled records the broker already
-has (an ack lost to a crash between the broker's ack and the cursor write).
+has (an ack lost to a crash between the broker's ack and the cursor write). A batch
+the broker answers as a duplicate (offsets from -1) is not taken as delivered: the
+drainer reconnects and looks for its records the same way.
 """
 
 from __future__ import annotations
