@@ -58,6 +58,12 @@ class VenueSettings(SettingsContext):
         validation_alias="IB_ACCOUNT",
         description="Interactive Brokers: account that orders go to (empty: the only managed one).",
     )
+    ib_silence_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias="IB_SILENCE_TIMEOUT_S",
+        description="Interactive Brokers: seconds the open API connection may receive nothing (after a third of them the gateway's clock is asked) before the venue closes it and reconnects; 0: never.",
+    )
     projectx_api_url: str = Field(
         default="https://api.topstepx.com",
         validation_alias="PROJECTX_API_URL",

@@ -13,10 +13,11 @@
   `OrderRejected` when the gateway refused the order (error 201).
 - `flatten`: cancel the symbol's working orders, then a market order against the
   net position (role `flatten`).
-- Disconnects (the gateway's nightly restart included) move the state to
-  `CONNECTING` and reconnect with backoff; once back, executions missed meanwhile
-  are published and orders the gateway no longer works are closed, then the state
-  is `CONNECTED` again and the trading process reconciles.
+- Disconnects (the gateway's nightly restart included), and a connection that
+  stays open with nothing received for `IB_SILENCE_TIMEOUT_S` (`ib_watch`), move
+  the state to `CONNECTING` and reconnect with backoff; once back, executions
+  missed meanwhile are published and orders the gateway no longer works are
+  closed, then the state is `CONNECTED` again and the trading process reconciles.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from trader.venues.base import (
     WorkingOrder,
 )
 from trader.venues.ib_events import IbOrder, IbOrderEvents, ib_price
+from trader.venues.ib_watch import watch_ib
 
 __all__ = ["IbVenue", "IbVenueSettings"]
 
@@ -73,6 +75,9 @@ class IbVenueSettings(BaseModel):
     settle_timeout_s: float = Field(default=5.0, ge=0)  # disconnect waits for closing fills
     commission_wait_s: float = Field(default=10.0, ge=0)  # then a fill is published without
     reconnect_delays_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+    #: seconds with nothing received after which an open connection is dead (0: off)
+    silence_timeout_s: float = Field(default=30.0, ge=0)
+    watch_s: float = Field(default=0.25, gt=0)  # how often the watch looks
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> IbVenueSettings:
@@ -82,6 +87,7 @@ class IbVenueSettings(BaseModel):
             "port": settings.ib_port,
             "client_id": settings.ib_client_id,
             "account": settings.ib_account,
+            "silence_timeout_s": settings.ib_silence_timeout_s,
         }
         return cls(**{**values, **overrides})
 
@@ -111,6 +117,7 @@ class IbVenue(IbOrderEvents, Venue):
         self._closing = False
         self._task: asyncio.Task[None] | None = None  # the reconnect loop
         self._resync_task: asyncio.Task[None] | None = None  # catching up after error 1102
+        self._watch: asyncio.Task[None] | None = None  # the silence watch (`ib_watch`)
         self.reconnects = 0
         self._settled = asyncio.Event()  # set when no flatten order waits for its fill
         self.ib.orderStatusEvent += self._on_status
@@ -164,7 +171,17 @@ class IbVenue(IbOrderEvents, Venue):
                     "ib: no CME contract for %s %s", want.symbol, want.lastTradeDateOrContractMonth
                 )
         self._catch_up()
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch = asyncio.create_task(self._watch_silence())
         self._set_state(ConnectionState.CONNECTED)
+
+    async def _watch_silence(self) -> None:
+        """Close a connection that stays open with nothing arriving (`ib_watch`); reconnect follows."""
+        c = self.config
+        silent_s = await watch_ib(self.ib, c.silence_timeout_s, c.watch_s, f"{c.host}:{c.port}")
+        if silent_s and not self._closing:
+            self.ib.disconnect()  # disconnectedEvent: CONNECTING, reconnect, catch-up
 
     async def disconnect(self) -> None:
         """Close the session (orders at the gateway keep working)."""
@@ -174,9 +191,10 @@ class IbVenue(IbOrderEvents, Venue):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), self.config.settle_timeout_s)
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        for task in (self._task, self._watch):
+            if task is not None:
+                task.cancel()
+        self._task = self._watch = None
         self.ib.disconnect()
         self._set_state(ConnectionState.DISCONNECTED)
 

@@ -15,7 +15,8 @@ Fault switches: `reject_next`, `partial_fills`, `delay_ms` (slow answers),
 `drop_clients` (disconnect), `restart_gateway` (the nightly restart; or `stop` and
 `start`), `lose_connectivity` / `restore_connectivity` (errors 1100 / 1102) and
 `publish_realtime` (bad market data), `withhold_commissions` (no commission
-reports).
+reports), `silence` / `speak` (a hung gateway: connections stay open, nothing is
+answered or sent; orders keep working).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class IbSimulator(OrderDesk):
         self.port = port
         self.delay_ms = 0
         self.cut_off = False  # between `lose_connectivity` and `restore_connectivity`
+        self.silent = False  # between `silence` and `speak`
         self.withhold_commissions = False  # fault: executions without commission reports
         self._reject: list[str] = []
         self._listing = _listing(instruments, today or datetime.now(UTC).date())
@@ -86,6 +88,7 @@ class IbSimulator(OrderDesk):
         #: symbol -> (session, request id) of each `reqRealTimeBars` subscription
         self.bar_subscribers: dict[str, list[tuple[ClientSession, int]]] = {}
         self.connections = 0  # accepted handshakes since start
+        self.clock_asks = 0  # reqCurrentTime requests answered
 
     # server --------------------------------------------------------------
 
@@ -151,6 +154,14 @@ class IbSimulator(OrderDesk):
                 ),
             )
 
+    def silence(self) -> None:
+        """Hang: keep every connection open, answer nothing, send nothing, until `speak`."""
+        self.silent = True
+
+    def speak(self) -> None:
+        """Answer again (what was dropped meanwhile stays lost)."""
+        self.silent = False
+
     def partial_fills(self, max_per_bar: int | None) -> None:
         """Fill entries at most `max_per_bar` contracts per bar (None: all at once)."""
         self.paper.config = self.paper.config.model_copy(update={"max_fill_per_bar": max_per_bar})
@@ -190,9 +201,11 @@ class IbSimulator(OrderDesk):
                 raise w.ProtocolError("the client did not open with API\\0")
             buf = bytearray()
             while not (greeting := w.split_frames(buf)):
-                buf += await reader.read(4096) or b""
+                chunk = await reader.read(4096) or b""
                 if reader.at_eof():
                     return
+                if not self.silent:  # a hung gateway does not answer a new client either
+                    buf += chunk
             if not greeting[0] or not greeting[0][0].startswith("v"):
                 raise w.ProtocolError(f"bad version range {greeting[0]!r}")
             writer.write(w.handshake_answer(datetime.now(UTC)))
@@ -201,6 +214,8 @@ class IbSimulator(OrderDesk):
             for fields in greeting[1:]:
                 self._handle(session, fields)
             while chunk := await reader.read(65536):
+                if self.silent:
+                    continue  # a hung gateway: read and dropped, never answered
                 buf += chunk
                 for fields in w.split_frames(buf):
                     self._handle(session, fields)
@@ -254,6 +269,7 @@ class IbSimulator(OrderDesk):
         elif msg == w.REQ_CONTRACT_DETAILS:
             self._contract_details(s, f)
         elif msg == w.REQ_CURRENT_TIME:
+            self.clock_asks += 1
             self._send(s, [49, 1, int(time.time())])
         elif msg == w.REQ_IDS:
             self._send(s, [9, 1, self._next_id])

@@ -58,7 +58,10 @@ class IbDriver(VenueDriver):
 
 
 async def start_ib(
-    max_fill_per_bar: int | None = None, client_id: int = 11, sim: IbSimulator | None = None
+    max_fill_per_bar: int | None = None,
+    client_id: int = 11,
+    sim: IbSimulator | None = None,
+    **overrides: object,
 ) -> IbDriver:
     """Start a simulator (unless given) and an IB venue connected to it; trade one quiet bar."""
     if sim is None:
@@ -68,7 +71,10 @@ async def start_ib(
     venue = IbVenue(
         INSTRUMENTS,
         IbVenueSettings(
-            port=sim.port, client_id=client_id, reconnect_delays_s=(0.05, 0.1, 0.2, 0.5)
+            port=sim.port,
+            client_id=client_id,
+            reconnect_delays_s=(0.05, 0.1, 0.2, 0.5),
+            **overrides,  # type: ignore[arg-type]
         ),
     )
     await venue.connect()
