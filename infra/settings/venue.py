@@ -94,6 +94,12 @@ class VenueSettings(SettingsContext):
         validation_alias="PROJECTX_ACCOUNT",
         description="ProjectX Gateway: account name or id that orders go to (empty: the only active one).",
     )
+    projectx_silence_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias="PROJECTX_SILENCE_TIMEOUT_S",
+        description="ProjectX Gateway: seconds the open user hub may receive nothing (the hub pings every 15 s) before the venue closes it and reconnects; 0: never.",
+    )
     topstepx_enable_nq: bool = Field(
         default=False,
         validation_alias="TOPSTEPX_ENABLE_NQ",

@@ -20,8 +20,9 @@
 - `flatten`: cancel the symbol's orders, then `/api/Position/closeContract`
   (role `flatten`).
 - NQ trades only with `TOPSTEPX_ENABLE_NQ`; otherwise its brackets are rejected.
-- A dropped hub moves the state to `CONNECTING` and the venue logs in again with
-  backoff; once back, orders and trades missed meanwhile are replayed from
+- A dropped hub, or one open with nothing received for
+  `PROJECTX_SILENCE_TIMEOUT_S` (`projectx_watch`), moves the state to
+  `CONNECTING` and the venue logs in again with backoff; once back, orders and trades missed meanwhile are replayed from
   `/api/Order/search` and `/api/Trade/search`, then the state is `CONNECTED` and
   the trading process reconciles.
 """
@@ -72,6 +73,7 @@ from trader.venues.projectx_updates import (
     ProjectxUpdates,
     _Order,
 )
+from trader.venues.projectx_watch import HubWatch
 
 __all__ = ["ProjectxVenue", "ProjectxVenueSettings", "login_key", "stop_hub_quietly"]
 
@@ -100,6 +102,7 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         self._positions: dict[str, Position] = {}
         self._history: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         self._hub: Any = None
+        self._watch: asyncio.Task[None] | None = None  # the hub's silence watch
         self._jobs: asyncio.Queue[Callable[[], Any]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -183,6 +186,8 @@ class ProjectxVenue(ProjectxUpdates, Venue):
         hub.on("GatewayUserOrder", lambda args: post(self._on_hub, "order", args))
         hub.on("GatewayUserTrade", lambda args: post(self._on_hub, "trade", args))
         hub.on("GatewayUserPosition", lambda args: post(self._on_hub, "position", args))
+        c = self.config
+        watch = HubWatch(hub, "user", c.silence_timeout_s, c.keepalive_s)
         self._hub = hub
         hub.start()
         try:
@@ -196,16 +201,20 @@ class ProjectxVenue(ProjectxUpdates, Venue):
             hub.send(method, [])
         for method in ("SubscribeOrders", "SubscribePositions", "SubscribeTrades"):
             hub.send(method, [self.account_id])
+        self._watch = asyncio.create_task(watch.run(c.watch_s, lambda: self._hub_closed(hub)))
 
     def _stop_hub(self) -> None:
         hub, self._hub = self._hub, None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if hub is not None:
             stop_hub_quietly(hub)
 
     def _hub_closed(self, hub: Any) -> None:
         if hub is not self._hub or self._closing:
             return
-        self._hub = None
+        self._stop_hub()  # closed already, or open and silent (`projectx_watch`)
         self._set_state(ConnectionState.CONNECTING)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._reconnect())

@@ -38,6 +38,10 @@ class ProjectxVenueSettings(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     token_refresh_s: float = Field(default=12 * 3600.0, gt=0)
     reconnect_delays_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+    #: seconds a hub may receive nothing before it is dead (0: never; `projectx_watch`)
+    silence_timeout_s: float = Field(default=30.0, ge=0)
+    keepalive_s: float = Field(default=15.0, gt=0)  # our pings to the hub
+    watch_s: float = Field(default=0.25, gt=0)  # how often the watch looks
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> ProjectxVenueSettings:
@@ -50,6 +54,7 @@ class ProjectxVenueSettings(BaseModel):
             "api_key": settings.projectx_api_key,
             "account": settings.projectx_account,
             "enable_nq": settings.topstepx_enable_nq,
+            "silence_timeout_s": settings.projectx_silence_timeout_s,
         }
         return cls(**{**values, **overrides})
 

@@ -7,6 +7,10 @@ an `invocationId` are answered by a completion (`type` 3); pings (`type` 6) are
 echoed; a close (`type` 7) ends the session. `Subscribe...`/`Unsubscribe...`
 invocations add or remove a topic: the method's name without the prefix, with its
 first argument when there is one (`Orders:7001`, `ContractTrades:CON.F.US.EP.H24`).
+The hub pings every session every `keepalive_s` (15 s, ASP.NET Core's default).
+`silence()` hangs the hub: sessions stay open, records are read and dropped
+unanswered, nothing is written (pings included) and new handshakes go
+unanswered, until `speak()`.
 """
 
 from __future__ import annotations
@@ -41,9 +45,20 @@ class HubClient:
 class SignalrHub:
     """Serve one hub path: handshake, subscriptions, pings; `push` invocations to subscribers."""
 
-    def __init__(self, tokens: set[str]) -> None:
+    def __init__(self, tokens: set[str], keepalive_s: float = 15.0) -> None:
         self._tokens = tokens
         self.clients: list[HubClient] = []
+        self.keepalive_s = keepalive_s
+        self.silent = False
+        self.pings_sent = 0
+
+    def silence(self) -> None:
+        """Hang: keep sessions open, answer and send nothing, until `speak`."""
+        self.silent = True
+
+    def speak(self) -> None:
+        """Answer again (what was dropped meanwhile stays lost)."""
+        self.silent = False
 
     @property
     def subscribed(self) -> int:
@@ -62,11 +77,14 @@ class SignalrHub:
         await ws.prepare(request)
         client = HubClient(ws)
         writer = asyncio.create_task(self._write(client))
+        pinger = asyncio.create_task(self._keepalive(client))
         handshaken = False
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     break
+                if self.silent:
+                    continue  # a hung hub: read and dropped
                 for record in filter(None, msg.data.split(RS)):
                     try:
                         frame = json.loads(record)
@@ -87,6 +105,7 @@ class SignalrHub:
             if client in self.clients:
                 self.clients.remove(client)
             writer.cancel()
+            pinger.cancel()
         return ws
 
     def _frame(self, client: HubClient, frame: dict[str, Any]) -> None:
@@ -106,9 +125,18 @@ class SignalrHub:
         elif kind == 7:
             asyncio.get_running_loop().create_task(client.ws.close())
 
+    async def _keepalive(self, client: HubClient) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_s)  # the hub's ping interval
+            if client in self.clients and not self.silent:
+                self.pings_sent += 1
+                client.queue.put_nowait(json.dumps({"type": 6}))
+
     async def _write(self, client: HubClient) -> None:
         while True:
             record = await client.queue.get()
+            if self.silent:
+                continue  # a hung hub: nothing reaches the client
             try:
                 await client.ws.send_str(record + RS)
             except (ConnectionError, RuntimeError):
