@@ -6,7 +6,10 @@ each symbol's CME front month and yields a minute once its last 5-second bar (th
 one starting at second 55) arrived, or the next minute's first one. Bad bars (non
 finite or non-positive prices, high below low, open or close outside the range,
 time not moving forward) are skipped and counted by reason, as the file feeds do
-with `--skip-bad`; a lost session is reconnected and resubscribed.
+with `--skip-bad`; a lost session is reconnected and resubscribed. A session
+that stays open with nothing received for `IB_SILENCE_TIMEOUT_S` (the gateway's
+clock is asked while quiet, so no bars outside trading hours is no silence;
+`trader.venues.ib_watch`) is closed, counted in `silences` and resubscribed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from features.rolls import front_month
 from infra.settings import Settings
 from trader.core.bar import MarketBar
 from trader.feeds.base import Feed
+from trader.venues.ib_watch import watch_ib
 
 __all__ = ["IbFeed", "MinuteBars"]
 
@@ -92,12 +96,15 @@ class IbFeed(Feed):
         client_id: int = 2,
         connect_timeout_s: float = 5.0,
         retry_s: float = 1.0,
+        silence_timeout_s: float = 30.0,
+        watch_s: float = 0.25,
     ) -> None:
         super().__init__(f"ib:{host}:{port}")
         self.symbols = symbols
         self.host, self.port, self.client_id = host, port, client_id
         self.connect_timeout_s = connect_timeout_s
         self.retry_s = retry_s
+        self.silence_timeout_s, self.watch_s = silence_timeout_s, watch_s
         self.ib = IB()
         self.connected = False
         self._minutes = MinuteBars()
@@ -105,6 +112,8 @@ class IbFeed(Feed):
         self._queue: asyncio.Queue[MarketBar | None] = asyncio.Queue()
         self._lost = asyncio.Event()
         self._closed = False
+        #: sessions closed because the connection went silent (`ib_watch`)
+        self.silences = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, symbols: tuple[str, ...]) -> IbFeed:
@@ -114,6 +123,7 @@ class IbFeed(Feed):
             host=settings.ib_host,
             port=settings.ib_port,
             client_id=settings.ib_client_id + 1,
+            silence_timeout_s=settings.ib_silence_timeout_s,
         )
 
     async def _subscribe(self) -> None:
@@ -181,7 +191,18 @@ class IbFeed(Feed):
                 await asyncio.sleep(self.retry_s)  # retry interval
                 continue
             self._lost.clear()
-            await self._lost.wait()
+            watch = asyncio.create_task(self._watch_silence())
+            try:
+                await self._lost.wait()
+            finally:
+                watch.cancel()
+
+    async def _watch_silence(self) -> None:
+        """Close a session that stays open with nothing arriving (`ib_watch`); resubscribe follows."""
+        where = f"{self.host}:{self.port} (feed)"
+        if await watch_ib(self.ib, self.silence_timeout_s, self.watch_s, where):
+            self.silences += 1
+            self.ib.disconnect()  # disconnectedEvent: the session is lost
 
     async def aclose(self) -> None:
         self._closed = True
@@ -189,4 +210,4 @@ class IbFeed(Feed):
         self._queue.put_nowait(None)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "connected": self.connected}
+        return {**super().describe(), "connected": self.connected, "silences": self.silences}

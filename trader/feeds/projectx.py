@@ -8,7 +8,10 @@ minute is yielded on its last second's trade or on the first trade of a later
 minute (`ts_s` = the minute's close). Bad trades (non finite or non-positive
 price, negative volume, an unreadable timestamp, a time before the minute being
 built) are skipped and counted by reason, as the file feeds do with `--skip-bad`;
-a lost session is logged in and resubscribed.
+a lost session is logged in and resubscribed. A hub that stays open with nothing
+received for `PROJECTX_SILENCE_TIMEOUT_S` (the hub's pings and the answers to ours
+keep it alive without trades; `trader.venues.projectx_watch`) is closed, counted
+in `silences`, logged in and resubscribed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from trader.core.bar import MarketBar
 from trader.feeds.base import Feed
 from trader.feeds.minutes import MinuteTrades
 from trader.venues.projectx_config import ProjectxVenueSettings, login_key, stop_hub_quietly
+from trader.venues.projectx_watch import HubWatch
 
 __all__ = ["MinuteTrades", "ProjectxFeed", "bad_trade_reason"]
 
@@ -82,7 +86,10 @@ class ProjectxFeed(Feed):
         self._queue: asyncio.Queue[MarketBar | None] = asyncio.Queue()
         self._lost = asyncio.Event()
         self._hub: Any = None
+        self._watch: asyncio.Task[None] | None = None  # the hub's silence watch
         self._closed = False
+        #: sessions closed because the market hub went silent (`projectx_watch`)
+        self.silences = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, symbols: tuple[str, ...]) -> ProjectxFeed:
@@ -123,12 +130,19 @@ class ProjectxFeed(Feed):
         hub.on_open(lambda: post(opened.set))
         hub.on_close(lambda: post(self._on_closed, hub))
         hub.on("GatewayTrade", lambda args: post(self._on_trades, args))
+        watch = HubWatch(hub, "market", c.silence_timeout_s, c.keepalive_s)
         self._hub = hub
         hub.start()
         await asyncio.wait_for(opened.wait(), c.connect_timeout_s)
         for contract_id in wanted:
             hub.send("SubscribeContractTrades", [contract_id])
+        self._watch = asyncio.create_task(watch.run(c.watch_s, lambda: self._on_silent(hub)))
         self.connected = True
+
+    def _on_silent(self, hub: Any) -> None:
+        if hub is self._hub:
+            self.silences += 1
+            self._on_closed(hub)
 
     def _on_closed(self, hub: Any) -> None:
         if hub is self._hub:
@@ -186,6 +200,9 @@ class ProjectxFeed(Feed):
     def _drop_hub(self) -> None:
         hub, self._hub = self._hub, None
         self.connected = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if hub is not None:
             stop_hub_quietly(hub)
 
@@ -195,4 +212,4 @@ class ProjectxFeed(Feed):
         self._queue.put_nowait(None)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "connected": self.connected}
+        return {**super().describe(), "connected": self.connected, "silences": self.silences}

@@ -1,33 +1,33 @@
-"""`ib` when the gateway hangs: the API socket open, nothing answered or sent.
+"""`ib` and `--feed ib` when the gateway hangs: the API socket open, nothing answered or sent.
 
-TWS sends nothing on an idle connection, so the venue asks the gateway's clock
-after a third of `IB_SILENCE_TIMEOUT_S` of quiet; the simulator's `silence`
-keeps connections open but reads and drops everything and writes nothing.
+TWS sends nothing on an idle connection, so the venue and the feed ask the
+gateway's clock after a third of `IB_SILENCE_TIMEOUT_S` of quiet; the simulator's
+`silence` keeps connections open but reads and drops everything and writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from infra.contracts import OrderCancelled, OrderFilled, OrderSubmitted
-from tests.helpers import wait_until_async
 from tests.trader.venues.conformance import Recorder, _bracket, _filled_bracket
-from tests.trader.venues.ib.driver import INSTRUMENTS, RegularHours, start_ib
-from trader import metrics
+from tests.trader.venues.ib.driver import INSTRUMENTS, T0, RegularHours, start_ib
+from tests.trader.venues.silence import (
+    FeedSilence,
+    assert_reconciles,
+    check_feed_silence,
+    idle_for,
+    noticed_within,
+    silences,
+)
 from trader.core.bar import MarketBar
+from trader.feeds.ib import IbFeed
 from trader.venues.base import ConnectionState
-from trader.venues.ledger import Ledger
-from trader.venues.reconcile import known_order_ids, reconcile
+from trader.venues.sims.ib import IbSimulator
 
 BOUND_S = 1.5
-#: what may pass after the bound before the watch sees it (its poll, a loaded machine)
-SLACK_S = 2.0
-
-
-def _silences() -> float:
-    labels = {"venue": "ib", "plant": "api"}
-    return metrics.REGISTRY.get_sample_value("tradeloop_venue_silences_total", labels) or 0.0
+EARLY_S = BOUND_S / 3  # the clock is asked after a third of the bound of quiet
+ASKS = 5  # clock questions answered: more than the bound at one a third of it
 
 
 def test_a_silent_gateway_is_noticed_within_the_bound_and_the_bracket_reconciles() -> None:
@@ -39,26 +39,18 @@ def test_a_silent_gateway_is_noticed_within_the_bound_and_the_bracket_reconciles
             o = _bracket(d, "hush-entry", qty=2)
             _stop, target = await _filled_bracket(d, rec, o)
             await d.barrier()
-            before, orders = _silences(), len(d.sim.orders)
+            before, orders = silences("ib", "api"), len(d.sim.orders)
 
             # idle: the watch's clock questions keep the connection for longer than the bound
-            asks, start = d.sim.clock_asks, time.monotonic()
-            await wait_until_async(lambda: d.sim.clock_asks >= asks + 5, 4 * BOUND_S, what="asks")
-            assert time.monotonic() - start > BOUND_S
+            assert await idle_for(lambda: d.sim.clock_asks, ASKS, BOUND_S) > BOUND_S
             assert d.venue.state is ConnectionState.CONNECTED and d.ib_venue.reconnects == 0
-            assert _silences() == before
+            assert silences("ib", "api") == before
 
             d.sim.silence()
-            silent_from = time.monotonic()
-            await wait_until_async(
-                lambda: d.venue.state is ConnectionState.CONNECTING,
-                BOUND_S + SLACK_S,
-                interval_s=0.01,
-                what="the silence noticed",
+            await noticed_within(
+                lambda: d.venue.state is ConnectionState.CONNECTING, BOUND_S, EARLY_S
             )
-            noticed_s = time.monotonic() - silent_from
-            assert BOUND_S - BOUND_S / 3 < noticed_s < BOUND_S + SLACK_S
-            assert _silences() == before + 1
+            assert silences("ib", "api") == before + 1
 
             away = MarketBar("ES", d.ts_s + 60, target, target + 1, target - 0.25, target, 10.0)
             d.sim.on_bar(away, RegularHours())  # the target fills while the gateway is hung
@@ -72,20 +64,43 @@ def test_a_silent_gateway_is_noticed_within_the_bound_and_the_bracket_reconciles
             for cid in (o.client_order_id, o.child_id("stop"), o.child_id("target")):
                 assert len(rec.of(cid, OrderSubmitted)) == 1
             assert d.venue.positions() == [] and d.venue.working_orders() == []
-            ledger = Ledger({s: i.point_value_usd for s, i in INSTRUMENTS.items()})
-            for e in rec.events:
-                ledger.apply(e)
-            result = reconcile(
-                d.venue,
-                ledger,
-                known_ids=known_order_ids(rec.events),
-                tick_sizes={s: i.tick_size for s, i in INSTRUMENTS.items()},
-                symbols=("ES", "NQ"),
-                trigger="reconnect",
-            )
-            assert result.clean, result.status()
+            assert_reconciles(d.venue, rec.events, INSTRUMENTS)
         finally:
             d.sim.speak()
             await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_feed_stays_up_without_bars_and_resubscribes_after_a_silence() -> None:
+    async def scenario() -> None:
+        sim = IbSimulator(INSTRUMENTS)
+        await sim.start()
+        feed = IbFeed(
+            ("ES",),
+            port=sim.port,
+            client_id=32,
+            connect_timeout_s=1.0,
+            retry_s=0.05,
+            silence_timeout_s=BOUND_S,
+            watch_s=0.02,
+        )
+        try:
+            await check_feed_silence(
+                FeedSilence(
+                    feed,
+                    ("ib", "api"),
+                    subscribed=lambda: len(sim.bar_subscribers.get("ES", [])) == 1,
+                    publish_bar=sim.publish_bar,
+                    idle=lambda: idle_for(lambda: sim.clock_asks, ASKS, BOUND_S),
+                    silence=sim.silence,
+                    speak=sim.speak,
+                    bound_s=BOUND_S,
+                    early_s=EARLY_S,
+                ),
+                T0,
+            )
+        finally:
+            await sim.stop()
 
     asyncio.run(scenario())

@@ -10,11 +10,9 @@ market did meanwhile comes back through the catch-up.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from infra.contracts import OrderCancelled, OrderFilled, OrderSubmitted
-from tests.helpers import wait_until_async
-from tests.trader.venues.conformance import Recorder
+from tests.trader.venues.conformance import Recorder, _bracket, _filled_bracket
 from tests.trader.venues.rithmic.driver import (
     INSTRUMENTS,
     T0,
@@ -22,33 +20,34 @@ from tests.trader.venues.rithmic.driver import (
     settings_for,
     start_rithmic,
 )
-from tests.trader.venues.rithmic.test_rithmic_recovery import _reconciled
-from trader import metrics
+from tests.trader.venues.silence import (
+    FeedSilence,
+    assert_reconciles,
+    check_feed_silence,
+    idle_for,
+    noticed_within,
+    silences,
+)
 from trader.core.bar import MarketBar
 from trader.feeds.rithmic import RithmicFeed
-from trader.venues.base import BracketOrder, ConnectionState
+from trader.venues.base import ConnectionState
 from trader.venues.rithmic_watch import SILENCE_HEARTBEATS, PlantWatch
 from trader.venues.sims.rithmic import RithmicSimulator
 
 #: the simulator's heartbeat interval (the watch sends a heartbeat after one of quiet)
 HEARTBEAT_S = 1.25
 BOUND_S = SILENCE_HEARTBEATS * HEARTBEAT_S
-#: what may pass after the bound before the watch sees it (its poll, a loaded machine)
-SLACK_S = 2.0
+BEATS = int(SILENCE_HEARTBEATS) + 2  # heartbeats answered: one per interval at most
 
 
-def _silences(plant: str) -> float:
-    labels = {"venue": "rithmic", "plant": plant}
-    return metrics.REGISTRY.get_sample_value("tradeloop_venue_silences_total", labels) or 0.0
+def _silences() -> float:
+    return silences("rithmic", "order") + silences("rithmic", "pnl")
 
 
 async def _idle_past_the_bound(sim: RithmicSimulator, plant: str) -> float:
     """Wait until `plant` has answered heartbeats for longer than the bound; return the seconds."""
     (session,) = [s for s in sim.gateway.sessions if s.plant_name == plant]
-    start, beats = time.monotonic(), session.heartbeats
-    wanted = beats + int(SILENCE_HEARTBEATS) + 2  # one per heartbeat interval at most
-    await wait_until_async(lambda: session.heartbeats >= wanted, 3 * BOUND_S, what="heartbeats")
-    return time.monotonic() - start
+    return await idle_for(lambda: session.heartbeats, BEATS, BOUND_S)
 
 
 def test_the_bound_is_three_heartbeat_intervals_or_the_setting_at_least_two() -> None:
@@ -81,34 +80,21 @@ def test_a_silent_gateway_is_noticed_within_the_bound_and_the_bracket_reconciles
         try:
             rec = Recorder()
             d.venue.add_listener(rec)
-            d.venue.submit_bracket(
-                BracketOrder("quiet-entry", "ES", "buy", 2, stop_distance=4.0, target_distance=8.0)
-            )
-            p = d.start_price
-            await d.bar(p, p + 0.25, p - 0.25, p)
-            await rec.wait(lambda: len(d.venue.working_orders()) == 2, 5, "the children")
-            target = next(w for w in d.venue.working_orders() if w.role == "target")
-            assert target.limit_price is not None
-            before = _silences("order") + _silences("pnl")
+            o = _bracket(d, "quiet-entry", qty=2)
+            _stop, t = await _filled_bracket(d, rec, o)
+            before = _silences()
 
             # idle, nothing but heartbeat answers for longer than the bound: still up
             assert await _idle_past_the_bound(sim, "order") > BOUND_S
             assert d.venue.state is ConnectionState.CONNECTED and d.rt.reconnects == 0
-            assert _silences("order") + _silences("pnl") == before
+            assert _silences() == before
 
             sim.silence()
-            silent_from = time.monotonic()
-            await wait_until_async(
-                lambda: d.venue.state is ConnectionState.CONNECTING,
-                BOUND_S + SLACK_S,
-                interval_s=0.01,
-                what="the silence noticed",
+            await noticed_within(
+                lambda: d.venue.state is ConnectionState.CONNECTING, BOUND_S, HEARTBEAT_S
             )
-            noticed_s = time.monotonic() - silent_from
-            assert BOUND_S - HEARTBEAT_S < noticed_s < BOUND_S + SLACK_S
-            assert _silences("order") + _silences("pnl") > before
+            assert _silences() > before
 
-            t = target.limit_price
             away = MarketBar("ES", d.ts_s + 60, t, t + 1, t - 0.25, t + 0.5, 10.0)
             sim.on_bar(away, RegularHours())  # the target fills while the gateway says nothing
             sim.speak()
@@ -122,7 +108,7 @@ def test_a_silent_gateway_is_noticed_within_the_bound_and_the_bracket_reconciles
             for cid in ("quiet-entry", "quiet-stop", "quiet-target"):
                 assert len(rec.of(cid, OrderSubmitted)) == 1
             assert d.venue.positions() == [] and d.venue.working_orders() == []
-            assert _reconciled(d.rt, rec.events)
+            assert_reconciles(d.venue, rec.events, INSTRUMENTS)
         finally:
             sim.speak()
             await d.close()
@@ -135,44 +121,22 @@ def test_the_feed_stays_up_without_trades_and_logs_in_again_after_a_silence() ->
         sim = RithmicSimulator(INSTRUMENTS, heartbeat_interval_s=HEARTBEAT_S)
         await sim.start()
         feed = RithmicFeed(("ES",), settings_for(sim, connect_timeout_s=2.0), retry_s=0.05)
-        got: list[MarketBar] = []
-
-        async def consume() -> None:
-            async for bar in feed.aiter():
-                got.append(bar)
-
-        task = asyncio.create_task(consume())
         try:
-            await wait_until_async(lambda: sim.has_market_data("ES"), 10, what="subscribed")
-            sim.publish_bar(MarketBar("ES", T0, 5000.0, 5002.0, 4999.0, 5001.0, 40.0))
-            await wait_until_async(lambda: len(got) == 1, 5, what="the first minute")
-
-            # no trades (the market closed): heartbeat answers keep the session
-            assert await _idle_past_the_bound(sim, "ticker") > BOUND_S
-            assert feed.connected and feed.silences == 0
-
-            sim.silence("ticker")
-            silent_from = time.monotonic()
-            await wait_until_async(
-                lambda: feed.silences == 1, BOUND_S + SLACK_S, interval_s=0.01, what="noticed"
-            )
-            assert BOUND_S - HEARTBEAT_S < time.monotonic() - silent_from < BOUND_S + SLACK_S
-            sim.speak()
-            await wait_until_async(
-                lambda: (
-                    feed.connected and sim.sessions("ticker") == 1 and sim.has_market_data("ES")
+            await check_feed_silence(
+                FeedSilence(
+                    feed,
+                    ("rithmic", "ticker"),
+                    subscribed=lambda: sim.sessions("ticker") == 1 and sim.has_market_data("ES"),
+                    publish_bar=sim.publish_bar,
+                    idle=lambda: _idle_past_the_bound(sim, "ticker"),
+                    silence=lambda: sim.silence("ticker"),
+                    speak=sim.speak,
+                    bound_s=BOUND_S,
+                    early_s=HEARTBEAT_S,
                 ),
-                15,
-                what="subscribed again",
+                T0,
             )
-            sim.publish_bar(MarketBar("ES", T0 + 60, 5001.0, 5003.0, 5000.0, 5002.0, 12.0))
-            await wait_until_async(lambda: len(got) == 2, 5, what="the minute after the silence")
-            assert (got[1].ts_s, got[1].close) == (T0 + 60, 5002.0)
-            assert feed.silences == 1 and feed.describe()["silences"] == 1
         finally:
-            sim.speak()
-            await feed.aclose()
-            await asyncio.wait_for(task, 5)
             await sim.stop()
             sim.close()
 
