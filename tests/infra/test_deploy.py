@@ -29,14 +29,15 @@ METRICS: dict[str, str] = {
     "tradeloop_model_swaps_total": "counter",
     "tradeloop_model_rejections_total": "counter",
     "tradeloop_pnl_usd": "gauge",
+    "tradeloop_venue_silences_total": "counter",
     "tradeloop_stream_events_in_total": "counter",
     "tradeloop_stream_events_out_total": "counter",
     "tradeloop_dead_letters_total": "counter",
     "tradeloop_lake_files_written_total": "counter",
     "tradeloop_feast_push_seconds": "histogram",
 }
-TRADER_METRICS = set(list(METRICS)[:9])
-STREAMS_METRICS = set(list(METRICS)[9:])
+TRADER_METRICS = set(list(METRICS)[:10])
+STREAMS_METRICS = set(list(METRICS)[10:])
 METRIC_REF = re.compile(r"\btradeloop_[a-z_]+\b")
 
 
