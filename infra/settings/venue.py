@@ -62,7 +62,7 @@ class VenueSettings(SettingsContext):
         default=30.0,
         ge=0,
         validation_alias="IB_SILENCE_TIMEOUT_S",
-        description="Interactive Brokers: seconds the open API connection may receive nothing (after a third of them the gateway's clock is asked) before the venue closes it and reconnects; 0: never.",
+        description="Interactive Brokers: seconds an open API connection (venue or feed) may receive nothing (after a third of them the gateway's clock is asked) before it is closed and reconnected; 0: never.",
     )
     projectx_api_url: str = Field(
         default="https://api.topstepx.com",
@@ -98,7 +98,7 @@ class VenueSettings(SettingsContext):
         default=30.0,
         ge=0,
         validation_alias="PROJECTX_SILENCE_TIMEOUT_S",
-        description="ProjectX Gateway: seconds the open user hub may receive nothing (the hub pings every 15 s) before the venue closes it and reconnects; 0: never.",
+        description="ProjectX Gateway: seconds an open hub (the venue's user hub, the feed's market hub) may receive nothing (pings every 15 s) before it is closed and reconnected; 0: never.",
     )
     topstepx_enable_nq: bool = Field(
         default=False,
