@@ -81,14 +81,25 @@ class ProjectxUpdates:
         def _publish(self, event: VenueEvent) -> None: ...
 
     def _replay(self, orders: list[dict[str, Any]], trades: list[dict[str, Any]]) -> None:
-        """Apply the Gateway's orders and trades in the order they happened (trades by id once)."""
+        """Apply the Gateway's orders and trades in the order they happened (trades by id once).
+
+        Cancels go last: an order's id tells when it was placed, not when it was
+        cancelled, and a bracket's stop (placed first) is cancelled after its target's
+        fill, which must be known to name the cancel `oco`.
+        """
         pending = sorted(trades, key=lambda t: int(t["id"]))
+        cancelled = []
         for order in sorted(orders, key=lambda o: int(o["id"])):
             while pending and int(pending[0]["orderId"]) <= int(order["id"]):
                 self._apply_trade(pending.pop(0))
-            self._apply_order(order)
+            if int(order["status"]) == CANCELLED:
+                cancelled.append(order)
+            else:
+                self._apply_order(order)
         for trade in pending:
             self._apply_trade(trade)
+        for order in cancelled:
+            self._apply_order(order)
 
     def restore(self, events: Iterable[VenueEvent]) -> list[str]:
         """Take back the orders of a previous process from its published order events.

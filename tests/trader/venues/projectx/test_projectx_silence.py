@@ -45,7 +45,6 @@ def test_a_silent_user_hub_is_noticed_within_the_bound_and_the_bracket_reconcile
                 RegularHours(),
                 BOUND_S,
                 PING_S,
-                oco_reason=None,  # the catch-up names it "cancelled by the venue"
             ),
             "calm-entry",
         )
