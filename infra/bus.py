@@ -37,6 +37,7 @@ __all__ = [
     "KafkaSecurityError",
     "Record",
     "TopicSetting",
+    "UnconfirmedSendError",
     "next_offsets",
     "topic_settings",
 ]
@@ -52,6 +53,24 @@ class BrokerUnavailableError(RuntimeError):
             f"cannot reach Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS){detail}; "
             "start the embedded broker with `tradeloop stack up` or point "
             "KAFKA_BOOTSTRAP_SERVERS at a running broker"
+        )
+
+
+class UnconfirmedSendError(RuntimeError):
+    """Raise when the broker answered records as sent before, without their offsets.
+
+    Tansu saves a producer's sequence before the batch: killed in between, it answers a
+    retried batch as a duplicate (aiokafka reports it sent, offset -1) though it may never
+    have written it. Such records are not known to be delivered.
+    """
+
+    def __init__(self, topic: str, partitions: Iterable[int], records: int) -> None:
+        self.topic = topic
+        self.partitions = sorted(set(partitions))
+        self.records = records
+        super().__init__(
+            f"the broker answered {records} records to {topic}{self.partitions} as sent "
+            "before, without offsets: not known to be delivered"
         )
 
 
@@ -329,21 +348,34 @@ class BusProducer:
         await self.stop()
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None) -> tuple[int, int]:
-        """Send one record and wait for the ack; return (partition, offset)."""
+        """Send one record and wait for the ack; return (partition, offset).
+
+        Raise `UnconfirmedSendError` if the broker answered it without an offset.
+        """
         meta = await self._producer.send_and_wait(topic, value=value, key=key)
-        return meta.partition, meta.offset
+        return _delivered(topic, [(meta.partition, meta.offset)])[0]
 
     async def send_many(
         self, topic: str, records: Iterable[tuple[bytes | None, bytes]]
     ) -> list[tuple[int, int]]:
-        """Send records pipelined, in order, and wait for every ack."""
+        """Send records pipelined, in order, and wait for every ack.
+
+        Raise `UnconfirmedSendError` if any record was answered without an offset.
+        """
         futures = [await self._producer.send(topic, value=v, key=k) for k, v in records]
         metas = await asyncio.gather(*futures)
-        return [(m.partition, m.offset) for m in metas]
+        return _delivered(topic, [(m.partition, m.offset) for m in metas])
 
     async def flush(self) -> None:
         """Wait until every buffered record is acknowledged."""
         await self._producer.flush()
+
+
+def _delivered(topic: str, answers: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    unproven = [partition for partition, offset in answers if offset < 0]
+    if unproven:
+        raise UnconfirmedSendError(topic, unproven, len(unproven))
+    return answers
 
 
 class BusConsumer:
