@@ -49,6 +49,7 @@ class CrashPoint(StrEnum):
     AGENTS_MID_FEAST_PUSH = "agents.mid_feast_push"
     OUTBOX_AFTER_ACK_BEFORE_CURSOR = "outbox.after_ack_before_cursor"
     OUTBOX_MID_APPEND = "outbox.mid_append"
+    TRADER_ORDER_SPOOLED_BEFORE_JOURNAL = "trader.order_spooled_before_journal"
     HOTSWAP_AFTER_VERIFY_BEFORE_SWAP = "hotswap.after_verify_before_swap"
     TRAINING_AFTER_UPLOAD_BEFORE_MANIFEST = "training.after_upload_before_manifest"
 

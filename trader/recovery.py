@@ -2,12 +2,15 @@
 
 `Recovery.start()` runs once before the first bar:
 
-1. open the order journal (`{home}/trader/orders.jsonl`) and compact it;
+1. open the order journal (`{home}/trader/orders.jsonl`), add the outbox's newest
+   order event if the journal lacks it (a kill between the two writes), compact it;
 2. fold it into the engine's trade book and risk (`trader.core.restore`);
 3. let a venue whose book lives in this process (`paper`) rebuild it from the same
    events (`restore`), then journal every order event from now on;
 4. reconcile the venue with the journal's ledger, publish one `PositionReconciled`
-   per symbol, and hold entries while anything is unexplained;
+   per symbol, and hold entries while anything is unexplained; a position whose stop
+   was never placed (a kill between an entry's fill and its children) is flattened
+   at the first bar;
 5. load the kill switch (a halted trader restarts halted) and the prop-firm
    account (`{home}/trader/prop_account.json`), saved again on every change.
 
@@ -24,7 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.contracts import Event, topic_for
+from infra.contracts import (
+    TOPICS,
+    Event,
+    EventDecodeError,
+    OrderEvent,
+    VenueEvent,
+    decode,
+    topic_for,
+)
 from infra.settings import Settings
 from trader.core.engine import Engine
 from trader.core.killswitch import (
@@ -35,6 +46,7 @@ from trader.core.killswitch import (
 )
 from trader.core.restore import adopt_trades
 from trader.core.risk import PropAccount
+from trader.venues.base import VenueError
 from trader.venues.journal import OrderJournal
 from trader.venues.reconcile import Reconciliation, known_order_ids, reconcile
 
@@ -45,6 +57,10 @@ log = logging.getLogger(__name__)
 
 class RecoveryError(RuntimeError):
     """Raise when a state file of the trader cannot be used (names it and why)."""
+
+
+#: the topic that carries the venues' order events
+_ORDERS_TOPIC = next(s.name for s in TOPICS.values() if s.contract is VenueEvent)
 
 
 class Recovery:
@@ -69,6 +85,7 @@ class Recovery:
         self.last: Reconciliation | None = None
         self.adopted: list[str] = []
         self.restored: list[str] = []
+        self._unprotected: list[str] = []  # symbols to flatten at the first bar
         self._was_connected = True
         self._sessions = 0  # the venue's reconnect count (venues that reconnect between bars)
         self._prop_path = self.dir / "prop_account.json"
@@ -80,15 +97,24 @@ class Recovery:
 
     # start ----------------------------------------------------------------
 
-    def start(self) -> Reconciliation:
-        """Run the start-up duties (see the module docstring); return the reconciliation."""
+    def start(self, last_spooled: Callable[[str], bytes | None] | None = None) -> Reconciliation:
+        """Run the start-up duties (see the module docstring); return the reconciliation.
+
+        `last_spooled(topic)` returns the newest record of a topic in the outbox's spool
+        (`Outbox.last_value`): the engine spools each order event before the journal takes
+        it, so a process killed between the two left one event on its way to Kafka that the
+        journal lacks; it is journaled before anything reads the journal.
+        """
         engine, venue = self.engine, self.venue
         self.killswitch = KillSwitch(self.dir / killswitch_path(self.settings).name, engine.risk)
         self._load_prop()
         journal = self.journal = OrderJournal(self.dir / "orders.jsonl")
+        if last_spooled is not None:
+            self._journal_spooled_tail(journal, last_spooled(_ORDERS_TOPIC))
         dropped = journal.compact(self.point_values)
         events = list(journal.events)
-        self.adopted = [t.entry_id for t in adopt_trades(engine.book, engine.risk, events)]
+        adopted = adopt_trades(engine.book, engine.risk, events)
+        self.adopted = [t.entry_id for t in adopted]
         venue.add_listener(journal.append)  # type: ignore[arg-type]
         restore = getattr(venue, "restore", None)
         if callable(restore):
@@ -96,6 +122,7 @@ class Recovery:
         self._was_connected = venue.connected
         self._sessions = getattr(venue, "reconnects", 0)
         rec = self.reconcile("start")
+        self._unprotected = sorted({t.symbol for t in adopted if not t.stop_dist})
         log.info(
             "start-up: journal %d events (%d compacted away), %d open trades adopted, "
             "%d brackets restored at the venue, reconciliation %s",
@@ -106,6 +133,48 @@ class Recovery:
             "clean" if rec.clean else f"UNEXPLAINED: {rec.why_refused()}",
         )
         return rec
+
+    def _flatten_unprotected(self) -> None:
+        """Flatten the symbols whose adopted position has no stop, at the first bar.
+
+        A process that died between an entry's fill and its bracket's children left a
+        position with no stop (the bracket's distances died with it). The first bar
+        gives the paper venue a price to exit at.
+        """
+        symbols, self._unprotected = self._unprotected, []
+        for symbol in symbols:
+            log.warning(
+                "start-up: %s holds a position whose stop was never placed (the process died "
+                "after the entry filled); flattening it",
+                symbol,
+            )
+            try:
+                self.venue.flatten(symbol, "risk_flatten")
+            except VenueError as exc:
+                log.error("start-up: cannot flatten %s: %s", symbol, exc)
+
+    @staticmethod
+    def _journal_spooled_tail(journal: OrderJournal, spooled_order: bytes | None) -> None:
+        """Journal the outbox's newest order event if the journal lacks it (see `start`)."""
+        if spooled_order is None:
+            return
+        try:
+            event: Event = decode(spooled_order)
+        except EventDecodeError as exc:
+            log.error("start-up: the outbox's last order record does not decode: %s", exc)
+            return
+        if not isinstance(event, OrderEvent) or any(
+            e.event_id == event.event_id for e in journal.events
+        ):
+            return  # a reconciliation record, or journaled already
+        journal.append(event)
+        log.warning(
+            "start-up: the order journal lacked the last spooled order event %s (%s of %s): "
+            "the process died between the two writes; journaled it now",
+            event.event_id,
+            type(event).__name__,
+            getattr(event, "client_order_id", "?"),
+        )
 
     def reconcile(self, trigger: str) -> Reconciliation:
         """Compare the venue with the journal now; publish the events; hold or release entries."""
@@ -151,6 +220,8 @@ class Recovery:
 
     def after_bar(self) -> None:
         """Reconcile after a reconnect; turn a prop-firm breach into the kill switch."""
+        if self._unprotected:
+            self._flatten_unprotected()
         connected = self.venue.connected
         sessions = getattr(self.venue, "reconnects", 0)
         if connected and (not self._was_connected or sessions != self._sessions):

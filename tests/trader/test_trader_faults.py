@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from aiokafka import TopicPartition
 
@@ -26,6 +25,7 @@ from infra.crash import CRASH_ENV, CRASH_EXIT_CODE
 from infra.offsets import read_to_end
 from infra.settings import Settings, settings_env
 from tests.helpers import SettingsFactory, wait_until
+from tests.kit.bars import write_bars_csv
 from tests.kit.durable import DurableBroker
 from trader.core.bar import MarketBar
 from trader.feeds.sim import SimFeed
@@ -34,16 +34,6 @@ from trader.io.outbox import TRADER_TOPICS, Outbox
 pytestmark = pytest.mark.kafka
 
 TRADELOOP = str(Path(sys.executable).with_name("tradeloop"))
-
-
-def _csv(path: Path, bars: list[MarketBar]) -> Path:
-    rows = [
-        {"ts": pd.Timestamp(b.ts_s, unit="s", tz="UTC"), "open": b.open, "high": b.high,
-         "low": b.low, "close": b.close, "volume": b.volume, "symbol": b.symbol}
-        for b in bars
-    ]  # fmt: skip
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 def _trade(
@@ -123,7 +113,7 @@ def test_killed_at_each_outbox_crash_point_and_the_broker_killed_nothing_lost_or
     for n, (plan, code, restart_says) in enumerate(runs):
         log = tmp_path / f"run{n}.log"
         extra = {CRASH_ENV: plan} if plan else {}
-        csv = _csv(tmp_path / f"{n}.csv", bars[n * third : (n + 1) * third])
+        csv = write_bars_csv(tmp_path / f"{n}.csv", bars[n * third : (n + 1) * third])
         speed = 0.0 if plan else third * 60 / 8.0  # the last run's bars in about 8 s
         before = sum(kafka_event_ids(settings).values())
         proc = _trade(_env(settings, home, **extra), csv, log, speed=speed)

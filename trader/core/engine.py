@@ -33,6 +33,7 @@ from infra.contracts import (
     VenueEvent,
     topic_for,
 )
+from infra.crash import CrashPoint, crash_point
 from infra.settings import Settings
 from trader import metrics
 from trader.core.bar import MarketBar
@@ -403,6 +404,7 @@ class Engine:
     def _order_event(self, event: VenueEvent) -> None:
         """Venue listener: publish the order event; release the risk of an entry that died."""
         self._emit(event)
+        crash_point(CrashPoint.TRADER_ORDER_SPOOLED_BEFORE_JOURNAL)  # the journal listens after us
         dead = self.book.apply(event)
         if dead is not None:
             self.risk.cancelled(dead.symbol)

@@ -326,6 +326,35 @@ class Outbox:
         """Return how many records wait for an ack."""
         return self.next_seq - self.cursor - len(self._acked_ahead)
 
+    def last_value(self, topic: str) -> bytes | None:
+        """Return the value of the newest record of `topic` still in the spool (None: none).
+
+        Reads the segments newest first; only what is on disk, so a record whose
+        segment was drained and deleted is not found.
+        """
+        with self._lock:
+            segments = list(self._segments)
+        for _, path in reversed(segments):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # drained and deleted meanwhile
+                continue
+            found: bytes | None = None
+            pos = 0
+            while pos + _HEAD.size <= len(data):
+                length, crc = _HEAD.unpack_from(data, pos)
+                end = pos + _HEAD.size + length
+                body = data[pos + _HEAD.size : end]
+                if end > len(data) or zlib.crc32(body) != crc:
+                    break
+                t, _, value = _unframe(body)
+                if t == topic:
+                    found = value
+                pos = end
+            if found is not None:
+                return found
+        return None
+
     def read(self, max_records: int = 500) -> list[tuple[int, str, bytes | None, bytes]]:
         """Return up to `max_records` unacknowledged records from the cursor on, in order."""
         with self._lock:

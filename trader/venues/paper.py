@@ -419,7 +419,8 @@ class PaperVenue(PaperOrderEvents, Venue):
         """Rebuild the book of a restarted process from the order events this venue published.
 
         Filled brackets come back open at their entry price with their stop and
-        target working at their last accepted prices. An entry that had not filled
+        target working at their last accepted prices; a filled entry whose children
+        were never placed comes back as a position with no order working. An entry that had not filled
         completely cannot be rebuilt (its distances were never published): it
         expires now (`OrderExpired`, reason `venue restarted`). Return the entry
         ids of the brackets restored. The book must be empty.
@@ -466,7 +467,9 @@ class PaperVenue(PaperOrderEvents, Venue):
                 subs.get(child_order_id(cid, "stop")),
                 subs.get(child_order_id(cid, "target")),
             )
-            if stop_sub is None or target_sub is None:
+            if stop_sub is None or target_sub is None:  # died between the fill and its children
+                self._restore_unprotected(sub, got, filled)
+                restored.append(cid)
                 continue
             children = [c for c in (stop_sub, target_sub) if c.client_order_id not in ended]
             exited = sum(
@@ -521,6 +524,39 @@ class PaperVenue(PaperOrderEvents, Venue):
                 self._orders[o.client_order_id] = o
             restored.append(cid)
         return restored
+
+    def _restore_unprotected(
+        self, sub: OrderSubmitted, got: list[OrderFilled], filled: int
+    ) -> None:
+        """Hold the position of a filled entry whose stop and target were never placed.
+
+        The exchange keeps such a position; with no child orders it waits for a flatten
+        (the trader's start-up flattens it: `trader.recovery`).
+        """
+        avg = sum(f.fill_price * f.quantity for f in got) / filled
+        sign = 1 if sub.side == "buy" else -1
+        tick = self.instruments[sub.symbol].tick_size
+        bracket = BracketOrder(
+            sub.client_order_id,
+            sub.symbol,
+            sub.side,
+            filled,
+            tick,
+            tick,
+            contract=sub.contract,
+            signal_id=sub.signal_id,
+            strategy=sub.strategy,
+        )
+        entry = self._restored_order(sub, None, bracket)
+        entry.filled = filled
+        p = FillPosition(
+            entry, sub.symbol, sub.strategy, sign, filled, tick, tick, counterfactual=False
+        )
+        p.entry_price, p.entry_ts_s = avg, int(got[-1].ts_event.timestamp())
+        p.stop, p.target = -sign * _INF, sign * _INF
+        self.book.open.setdefault(sub.symbol, []).append(p)
+        self._busy.add(sub.symbol)
+        self._positions[sub.client_order_id] = p
 
     def _restored_order(
         self, sub: OrderSubmitted, accepted: OrderAccepted | None, bracket: BracketOrder | None
