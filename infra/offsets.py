@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-__all__ = ["EndOffsetUnknownError", "read_to_end", "true_end_offsets"]
+__all__ = ["EndOffsetUnknownError", "read_to_end", "read_topics_to_end", "true_end_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +155,23 @@ async def read_to_end(
         return ends
     finally:
         await reader.stop()
+
+
+async def read_topics_to_end(
+    bus: KafkaBus,
+    topics: Iterable[str],
+    on_records: Callable[[list[ConsumerRecord[Any, Any]]], None],
+    **options: Any,
+) -> dict[TopicPartition, int]:
+    """Read every partition of whole topics (full names) to their true ends; see `read_to_end`."""
+    reader = await bus.consumer((), None).start()
+    try:
+        await reader.raw.topics()  # metadata of every topic
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(reader.raw.partitions_for_topic(t) or ())
+        ]
+    finally:
+        await reader.stop()
+    return await read_to_end(bus, tps, on_records, **options)

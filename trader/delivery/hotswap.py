@@ -39,6 +39,7 @@ from infra.bus import BusConsumer, KafkaBus, topic_settings
 from infra.contracts import ModelManifest
 from infra.crash import CrashPoint, crash_point
 from infra.objectstore import ObjectNotFoundError, object_store
+from infra.offsets import read_to_end
 from infra.settings import Settings, stack_state
 from infra.signing import Keyring
 from trader import metrics
@@ -235,17 +236,17 @@ class HotSwapper:
         timeout_s = max(30.0, 3 * self.settings.kafka_session_timeout_ms / 1000)
         deadline = time.monotonic() + timeout_s
         raw = consumer.raw
-        records = []
-        while True:
-            records.extend(await consumer.poll(timeout_ms=300))
-            assigned = raw.assignment()
-            if assigned:
-                ends = await raw.end_offsets(list(assigned))
-                positions = {tp: await raw.position(tp) for tp in assigned}
-                if all(positions[tp] >= ends[tp] for tp in assigned):
-                    break
+        while not raw.assignment():
+            await consumer.poll(timeout_ms=300)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no assignment of {self.topic} within {timeout_s:.0f}s")
+        # ListOffsets answers short on Tansu: read to the fetched end (infra.offsets).
+        records: list[Any] = []
+        ends = await read_to_end(
+            self.bus, sorted(raw.assignment()), records.extend, timeout_s=timeout_s
+        )
+        for tp, end in ends.items():
+            raw.seek(tp, end)  # follow from the end read to
         ours = [r for r in records if self._ours(r.key, r.value)]
         ours.sort(key=lambda r: (peek_sequence(r.value or b""), r.offset), reverse=True)
         accepted = False

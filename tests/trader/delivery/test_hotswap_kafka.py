@@ -16,11 +16,15 @@ from typing import Any
 
 import pytest
 
+from infra.bus import KafkaBus, topic_settings
+from infra.faultproxy import FaultProxy
 from infra.settings import Settings
 from infra.signing import Keyring
 from infra.stack import free_port
 from tests.helpers import TEST_HMAC_KEY, s3_bucket_for, unique
 from tests.hotswap_support import Publisher, release_bytes
+from tests.infra.test_offsets import SHORT_BATCHES, SLOW_S3_MS
+from tests.kit.durable import DurableBroker
 from trader import metrics
 from trader.delivery.hotswap import HotSwapper
 from trader.delivery.models import ModelHolder
@@ -175,3 +179,40 @@ def test_a_broker_that_is_down_never_crashes_the_trader(
             assert b'tradeloop_model_swap_errors_total{kind="kafka"}' in metrics.render()
 
     asyncio.run(scenario())
+
+
+def test_startup_reads_past_a_short_listoffsets_answer_to_the_newest_release(
+    proxied_durable_broker: tuple[DurableBroker, FaultProxy],
+    make_settings: Callable[..., Settings],
+    s3_server: Any,
+) -> None:
+    # Tansu on S3 answers ListOffsets with the first batch of the newest second + 1:
+    # a catch-up that stops there serves an older release than the topic's newest.
+    broker, s3 = proxied_durable_broker
+    bucket = s3_bucket_for(s3_server.address, unique("hk"))
+    settings = make_settings(s3=True, S3_BUCKET=bucket, KAFKA_BOOTSTRAP_SERVERS=broker.address)
+    bus = KafkaBus(settings)
+    topic = bus.topic("models")
+    holder = ModelHolder()
+
+    async def scenario() -> tuple[int, int, int]:
+        await bus.ensure_topics(topic_settings(bus, ["models"]))
+        for attempt in range(5):  # each burst ends with a newer release than any before
+            older, newest = (
+                release_bytes(settings, 2 * attempt + 1),
+                release_bytes(settings, 2 * attempt + 2),
+            )
+            reported, end = await broker.write_burst(topic, [older] * 23 + [newest])
+            if reported <= end - SHORT_BATCHES:
+                break
+        else:
+            raise AssertionError(f"ListOffsets answered {reported} of {end}: no short burst")
+        s3.set("slow", latency_ms=SLOW_S3_MS)  # a fetch answers with a few batches
+        swapper = HotSwapper(settings, holder, poll_sec=3600)
+        async with running(swapper):
+            await asyncio.wait_for(swapper.ready.wait(), 60)
+        return reported, end, 2 * attempt + 2
+
+    reported, end, newest_sequence = asyncio.run(scenario())
+    assert reported <= end - SHORT_BATCHES
+    assert holder.current.release == f"r{newest_sequence}"
