@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from infra.bus import BusConsumer, KafkaBus
 from infra.contracts import TOPICS, DriftAlert, Event, EventDecodeError, decode
+from infra.offsets import true_end_offsets
 
 __all__ = ["DriftWatcher"]
 
@@ -72,7 +73,8 @@ class DriftWatcher:
         parts = raw.assignment()
         if not parts:
             return
-        ends = await raw.end_offsets(list(parts))
+        # ListOffsets answers short on Tansu (see infra.offsets): probe the fetched end.
+        ends = await true_end_offsets(self.bus, parts, await raw.end_offsets(list(parts)))
         for tp, end in ends.items():
             raw.seek(tp, max(0, end - self.recent))
 

@@ -15,6 +15,7 @@ from infra.settings import Settings
 from infra.stack import free_port
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_until_async
+from tests.kit.durable import DurableBroker
 from trader.io.console import ConsoleFeed
 from trader.io.drift_watch import DRIFT_TOPIC, DriftWatcher
 from trader.live import TradeOptions, run_trade
@@ -76,6 +77,38 @@ def test_the_watcher_shows_recent_alerts_then_follows_and_skips_garbage(
         console.drift_alerts[0]["detail"] == "<script>alert(1)</script>"
     )  # data, escaped by the page
     assert not watcher.connected
+
+
+@pytest.mark.s3
+def test_the_recent_alerts_are_the_last_ones_though_listoffsets_answers_short(
+    durable_broker: DurableBroker, make_settings: SettingsFactory
+) -> None:
+    # Tansu on S3 answers ListOffsets with the first batch of the newest second + 1:
+    # counting back from it would show older alerts than the newest `recent`.
+    settings = make_settings(KAFKA_BOOTSTRAP_SERVERS=durable_broker.address, TOPIC_PARTITIONS=1)
+    bus = KafkaBus(settings)
+    seen: list[float] = []
+
+    async def main() -> tuple[int, int]:
+        await bus.ensure_topics(topic_settings(bus, [DRIFT_TOPIC]))
+        for first in range(0, 120, 24):  # until a burst fits in a second
+            values = [encode(_alert(n)) for n in range(first, first + 24)]
+            reported, end = await durable_broker.write_burst(bus.topic(DRIFT_TOPIC), values)
+            if reported <= end - 4:
+                break
+        watcher = DriftWatcher(bus, lambda _t, a: seen.append(a.value), recent=3)
+        stop = asyncio.Event()
+        task = asyncio.create_task(watcher.run(stop))
+        try:
+            await wait_until_async(lambda: len(seen) >= 3, 30, what="the recent alerts")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return reported, end
+
+    reported, end = asyncio.run(main())
+    assert reported <= end - 4, f"ListOffsets answered {reported} of {end}: not short"
+    assert seen == [float(n) for n in range(end - 3, end)]
 
 
 async def _console_health(client: httpx.AsyncClient) -> dict | None:
