@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
+from infra.bus import KafkaBus
 from infra.contracts import SignalSnapshot
 from infra.faultproxy import FaultProxy
+from infra.offsets import read_topics_to_end
 from infra.stack import ManagedProcess, StackError, _managed, _spawn, tansu_binary, wait_port
 
 __all__ = ["ProxiedBroker", "ProxyKit", "decision_lateness_s", "decision_stall_s", "read_topics"]
@@ -109,23 +111,7 @@ def decision_stall_s(signals: Sequence[SignalSnapshot], speed: float) -> float:
 
 
 async def read_topics(bootstrap: str, topics: Sequence[str]) -> list[ConsumerRecord[Any, Any]]:
-    """Read whole topics to their current end (assigned partitions, no group), in offset order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        parts = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or []
-        ]
-        if not parts:
-            return []
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: list[ConsumerRecord[Any, Any]] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend(msgs)
-        return out
-    finally:
-        await consumer.stop()
+    """Read whole topics to their true end (assigned partitions, no group), in offset order."""
+    out: list[ConsumerRecord[Any, Any]] = []
+    await read_topics_to_end(KafkaBus(bootstrap=bootstrap), topics, out.extend)
+    return out

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.bus import KafkaBus, Record, topic_settings
 from infra.contracts import Event, encode, event_key, topic_for
+from infra.offsets import read_topics_to_end
 from infra.settings import Settings
 from infra.stack import free_port
 from streams.monitor import MonitorRunner
@@ -57,23 +58,14 @@ async def _commit_group(bus: KafkaBus, group: str, topic: str, wanted: int) -> d
 
 async def _record_times(bus: KafkaBus, topic: str) -> dict[bytes | None, list[int]]:
     """Return the record timestamps (ms) of a whole topic, by key, read to its end."""
-    consumer = bus.consumer([bus.topic(topic)], None, from_beginning=True)
-    await consumer.start()
-    raw = consumer.raw
-    try:
-        times: dict[bytes | None, list[int]] = {}
-        ends: dict[Any, int] = {}
-        deadline = time.monotonic() + 30
-        while True:
-            for rec in await consumer.poll(200):
-                times.setdefault(rec.key, []).append(rec.timestamp_ms)
-            if not ends and raw.assignment():
-                ends = await raw.end_offsets(list(raw.assignment()))
-            if ends and all([await raw.position(tp) >= end for tp, end in ends.items()]):
-                return times
-            assert time.monotonic() < deadline, f"{topic} not read to its end {ends}"
-    finally:
-        await consumer.stop()
+    times: dict[bytes | None, list[int]] = {}
+
+    def take(msgs: list[Any]) -> None:
+        for m in msgs:
+            times.setdefault(m.key, []).append(m.timestamp)
+
+    await asyncio.wait_for(read_topics_to_end(bus, [bus.topic(topic)], take), 30)
+    return times
 
 
 def _now_ms() -> int:

@@ -35,6 +35,7 @@ from infra.contracts import (
     encode,
     event_key,
 )
+from infra.offsets import read_topics_to_end
 from infra.settings import Settings, settings_env
 from infra.stack import free_port
 from tests.helpers import SettingsFactory, wait_until
@@ -134,27 +135,13 @@ def _produce(settings: Settings, bars: list[MarketBar]) -> None:
 
 def _events(settings: Settings) -> list[Any]:
     async def read() -> list[Any]:
-        from aiokafka import TopicPartition
-
         bus = KafkaBus(settings)
-        reader = await bus.consumer((), None).start()
-        consumer = reader.raw
+        names = [bus.topic(t) for t in ("orders", "signals", "outcomes")]
         out: list[Any] = []
-        try:
-            await consumer.topics()
-            names = [bus.topic(t) for t in ("orders", "signals", "outcomes")]
-            tps = [
-                TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()
-            ]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    out += [decode(m.value or b"") for m in msgs]
-            return out
-        finally:
-            await reader.stop()
+        await read_topics_to_end(
+            bus, names, lambda ms: out.extend(decode(m.value or b"") for m in ms)
+        )
+        return out
 
     return asyncio.run(read())
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.bus import KafkaBus
 from infra.contracts import SignalSnapshot, decode
+from infra.offsets import read_topics_to_end
 from infra.settings import Settings
 from infra.stack import free_port
 from tests.helpers import s3_bucket_for, unique
@@ -52,32 +52,15 @@ async def _until_health(
 async def _signals(settings: Settings) -> list[SignalSnapshot]:
     """Read the whole signals topic (assigned partitions, no group)."""
     bus = KafkaBus(settings)
-    topic = bus.topic("signals")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bus.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetch metadata
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        assert parts, f"{topic} does not exist"
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: list[SignalSnapshot] = []
-
-        async def behind() -> bool:
-            for tp in parts:
-                if await consumer.position(tp) < ends[tp]:
-                    return True
-            return False
-
-        while await behind():
-            batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                out.extend(decode(m.value or b"", SignalSnapshot) for m in msgs)
-        out.sort(key=lambda s: s.ts_init)  # the order they were decided in
-        return out
-    finally:
-        await consumer.stop()
+    out: list[SignalSnapshot] = []
+    ends = await read_topics_to_end(
+        bus,
+        [bus.topic("signals")],
+        lambda msgs: out.extend(decode(m.value or b"", SignalSnapshot) for m in msgs),
+    )
+    assert ends, f"{bus.topic('signals')} does not exist"
+    out.sort(key=lambda s: s.ts_init)  # the order they were decided in
+    return out
 
 
 def _settings(make_settings: Callable[..., Settings], s3_server: Any, **env: Any) -> Settings:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 
 from infra.bus import KafkaBus
 from infra.contracts import Event, decode
+from infra.offsets import read_topics_to_end
 from infra.stack import free_port, start_tansu
 from tests.helpers import SettingsFactory, wait_until
 from trader.core.engine import Engine, EngineConfig
@@ -92,30 +92,18 @@ def test_reads_resume_in_order_through_partial_commits_and_rolls(tmp_path: Path)
 async def _consume_ids(bus: KafkaBus, short: set[str], timeout_s: float = 30.0) -> list[str]:
     """Return the event id of every record on the topics (short names), in full.
 
-    Reads each partition up to its end offset, so a duplicate on the broker is always
+    Reads each partition up to its true end (`infra.offsets`), so a duplicate on the broker is always
     among the ids (call it once the writer is done).
     """
     ids: list[str] = []
-    topics = {bus.topic(name) for name in short}
-    consumer = bus.consumer(sorted(topics), None, from_beginning=True)
-    await consumer.start()
-    raw = consumer.raw
-    try:
-        deadline = time.monotonic() + timeout_s
-        ends: dict[TopicPartition, int] = {}
-        while True:
-            for rec in await consumer.poll(timeout_ms=200):
-                event: Event = decode(rec.value or b"")
-                ids.append(event.event_id)
-            assigned = raw.assignment()
-            if not ends and {tp.topic for tp in assigned} == topics:
-                ends = await raw.end_offsets(list(assigned))
-            if ends and all([await raw.position(tp) >= end for tp, end in ends.items()]):
-                return ids
-            if time.monotonic() > deadline:
-                raise AssertionError(f"read {len(ids)} records, not to the end {ends}")
-    finally:
-        await consumer.stop()
+
+    def take(msgs: list[Any]) -> None:
+        events: list[Event] = [decode(m.value or b"") for m in msgs]
+        ids.extend(e.event_id for e in events)
+
+    topics = sorted(bus.topic(name) for name in short)
+    await asyncio.wait_for(read_topics_to_end(bus, topics, take), timeout_s)
+    return ids
 
 
 @pytest.mark.kafka
