@@ -28,6 +28,7 @@ from rich.console import Console
 
 from infra.bus import BrokerUnavailableError, BusConsumer, KafkaBus
 from infra.contracts import TOPICS
+from infra.offsets import EndOffsetUnknownError, true_end_offsets
 from infra.settings import Settings, get_settings
 from streams.monitor_state import (
     MonitorState,
@@ -207,12 +208,12 @@ class MonitorRunner:
         # One request per kind: aiokafka resolves each seek call with its own round trip.
         if to_begin:
             await consumer.seek_to_beginning(*to_begin)
-        if to_end:
-            await consumer.seek_to_end(*to_end)
+        ends = await self._true_ends([*to_end, *by_time])
+        for tp in to_end:
+            consumer.seek(tp, ends[tp])
         if not by_time:
             return
         found = await consumer.offsets_for_times(by_time)
-        ends = await consumer.end_offsets(list(by_time))
         for tp in by_time:
             hit = found.get(tp)
             # Kafka answers None past the last record; Tansu answers timestamp -1.
@@ -252,10 +253,15 @@ class MonitorRunner:
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         """Return the current end offset of every assigned partition."""
+        return await self._true_ends(self._assigned)
+
+    async def _true_ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        # ListOffsets answers short on Tansu (see infra.offsets); a fetch gives the end.
         assert self._consumer is not None
-        if not self._assigned:
+        if not tps:
             return {}
-        return dict(await self._consumer.end_offsets(self._assigned))
+        reported = await self._consumer.end_offsets(tps)
+        return await true_end_offsets(self.bus, tps, reported, timeout_s=ADMIN_TIMEOUT_S)
 
     # Lag -----------------------------------------------------------------------
 
@@ -278,7 +284,7 @@ class MonitorRunner:
         try:
             await self._assign()
             ends = await self.end_offsets()
-        except (KafkaError, TimeoutError) as exc:
+        except (KafkaError, TimeoutError, EndOffsetUnknownError) as exc:
             notes.append(f"end offsets unavailable: {type(exc).__name__}: {exc}")
             self._lag = lag_summary([], supported=False, notes=notes)
             return self._lag

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.bus import KafkaBus, Record, topic_settings
@@ -24,6 +25,7 @@ from infra.stack import free_port
 from streams.monitor import MonitorRunner
 from tests.conftest import SettingsFactory
 from tests.helpers import settings_env, unique, wait_until
+from tests.kit.durable import DurableBroker
 from tests.kit.events import bar, dead_letter, drift, manifest, outcome
 
 pytestmark = pytest.mark.kafka
@@ -304,3 +306,33 @@ def test_a_live_monitor_picks_up_topics_created_after_it_started(
     assert snap["topics"]["bars"]["messages"] == 4
     assert snap["pnl"]["total"]["pnl_usd"] == 90.0
     assert snap["lag"]["notes"] == []
+
+
+@pytest.mark.s3
+def test_monitor_ends_are_the_fetched_ends_though_listoffsets_answers_short(
+    durable_broker: DurableBroker, make_settings: SettingsFactory
+) -> None:
+    # Tansu on S3 answers ListOffsets with the first batch of the newest second + 1:
+    # the lag shown and the monitor's start at the end must use the fetched end.
+    settings = make_settings(KAFKA_BOOTSTRAP_SERVERS=durable_broker.address, TOPIC_PARTITIONS=1)
+    bus = KafkaBus(settings)
+    tp = TopicPartition(bus.topic("bars"), 0)
+
+    async def scenario() -> tuple[int, int, int, int]:
+        await bus.ensure_topics(topic_settings(bus, ["bars"]))
+        for _ in range(5):  # until a burst fits in a second
+            reported, end = await durable_broker.write_burst(tp.topic, [b"x"] * 24)
+            if reported <= end - 4:
+                break
+        runner = MonitorRunner(settings, trader_url=f"http://127.0.0.1:{free_port()}")
+        await runner.start()
+        try:
+            assert runner._consumer is not None
+            position = await runner._consumer.position(tp)
+            return reported, end, (await runner.end_offsets())[tp], position
+        finally:
+            await runner.stop()
+
+    reported, end, shown, position = asyncio.run(scenario())
+    assert reported <= end - 4, f"ListOffsets answered {reported} of {end}: not short"
+    assert shown == end and position == end
