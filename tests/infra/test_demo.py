@@ -17,10 +17,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
+from infra.bus import KafkaBus
 from infra.lake import read_topic
+from infra.offsets import read_topics_to_end
 from infra.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.helpers import settings_env
@@ -33,23 +34,13 @@ async def _topic_ids(settings: Settings, topic: str) -> list[str]:
 
 async def _topic_events(settings: Settings, topic: str) -> list[dict]:
     """Read a whole topic from the beginning (no group) and return its events as JSON."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+    events: list[dict] = []
+    await read_topics_to_end(
+        KafkaBus(settings),
+        [f"{settings.topic_prefix}{topic}"],
+        lambda msgs: events.extend(json.loads(m.value) for m in msgs),
     )
-    await consumer.start()
-    try:
-        name = f"{settings.topic_prefix}{topic}"
-        tps = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        events: list[dict] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
-                events.extend(json.loads(m.value) for m in msgs)
-        return events
-    finally:
-        await consumer.stop()
+    return events
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.s3, pytest.mark.redis]

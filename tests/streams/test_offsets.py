@@ -1,9 +1,13 @@
-"""True end offsets on the real broker: Tansu's ListOffsets stops at the last batch's base.
+"""True end offsets on the real broker: Tansu's ListOffsets answers short of the end.
 
-Faust's table recovery reads a changelog up to the end offset it is given; an end
-that stops inside the last batch recovers stale state pieces (and the worker then
-skips, for good, the records those pieces had not applied), so the probe must find
-the true end, also when the broker answers slowly.
+Tansu answers the base offset + 1 of the first batch among those last modified at the
+newest timestamp (`infra.offsets`): on memory storage (the session broker here) the
+last batch's base + 1; on S3 storage, whose timestamps have whole seconds, the first
+batch written in the last second + 1, which can be many batches short. Faust's table
+recovery reads a changelog up to the end offset it is given; an end short of the
+last records recovers stale state pieces (and the worker then skips, for good, the
+records those pieces had not applied), so the probe must find the true end, also
+when the broker answers slowly.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def test_the_probe_finds_the_end_listoffsets_misses(make_settings: SettingsFacto
 
     reported, end = asyncio.run(run())
     assert end == 17
-    assert 11 <= reported <= 17  # Tansu: 11 (last batch's base + 1); Kafka: 17
+    assert 11 <= reported <= 17  # Tansu on memory storage: 11 (last batch's base + 1); Kafka: 17
 
 
 def test_the_probe_waits_for_a_slow_broker(
