@@ -34,7 +34,8 @@ def _round_trips(n: int, bootstrap: str | None, home: Path) -> list[float]:
     from infra.settings import Settings
     from trader.core.bar import MarketBar
     from trader.core.instruments import BUILTIN
-    from trader.io.outbox import Outbox, OutboxDrainer
+    from trader.io.drainer import OutboxDrainer
+    from trader.io.outbox import Outbox
     from trader.venues.base import BracketOrder
     from trader.venues.paper import PaperVenue
 

@@ -32,8 +32,9 @@ from trader.delivery.models import ModelHolder, ModelSet
 from trader.feeds import Feed, Pacer, open_feed
 from trader.io.api import create_app
 from trader.io.console import ConsoleFeed
+from trader.io.drainer import OutboxDrainer
 from trader.io.drift_watch import DriftWatcher
-from trader.io.outbox import OUTBOX_HOLD, Outbox, OutboxDrainer, fsync_policy
+from trader.io.outbox import OUTBOX_HOLD, Outbox, fsync_policy
 from trader.recovery import Recovery
 from trader.runtime import Runtime
 from trader.venues import venue_for

@@ -17,7 +17,8 @@ from trader.core.engine import Engine
 from trader.delivery.models import ModelHolder, ModelSet
 from trader.delivery.startup import release_trust
 from trader.feeds.base import Feed
-from trader.io.outbox import Outbox, OutboxDrainer
+from trader.io.drainer import OutboxDrainer
+from trader.io.outbox import Outbox
 
 if TYPE_CHECKING:  # hot swap and canary (trader/delivery/hotswap.py, trader/delivery/canary.py)
     from trader.core.killswitch import KillSwitch

@@ -19,7 +19,8 @@ from infra.offsets import read_to_end
 from tests.helpers import SettingsFactory
 from tests.infra.test_offsets import SHORT_BATCHES, SLOW_S3_MS, write_short_burst
 from tests.kit.durable import DurableBroker
-from trader.io.outbox import Outbox, OutboxDrainer
+from trader.io.drainer import OutboxDrainer
+from trader.io.outbox import Outbox
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 

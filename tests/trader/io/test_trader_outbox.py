@@ -16,7 +16,8 @@ from infra.stack import free_port, start_tansu
 from tests.helpers import SettingsFactory, wait_until
 from trader.core.engine import Engine, EngineConfig
 from trader.feeds.sim import SimFeed
-from trader.io.outbox import Outbox, OutboxDrainer
+from trader.io.drainer import OutboxDrainer
+from trader.io.outbox import Outbox
 
 
 def _fill(outbox: Outbox, n: int, start: int = 0) -> None:
