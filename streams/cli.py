@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import click
 
+from infra.bus import UnconfirmedSendError
 from infra.settings import get_settings
 
 __all__ = ["replay", "streams"]
@@ -171,9 +172,14 @@ def replay(
         if into == "features":
             result = rp.replay_into_features(settings, records, progress=advance)
         else:
-            result = rp.replay_into_kafka(
-                settings, records, target_prefix=target_prefix, progress=advance
-            )
+            try:
+                result = rp.replay_into_kafka(
+                    settings, records, target_prefix=target_prefix, progress=advance
+                )
+            except UnconfirmedSendError as exc:  # a broker killed mid-replay: run it again
+                raise click.ClickException(
+                    f"{exc}; run the replay again (consumers deduplicate by event id)"
+                ) from None
     click.echo(
         f"replayed {result.events} events from {source} into {into}: "
         f"{result.outputs} feature outputs, {result.rows_pushed} online rows, "
