@@ -501,24 +501,13 @@ class PaperVenue(PaperOrderEvents, Venue):
                 signal_id=sub.signal_id,
                 strategy=sub.strategy,
             )
-            entry = self._restored_order(sub, None, bracket)
-            entry.filled = filled
-            p = FillPosition(
-                entry,
-                sub.symbol,
-                sub.strategy,
-                sign,
-                filled,
-                bracket.stop_distance,
-                bracket.target_distance,
-                counterfactual=False,
+            self._hold_restored(
+                bracket,
+                sub,
+                got,
+                stop_price if stop_sub in children else -sign * _INF,
+                target_price if target_sub in children else sign * _INF,
             )
-            p.entry_price, p.entry_ts_s = avg, int(got[-1].ts_event.timestamp())
-            p.stop = stop_price if stop_sub in children else -sign * _INF
-            p.target = target_price if target_sub in children else sign * _INF
-            self.book.open.setdefault(sub.symbol, []).append(p)
-            self._busy.add(sub.symbol)
-            self._positions[cid] = p
             for child in children:
                 o = self._restored_order(child, terms.get(child.client_order_id), bracket)
                 self._orders[o.client_order_id] = o
@@ -533,7 +522,6 @@ class PaperVenue(PaperOrderEvents, Venue):
         The exchange keeps such a position; with no child orders it waits for a flatten
         (the trader's start-up flattens it: `trader.recovery`).
         """
-        avg = sum(f.fill_price * f.quantity for f in got) / filled
         sign = 1 if sub.side == "buy" else -1
         tick = self.instruments[sub.symbol].tick_size
         bracket = BracketOrder(
@@ -547,13 +535,33 @@ class PaperVenue(PaperOrderEvents, Venue):
             signal_id=sub.signal_id,
             strategy=sub.strategy,
         )
+        self._hold_restored(bracket, sub, got, -sign * _INF, sign * _INF)
+
+    def _hold_restored(
+        self,
+        bracket: BracketOrder,
+        sub: OrderSubmitted,
+        got: list[OrderFilled],
+        stop: float,
+        target: float,
+    ) -> None:
+        """Put a restored bracket's filled entry back in the book as an open position."""
+        filled = sum(f.quantity for f in got)
         entry = self._restored_order(sub, None, bracket)
         entry.filled = filled
         p = FillPosition(
-            entry, sub.symbol, sub.strategy, sign, filled, tick, tick, counterfactual=False
+            entry,
+            sub.symbol,
+            sub.strategy,
+            1 if sub.side == "buy" else -1,
+            filled,
+            bracket.stop_distance,
+            bracket.target_distance,
+            counterfactual=False,
         )
-        p.entry_price, p.entry_ts_s = avg, int(got[-1].ts_event.timestamp())
-        p.stop, p.target = -sign * _INF, sign * _INF
+        p.entry_price = sum(f.fill_price * f.quantity for f in got) / filled
+        p.entry_ts_s = int(got[-1].ts_event.timestamp())
+        p.stop, p.target = stop, target
         self.book.open.setdefault(sub.symbol, []).append(p)
         self._busy.add(sub.symbol)
         self._positions[sub.client_order_id] = p
