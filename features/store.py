@@ -9,6 +9,7 @@ training frames from the event lake.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -193,18 +194,24 @@ class TradeloopFeatureStore:
 
         With `force=False`, skip the registration when this exact config and these
         definitions were applied already (a worker restart then takes no time).
+        Processes of this host apply one at a time (a lock file beside the registry):
+        Feast's file registry is rewritten in place, and workers started together
+        read it while another writes it.
         """
-        self.render()
-        stamp = self.state_dir / "applied.sha256"
-        digest = self._digest()
-        registry = self.state_dir / "registry.db"
-        if not force and registry.exists() and stamp.exists() and stamp.read_text() == digest:
-            return sorted([*STREAM_VIEW_FEATURES, "signal_snapshots", "trade_outcomes"])
-        objects = list(self.definitions().OBJECTS)
-        self.store.apply(objects)
-        self._views = {}
-        stamp.write_text(digest)
-        return sorted(o.name for o in objects if type(o).__name__ == "FeatureView")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "apply.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.render()
+            stamp = self.state_dir / "applied.sha256"
+            digest = self._digest()
+            registry = self.state_dir / "registry.db"
+            if not force and registry.exists() and stamp.exists() and stamp.read_text() == digest:
+                return sorted([*STREAM_VIEW_FEATURES, "signal_snapshots", "trade_outcomes"])
+            objects = list(self.definitions().OBJECTS)
+            self.store.apply(objects)
+            self._views = {}
+            stamp.write_text(digest)
+            return sorted(o.name for o in objects if type(o).__name__ == "FeatureView")
 
     @property
     def store(self) -> Any:
