@@ -32,6 +32,7 @@ from infra.contracts import (
     Event,
     EventDecodeError,
     OrderEvent,
+    OrderSubmitted,
     VenueEvent,
     decode,
     topic_for,
@@ -122,7 +123,8 @@ class Recovery:
         self._was_connected = venue.connected
         self._sessions = getattr(venue, "reconnects", 0)
         rec = self.reconcile("start")
-        self._unprotected = sorted({t.symbol for t in adopted if not t.stop_dist})
+        stops = {e.parent_id for e in events if isinstance(e, OrderSubmitted) and e.role == "stop"}
+        self._unprotected = sorted({t.symbol for t in adopted if t.entry_id not in stops})
         log.info(
             "start-up: journal %d events (%d compacted away), %d open trades adopted, "
             "%d brackets restored at the venue, reconciliation %s",
