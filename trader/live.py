@@ -186,7 +186,7 @@ async def run_trade(
     runtime = Runtime(settings, engine, feed, holder, mode=mode, outbox=outbox, drainer=drainer)
     # journal, adoption, reconciliation, kill switch, prop-firm account (trader/recovery.py)
     recovery = Recovery(settings, engine)
-    runtime.reconciliation = recovery.start(outbox.last_value)
+    runtime.reconciliation = recovery.start(outbox.last_record)
     runtime.venue, runtime.killswitch, runtime.recovery = (
         engine.venue,
         recovery.killswitch,

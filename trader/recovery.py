@@ -98,20 +98,24 @@ class Recovery:
 
     # start ----------------------------------------------------------------
 
-    def start(self, last_spooled: Callable[[str], bytes | None] | None = None) -> Reconciliation:
+    def start(
+        self, last_spooled: Callable[[], tuple[str, bytes] | None] | None = None
+    ) -> Reconciliation:
         """Run the start-up duties (see the module docstring); return the reconciliation.
 
-        `last_spooled(topic)` returns the newest record of a topic in the outbox's spool
-        (`Outbox.last_value`): the engine spools each order event before the journal takes
-        it, so a process killed between the two left one event on its way to Kafka that the
-        journal lacks; it is journaled before anything reads the journal.
+        `last_spooled()` returns (topic, value) of the newest record in the outbox's spool
+        (`Outbox.last_record`): the engine spools each order event before the journal takes
+        it, and spools nothing in between, so a process killed between the two left its
+        newest spooled record on its way to Kafka and out of the journal; it is journaled
+        before anything reads the journal.
         """
         engine, venue = self.engine, self.venue
         self.killswitch = KillSwitch(self.dir / killswitch_path(self.settings).name, engine.risk)
         self._load_prop()
         journal = self.journal = OrderJournal(self.dir / "orders.jsonl")
-        if last_spooled is not None:
-            self._journal_spooled_tail(journal, last_spooled(_ORDERS_TOPIC))
+        newest = last_spooled() if last_spooled is not None else None
+        if newest is not None and newest[0] == _ORDERS_TOPIC:
+            self._journal_spooled_tail(journal, newest[1])
         dropped = journal.compact(self.point_values)
         events = list(journal.events)
         adopted = adopt_trades(engine.book, engine.risk, events)

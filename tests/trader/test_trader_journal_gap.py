@@ -51,10 +51,10 @@ def test_an_order_event_spooled_but_not_journaled_is_journaled_and_its_position_
     assert code == CRASH_EXIT_CODE, out[-3000:]
     spool, journal_path = home / "outbox", home / "trader" / "orders.jsonl"
     outbox = Outbox(spool)
-    last = outbox.last_value("orders")
+    last = outbox.last_record()
     outbox.close()
-    assert last is not None
-    fill = decode(last)
+    assert last is not None and last[0] == "orders"  # the newest record spooled
+    fill = decode(last[1])
     assert isinstance(fill, OrderFilled) and fill.role == "entry"
     journal = OrderJournal(journal_path)
     assert fill.event_id not in {e.event_id for e in journal.events}  # the gap, as a kill leaves it

@@ -304,11 +304,10 @@ class Outbox:
         """Return how many records wait for an ack."""
         return self.next_seq - self.cursor - len(self._acked_ahead)
 
-    def last_value(self, topic: str) -> bytes | None:
-        """Return the value of the newest record of `topic` still in the spool (None: none).
+    def last_record(self) -> tuple[str, bytes] | None:
+        """Return (topic, value) of the newest record in the spool (None: empty).
 
-        Reads the segments newest first; only what is on disk, so a record whose
-        segment was drained and deleted is not found.
+        Reads the newest segment that holds a record; only what is on disk.
         """
         with self._lock:
             segments = list(self._segments)
@@ -317,7 +316,7 @@ class Outbox:
                 data = path.read_bytes()
             except FileNotFoundError:  # drained and deleted meanwhile
                 continue
-            found: bytes | None = None
+            found: tuple[str, bytes] | None = None
             pos = 0
             while pos + _HEAD.size <= len(data):
                 length, crc = _HEAD.unpack_from(data, pos)
@@ -325,10 +324,8 @@ class Outbox:
                 body = data[pos + _HEAD.size : end]
                 if end > len(data) or zlib.crc32(body) != crc:
                     break
-                t, _, value = _unframe(body)
-                if t == topic:
-                    found = value
-                pos = end
+                topic, _, value = _unframe(body)
+                found, pos = (topic, value), end
             if found is not None:
                 return found
         return None
