@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from infra.cli import config
-from infra.settings import Settings
+from infra.settings import Settings, get_settings
 from tests.helpers import wait_until_async
 from trader.venues import venue_for
 from trader.venues.rithmic import RithmicVenue
@@ -50,7 +50,11 @@ def test_venue_for_rithmic_reads_the_rithmic_settings_and_config_masks_the_passw
     assert not venue.connected and venue.state.value == "disconnected"
     masked = settings.masked()
     assert masked["rithmic_password"] == "********" and masked["rithmic_user"] == "trader7"
-    result = CliRunner().invoke(config, ["--json"], env=env)
+    get_settings.cache_clear()  # `config` reads the process-wide settings: read them again
+    try:
+        result = CliRunner().invoke(config, ["--json"], env=env)
+    finally:
+        get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "hunter2" not in result.output and "trader7" in result.output
     json.loads(result.output)
