@@ -12,7 +12,7 @@ fault proxy (slow S3: each fetch answers with the few batches it could read in t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,24 @@ class DurableBroker:
             return reported, int(consumer.highwater(tp) or 0)
         finally:
             await consumer.stop()
+
+    async def write_short_burst(
+        self, topic: str, batch: Callable[[int], list[bytes]], short: int
+    ) -> tuple[list[bytes], int, int]:
+        """Write bursts (`batch(attempt)`) until ListOffsets answers `short` or more short.
+
+        A burst counts when it fits in one second of S3's LastModified; try five times.
+        Return every value written, ListOffsets' end and the true end.
+        """
+        values: list[bytes] = []
+        reported = end = 0
+        for attempt in range(5):
+            burst = batch(attempt)
+            values += burst
+            reported, end = await self.write_burst(topic, burst)
+            if reported <= end - short:
+                return values, reported, end
+        raise AssertionError(f"ListOffsets answered {reported} of {end}: no burst within a second")
 
 
 @pytest.fixture
