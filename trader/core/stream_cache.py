@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from features.stream import StreamFeatureState
-from infra.contracts import DriftAlert, Event, FeatureUpdate, SignalSnapshot, TradeOutcome
+from infra.contracts import Event, SignalSnapshot, TradeOutcome
 from infra.contracts.vocab import STRATEGY_STREAM_FEATURES
 
 __all__ = ["StreamCache"]
@@ -27,15 +27,6 @@ class StreamCache:
         self.state = state if state is not None else StreamFeatureState(detect_drift=False)
         self._strategy: dict[str, Mapping[str, Mapping[str, float]]] = {}
         self._symbol: dict[str, Mapping[str, float]] = {}
-
-    def learn(self, event: SignalSnapshot | TradeOutcome) -> list[FeatureUpdate | DriftAlert]:
-        """Learn from a signal or outcome; return the feature updates and drift alerts."""
-        out = list(self.state.learn(event))
-        symbol = getattr(event, "symbol", None)
-        if symbol is not None:
-            self._strategy.pop(symbol, None)
-            self._symbol.pop(symbol, None)
-        return out
 
     def __call__(self, topic: str, event: Event) -> None:
         """Engine sink: learn every signal and outcome (other events carry no stream features).
