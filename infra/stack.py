@@ -107,12 +107,18 @@ class ManagedProcess:
             proc.wait(timeout_s)
         return True
 
-    def kill(self) -> None:
-        """Kill the process at once (SIGKILL)."""
-        if self.alive():
-            proc = psutil.Process(self.pid)
-            proc.kill()
-            proc.wait(5)
+    def kill(self, timeout_s: float = 5.0) -> None:
+        """Kill the process at once (SIGKILL) and return once it is gone (or a zombie)."""
+        if not self.alive():
+            return
+        psutil.Process(self.pid).kill()
+        deadline = time.monotonic() + timeout_s
+        while self.alive():
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{self.name} (pid {self.pid}) still runs {timeout_s}s after SIGKILL"
+                )
+            time.sleep(0.02)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -95,7 +95,7 @@ def test_stack_up_durable_keeps_the_records_across_a_broker_kill(
 
     from infra.bus import KafkaBus, TopicSetting
     from infra.settings import Settings
-    from infra.stack import free_port, stack_down, stack_up
+    from infra.stack import ManagedProcess, free_port, stack_down, stack_up
 
     monkeypatch.setenv("TRADELOOP_HOME", str(tmp_path))
     port = free_port()
@@ -116,7 +116,7 @@ def test_stack_up_durable_keeps_the_records_across_a_broker_kill(
 
         asyncio.run(produce())
         assert stack_up()["kafka"]["process"]["pid"] == state["kafka"]["process"]["pid"]
-        psutil.Process(state["kafka"]["process"]["pid"]).kill()
+        ManagedProcess(**state["kafka"]["process"]).kill()  # returns once it is gone
         restarted = stack_up(durable=True, kafka_port=port)  # same storage, same port
         assert restarted["kafka"]["process"]["pid"] != state["kafka"]["process"]["pid"]
         assert restarted["s3"]["process"]["pid"] == state["s3"]["process"]["pid"]

@@ -26,7 +26,8 @@ def test_settle_freezes_the_live_heap_and_collects_its_garbage() -> None:
     try:
         frozen = settle()
         assert frozen >= len(kept)
-        assert gc.get_freeze_count() == frozen
+        # frozen objects another thread lets go of leave the permanent generation
+        assert len(kept) <= gc.get_freeze_count() <= frozen
         tracked = _tracked()
         assert not any(id(n) in tracked for n in kept)  # frozen objects leave the generations
         assert gone() is None
