@@ -16,6 +16,7 @@ from infra.contracts import Event, encode
 from infra.crash import CrashPoint, crash_point
 from streams.metrics import StreamMetrics
 from streams.processing import SOURCE_TOPICS, process_record
+from streams.seeks import SEEK_TARGETS
 
 __all__ = ["AgentHost", "handle_batch", "register_agents"]
 
@@ -34,13 +35,25 @@ class AgentHost(Protocol):
     async def send(self, short: str, key: bytes, value: bytes) -> None: ...
     async def emit(self, event: Event) -> None: ...
     async def persist_changed(self) -> int: ...
+    async def reread(self, short: str, topic: str, partition: int, offset: int) -> None: ...
 
 
 async def handle_batch(worker: AgentHost, short: str, events: Sequence[Any]) -> None:
-    """Validate, fold, persist, emit and queue the online pushes of Faust events."""
+    """Validate, fold, persist, emit and queue the online pushes of Faust events.
+
+    A record past a hole in its partition is not folded: the partition is read again
+    from the first record missing (Faust acknowledges it anyway; commits stop at it).
+    """
     outputs: list[Any] = []
+    holes: dict[tuple[str, int], int] = {}
+    skipped = 0
     for event in events:
         msg = event.message
+        missing = SEEK_TARGETS.missing(msg.topic, msg.partition, msg.offset)
+        if missing is not None:
+            holes.setdefault((msg.topic, msg.partition), missing)
+            skipped += 1
+            continue
         ts = msg.timestamp
         result = process_record(
             worker.state,
@@ -64,7 +77,9 @@ async def handle_batch(worker: AgentHost, short: str, events: Sequence[Any]) -> 
     crash_point(CrashPoint.AGENTS_AFTER_CHANGELOG_BEFORE_COMMIT)  # Faust commits after us
     if worker.pusher is not None:
         worker.pusher.add(outputs)
-    worker.metrics.events_in.labels(topic=short).inc(len(events))  # folded and emitted
+    worker.metrics.events_in.labels(topic=short).inc(len(events) - skipped)  # folded, emitted
+    for (topic, partition), offset in holes.items():
+        await worker.reread(short, topic, partition, offset)
 
 
 def register_agents(worker: AgentHost) -> None:

@@ -31,6 +31,7 @@ from infra import kafka_compat as _kafka_compat  # noqa: F401  (before Faust mak
 from infra.settings import Settings, settings_env
 
 import faust  # isort: skip
+from faust.types import TP  # isort: skip
 from features.stream import StreamFeatureState
 from infra.bus import KafkaBus, topic_settings
 from infra.contracts import LAKE_TOPICS, Event, encode, event_key, topic_for
@@ -39,7 +40,7 @@ from streams.metrics import StreamMetrics
 from streams.offsets import install_faust_highwater_fix
 from streams.online import OnlinePusher
 from streams.processing import SOURCE_TOPICS
-from streams.seeks import install_faust_seek_fix
+from streams.seeks import SEEK_TARGETS, install_faust_seek_fix
 from streams.sink_process import SinkOptions, SinkProcess
 from streams.state_table import StateTable, install_full_flush
 
@@ -48,6 +49,8 @@ __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
 log = logging.getLogger(__name__)
 
 _PUSH_BACKOFF_MIN_S = 0.5
+# records delivered to an agent but not folded for two intervals are read again
+FOLD_CHECK_INTERVAL_S = 5.0
 _PUSH_BACKOFF_MAX_S = 10.0
 
 
@@ -250,11 +253,37 @@ class WorkerApp:
             self._push_failing_since = None
         self._push_backoff_s = _PUSH_BACKOFF_MIN_S
 
+    async def reread(self, short: str, topic: str, partition: int, offset: int) -> None:
+        """Seek a source partition back to a record lost before it was folded."""
+        if not SEEK_TARGETS.needs_seek(topic, partition, offset):
+            return  # a pending seek reads it again
+        tp = TP(topic, partition)
+        if tp not in self.app.consumer.assignment():
+            return  # revoked: its next owner reads from the commit, which stops before it
+        log.warning("%s[%d]: records from %d were not folded; reading them again", *tp, offset)
+        self.metrics.rereads.labels(topic=short).inc()
+        SEEK_TARGETS.set(topic, partition, offset)
+        try:
+            await self.app.consumer.seek_wait({tp: offset})
+        except Exception as exc:  # a rebalance took it meanwhile: its seek reads it again
+            log.warning("%s[%d]: seek to %d failed (%r)", *tp, offset, exc)
+
+    async def reread_stalled(self) -> None:
+        """Read again the records delivered but not folded since the last call."""
+        names = {self.settings.topic(t): t for t in SOURCE_TOPICS}
+        for topic, partition, offset in SEEK_TARGETS.stalled():
+            if topic in names:
+                await self.reread(names[topic], topic, partition, offset)
+
     def _wire(self) -> None:
         from streams.agents import register_agents
 
         register_agents(self)
         app = self.app
+
+        @app.timer(interval=FOLD_CHECK_INTERVAL_S)
+        async def _reread_stalled() -> None:
+            await self.reread_stalled()
 
         @app.timer(interval=self.options.push_interval_s)
         async def _push_online() -> None:

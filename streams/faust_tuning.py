@@ -95,6 +95,7 @@ async def _drain_batched(self: Any, fetcher: Any) -> None:
     acks_enabled_for = self.app.topics.acks_enabled_for
     app = self.app
     targets = SEEK_TARGETS
+    delivered = targets.delivered
 
     async def deliver(chunk: list[tuple[Any, Any]], generation: int) -> None:
         for tp, message in chunk:
@@ -114,6 +115,7 @@ async def _drain_batched(self: Any, fetcher: Any) -> None:
                     await self.commit()
                 await callback(message)
                 set_read_offset(tp, offset)
+                delivered[tp] = offset
 
     async def chunks(ait: AsyncIterator[tuple[Any, Any]]) -> AsyncIterator[list[Any]]:
         chunk: list[tuple[Any, Any]] = []

@@ -32,6 +32,12 @@ class StreamMetrics:
             ["topic"],
             registry=r,
         )
+        self.rereads = Counter(
+            "tradeloop_stream_rereads",
+            "Source partitions read again from a record lost before it was folded.",
+            ["topic"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "tradeloop_dead_letters",
             "Records sent to the dead-letter topic.",

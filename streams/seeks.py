@@ -18,6 +18,15 @@ things in Faust and aiokafka broke that order around a recovery:
 and records where it went in `SEEK_TARGETS`; the worker's delivery
 (`streams.faust_tuning`) drops a partition's records until the record at that
 offset arrives, so what a stale fetch returned never runs ahead of the seek.
+
+Records can also be lost after delivery, on their way to the agent. In two measured
+hand-overs about 40 records per partition, delivered right after the recovery's seek,
+never reached the agent, and Faust committed past them: its `FlowControlEvent.resume`
+clears the stream buffers after that seek, and a stream acknowledges the records it
+skips while flow is suspended. So `SEEK_TARGETS` also
+keeps the next offset each source partition must fold: the agent folds nothing past
+a hole and seeks back to it (`missing`), a timer re-reads records delivered but not
+folded (`stalled`), and no commit goes past the first record not folded (`cap`).
 """
 
 from __future__ import annotations
@@ -44,12 +53,20 @@ log = logging.getLogger(__name__)
 STALE_WAIT_S = 30.0
 
 
+Key = tuple[str, int]
+
+
 class SeekTargets:
-    """Where each source partition was last sought, until its record there arrives."""
+    """Where each source partition was last sought, until its record there arrives;
+    and the next offset each must fold."""
 
     def __init__(self, wait_s: float = STALE_WAIT_S) -> None:
         self.wait_s = wait_s
-        self._targets: dict[tuple[str, int], tuple[int, float]] = {}
+        self._targets: dict[Key, tuple[int, float]] = {}
+        self._next: dict[Key, int] = {}
+        # the last offset handed to the agents, keyed by Faust's TP (a (topic, partition) tuple)
+        self.delivered: dict[Key, int] = {}
+        self._suspect: dict[Key, int] = {}
         self.stale_dropped = 0
         self.gaps_accepted = 0
 
@@ -57,8 +74,11 @@ class SeekTargets:
         return bool(self._targets)
 
     def set(self, topic: str, partition: int, offset: int) -> None:
-        """Record that a partition was sought to `offset`."""
-        self._targets[(topic, partition)] = (offset, time.monotonic())
+        """Record that a partition was sought to `offset`: its next fold is that record."""
+        key = (topic, partition)
+        self._targets[key] = (offset, time.monotonic())
+        self._next[key] = offset
+        self._suspect.pop(key, None)
 
     def pending(self, topic: str, partition: int) -> int | None:
         """Return the offset a partition waits for, or None."""
@@ -77,6 +97,7 @@ class SeekTargets:
             return True
         if offset > want and time.monotonic() - since > self.wait_s:
             del self._targets[key]
+            self._next[key] = offset
             self.gaps_accepted += 1
             log.warning(
                 "%s[%d]: offset %d never arrived after the seek; reading on from %d",
@@ -89,9 +110,50 @@ class SeekTargets:
         self.stale_dropped += 1
         return False
 
+    def missing(self, topic: str, partition: int, offset: int) -> int | None:
+        """Return the first offset not folded yet if `offset` lies past it (the records
+        in between were lost on their way); else count `offset` as folded, return None.
+
+        A record below it was folded already; the state skips it by its position.
+        """
+        key = (topic, partition)
+        want = self._next.get(key)
+        if want is not None and offset > want:
+            return want
+        if want is None or offset == want:
+            self._next[key] = offset + 1
+        return None
+
+    def needs_seek(self, topic: str, partition: int, offset: int) -> bool:
+        """Say whether re-reading from `offset` needs a seek (none pending reaches it)."""
+        pending = self.pending(topic, partition)
+        return pending is None or pending > offset
+
+    def stalled(self) -> list[tuple[str, int, int]]:
+        """Return (topic, partition, next offset) of partitions whose records were
+        delivered but not folded, with no fold since the last call."""
+        out = []
+        for key, last in self.delivered.items():
+            want = self._next.get(key)
+            if want is None or last < want or key in self._targets:
+                self._suspect.pop(key, None)
+            elif self._suspect.get(key) == want:
+                out.append((key[0], key[1], want))
+            else:
+                self._suspect[key] = want
+        return out
+
+    def cap(self, topic: str, partition: int, offset: int) -> int:
+        """Return a commit offset that does not pass the first record not folded."""
+        want = self._next.get((topic, partition))
+        return offset if want is None else min(offset, want)
+
     def clear(self) -> None:
-        """Forget every target."""
+        """Forget every target and position."""
         self._targets.clear()
+        self._next.clear()
+        self.delivered.clear()
+        self._suspect.clear()
 
 
 SEEK_TARGETS = SeekTargets()
@@ -122,7 +184,8 @@ async def seek_sources(consumer: Any, changelogs: set[str], targets: SeekTargets
 
 
 def install_faust_seek_fix(targets: SeekTargets = SEEK_TARGETS) -> None:
-    """Make Faust's seek after a recovery seek every source partition and record it."""
+    """Make Faust's seek after a recovery seek every source partition and record it,
+    and cap its commits at the first record not folded."""
     from faust.transport.drivers import aiokafka as driver
 
     cls: Any = driver.AIOKafkaConsumerThread
@@ -135,3 +198,10 @@ def install_faust_seek_fix(targets: SeekTargets = SEEK_TARGETS) -> None:
 
     seek_to_committed._tradeloop_fix = True  # type: ignore[attr-defined]
     cls.seek_to_committed = seek_to_committed
+    commit = cls._commit
+
+    async def _commit(self: Any, offsets: Mapping[Any, int]) -> bool:
+        capped = {tp: targets.cap(tp.topic, tp.partition, o) for tp, o in offsets.items()}
+        return bool(await commit(self, capped))
+
+    cls._commit = _commit

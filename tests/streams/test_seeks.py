@@ -43,6 +43,35 @@ def test_a_target_that_never_arrives_is_given_up_after_the_wait(
     assert targets.gaps_accepted == 1 and targets.pending("bars", 0) is None
 
 
+def test_records_delivered_but_not_folded_for_two_checks_are_stalled() -> None:
+    targets = SeekTargets(wait_s=60)
+    targets.set("bars", 0, 10)
+    assert targets.admit("bars", 0, 10)
+    for offset in (10, 11):
+        assert targets.missing("bars", 0, offset) is None  # folded in order
+    targets.delivered[("bars", 0)] = 15  # 12..15 handed to the agent
+    assert targets.stalled() == []  # first look: the agent may still be busy
+    assert targets.missing("bars", 0, 12) is None
+    assert targets.stalled() == []  # it folded one meanwhile: not stalled
+    assert targets.stalled() == [("bars", 0, 13)]  # no fold since: read 13.. again
+    assert targets.needs_seek("bars", 0, 13)  # no seek pending
+    targets.set("bars", 0, 13)
+    assert not targets.needs_seek("bars", 0, 13)  # that seek is on its way
+    assert targets.needs_seek("bars", 0, 12)
+    assert targets.stalled() == []  # a target is pending
+
+
+def test_a_gap_given_up_on_moves_the_next_fold_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("streams.seeks.time.monotonic", lambda: clock[0])
+    targets = SeekTargets(wait_s=30)
+    targets.set("bars", 0, 10)
+    clock[0] += 31
+    assert targets.admit("bars", 0, 20)  # retention deleted 10..19
+    assert targets.missing("bars", 0, 20) is None  # not a hole to read again
+    assert targets.cap("bars", 0, 25) == 21
+
+
 def test_a_new_seek_replaces_the_old_target() -> None:
     targets = SeekTargets(wait_s=60)
     targets.set("bars", 0, 50)

@@ -278,15 +278,6 @@ def test_s3_unreachable_retries_keeps_offsets_uncommitted_and_loses_nothing(
         moto.stop()
 
 
-@pytest.mark.xfail(
-    reason=(
-        "open defect (docs/streams.md, Known issues): after a worker that lived a few "
-        "seconds stops gracefully, the remaining worker's state can miss some of its "
-        "partitions' folds (online trade counts 5-10% low, the lake exact); failed in 3 of "
-        "5 runs alone and in two full runs on 2026-12-03"
-    ),
-    strict=False,
-)
 def test_two_workers_share_partitions_and_hand_over_without_loss(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
