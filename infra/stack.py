@@ -10,6 +10,7 @@ processes, by pid and start time, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -111,7 +112,8 @@ class ManagedProcess:
         """Kill the process at once (SIGKILL) and return once it is gone (or a zombie)."""
         if not self.alive():
             return
-        psutil.Process(self.pid).kill()
+        proc = psutil.Process(self.pid)
+        proc.kill()
         deadline = time.monotonic() + timeout_s
         while self.alive():
             if time.monotonic() > deadline:
@@ -119,6 +121,8 @@ class ManagedProcess:
                     f"{self.name} (pid {self.pid}) still runs {timeout_s}s after SIGKILL"
                 )
             time.sleep(0.02)
+        with contextlib.suppress(psutil.Error):
+            proc.wait(0)  # reap it if it is our child
 
 
 def free_port(host: str = "127.0.0.1") -> int:
