@@ -49,9 +49,9 @@ __all__ = ["WorkerApp", "WorkerOptions", "create_app"]
 log = logging.getLogger(__name__)
 
 _PUSH_BACKOFF_MIN_S = 0.5
+_PUSH_BACKOFF_MAX_S = 10.0
 # records delivered to an agent but not folded for two intervals are read again
 FOLD_CHECK_INTERVAL_S = 5.0
-_PUSH_BACKOFF_MAX_S = 10.0
 
 
 @dataclass(frozen=True)
