@@ -26,8 +26,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from rich.console import Console
 
-from infra.bus import BrokerUnavailableError, BusConsumer, KafkaBus
+from infra.bus import BusConsumer, KafkaBus
 from infra.contracts import TOPICS
+from infra.kafka_connection import BrokerUnavailableError
 from infra.offsets import EndOffsetUnknownError, true_end_offsets
 from infra.settings import Settings, get_settings
 from streams.monitor_state import (

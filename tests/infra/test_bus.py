@@ -13,14 +13,9 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.bus import (
-    BrokerUnavailableError,
-    KafkaBus,
-    KafkaConnection,
-    next_offsets,
-    topic_settings,
-)
+from infra.bus import KafkaBus, next_offsets, topic_settings
 from infra.contracts import TOPICS, Bar, decode, encode, event_key
+from infra.kafka_connection import BrokerUnavailableError, KafkaConnection
 from infra.settings import KafkaSettings, Settings
 from infra.stack import free_port
 from tests import ROOT

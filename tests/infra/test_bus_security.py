@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from infra.bus import (
+from infra.bus import KafkaBus
+from infra.kafka_connection import (
     BrokerUnavailableError,
     KafkaAuthError,
-    KafkaBus,
     KafkaConnection,
     KafkaSecurityError,
 )
