@@ -21,9 +21,9 @@ offset arrives, so what a stale fetch returned never runs ahead of the seek.
 
 Records can also be lost after delivery, on their way to the agent. In two measured
 hand-overs about 40 records per partition, delivered right after the recovery's seek,
-never reached the agent, and Faust committed past them: its `FlowControlEvent.resume`
-clears the stream buffers after that seek, and a stream acknowledges the records it
-skips while flow is suspended. So `SEEK_TARGETS` also keeps the next offset each
+never reached the agent, and Faust committed past them. Its code has two ways to do
+that: `FlowControlEvent.resume` clears the stream buffers after that seek, and a
+stream acknowledges the records it skips while flow is suspended. So `SEEK_TARGETS` also keeps the next offset each
 source partition must fold: the agent folds nothing past a hole and seeks back to it
 (`missing`), a timer re-reads records delivered but not folded (`stalled`), and no
 commit goes past the first record not folded (`cap`).
