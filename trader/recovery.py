@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from infra.contracts import (
-    TOPICS,
     Event,
     EventDecodeError,
     OrderEvent,
@@ -36,6 +35,7 @@ from infra.contracts import (
     VenueEvent,
     decode,
     topic_for,
+    topic_of,
 )
 from infra.settings import Settings
 from trader.core.engine import Engine
@@ -60,8 +60,7 @@ class RecoveryError(RuntimeError):
     """Raise when a state file of the trader cannot be used (names it and why)."""
 
 
-#: the topic that carries the venues' order events
-_ORDERS_TOPIC = next(s.name for s in TOPICS.values() if s.contract is VenueEvent)
+_ORDERS_TOPIC = topic_of(VenueEvent)
 
 
 class Recovery:

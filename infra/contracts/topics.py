@@ -17,7 +17,7 @@ from infra.contracts.events import (
     VenueEvent,
 )
 
-__all__ = ["LAKE_TOPICS", "TOPICS", "TopicSpec", "event_key", "topic_for"]
+__all__ = ["LAKE_TOPICS", "TOPICS", "TopicSpec", "event_key", "topic_for", "topic_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,11 @@ _TOPIC_OF: dict[type[Event], str] = {}
 
 def topic_for(event: Event) -> str:
     """Return the short topic name an event belongs on."""
-    cls = type(event)
+    return topic_of(type(event))
+
+
+def topic_of(cls: type[Event]) -> str:
+    """Return the short topic name that carries a contract (or its subclasses)."""
     name = _TOPIC_OF.get(cls)
     if name is None:
         for spec in TOPICS.values():

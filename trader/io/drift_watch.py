@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from infra.bus import BusConsumer, KafkaBus
-from infra.contracts import TOPICS, DriftAlert, Event, EventDecodeError, decode
+from infra.contracts import DriftAlert, Event, EventDecodeError, decode, topic_of
 from infra.offsets import true_end_offsets
 
 __all__ = ["DriftWatcher"]
@@ -22,7 +22,7 @@ __all__ = ["DriftWatcher"]
 log = logging.getLogger(__name__)
 
 #: Topic the watcher follows (the short name; the bus adds the prefix).
-DRIFT_TOPIC = next(n for n, spec in TOPICS.items() if spec.contract is DriftAlert)
+DRIFT_TOPIC = topic_of(DriftAlert)
 
 
 class DriftWatcher:
