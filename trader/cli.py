@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 import uuid
@@ -204,6 +205,11 @@ def trade(
     default=None,
     help="Venue that routes the orders, by name (default: VENUE, else paper).",
 )
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Update features bar by bar as live trading does (default: batched, same events).",
+)
 @_with(_file_options)
 def backtest(
     data: str | None,
@@ -219,6 +225,7 @@ def backtest(
     no_progress: bool,
     no_plot: bool,
     venue: str | None,
+    incremental: bool,
     symbol: str | None,
     skip_bad_rows: bool,
     tz: str,
@@ -227,6 +234,7 @@ def backtest(
     """Backtest bars through the trader's engine (no Kafka, no API) as fast as possible."""
     from rich.console import Console
 
+    from features.tape import load_kernel
     from trader.backtest import (
         TradeRecorder,
         print_summary,
@@ -236,6 +244,7 @@ def backtest(
     )
     from trader.core.engine import Engine, EngineConfig
     from trader.core.heap import settle
+    from trader.core.tape_run import run_batched
     from trader.delivery.models import ModelHolder, ModelLoadError, ModelSet
     from trader.feeds import FeedDataError, open_feed
     from trader.io.events_out import LakeSink
@@ -295,9 +304,12 @@ def backtest(
     console = Console(stderr=True)
     total = n_bars or (len(feed) if hasattr(feed, "__len__") else None)  # type: ignore[arg-type]
     settle()  # start-up done: freeze the heap (trader/core/heap.py)
+    if not incremental:
+        load_kernel()  # start-up: the feature tape's compiled kernel (numba's cache)
+    run_bars = engine.run if incremental else functools.partial(run_batched, engine)
     t0 = time.perf_counter()
     if no_progress or (total is not None and total < 200_000):
-        processed = engine.run(feed, max_bars=n_bars)
+        processed = run_bars(feed, max_bars=n_bars)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -309,7 +321,7 @@ def backtest(
             console=console,
         ) as progress:
             task = progress.add_task("bars", total=total)
-            processed = engine.run(
+            processed = run_bars(
                 feed, max_bars=n_bars, progress=lambda n: progress.update(task, completed=n)
             )
             progress.update(task, completed=processed)
@@ -332,6 +344,7 @@ def backtest(
         "source": engine.source,
         "models": models.release,
         "bars": processed,
+        "features": "incremental" if incremental else "batched",
         "skipped_rows": feed.stats.skipped_by_reason,
         "seconds": round(elapsed, 3),
         "bars_per_s": round(processed / elapsed) if elapsed > 0 else None,

@@ -21,6 +21,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "infra",
         "features.calendar",
         "features.compute",
+        "features.tape",
         "features.rolls",
         "features.vectors",
         "features.stream",

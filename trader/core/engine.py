@@ -170,6 +170,16 @@ class Engine:
             self.ignored_bars += 1
             return
         ready = f.push(bar.ts_s, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        self.step(bar, f, ready and getattr(f, self._gate))
+
+    def step(self, bar: MarketBar, f: Any, screen: bool) -> None:
+        """Process a bar whose features `f` hold it; `screen`: run the strategies.
+
+        `on_bar` calls it after the incremental update; a batched backtest
+        (`trader.core.tape_run`) after seeking its feature tape to the bar, with
+        `screen` true only where a strategy's batched direction is not 0.
+        """
+        symbol = bar.symbol
         if f.trading_day != self.risk.day:
             self.risk.new_bar(f.trading_day)
             self.stats_sink.new_day()
@@ -197,7 +207,7 @@ class Engine:
         if self.risk.prop is not None:  # prop-firm rules (trader/core/risk.py): mark, flatten
             self._mark(bar)
         # strategies keep no per-bar state: bars that cannot trade (exchange calendar) skip them
-        if ready and getattr(f, self._gate):
+        if screen:
             candidates = None
             for strategy in self.strategies[symbol]:
                 cand = strategy.on_bar(f)

@@ -17,6 +17,9 @@ and targets are multiples of ATR from the signal bar's close, on the tick grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from features.compute import MarketFeatures
 from infra.contracts import STRATEGIES
@@ -92,6 +95,15 @@ class Strategy:
         """Update state with the current bar and return +1, -1 or 0."""
         raise NotImplementedError
 
+    @classmethod
+    def directions(cls, t: Any) -> np.ndarray:
+        """Return `direction` for every bar of a feature tape's columns, as int8.
+
+        The batched twin of `direction` (`features.tape`): the same float64
+        arithmetic over arrays; tests prove the two equal bar by bar.
+        """
+        raise NotImplementedError
+
     def on_bar(self, f: MarketFeatures) -> Candidate | None:
         """Return a candidate for the current bar, or None."""
         side = self.direction(f)
@@ -128,6 +140,15 @@ class EmaCross(Strategy):
             return -1
         return 0
 
+    @classmethod
+    def directions(cls, t: Any) -> np.ndarray:
+        diff = t.ema_fast - t.ema_slow
+        prev = t.prev_ema_fast - t.prev_ema_slow
+        c, c5 = t.close, t.close_ago[:, 5]
+        up = (prev <= 0.0) & (diff > 0.0) & (c > c5)
+        down = (prev >= 0.0) & (diff < 0.0) & (c < c5)
+        return np.where(t.n < 6, 0, np.where(up, 1, np.where(down, -1, 0))).astype(np.int8)
+
 
 def _band_state(close: float, mid: float, sd: float, rsi: float) -> int:
     if sd > 0.0:
@@ -136,6 +157,13 @@ def _band_state(close: float, mid: float, sd: float, rsi: float) -> int:
         if close > mid + 2.0 * sd and rsi > 70.0:
             return -1
     return 0
+
+
+def _band_states(close: Any, mid: Any, sd: Any, rsi: Any) -> np.ndarray:
+    pos = sd > 0.0
+    low = pos & (close < mid - 2.0 * sd) & (rsi < 30.0)
+    high = pos & (close > mid + 2.0 * sd) & (rsi > 70.0)
+    return np.where(low, 1, np.where(high, -1, 0))
 
 
 class MeanReversion(Strategy):
@@ -152,6 +180,13 @@ class MeanReversion(Strategy):
             return 0
         prev = _band_state(f.close_ago(1), f.prev_bb_mean, f.prev_bb_std, f.prev_rsi)
         return state if state != prev else 0
+
+    @classmethod
+    def directions(cls, t: Any) -> np.ndarray:
+        state = _band_states(t.close, t.bb_mean, t.bb_std, t.rsi)
+        prev = _band_states(t.close_ago[:, 1], t.prev_bb_mean, t.prev_bb_std, t.prev_rsi)
+        keep = (state != 0) & (t.n >= 2) & (state != prev)
+        return np.where(keep, state, 0).astype(np.int8)
 
 
 class Breakout(Strategy):
@@ -171,6 +206,14 @@ class Breakout(Strategy):
             return -1
         return 0
 
+    @classmethod
+    def directions(cls, t: Any) -> np.ndarray:
+        c = t.close
+        up = c > t.prev_high_60
+        down = ~up & (c < t.prev_low_60)
+        out = np.where(up, 1, np.where(down, -1, 0))
+        return np.where(t.volume_z <= 1.0, 0, out).astype(np.int8)
+
 
 def _momentum_state(
     slope: float, close: float, ema_fast: float, recent: float, before: float, atr: float
@@ -180,6 +223,14 @@ def _momentum_state(
     if slope < -0.3 and close < ema_fast and recent < -0.5 * atr and recent < before:
         return -1
     return 0
+
+
+def _momentum_states(
+    slope: Any, close: Any, ema_fast: Any, recent: Any, before: Any, atr: Any
+) -> np.ndarray:
+    up = (slope > 0.3) & (close > ema_fast) & (recent > 0.5 * atr) & (recent > before)
+    down = (slope < -0.3) & (close < ema_fast) & (recent < -0.5 * atr) & (recent < before)
+    return np.where(up, 1, np.where(down, -1, 0))
 
 
 class Momentum(Strategy):
@@ -205,6 +256,19 @@ class Momentum(Strategy):
             prev_slope, p, f.prev_ema_fast, p - p5, p5 - f.close_ago(11), f.prev_atr
         )
         return state if state != prev else 0
+
+    @classmethod
+    def directions(cls, t: Any) -> np.ndarray:
+        atr, prev_atr, ago = t.atr, t.prev_atr, t.close_ago
+        with np.errstate(divide="ignore", invalid="ignore"):  # masked below, as the guards do
+            slope = (t.ema_slow - t.slow_ago[:, 5]) / atr
+            prev_slope = (t.prev_ema_slow - t.slow_ago[:, 6]) / prev_atr
+        c, c5 = t.close, ago[:, 5]
+        state = _momentum_states(slope, c, t.ema_fast, c - c5, c5 - ago[:, 10], atr)
+        p, p5 = ago[:, 1], ago[:, 6]
+        prev = _momentum_states(prev_slope, p, t.prev_ema_fast, p - p5, p5 - ago[:, 11], prev_atr)
+        keep = (t.n >= 13) & (atr > 0.0) & (state != 0) & (prev_atr > 0.0) & (state != prev)
+        return np.where(keep, state, 0).astype(np.int8)
 
 
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
