@@ -354,7 +354,7 @@ class TapeFeatures:
 
     __slots__ = (
         "_absdiff", "_buf", "_cal", "_day", "_fs", "_i", "_ist", "_n0", "_qi", "_qv", "_ring",
-        "_rows", "_session", "_slow", "_tz_hour", "_tz_offset", "_wins", "atr", "avg_gain",
+        "_rows", "_session", "_sessions", "_slow", "_tz_hour", "_tz_offset", "_wins", "atr", "avg_gain",
         "avg_loss", "bb_mean", "bb_std", "close", "cols", "ema_fast", "ema_slow",
         "entries_allowed", "high", "in_rth", "in_session", "lists", "long_var", "low", "m",
         "minute_et", "minutes_to_close", "n", "open", "prev_atr", "prev_bb_mean",
@@ -380,6 +380,7 @@ class TapeFeatures:
         self._cal = np.zeros((1, 3), np.int64)
         self._buf = (self._rows[:0], self._cal[:0])  # row buffers, reused by later chunks
         self.lists = TapeLists()
+        self._sessions: list[tuple[int, int, bool, bool, bool, int]] = []
         self.cols = TapeColumns(self._rows[:0], np.zeros(0, np.int64))
         self.n = self.ts_s = self.minute_et = self.weekday = 0
         self.trading_day = self.minutes_to_close = -1
@@ -440,6 +441,7 @@ class TapeFeatures:
         lists = self.lists = TapeLists()
         if not m:  # the sought bar stays as it was
             self.cols = TapeColumns(self._buf[0][:0], np.zeros(0, np.int64))
+            self._sessions = []
             return
         local, lists.trading_day, sess = self._calendar(ts)
         g_open, g_close, r_open, r_close = sess[:, 0], sess[:, 1], sess[:, 2], sess[:, 3]
@@ -461,6 +463,17 @@ class TapeFeatures:
         lists.entries_allowed = (rth & (ts <= r_close - mf._ENTRY_CUTOFF_S)).tolist()
         lists.in_session = ((g_open < ts) & (ts <= g_close)).tolist()
         lists.minutes_to_close = np.where(r_close != 0, (r_close - ts) // 60, -1).tolist()
+        self._sessions = list(
+            zip(
+                ts.tolist(),
+                lists.trading_day,
+                lists.in_rth,
+                lists.entries_allowed,
+                lists.in_session,
+                lists.minutes_to_close,
+                strict=True,
+            )
+        )
         self.seek(m - 1)
 
     def seek(self, i: int) -> None:
@@ -482,13 +495,14 @@ class TapeFeatures:
 
     def session(self, i: int) -> None:
         """Set only ts_s, the trading day and the session flags of bar i."""
-        lists = self.lists
-        self.ts_s = self._cal.item(i, 0)
-        self.trading_day = lists.trading_day[i]
-        self.in_rth = lists.in_rth[i]
-        self.entries_allowed = lists.entries_allowed[i]
-        self.in_session = lists.in_session[i]
-        self.minutes_to_close = lists.minutes_to_close[i]
+        (
+            self.ts_s,
+            self.trading_day,
+            self.in_rth,
+            self.entries_allowed,
+            self.in_session,
+            self.minutes_to_close,
+        ) = self._sessions[i]
 
     @property
     def ready(self) -> bool:
@@ -522,5 +536,5 @@ class TapeFeatures:
 def load_kernel() -> float:
     """Compile the kernel, or load it from numba's cache, now; return the seconds it took."""
     t0 = time.perf_counter()
-    TapeFeatures().extend(np.array([60], np.int64), *(np.ones(1) for _ in range(5)))
+    TapeFeatures().extend(np.array([60, 120], np.int64), *(np.ones(2) for _ in range(5)))
     return time.perf_counter() - t0

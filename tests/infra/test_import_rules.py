@@ -146,3 +146,17 @@ print("loaded:" + ",".join(m for m in {TRADER_BANNED!r} if m in sys.modules))
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "loaded:", out.stdout[-500:]
+
+
+def test_the_live_trader_never_loads_numba() -> None:
+    # numba (and LLVM, about 200 MB) is for batched backtests only (features/tape.py)
+    code = """
+import sys
+import trader.cli, trader.live, trader.core.engine, trader.delivery.hotswap, trader.io.api
+print("numba" in sys.modules, "llvmlite" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]

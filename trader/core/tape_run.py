@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import islice
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -30,6 +31,10 @@ __all__ = ["CHUNK_BARS", "BatchedRunError", "run_batched"]
 
 #: Bars read from the feed and computed at once (all symbols together).
 CHUNK_BARS = 65_536
+
+
+_TS = attrgetter("ts_s")
+_OHLCV = tuple(attrgetter(k) for k in ("open", "high", "low", "close", "volume"))
 
 
 class BatchedRunError(RuntimeError):
@@ -58,10 +63,9 @@ def _run_chunk(engine: Engine, tapes: dict[str, TapeFeatures], chunk: list[Marke
         if not bars:
             continue
         m = len(bars)
-        ts = np.fromiter((b.ts_s for b in bars), np.int64, m)
-        ohlcv = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in bars], np.float64)
+        ts = np.fromiter(map(_TS, bars), np.int64, m)
         tape = tapes[symbol]
-        tape.extend(ts, *ohlcv.T.copy())
+        tape.extend(ts, *(np.fromiter(map(get, bars), np.float64, m) for get in _OHLCV))
         screens[symbol] = _screen(engine, symbol, tape)
     cursor = dict.fromkeys(tapes, 0)
     step = engine.step
