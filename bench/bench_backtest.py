@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 CHUNK = 65_536  # bars drawn from the feed before each timed stretch of the engine
-BASELINE_REPEATS = 3  # backtesting.py runs, each in a fresh process; the median counts
+PAIRS = 3  # (backtesting.py in a fresh process, the batched engine) pairs; the median counts
 
 
 def _build_models(directory: Path) -> None:
@@ -86,10 +86,8 @@ def _baseline(n_bars: int, days: int) -> None:
     print(json.dumps(_backtesting_py(bars)))
 
 
-def _backtesting_py_fresh(
-    n_bars: int, days: int, repeats: int = BASELINE_REPEATS
-) -> tuple[int, float, float, list[float]]:
-    """Run backtesting.py in fresh processes; return the run of median CPU and every CPU s.
+def _backtesting_py_fresh(n_bars: int, days: int) -> tuple[int, float, float]:
+    """Run backtesting.py in a fresh process; return (bars, wall s, CPU s).
 
     A fresh process each time: in this one, after the engine's runs, its per-bar
     loop ran from 44k to 96k bars per CPU second from one run to the next.
@@ -98,15 +96,11 @@ def _backtesting_py_fresh(
 
     root = Path(__file__).resolve().parent.parent
     code = f"from bench.bench_backtest import _baseline; _baseline({n_bars}, {days})"
-    runs = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [sys.executable, "-c", code], check=True, cwd=root, capture_output=True, text=True
-        )
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    runs.sort(key=lambda r: r[2])
-    n, wall, cpu = runs[len(runs) // 2]
-    return n, wall, cpu, [r[2] for r in runs]
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=root, capture_output=True, text=True
+    )
+    n, wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(n), float(wall), float(cpu)
 
 
 def _engine(models: Any, symbols: tuple[str, ...]) -> tuple[Any, Any]:
@@ -205,13 +199,23 @@ def run(quick: bool = False) -> dict[str, Any]:
     inc_events = inc_engine.events_emitted
     del inc_engine
     gc.unfreeze()  # each run settles its own heap
-    engine, processed, main = _backtest(models, ("ES", "NQ"), n_bars)
-    rss_batched = proc.memory_info().rss / 2**20
-    decisions = sum(g.signals for (_, s), g in engine.stats.groups.items() if s == "ALL")
-    events = engine.events_emitted
+    # the batched engine and backtesting.py by turns: each pair ran under the same load
+    bt_bars = n_bars // 2 if quick else 200_000
+    pairs: list[tuple[float, int, dict[str, float], tuple[int, float, float]]] = []
+    for k in range(PAIRS):
+        bt = _backtesting_py_fresh(bt_bars, days)
+        engine, n, clocks = _backtest(models, ("ES", "NQ"), n_bars)
+        if k == 0:
+            rss_batched = proc.memory_info().rss / 2**20
+            decisions = sum(g.signals for (_, s), g in engine.stats.groups.items() if s == "ALL")
+            events = engine.events_emitted
+        del engine
+        gc.unfreeze()
+        pairs.append((n / clocks["cpu"] / (bt[0] / bt[2]), n, clocks, bt))
     same_events = inc_events == events
-    del engine
-    gc.unfreeze()
+    ordered = sorted(pairs, key=lambda pair: pair[0])
+    _, processed, main, (bt_n, bt_s, bt_cpu) = ordered[len(ordered) // 2]
+    inc_ratio = inc_n / inc["cpu"] / (processed / main["cpu"])
     # scaling: one symbol, and four times the bars
     _, one_n, one = _backtest(models, ("ES",), n_bars)
     gc.unfreeze()
@@ -222,7 +226,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     _, bare_n, bare = _backtest(models, ("ES", "NQ"), n_bars // 5, signals=False)
     gc.unfreeze()
 
-    bt_n, bt_s, bt_cpu, bt_runs = _backtesting_py_fresh(n_bars // 2 if quick else 200_000, days)
     elapsed, cpu_s = main["wall"], main["cpu"]
     with_feed_s = elapsed + main["feed_wall"]
     with_feed_cpu = cpu_s + main["feed_cpu"]
@@ -319,15 +322,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                 bt_n,
                 bt_s,
                 "bars/s",
-                label=f"backtesting.py SMA cross, {bt_n:,} ES bars (the median run)",
+                label=f"backtesting.py SMA cross, {bt_n:,} ES bars (the median pair's)",
             ),
             "backtesting_py_cpu": throughput(
                 bt_n,
                 bt_cpu,
                 "bars/CPU-s",
                 label=(
-                    f"backtesting.py SMA cross, per CPU second (median of {len(bt_runs)} fresh "
-                    "processes)"
+                    "backtesting.py SMA cross, per CPU second (a fresh process, run just before "
+                    f"the engine's run of the median pair of {PAIRS})"
                 ),
             ),
         },
@@ -350,10 +353,15 @@ def run(quick: bool = False) -> dict[str, Any]:
             "stream features, statistics) and the strategies cost "
             f"{(cpu_s - processed * bare['cpu'] / bare_n) / max(decisions, 1) * 1e6:.0f} us per "
             f"signal, {(cpu_s / processed - bare['cpu'] / bare_n) * 1e6:.2f} us per bar. "
-            f"backtesting.py per CPU second in its {len(bt_runs)} fresh processes: "
-            f"{', '.join(f'{bt_n / c:,.0f}' for c in bt_runs)} bars. "
-            "The incremental run (features bar by bar) emitted "
-            f"{'the same number of' if same_events else 'a DIFFERENT number of'} events. "
+            f"The engine (batched) and backtesting.py ran by turns, {PAIRS} pairs; per CPU "
+            "second (engine / backtesting.py = ratio): "
+            + "; ".join(
+                f"{n / c['cpu']:,.0f} / {b[0] / b[2]:,.0f} = {r:.2f}x" for r, n, c, b in pairs
+            )
+            + f"; the rows show the median pair. The incremental run: {inc_ratio:.2f}x the "
+            "median pair's batched rate; it emitted "
+            f"{'the same number of' if same_events else 'a DIFFERENT number of'} events as "
+            "the batched runs. "
             f"Scaling per CPU second: one symbol / two = {per_cpu(one_n, one):.2f}, "
             f"{long_n:,} bars / {processed:,} = {per_cpu(long_n, long):.2f} "
             f"(1.00 = linear); wall clock: {one_n / one['wall'] / rate:.2f} and "
