@@ -303,9 +303,9 @@ def backtest(
     )
     console = Console(stderr=True)
     total = n_bars or (len(feed) if hasattr(feed, "__len__") else None)  # type: ignore[arg-type]
-    settle()  # start-up done: freeze the heap (trader/core/heap.py)
     if not incremental:
         load_kernel()  # start-up: the feature tape's compiled kernel (numba's cache)
+    settle()  # start-up done: freeze the heap (trader/core/heap.py)
     run_bars = engine.run if incremental else functools.partial(run_batched, engine)
     t0 = time.perf_counter()
     if no_progress or (total is not None and total < 200_000):

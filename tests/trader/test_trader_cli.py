@@ -214,3 +214,27 @@ def test_backtest_writes_bars_to_the_lake_with_emit_bars(tmp_path: Path, monkeyp
     assert code == 0, output
     bars = read_topic(str(tmp_path / "lake"), "bars")
     assert bars.num_rows == 3000 and set(bars.column("source").to_pylist()) == {"sim"}
+
+
+def test_backtest_incremental_writes_the_trades_and_summary_of_the_batched_default(
+    tmp_path: Path,
+) -> None:
+    outs = {}
+    for mode in ("batched", "incremental"):
+        out = tmp_path / mode
+        args = ["backtest", "--feed", "sim", "--bars", "12000", "--out", str(out)]
+        args += ["--run-id", "same", "--no-progress", "--no-plot"]
+        code, output = _invoke(*args, *(["--incremental"] if mode == "incremental" else []))
+        assert code == 0, output
+        outs[mode] = out
+    summaries = {m: json.loads((o / "summary.json").read_text()) for m, o in outs.items()}
+    assert summaries["batched"]["features"] == "batched"
+    assert summaries["incremental"]["features"] == "incremental"
+    assert summaries["batched"]["summary"] == summaries["incremental"]["summary"]
+    assert summaries["batched"]["events"] == summaries["incremental"]["events"] > 0
+    trades = {m: pq.read_table(o / "trades.parquet").to_pandas() for m, o in outs.items()}
+    assert len(trades["batched"]) > 5
+    pd.testing.assert_frame_equal(
+        trades["batched"].drop(columns=["event_id", "ts_init", "signal_id"], errors="ignore"),
+        trades["incremental"].drop(columns=["event_id", "ts_init", "signal_id"], errors="ignore"),
+    )
