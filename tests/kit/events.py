@@ -1,15 +1,17 @@
-"""Event builders shared by the monitor and report tests (no tests of its own)."""
+"""Event builders and comparers shared by tests (no tests of its own)."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from infra.contracts import (
     Artifact,
     Bar,
     DeadLetter,
     DriftAlert,
+    Event,
     GateResult,
     ModelManifest,
     TradeOutcome,
@@ -111,3 +113,17 @@ def bar(now: datetime, symbol: str = "ES", close: float = 5000.0) -> Bar:
         close=close,
         volume=100,
     )
+
+
+def content(ev: Event, ids: dict[str, int]) -> dict[str, Any]:
+    """Return an event's wire dict without `ts_init`, its ids numbered in order of appearance.
+
+    Two runs over the same bars then compare equal event by event: ids and
+    `ts_init` are the only fields that differ by construction.
+    """
+    body = ev.to_dict()
+    body.pop("ts_init")
+    ids.setdefault(body.pop("event_id"), len(ids))
+    if "signal_id" in body:
+        body["signal_id"] = ids[body["signal_id"]]
+    return body

@@ -12,6 +12,7 @@ from features.compute import MarketFeatures
 from features.tape import TapeFeatures
 from infra.contracts import Event
 from infra.settings import Settings
+from tests.kit.events import content
 from trader.core.bar import MarketBar
 from trader.core.engine import Engine, EngineConfig
 from trader.core.strategies import STRATEGY_CLASSES
@@ -43,15 +44,6 @@ def _engine(models: ModelSet, events: list[Event], **env: object) -> Engine:
     )
 
 
-def _content(ev: Event, ids: dict[str, int]) -> dict:
-    body = ev.to_dict()
-    body.pop("ts_init")
-    ids.setdefault(body.pop("event_id"), len(ids))
-    if "signal_id" in body:
-        body["signal_id"] = ids[body["signal_id"]]
-    return body
-
-
 def _both(
     bars: list[MarketBar], models: ModelSet, chunk_bars: int, **env: object
 ) -> tuple[Engine, list[dict], Engine, list[dict]]:
@@ -67,9 +59,9 @@ def _both(
     ids_b: dict[str, int] = {}
     return (
         incremental,
-        [_content(e, ids_a) for e in one],
+        [content(e, ids_a) for e in one],
         batched,
-        [_content(e, ids_b) for e in other],
+        [content(e, ids_b) for e in other],
     )
 
 
@@ -129,9 +121,9 @@ def test_batched_run_counts_foreign_bars_stops_at_max_bars_and_continues(
     ids_b: dict[str, int] = {}
     _assert_same(
         incremental,
-        [_content(e, ids_a) for e in one],
+        [content(e, ids_a) for e in one],
         batched,
-        [_content(e, ids_b) for e in other],
+        [content(e, ids_b) for e in other],
     )
 
 

@@ -22,6 +22,7 @@ from infra.contracts import (
     encode,
 )
 from infra.settings import Settings
+from tests.kit.events import content
 from trader.core.decision import RULE_PRIORITY
 from trader.core.engine import Engine, EngineConfig
 from trader.core.stream_cache import StreamCache
@@ -183,22 +184,13 @@ def test_rules_path_without_models_and_rl_disabled(bars: list, models_dir: Path)
     assert signals and all(s.decision.size_multiplier == 1.0 for s in signals)
 
 
-def _content(ev: Event, ids: dict[str, int]) -> dict:
-    body = ev.to_dict()
-    body.pop("ts_init")
-    ids.setdefault(body.pop("event_id"), len(ids))
-    if "signal_id" in body:
-        body["signal_id"] = ids[body["signal_id"]]
-    return body
-
-
 def test_replay_reproduces_the_same_decisions_exactly(bars: list, models_dir: Path) -> None:
     first_engine, first = _run(bars, ModelSet.from_dir(models_dir), run_id="replay")
     second_engine, second = _run(bars, ModelSet.from_dir(models_dir), run_id="replay")
     ids_a: dict[str, int] = {}
     ids_b: dict[str, int] = {}
-    a = [_content(e, ids_a) for e in first]
-    b = [_content(e, ids_b) for e in second]
+    a = [content(e, ids_a) for e in first]
+    b = [content(e, ids_b) for e in second]
     assert len(a) == len(b) > 100
     assert a == b
     assert first_engine.stats.summary() == second_engine.stats.summary()
