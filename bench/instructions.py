@@ -29,31 +29,14 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 def workload(name: str, n_bars: int, models_dir: str) -> None:
     """Run one workload over `n_bars` bars (the callgrind child); print its event count."""
-    import itertools
-
-    from bench.bench_backtest import _baseline, _engine
-    from trader.core.heap import settle
+    from bench.bench_backtest import _backtest, _baseline
     from trader.delivery.models import ModelSet
-    from trader.feeds.sim import SimFeed
 
     if name == "backtesting_py":
         _baseline(n_bars, n_bars // 1380 + 2)
         return
     models = ModelSet.from_dir(models_dir)
-    feed = SimFeed(("ES", "NQ"), seed=1, days=n_bars // 2760 + 2)
-    bars = list(itertools.islice(iter(feed), n_bars))
-    engine, _ = _engine(models, ("ES", "NQ"))
-    if name == "engine_batched":
-        from features.tape import load_kernel
-        from trader.core.tape_run import run_batched
-
-        load_kernel()
-        settle()
-        run_batched(engine, bars)
-    else:
-        settle()
-        engine.run(bars)
-    engine.finish()
+    engine, _, _ = _backtest(models, ("ES", "NQ"), n_bars, batched=name == "engine_batched")
     print(json.dumps({"bars": n_bars, "events": engine.events_emitted}))
 
 
