@@ -10,8 +10,8 @@ accepted, filled, cancelled) the engine publishes like every other fact. 1M bars
 trader's RSS is read after it), then batched as `tradeloop backtest` runs
 (`trader.core.tape_run`, its compiled kernel loaded before the clock, as the
 models are), then the same number of bars of ES alone and four times as many
-bars of both (scaling). Each run settles the heap first, as `tradeloop backtest`
-does. The feed is drawn in chunks outside the engine's clock (backtesting.py, too,
+bars of both (scaling). Each run enters `batch_heap` first, as `tradeloop
+backtest` does (the heap frozen, cycles collected rarely). The feed is drawn in chunks outside the engine's clock (backtesting.py, too,
 gets its bars before its clock starts) and timed on its own. Baselines: the feed,
 and backtesting.py running an SMA cross on the ES bars (a vectorised-indicator,
 per-bar-loop library that has no features, models, counterfactuals or events).
@@ -139,7 +139,7 @@ def _backtest(
     backtesting.py gets its data frame before its clock starts; the clocks are the
     engine's wall and CPU seconds and the feed's.
     """
-    from trader.core.heap import settle
+    from trader.core.heap import batch_heap
     from trader.feeds.sim import SimFeed
 
     days = n_bars // (23 * 60 * len(symbols)) + 1
@@ -153,24 +153,24 @@ def _backtest(
 
         load_kernel()  # start-up, as the models' loading: numba's cache (features/tape.py)
         run = functools.partial(run_batched, engine)
-    settle()  # as the backtest does before its first bar (trader/core/heap.py)
     feed = iter(SimFeed(symbols, seed=1, days=days))
     clock, cpu = time.perf_counter, time.process_time
     processed = 0
     wall = cpu_s = feed_wall = feed_cpu = 0.0
-    while processed < n_bars:
+    with batch_heap():  # as the backtest does before its first bar (trader/core/heap.py)
+        while processed < n_bars:
+            t0, c0 = clock(), cpu()
+            chunk = list(islice(feed, min(CHUNK, n_bars - processed)))
+            t1, c1 = clock(), cpu()
+            if not chunk:
+                break
+            processed += run(chunk)
+            t2, c2 = clock(), cpu()
+            feed_wall, feed_cpu = feed_wall + t1 - t0, feed_cpu + c1 - c0
+            wall, cpu_s = wall + t2 - t1, cpu_s + c2 - c1
         t0, c0 = clock(), cpu()
-        chunk = list(islice(feed, min(CHUNK, n_bars - processed)))
-        t1, c1 = clock(), cpu()
-        if not chunk:
-            break
-        processed += run(chunk)
-        t2, c2 = clock(), cpu()
-        feed_wall, feed_cpu = feed_wall + t1 - t0, feed_cpu + c1 - c0
-        wall, cpu_s = wall + t2 - t1, cpu_s + c2 - c1
-    t0, c0 = clock(), cpu()
-    engine.finish()
-    wall, cpu_s = wall + clock() - t0, cpu_s + cpu() - c0
+        engine.finish()
+        wall, cpu_s = wall + clock() - t0, cpu_s + cpu() - c0
     clocks = {"wall": wall, "cpu": cpu_s, "feed_wall": feed_wall, "feed_cpu": feed_cpu}
     return engine, processed, clocks
 

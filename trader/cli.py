@@ -243,7 +243,7 @@ def backtest(
         write_trades,
     )
     from trader.core.engine import Engine, EngineConfig
-    from trader.core.heap import settle
+    from trader.core.heap import batch_heap
     from trader.core.tape_run import run_batched
     from trader.delivery.models import ModelHolder, ModelLoadError, ModelSet
     from trader.feeds import FeedDataError, open_feed
@@ -305,27 +305,27 @@ def backtest(
     total = n_bars or (len(feed) if hasattr(feed, "__len__") else None)  # type: ignore[arg-type]
     if not incremental:
         load_kernel()  # start-up: the feature tape's compiled kernel (numba's cache)
-    settle()  # start-up done: freeze the heap (trader/core/heap.py)
     run_bars = engine.run if incremental else functools.partial(run_batched, engine)
-    t0 = time.perf_counter()
-    if no_progress or (total is not None and total < 200_000):
-        processed = run_bars(feed, max_bars=n_bars)
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    with batch_heap():  # start-up done: freeze the heap, collect rarely (trader/core/heap.py)
+        t0 = time.perf_counter()
+        if no_progress or (total is not None and total < 200_000):
+            processed = run_bars(feed, max_bars=n_bars)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
-            task = progress.add_task("bars", total=total)
-            processed = run_bars(
-                feed, max_bars=n_bars, progress=lambda n: progress.update(task, completed=n)
-            )
-            progress.update(task, completed=processed)
-    engine.finish()
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("bars", total=total)
+                processed = run_bars(
+                    feed, max_bars=n_bars, progress=lambda n: progress.update(task, completed=n)
+                )
+                progress.update(task, completed=processed)
+        engine.finish()
     elapsed = time.perf_counter() - t0
     keys = lake.flush() if lake is not None else []
     summary = engine.stats.summary()
