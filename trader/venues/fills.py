@@ -154,10 +154,34 @@ class PaperBroker:
         if not held:
             return closed
         session_end = self.flatten and in_rth and minutes_to_close <= 0
+        max_hold = self.max_hold_bars
         keep: list[Position] = []
         o, h, lo, c = bar.open, bar.high, bar.low, bar.close
         for p in held:
             side = p.side
+            # the common bar: open and range inside both brackets, so no exit, only the
+            # excursions and the clock (a bar with its open outside its range goes below)
+            stop, target = p.stop, p.target
+            if (
+                (stop < lo and h < target and stop < o < target)
+                if side > 0
+                else (h < stop and target < lo and target < o < stop)
+            ):
+                p.bars_held += 1
+                entry = p.entry_price
+                adverse, favourable = (
+                    (entry - lo, h - entry) if side > 0 else (h - entry, entry - lo)
+                )
+                if adverse > p.mae_pts:  # max(p.mae_pts, adverse), as below
+                    p.mae_pts = adverse
+                if favourable > p.mfe_pts:
+                    p.mfe_pts = favourable
+                if not session_end and p.bars_held < max_hold:
+                    keep.append(p)
+                    continue
+                reason = "session_end" if session_end else "timeout"
+                closed.append(self._close(p, bar.ts_s, c - side * slip, reason, inst))
+                continue
             fresh = p.entry_ts_s == bar.ts_s
             if side > 0:
                 adverse, favourable = p.entry_price - lo, h - p.entry_price

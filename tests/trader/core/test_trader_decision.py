@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bench.bench_decision import build_models
-from features.vectors import SIZE_MAX, SIZE_MIN
+from features.stream import StreamFeatureState
+from features.vectors import MODEL_FEATURES, SIZE_MAX, SIZE_MIN
 from infra.contracts import (
     FEATURE_NAMES,
     STRATEGIES,
@@ -20,6 +21,11 @@ from infra.contracts import (
     TradeOutcome,
     decode,
     encode,
+)
+from infra.contracts.vocab import (
+    OUTCOME_STREAM_FEATURES,
+    SIGNAL_STREAM_FEATURES,
+    SYMBOL_STREAM_FEATURES,
 )
 from infra.settings import Settings
 from tests.kit.events import content
@@ -156,19 +162,38 @@ def test_models_decide_and_every_candidate_gets_a_snapshot_and_an_outcome(
 def test_the_stream_cache_updated_per_key_equals_a_full_recomputation(
     bars: list, models_dir: Path
 ) -> None:
-    """The engine's cache replaces one strategy's row per learned event, in a new mapping."""
+    """The engine's cache replaces one strategy's row per outcome, in a new mapping."""
     _, events = _run(bars, ModelSet.from_dir(models_dir))
     learned = [e for e in events if isinstance(e, (SignalSnapshot, TradeOutcome))]
-    assert len(learned) > 100
+    assert sum(isinstance(e, TradeOutcome) for e in learned) > 100
     cache = StreamCache()
+    full = StreamFeatureState(detect_drift=False)  # as the streams workers: signals too
     for e in learned:
         other = "NQ" if e.symbol == "ES" else "ES"
         before, untouched = cache.strategy_values(e.symbol), cache.strategy_values(other)
         cache("topic", e)
+        full.learn(e)
         after = cache.strategy_values(e.symbol)
+        assert cache.strategy_values(other) is untouched
+        if isinstance(e, SignalSnapshot):  # no model reads what a signal feeds
+            assert after is before
+            continue
         assert after is not before  # the decider tells a change by identity
         assert after == cache.state.strategy_values(e.symbol)
-        assert cache.strategy_values(other) is untouched
+        # every feature a model reads is the full state's, bit for bit
+        for strategy, row in full.strategy_values(e.symbol).items():
+            mine = after.get(strategy, dict.fromkeys(row, 0.0))
+            assert {k: mine[k] for k in OUTCOME_STREAM_FEATURES} == {
+                k: row[k] for k in OUTCOME_STREAM_FEATURES
+            }
+
+
+def test_no_model_reads_a_stream_feature_the_trader_does_not_learn() -> None:
+    """The trader's cache learns outcomes only: a model input fed by signals or bars needs more."""
+    unlearned = SIGNAL_STREAM_FEATURES + SYMBOL_STREAM_FEATURES
+    read = [name for names in MODEL_FEATURES.values() for name in names]
+    assert not [n for n in read if any(n == u or n.endswith(f"_{u}") for u in unlearned)]
+    assert {"win_rate", "ewm_r", "drawdown_r"} <= set(read)  # the check sees the real names
 
 
 def test_rules_path_without_models_and_rl_disabled(bars: list, models_dir: Path) -> None:

@@ -163,3 +163,79 @@ def test_instruments_from_settings() -> None:
         instruments_from_settings(
             Settings(_env_file=None, INSTRUMENTS_JSON='{"X": {"tick_size": 1}}')
         )  # type: ignore[call-arg]
+
+
+def _reference_exit(
+    side: int,
+    stop_d: float,
+    target_d: float,
+    bars: list[tuple[float, float, float, float]],
+    session_end_at: int,
+    max_hold: int,
+    slip: float,
+) -> tuple[int, float, str, float, float]:
+    """The fill model's rules, one position at a time: (bar, price, reason, mae, mfe points)."""
+    entry = bars[0][0] + side * slip
+    stop, target = entry - side * stop_d, entry + side * target_d
+    mae = mfe = 0.0
+    for i, (o, h, lo, c) in enumerate(bars):
+        adverse, favourable = (
+            ((entry - lo), (h - entry)) if side > 0 else ((h - entry), (entry - lo))
+        )
+        stop_hit = lo <= stop if side > 0 else h >= stop
+        target_hit = h >= target if side > 0 else lo <= target
+        if i and (o <= stop if side > 0 else o >= stop):
+            return i, o - side * slip, "stop", mae, mfe
+        if i and (o >= target if side > 0 else o <= target):
+            return i, o, "target", mae, max(mfe, (o - entry) * side)
+        if stop_hit:
+            return (
+                i,
+                stop - side * slip,
+                "stop",
+                max(mae, stop_d),
+                (mfe if target_hit else max(mfe, favourable)),
+            )
+        if target_hit:
+            return i, target, "target", max(mae, adverse), max(mfe, target_d)
+        mae, mfe = max(mae, adverse), max(mfe, favourable)
+        if i == session_end_at:
+            return i, c - side * slip, "session_end", mae, mfe
+        if i + 1 >= max_hold:
+            return i, c - side * slip, "timeout", mae, mfe
+    return -1, 0.0, "open", mae, mfe
+
+
+def test_exits_over_random_bars_follow_the_rules_bar_by_bar() -> None:
+    """Random walks, brackets on the tick grid (exact touches), opens outside the range."""
+    import random
+
+    rng = random.Random(7)
+    slip = 0.25
+    for _ in range(400):
+        side = rng.choice((1, -1))
+        stop_d, target_d = rng.randint(2, 16) * 0.25, rng.randint(2, 24) * 0.25
+        price, bars = 5000.0, []
+        for _ in range(50):
+            o = price + rng.randint(-4, 4) * 0.25
+            h, lo = o + rng.randint(0, 6) * 0.25, o - rng.randint(0, 6) * 0.25
+            c = rng.uniform(lo, h)
+            if rng.random() < 0.05:  # a malformed bar: its open outside its own range
+                o = h + 0.5 if rng.random() < 0.5 else lo - 0.5
+            bars.append((o, h, lo, c))
+            price = c
+        session_end_at = rng.choice((-1, rng.randint(0, 49)))
+        max_hold = rng.randint(3, 60)
+        b = _broker(max_hold_bars=max_hold)
+        b.place(Position(object(), "ES", "S2", side, 1, stop_d, target_d, counterfactual=True))
+        want = _reference_exit(side, stop_d, target_d, bars, session_end_at, max_hold, slip)
+        got: tuple[int, float, str, float, float] = (-1, 0.0, "open", 0.0, 0.0)
+        for i, (o, h, lo, c) in enumerate(bars):
+            minutes = 0 if i == session_end_at else 30
+            closed = b.on_bar(_bar(i, o, h, lo, c), minutes, True)
+            if closed:
+                (x,) = closed
+                got = (i, x.exit_price, x.exit_reason, x.mae_r * stop_d, x.mfe_r * stop_d)
+                break
+        assert got[:3] == want[:3], (side, stop_d, target_d, bars[: got[0] + 2])
+        assert got[3:] == pytest.approx(want[3:], abs=1e-9)
