@@ -182,9 +182,12 @@ class _Curve:
     max_drawdown: float = 0.0
 
     def add(self, x: float) -> None:
-        self.total += x
-        self.peak = max(self.peak, self.total)
-        self.max_drawdown = max(self.max_drawdown, self.peak - self.total)
+        total = self.total = self.total + x
+        if total > self.peak:  # max(peak, total), without the call
+            self.peak = total
+        drawdown = self.peak - total
+        if drawdown > self.max_drawdown:
+            self.max_drawdown = drawdown
 
 
 @dataclass(slots=True)
