@@ -19,6 +19,7 @@ import pytest
 from features.stream import KeyState, StateDecodeError, StreamFeatureState, derived_id
 from infra.bus import KafkaBus
 from infra.contracts import DeadLetter, DriftAlert, FeatureUpdate, TradeOutcome, decode
+from infra.offsets import read_topics_to_end
 from infra.settings import Settings
 from tests import ROOT
 from tests.features.test_stream_features import outcome
@@ -158,12 +159,11 @@ def test_no_code_executing_decoder_in_the_product() -> None:
 
 
 async def _read(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    bus = KafkaBus(settings)
+    """Return every record of `topic` (all partitions, from the beginning to the true end)."""
     out: list[tuple[bytes | None, bytes | None]] = []
-    async with bus.consumer([topic], None, from_beginning=True) as consumer:
-        for _ in range(5):
-            records = await consumer.poll(timeout_ms=500)
-            out.extend((r.key, r.value) for r in records)
+    await read_topics_to_end(
+        KafkaBus(settings), [topic], lambda msgs: out.extend((m.key, m.value) for m in msgs)
+    )
     return out
 
 
