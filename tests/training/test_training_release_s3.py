@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from infra.contracts import ModelManifest, decode
 from infra.contracts.keys import manifest_key
 from infra.lake import read_topic
 from infra.objectstore import s3_client, store_for_uri
+from infra.offsets import read_topics_to_end
 from infra.signing import Keyring, generate_ed25519
 from tests.hotswap_support import build_blobs, upload
 from tests.kit.lake import write_synthetic_lake
@@ -35,14 +35,15 @@ pytestmark = [pytest.mark.s3, pytest.mark.kafka]
 
 
 async def _consume_models(bus: KafkaBus, n: int) -> list[tuple[bytes | None, bytes]]:
-    consumer = bus.consumer([bus.topic("models")], group_id=f"g{uuid.uuid4().hex[:8]}")
+    """Return every record of the `models` topic (read to its true end, no consumer group).
+
+    `publish` returns once the broker acknowledged the manifest, so it is there to read.
+    """
     out: list[tuple[bytes | None, bytes]] = []
-    async with consumer:
-        for _ in range(100):
-            for rec in await consumer.poll(timeout_ms=500):
-                out.append((rec.key, rec.value or b""))
-            if len(out) >= n:
-                break
+    await read_topics_to_end(
+        bus, [bus.topic("models")], lambda msgs: out.extend((m.key, m.value or b"") for m in msgs)
+    )
+    assert len(out) >= n, out
     return out
 
 
