@@ -70,6 +70,9 @@ def test_shortened_demo_on_the_ib_simulator_swaps_and_lands_every_signal_once(
     assert len(secrets) >= 4
     env = settings_env(settings)
     env["TRADELOOP_HOME"] = str(tmp_path / "home")
+    # the worker's lake sink flushes a batch after 1 s instead of its 5 s default (the
+    # `--lake-batch-seconds` envvar): the demo waits on the lake twice
+    env["LAKE_BATCH_SECONDS"] = "1"
     exe = Path(sys.executable).parent / "tradeloop"
     # the demo's default synthetic bars: with 8,000 no family beats its trivial
     # baseline on the holdout, and round 1 rightly releases nothing. The trader routes
