@@ -197,7 +197,7 @@ def test_worker_dead_letters_a_pickle_on_its_changelog_and_executes_nothing(
     produce(settings, [first])
     worker = WorkerProcess(settings, tmp_path / "w1.log", args=args).start()
     try:
-        wait_for(lambda: _feature(settings, first), 90, 1.0, "the first update")
+        wait_for(lambda: _feature(settings, first), 90, 0.5, "the first update")
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
 
@@ -215,7 +215,7 @@ def test_worker_dead_letters_a_pickle_on_its_changelog_and_executes_nothing(
     produce(settings, [second])
     worker = WorkerProcess(settings, tmp_path / "w2.log", args=args).start()
     try:
-        update = wait_for(lambda: _feature(settings, second), 90, 1.0, "the second update")
+        update = wait_for(lambda: _feature(settings, second), 90, 0.5, "the second update")
         dead = wait_for(
             lambda: [
                 d

@@ -49,7 +49,7 @@ def assert_exactly_once(settings: Settings, events: list[Event]) -> None:
 def wait_landed(settings: Settings, events: list[Event], timeout_s: float) -> None:
     want = {e.event_id for e in events}
     wait_for(
-        lambda: set(lake_event_ids(settings)) >= want, timeout_s, 1.0, "every event in the lake"
+        lambda: set(lake_event_ids(settings)) >= want, timeout_s, 0.5, "every event in the lake"
     )
 
 
@@ -57,7 +57,7 @@ def wait_online(settings: Settings, events: list[Event], timeout_s: float) -> No
     fs = TradeloopFeatureStore(settings)
     expected = expected_online(recompute(events), ENTITIES)
     try:
-        wait_for(lambda: online_values(fs, ENTITIES) == expected, timeout_s, 1.0, "online parity")
+        wait_for(lambda: online_values(fs, ENTITIES) == expected, timeout_s, 0.25, "online parity")
     except TimeoutError:
         got = online_values(fs, ENTITIES)
         diffs = [

@@ -89,7 +89,7 @@ def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store
     try:
         want_ids = {e.event_id for e in events}
         wait_for(
-            lambda: set(lake_event_ids(settings)) >= want_ids, 150, 1.0, "all events in the lake"
+            lambda: set(lake_event_ids(settings)) >= want_ids, 150, 0.5, "all events in the lake"
         )
         counts = lake_event_ids(settings)
         assert set(counts) == want_ids and max(counts.values()) == 1
@@ -98,7 +98,7 @@ def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store
         dlq = wait_for(
             lambda: (t := read_topic(settings.lake, "dlq")).num_rows >= len(bad) and t,
             90,
-            1.0,
+            0.5,
             "dlq",
         )
         letters = [decode(p.encode(), DeadLetter) for p in dlq.column("payload").to_pylist()]
@@ -117,11 +117,13 @@ def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store
             if isinstance(o, FeatureUpdate)
         }
         wait_for(
-            lambda: set(lake_event_ids(settings, ["features"])) >= want_updates, 60, 1.0, "features"
+            lambda: set(lake_event_ids(settings, ["features"])) >= want_updates, 60, 0.5, "features"
         )
         fs = TradeloopFeatureStore(settings)
         expected = expected_online(state, ENTITIES)
-        wait_for(lambda: online_values(fs, ENTITIES) == expected, 60, 1.0, "online = recomputation")
+        wait_for(
+            lambda: online_values(fs, ENTITIES) == expected, 60, 0.25, "online = recomputation"
+        )
 
         metrics = (
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
