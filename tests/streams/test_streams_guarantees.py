@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from features.store import TradeloopFeatureStore
 from infra.contracts import STRATEGIES, Event
 from infra.settings import Settings
-from infra.stack import free_port, start_moto
+from infra.stack import ManagedProcess, free_port
 from tests.helpers import TEST_BUCKET, SettingsFactory, settings_env, unique
 from tests.kit.harness import (
     WorkerProcess,
@@ -218,10 +218,10 @@ def committed_offsets(
 
 
 def test_s3_unreachable_retries_keeps_offsets_uncommitted_and_loses_nothing(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], s3_server: ManagedProcess, tmp_path: Path
 ) -> None:
-    moto = start_moto(log_dir=tmp_path, bucket=TEST_BUCKET)
-    proxy = TcpProxy(int(moto.address.rsplit(":", 1)[1]))
+    # the session's moto behind a proxy of this test's own: only the proxy goes down
+    proxy = TcpProxy(int(s3_server.address.rsplit(":", 1)[1]))
     try:
         settings = make_settings(
             S3_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}",
@@ -275,7 +275,6 @@ def test_s3_unreachable_retries_keeps_offsets_uncommitted_and_loses_nothing(
         assert_exactly_once(settings, events)
     finally:
         proxy.down()
-        moto.stop()
 
 
 def test_two_workers_share_partitions_and_hand_over_without_loss(
