@@ -21,6 +21,7 @@ from tests.kit.harness import WorkerProcess, lake_event_ids, produce, wait_for
 from tests.kit.synth import synthetic_events
 from tests.streams.test_streams_guarantees import (
     FAST,
+    SINK_UP,
     assert_exactly_once,
     wait_landed,
     wait_online,
@@ -67,7 +68,7 @@ def test_worker_lives_through_s3_blackholed_and_redis_flapping(
     worker = WorkerProcess(settings, tmp_path / "worker.log", args=FAST).start()
     log: Callable[[], str] = worker.log
     try:
-        wait_landed(direct, events[:1000], 120)
+        wait_landed(direct, events[:1000], 120, sink_up=lambda: SINK_UP in log())
         features_before = _count(direct, "features")
         on_kafka = _on_kafka(settings, "features")
 

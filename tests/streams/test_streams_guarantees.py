@@ -9,6 +9,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,47 @@ def assert_exactly_once(settings: Settings, events: list[Event]) -> None:
     assert not dupes, f"{len(dupes)} events landed more than once"
 
 
-def wait_landed(settings: Settings, events: list[Event], timeout_s: float) -> None:
+#: What a worker's log says once its lake sink child consumes (and can land events).
+SINK_UP = "lake sink assigned"
+
+
+def lake_reads(
+    settings: Settings, sink_up: Callable[[], bool] | None = None
+) -> Callable[[], Counter[str] | None]:
+    """Return a reader of `lake_event_ids` for waits while a worker starts.
+
+    The first call reads the lake. With `sink_up`, later calls read it again only once
+    `sink_up()` holds and return None before: until the starting worker's lake sink runs
+    nothing writes the lake (a killed worker's sink died with it), so it cannot have
+    changed, and a read of the whole lake from moto takes CPU that the starting worker
+    (seconds of imports) needs on a two-core machine.
+    """
+    first = True
+
+    def read() -> Counter[str] | None:
+        nonlocal first
+        if not first and sink_up is not None and not sink_up():
+            return None
+        first = False
+        return lake_event_ids(settings)
+
+    return read
+
+
+def wait_landed(
+    settings: Settings,
+    events: list[Event],
+    timeout_s: float,
+    sink_up: Callable[[], bool] | None = None,
+) -> None:
+    """Wait until every event is in the lake (`sink_up`: see `lake_reads`)."""
     want = {e.event_id for e in events}
+    read = lake_reads(settings, sink_up)
     wait_for(
-        lambda: set(lake_event_ids(settings)) >= want, timeout_s, 0.5, "every event in the lake"
+        lambda: (ids := read()) is not None and set(ids) >= want,
+        timeout_s,
+        0.5,
+        "every event in the lake",
     )
 
 
@@ -105,12 +143,14 @@ def killed_run(
         ).start()
         try:
             target = landed + 400
-            landed = wait_for(
-                lambda t=target: (n := sum(lake_event_ids(settings).values())) >= t and n,  # type: ignore[misc]
-                120,
-                0.3,
-                f"progress before kill {round_no + 1}",
-            )
+            read = lake_reads(settings, lambda w=worker: SINK_UP in w.log())  # type: ignore[misc]
+
+            def progress(t: int = target, r: Callable[[], Counter[str] | None] = read) -> int:
+                ids = r()
+                n = sum(ids.values()) if ids is not None else 0
+                return n if n >= t else 0
+
+            landed = wait_for(progress, 120, 0.3, f"progress before kill {round_no + 1}")
             produce(settings, chunks[round_no + 1])  # more arrives while it works
             time.sleep(0.3)
         finally:
@@ -118,7 +158,7 @@ def killed_run(
         assert worker.proc is not None and worker.proc.returncode == -9
     last = WorkerProcess(settings, tmp_path / "worker-final.log", args=FAST, env=env).start()
     try:
-        wait_landed(settings, events, 240)
+        wait_landed(settings, events, 240, sink_up=lambda: SINK_UP in last.log())
         # the final worker also settles the online store (or the parity test says what differs)
         with contextlib.suppress(AssertionError):
             wait_online(settings, events, 90)
@@ -240,7 +280,7 @@ def test_s3_unreachable_retries_keeps_offsets_uncommitted_and_loses_nothing(
             env=settings_env(settings),
         ).start()
         try:
-            wait_landed(settings, events[:1000], 120)
+            wait_landed(settings, events[:1000], 120, sink_up=lambda: SINK_UP in worker.log())
             topics = ["bars", "signals", "outcomes"]
             before = wait_for(
                 lambda: (

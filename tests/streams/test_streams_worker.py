@@ -31,6 +31,7 @@ from tests.kit.harness import (
     wait_for,
 )
 from tests.kit.synth import synthetic_events
+from tests.streams.test_streams_guarantees import SINK_UP, lake_reads
 
 ENTITIES = [(s, k) for s in ("ES", "NQ") for k in STRATEGIES]
 
@@ -88,8 +89,12 @@ def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store
     ).start()
     try:
         want_ids = {e.event_id for e in events}
+        read = lake_reads(settings, lambda: SINK_UP in worker.log())
         wait_for(
-            lambda: set(lake_event_ids(settings)) >= want_ids, 150, 0.5, "all events in the lake"
+            lambda: (ids := read()) is not None and set(ids) >= want_ids,
+            150,
+            0.5,
+            "all events in the lake",
         )
         counts = lake_event_ids(settings)
         assert set(counts) == want_ids and max(counts.values()) == 1
