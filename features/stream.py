@@ -47,6 +47,7 @@ from infra.contracts import (
     SignalSnapshot,
     TradeOutcome,
 )
+from infra.contracts.base import unchecked
 from infra.contracts.vocab import (
     OUTCOME_STREAM_FEATURES,
     SIGNAL_STREAM_FEATURES,
@@ -93,6 +94,8 @@ VIEW_FEATURES: dict[str, tuple[str, ...]] = {
 _FEATURE_UPDATE_SCHEMA = SchemaRef(
     name=FeatureUpdate.SCHEMA_NAME, version=FeatureUpdate.SCHEMA_VERSION
 )
+#: Every field of a FeatureUpdate, all set by `_outputs` (pydantic's fields-set).
+_FEATURE_UPDATE_FIELDS = tuple(FeatureUpdate.model_fields)
 _KIND_VIEW = {"o": OUTCOME_VIEW, "s": SIGNAL_VIEW, "b": SYMBOL_VIEW}
 
 StreamEvent = Bar | SignalSnapshot | TradeOutcome
@@ -459,15 +462,19 @@ class StreamFeatureState:
         assert ks.last_ts_event is not None and ks.last_ts_init is not None
         out: list[Output] = [
             # built from already-validated values: skip validation on the hot path
-            FeatureUpdate.model_construct(
-                schema_=_FEATURE_UPDATE_SCHEMA,
-                event_id=derived_id(ks.last_event_id, ks.view),
-                ts_event=ks.last_ts_event,
-                ts_init=ks.last_ts_init,
-                feature_view=ks.view,
-                symbol=ks.symbol,
-                strategy=ks.strategy,
-                values=dict(ks.values),
+            unchecked(
+                FeatureUpdate,
+                {
+                    "schema_": _FEATURE_UPDATE_SCHEMA,
+                    "event_id": derived_id(ks.last_event_id, ks.view),
+                    "ts_event": ks.last_ts_event,
+                    "ts_init": ks.last_ts_init,
+                    "feature_view": ks.view,
+                    "symbol": ks.symbol,
+                    "strategy": ks.strategy,
+                    "values": dict(ks.values),
+                },
+                _FEATURE_UPDATE_FIELDS,
             )
         ]
         if ks.last_drift is not None:

@@ -22,6 +22,8 @@ from infra.contracts import (
     DriftAlert,
     FeatureUpdate,
     TradeOutcome,
+    decode,
+    encode,
 )
 from tests.kit.synth import synthetic_events
 
@@ -110,6 +112,21 @@ def test_outputs_are_deterministic_and_ids_derive_from_the_trigger() -> None:
     assert first.ts_event == events[0].ts_event
     assert {o.feature_view for o in a if isinstance(o, FeatureUpdate)} == set(VIEW_FEATURES)
 
+
+
+def test_updates_built_without_validation_equal_validated_ones() -> None:
+    events = list(synthetic_events(3000))
+    updates = [
+        o
+        for o in StreamFeatureState().learn_many(events)  # type: ignore[arg-type]
+        if isinstance(o, FeatureUpdate)
+    ]
+    assert len(updates) == len(events)
+    for u in updates:
+        again = decode(encode(u), FeatureUpdate)
+        assert again == u
+        assert again.model_fields_set == u.model_fields_set
+        assert FeatureUpdate.model_validate(u.model_dump()) == u
 
 def test_restored_state_continues_exactly() -> None:
     events = list(synthetic_events(3000))
