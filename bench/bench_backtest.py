@@ -139,7 +139,7 @@ def _backtest(
     backtesting.py gets its data frame before its clock starts; the clocks are the
     engine's wall and CPU seconds and the feed's.
     """
-    from trader.core.heap import batch_heap
+    from infra.heap import batch_heap
     from trader.feeds.sim import SimFeed
 
     days = n_bars // (23 * 60 * len(symbols)) + 1
@@ -157,7 +157,7 @@ def _backtest(
     clock, cpu = time.perf_counter, time.process_time
     processed = 0
     wall = cpu_s = feed_wall = feed_cpu = 0.0
-    with batch_heap():  # as the backtest does before its first bar (trader/core/heap.py)
+    with batch_heap():  # as the backtest does before its first bar (infra/heap.py)
         while processed < n_bars:
             t0, c0 = clock(), cpu()
             chunk = list(islice(feed, min(CHUNK, n_bars - processed)))

@@ -153,9 +153,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     """Time the decision path and three bare ONNX calls; return p50/p99 and the ratio."""
     import tempfile
 
+    from infra.heap import settle
     from infra.settings import Settings
     from trader.core.engine import Engine, EngineConfig
-    from trader.core.heap import settle
     from trader.delivery.models import ModelHolder, ModelSet
     from trader.feeds.sim import SimFeed
 
@@ -165,7 +165,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     engine = Engine(settings, EngineConfig(symbols=("ES", "NQ"), source="sim"), ModelHolder(models))
     decider = engine.decider
-    settle()  # as the trader does once start-up is over (trader/core/heap.py)
+    settle()  # as the trader does once start-up is over (infra/heap.py)
     meta, ex, sz = models.meta, models.exec, models.sizer
     assert meta and ex and sz
     rows = {

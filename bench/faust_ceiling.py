@@ -50,6 +50,7 @@ def measure_run(
 
 def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
     from infra import kafka_compat as _kafka_compat  # noqa: F401
+    from infra.heap import service_heap
     from streams.faust_tuning import tune_faust
     from streams.processing import SOURCE_TOPICS
 
@@ -71,6 +72,11 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
         **tuning,
     )
     seen = {"n": 0, "t0": 0.0, "cpu0": 0.0}
+
+    @app.task
+    async def _settle_heap() -> None:
+        service_heap()  # as the worker does once started (infra/heap.py)
+
 
     def count(k: int) -> None:
         if not seen["t0"]:

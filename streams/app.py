@@ -35,6 +35,7 @@ from faust.types import TP  # isort: skip
 from features.stream import StreamFeatureState
 from infra.bus import KafkaBus, topic_settings
 from infra.contracts import LAKE_TOPICS, Event, encode, event_key, topic_for
+from infra.heap import SERVICE_GEN0_OBJECTS, service_heap
 from streams.faust_tuning import tune_faust
 from streams.metrics import StreamMetrics
 from streams.offsets import install_faust_highwater_fix
@@ -66,6 +67,8 @@ class WorkerOptions:
     commit_interval_s: float = 1.0
     batch_max: int = 1000
     batch_within_s: float = 0.05
+    #: After start-up: freeze the heap, young collections every this many objects (0: off).
+    gc_young_objects: int = SERVICE_GEN0_OBJECTS
     feast: bool = True
     sink: bool = True
 
@@ -280,6 +283,13 @@ class WorkerApp:
 
         register_agents(self)
         app = self.app
+
+        if self.options.gc_young_objects > 0:
+
+            @app.task
+            async def _settle_heap() -> None:
+                frozen = service_heap(self.options.gc_young_objects)
+                log.info("heap settled: %d objects frozen (infra/heap.py)", frozen)
 
         @app.timer(interval=FOLD_CHECK_INTERVAL_S)
         async def _reread_stalled() -> None:

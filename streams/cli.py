@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import click
 
 from infra.bus import UnconfirmedSendError
+from infra.heap import SERVICE_GEN0_OBJECTS
 from infra.settings import get_settings
 
 __all__ = ["replay", "streams"]
@@ -64,6 +65,15 @@ def streams() -> None:
     show_default=True,
     help="Seconds between Faust offset commits.",
 )
+@click.option(
+    "--gc-young-objects",
+    type=int,
+    default=SERVICE_GEN0_OBJECTS,
+    envvar="STREAMS_GC_YOUNG_OBJECTS",
+    show_default=True,
+    help="After start-up, freeze the heap and collect young objects every this many "
+    "(0: leave the collector as Python sets it).",
+)
 @click.option("--no-feast", is_flag=True, help="Do not push to the Feast online store.")
 @click.option("--no-sink", is_flag=True, help="Do not run the lake sink.")
 @click.option("--loglevel", default="INFO", show_default=True)
@@ -74,6 +84,7 @@ def worker(
     lake_batch_seconds: float,
     push_interval: float,
     commit_interval: float,
+    gc_young_objects: int,
     no_feast: bool,
     no_sink: bool,
     loglevel: str,
@@ -88,6 +99,7 @@ def worker(
         lake_batch_seconds=lake_batch_seconds,
         push_interval_s=push_interval,
         commit_interval_s=commit_interval,
+        gc_young_objects=gc_young_objects,
         feast=not no_feast,
         sink=not no_sink,
     )

@@ -235,6 +235,7 @@ def backtest(
     from rich.console import Console
 
     from features.tape import load_kernel
+    from infra.heap import batch_heap
     from trader.backtest import (
         TradeRecorder,
         print_summary,
@@ -243,7 +244,6 @@ def backtest(
         write_trades,
     )
     from trader.core.engine import Engine, EngineConfig
-    from trader.core.heap import batch_heap
     from trader.core.tape_run import run_batched
     from trader.delivery.models import ModelHolder, ModelLoadError, ModelSet
     from trader.feeds import FeedDataError, open_feed
@@ -306,7 +306,7 @@ def backtest(
     if not incremental:
         load_kernel()  # start-up: the feature tape's compiled kernel (numba's cache)
     run_bars = engine.run if incremental else functools.partial(run_batched, engine)
-    with batch_heap():  # start-up done: freeze the heap, collect rarely (trader/core/heap.py)
+    with batch_heap():  # start-up done: freeze the heap, collect rarely (infra/heap.py)
         t0 = time.perf_counter()
         if no_progress or (total is not None and total < 200_000):
             processed = run_bars(feed, max_bars=n_bars)

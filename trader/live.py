@@ -21,11 +21,11 @@ import uvicorn
 
 from infra.bus import KafkaBus
 from infra.contracts import DeadLetter
+from infra.heap import settle
 from infra.settings import Settings
 from trader import metrics
 from trader.core.bar import MarketBar
 from trader.core.engine import Engine, EngineConfig
-from trader.core.heap import settle
 from trader.delivery.canary import ModelRouter
 from trader.delivery.hotswap import STARTUP_WAIT_S, HotSwapper, kafka_configured
 from trader.delivery.models import ModelHolder, ModelSet
@@ -227,7 +227,7 @@ async def run_trade(
         "rules" if models.empty else "models",
         models.release,
     )
-    settle()  # start-up done: freeze the heap (trader/core/heap.py)
+    settle()  # start-up done: freeze the heap (infra/heap.py)
     pacer = Pacer(0.0 if feed.live else opts.speed)
     n = 0
     try:

@@ -147,6 +147,7 @@ def test_worker_end_to_end_with_10000_malformed_and_replay_rebuilds_online_store
             if line.startswith("tradeloop_dead_letters_total{")
         )
         assert dead == len(bad)
+        assert "heap settled: " in worker.log()  # the run above ran on the frozen heap
     finally:
         code = worker.stop()
     assert code == 0, worker.log()[-3000:]

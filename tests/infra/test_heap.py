@@ -1,21 +1,13 @@
-"""The start-up heap is frozen; a backtest's run makes no cycles, so it collects rarely."""
+"""The start-up heap is frozen; batch runs and services collect young objects rarely."""
 
 from __future__ import annotations
 
 import gc
-import itertools
 import weakref
-from pathlib import Path
 
 import pytest
 
-from bench.bench_decision import build_models
-from infra.settings import Settings
-from trader.core.engine import Engine, EngineConfig
-from trader.core.heap import BATCH_GEN0_OBJECTS, batch_heap, settle
-from trader.core.tape_run import run_batched
-from trader.delivery.models import ModelHolder, ModelSet
-from trader.feeds.sim import SimFeed
+from infra.heap import BATCH_GEN0_OBJECTS, SERVICE_GEN0_OBJECTS, batch_heap, service_heap, settle
 
 
 class _Node:
@@ -67,31 +59,19 @@ def test_batch_heap_settles_raises_the_young_threshold_and_restores_it() -> None
         gc.unfreeze()
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["batched", "incremental"])
-def test_a_backtest_makes_no_reference_cycles(batched: bool, tmp_path: Path) -> None:
-    """`batch_heap`'s premise: a cycle would now live until 200,000 objects later."""
-    build_models(tmp_path, small=True, seed=3)
-    engine = Engine(
-        Settings(_env_file=None),  # type: ignore[call-arg]
-        EngineConfig(run_id="heap", source="sim", record_metrics=False),
-        ModelHolder(ModelSet.from_dir(tmp_path)),
-        sinks=[lambda topic, ev: None],
-    )
-    bars = list(itertools.islice(iter(SimFeed(("ES", "NQ"), seed=4)), 6 * 23 * 60 * 2))
-    run = (lambda b: run_batched(engine, b, chunk_bars=5_000)) if batched else engine.run
-    run(bars[:2_000])  # first calls (onnxruntime, numba, the calendar) build their caches
-    garbage: list[object] = []
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
+def test_service_heap_settles_and_keeps_the_young_threshold_raised() -> None:
+    before = gc.get_threshold()
     try:
-        run(bars[2_000:])
-        engine.finish()
-        gc.collect()
-        garbage.extend(gc.garbage)
+        frozen = service_heap()
+        assert frozen >= gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == (SERVICE_GEN0_OBJECTS, *before[1:])
+        assert service_heap(12_345) >= frozen  # settling again freezes what came since
+        assert gc.get_threshold() == (12_345, *before[1:])
+        garbage = _Node()
+        gone = weakref.ref(garbage)
+        del garbage
+        gc.collect()  # a cycle made afterwards is still collected
+        assert gone() is None
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    assert engine.events_emitted > 1_000
-    assert not garbage, f"{len(garbage)} objects in cycles, e.g. {[type(o) for o in garbage[:5]]}"
+        gc.set_threshold(*before)
+        gc.unfreeze()
