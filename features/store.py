@@ -286,6 +286,14 @@ class TradeloopFeatureStore:
             written += self.push(view, rows)
         return written
 
+    def warm_online(self) -> None:
+        """Prepare the first push: look the stream views up and connect to the online store."""
+        for name in STREAM_VIEW_FEATURES:
+            self._view(name)
+        online = self._online_store()
+        if online is not None:
+            online.connect(self.store.config)
+
     def _online_store(self) -> Any:
         """Return the online store if it takes prepared rows (`write_rows`), else None."""
         from features.repo.redis_online import TradeloopRedisOnlineStore

@@ -134,6 +134,7 @@ class WorkerApp:
         self._push_retry_at = 0.0
         self._push_backoff_s = _PUSH_BACKOFF_MIN_S
         self._push_failing_since: float | None = None
+        self._frozen = 0  # objects `run` froze (infra/heap.py)
         if options.feast:
             store = _LazyFeatureStore(settings)
             # load Feast now: importing it later on the push thread starves the event
@@ -284,12 +285,12 @@ class WorkerApp:
         register_agents(self)
         app = self.app
 
-        if self.options.gc_young_objects > 0:
-
-            @app.task
-            async def _settle_heap() -> None:
-                frozen = service_heap(self.options.gc_young_objects)
-                log.info("heap settled: %d objects frozen (infra/heap.py)", frozen)
+        @app.task
+        async def _started() -> None:
+            if self._frozen:
+                log.info("heap settled: %d objects frozen (infra/heap.py)", self._frozen)
+            if self.pusher is not None:
+                self.pusher.warm()
 
         @app.timer(interval=FOLD_CHECK_INTERVAL_S)
         async def _reread_stalled() -> None:
@@ -333,6 +334,8 @@ class WorkerApp:
         for noisy in ("feast", "feast.infra.registry.registry"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         Path(self.app.conf.datadir).mkdir(parents=True, exist_ok=True)
+        if self.options.gc_young_objects > 0:  # start-up is over: Faust, Feast are loaded
+            self._frozen = service_heap(self.options.gc_young_objects)
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
         worker.execute_from_commandline()
 
@@ -356,6 +359,9 @@ class _LazyFeatureStore:
 
     def push_updates(self, updates: Any) -> int:
         return int(self.load().push_updates(updates))
+
+    def warm_online(self) -> None:
+        self.load().warm_online()
 
 
 def create_app(settings: Settings, options: WorkerOptions | None = None) -> WorkerApp:

@@ -172,6 +172,10 @@ class TradeloopRedisOnlineStore(RedisOnlineStore):
 
     # Writing --------------------------------------------------------------
 
+    def connect(self, config: RepoConfig) -> bool:
+        """Open a connection to Redis now (a PING), so the first write or read does not."""
+        return bool(self._get_client(config.online_store).ping())
+
     def write_rows(self, config: RepoConfig, rows: Iterable[OnlineRow]) -> int:
         """Write rows of any stream feature views in one Redis pipeline; return rows written.
 

@@ -118,3 +118,31 @@ def test_a_silent_redis_gives_the_loop_back_and_keeps_the_rows(
     redis.heal()
     assert asyncio.run(pusher.push_from_loop(pusher.take())) == pusher.rows_pushed // 2
     pusher.close()
+
+
+def test_warm_connects_before_the_first_push_and_a_silent_redis_only_logs(
+    proxied: tuple[TradeloopFeatureStore, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    fs, redis = proxied
+    _, updates = _updates(300)
+    fresh = TradeloopFeatureStore(fs.settings)  # a client of its own: no connection yet
+    pusher = OnlinePusher(fresh, StreamMetrics())
+    accepted = redis.counters.accepted
+    pusher.warm().result(timeout=10)
+    assert redis.counters.accepted == accepted + 1
+    pusher.add(updates)
+    assert asyncio.run(pusher.push_from_loop(pusher.take())) > 0
+    assert redis.counters.accepted == accepted + 1  # the first push used that connection
+    pusher.close()
+
+    silent = OnlinePusher(TradeloopFeatureStore(fs.settings), StreamMetrics())
+    redis.set("blackhole")
+    try:
+        with caplog.at_level("WARNING", logger="streams.online"):
+            assert silent.warm().result(timeout=10) is None  # logged, not raised
+    finally:
+        redis.heal()
+    assert "online store warm-up failed" in caplog.text
+    silent.add(updates)
+    assert asyncio.run(silent.push_from_loop(silent.take())) > 0  # the first push connects
+    silent.close()
