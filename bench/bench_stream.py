@@ -152,25 +152,37 @@ def _step_cost(settings: Settings, events: list[Any]) -> tuple[float, float]:
     The step alone, in this process, on the same records: validate, fold (in-memory
     state, no changelog) and encode the outputs, as the agents do before handing
     them to Faust's producer. What a Faust worker adds to the ceiling's per-record
-    cost is at least this.
+    cost is at least this. The heap is tuned as the worker tunes its own
+    (`infra.heap.service_heap`), or this process's large heap would bill the step
+    for full collections the worker no longer makes.
     """
+    import gc
+
     from features.stream import StreamFeatureState
     from infra.contracts import encode
+    from infra.heap import service_heap
     from streams.processing import process_record
     from tests.kit.harness import as_record
 
     records = [as_record(e) for e in events]
     state = StreamFeatureState()
     offsets: dict[str, int] = {}
-    wall, cpu = time.perf_counter(), time.thread_time()
-    for short, key, value in records:
-        offset = offsets[short] = offsets.get(short, -1) + 1
-        done = process_record(state, short, settings.topic(short), 0, offset, key, value,
-                              consumer="bench")  # fmt: skip
-        for out in done.outputs:
-            encode(out)
+    thresholds = gc.get_threshold()
+    service_heap()
+    try:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        for short, key, value in records:
+            offset = offsets[short] = offsets.get(short, -1) + 1
+            done = process_record(state, short, settings.topic(short), 0, offset, key, value,
+                                  consumer="bench")  # fmt: skip
+            for out in done.outputs:
+                encode(out)
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
     n = max(len(records), 1)
-    return (time.perf_counter() - wall) / n, (time.thread_time() - cpu) / n
+    return wall / n, cpu / n
 
 
 def _push_metric(

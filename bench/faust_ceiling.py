@@ -77,7 +77,6 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
     async def _settle_heap() -> None:
         service_heap()  # as the worker does once started (infra/heap.py)
 
-
     def count(k: int) -> None:
         if not seen["t0"]:
             seen["t0"], seen["cpu0"] = time.perf_counter(), time.process_time()

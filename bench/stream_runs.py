@@ -4,7 +4,8 @@
 producer shares the CPU while the clock runs); `scaling_run` measures 1, 2, 4, ...
 workers of one consumer group on topics with more partitions: the workers join and
 settle first (every partition owned, no rebalance pending), then the records are
-produced and the clock runs from the first record folded by any worker to the last.
+produced (the producer shares the cores with the workers) and the clock runs from
+the first record folded by any worker to the last.
 """
 
 from __future__ import annotations
@@ -254,9 +255,17 @@ def scaling_run(
         time.sleep(2 * settings.kafka_session_timeout_ms / 1000)  # no late rebalance pending
         if not settled():
             wait_for(settled, 300, 0.5, f"{workers} workers settle again")
-        t0 = time.perf_counter()
-        produce(settings, events)
-        produce_s = time.perf_counter() - t0
+        # the workers fold while the records are produced: poll from the start, or the
+        # clock would begin after production and miss what was folded meanwhile
+        produced: dict[str, float] = {}
+
+        def _produce() -> None:
+            t0 = time.perf_counter()
+            produce(settings, events)
+            produced["s"] = time.perf_counter() - t0
+
+        producer = threading.Thread(target=_produce, name="bench-produce", daemon=True)
+        producer.start()
         first = done = None
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline and done is None:
@@ -269,10 +278,13 @@ def scaling_run(
                 first = now
             if folded >= n:
                 done = now
+            if not producer.is_alive() and "s" not in produced:
+                break  # the producer failed: its traceback is on stderr
             time.sleep(0.1)
-        if first is None or done is None:
+        producer.join(60)
+        if first is None or done is None or "s" not in produced:
             raise RuntimeError(f"{workers} workers did not finish: {procs[0].log()[-2000:]}")
-        return {"events_per_s": n / (done - first), "produce_per_s": n / produce_s}
+        return {"events_per_s": n / (done - first), "produce_per_s": n / produced["s"]}
     finally:
         for p in procs:
             p.stop()
