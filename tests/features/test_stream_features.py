@@ -113,7 +113,6 @@ def test_outputs_are_deterministic_and_ids_derive_from_the_trigger() -> None:
     assert {o.feature_view for o in a if isinstance(o, FeatureUpdate)} == set(VIEW_FEATURES)
 
 
-
 def test_updates_built_without_validation_equal_validated_ones() -> None:
     events = list(synthetic_events(3000))
     updates = [
@@ -127,6 +126,7 @@ def test_updates_built_without_validation_equal_validated_ones() -> None:
         assert again == u
         assert again.model_fields_set == u.model_fields_set
         assert FeatureUpdate.model_validate(u.model_dump()) == u
+
 
 def test_restored_state_continues_exactly() -> None:
     events = list(synthetic_events(3000))
