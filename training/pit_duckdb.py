@@ -18,11 +18,9 @@ reader is an extension it would download).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,14 +34,8 @@ import pyarrow as pa
 from features.vectors import META_FEATURE_NAMES
 from infra.contracts import FEATURE_NAMES, STRATEGIES
 from training.config import DataError, TrainConfig
-from training.frames import (
-    OUTCOME_COLS,
-    OWN_STREAM,
-    SIGNAL_COLS,
-    STREAM_VIEW,
-    LakeFrames,
-    TrainingData,
-)
+from training.frames import OUTCOME_COLS, OWN_STREAM, SIGNAL_COLS, LakeFrames, TrainingData
+from training.pit_lake import LakeFiles, count_signals, lake_rows, literal, quote, run_sql, scalar
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -54,8 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["DuckDBOptions", "build_with_duckdb"]
 
 log = logging.getLogger(__name__)
-
-_BIG = 1 << 40  # lake index * _BIG + position: one global order over every lake
 
 
 @dataclass(frozen=True)
@@ -74,227 +64,17 @@ class DuckDBOptions:
         return cls(memory_mb=settings.train_duckdb_memory_mb, temp_dir=str(spill))
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ts(value: dt.datetime) -> str:
-    return f"TIMESTAMPTZ {_lit(value.astimezone(dt.UTC).isoformat())}"
-
-
-def _zero_nan(expr: str) -> str:
-    """Return `expr` with NULL and NaN as 0.0 (pandas' `fillna(0.0)`)."""
-    return f"(CASE WHEN {expr} IS NULL OR isnan({expr}) THEN 0.0 ELSE {expr} END)::DOUBLE"
-
-
-class _Lake:
-    """One lake's files for DuckDB: local paths, or a local copy of an S3 lake's files."""
-
-    def __init__(self, frames: LakeFrames, spool: Path) -> None:
-        from infra.objectstore import LocalObjectStore, store_for_uri
-
-        self.frames = frames
-        self.store = store_for_uri(frames.lake, frames.settings)
-        self.local = isinstance(self.store, LocalObjectStore)
-        self.spool = spool
-
-    def files(self, topic: str, start: dt.datetime | None, end: dt.datetime | None) -> list[str]:
-        """Return the topic's files that may hold [start, end), in the lake's read order."""
-        from infra.lake import list_files
-        from infra.objectstore import LocalObjectStore
-
-        out = []
-        for info in list_files(self.store, topic, start, end):
-            key = str(info["key"])
-            if isinstance(self.store, LocalObjectStore):
-                out.append(str(self.store.root / key))
-                continue
-            path = self.spool / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(self.store.get(key))
-            out.append(str(path))
-        return out
-
-
-def _scan(
-    con: duckdb.DuckDBPyConnection,
-    name: str,
-    topic: str,
-    files: list[str],
-    columns: Sequence[str],
-) -> str:
-    """Register a view `name` over the files with (kafka_partition, offset, file, row) order keys."""
-    from infra.lake import schema_for
-
-    cols = list(dict.fromkeys([*columns, "kafka_partition", "kafka_offset", "event_timestamp"]))
-    if not files:
-        empty = schema_for(topic).empty_table().select(cols)
-        con.register(f"{name}_empty", empty)
-        _run(
-            con,
-            f"CREATE TEMP VIEW {name} AS SELECT *, 0 AS __fidx, 0::BIGINT AS __frow "
-            f"FROM {name}_empty",
-        )
-        return name
-    index = pa.table({"__file": files, "__fidx": list(range(len(files)))})
-    con.register(f"{name}_files", index)
-    listing = "[" + ", ".join(_lit(f) for f in files) + "]"
-    select = ", ".join(f"s.{_q(c)}" for c in cols)
-    _run(
-        con,
-        f"CREATE TEMP VIEW {name} AS SELECT {select}, f.__fidx, s.file_row_number AS __frow "
-        f"FROM read_parquet({listing}, filename = true, file_row_number = true, "
-        f"union_by_name = true) s JOIN {name}_files f ON s.filename = f.__file",
-    )
-    return name
-
-
-_ORDER = "kafka_partition, kafka_offset, __fidx, __frow"
-_ORDER_STRUCT = "{'p': kafka_partition, 'o': kafka_offset, 'f': __fidx, 'r': __frow}"
-
-
-def _window(column: str, start: dt.datetime | None, end: dt.datetime | None) -> str:
-    conds = ["TRUE"]
-    if start is not None:
-        conds.append(f"{column} >= {_ts(start)}")
-    if end is not None:
-        conds.append(f"{column} < {_ts(end)}")
-    return " AND ".join(conds)
-
-
-def _dedupe(con: duckdb.DuckDBPyConnection, name: str, source: str, key: str) -> str:
-    """Return a relation of `source` with one row per `key`: the last in lake order."""
-    dupes = _scalar(
-        con, f"SELECT count(*) FROM (SELECT {key} FROM {source} GROUP BY {key} HAVING count(*) > 1)"
-    )
-    if not dupes:
-        return source
-    _run(
-        con,
-        f"""CREATE TEMP TABLE {name} AS SELECT * FROM {source}
-        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {_ORDER.replace(",", " DESC,")} DESC) = 1""",
-    )
-    return name
-
-
-def _lake_rows(
-    con: duckdb.DuckDBPyConnection, li: int, lake: _Lake, source: str, weight: float
-) -> tuple[int, int]:
-    """Create tables `j_{li}` (labelled signals) and `pts_{li}` (stream features per point)."""
-    fr = lake.frames
-    ts_col = f"ts_{STREAM_VIEW}"
-    sig = _scan(
-        con, f"sig_raw_{li}", "signals", lake.files("signals", fr.start, fr.end), SIGNAL_COLS
-    )
-    out = _scan(
-        con, f"out_raw_{li}", "outcomes", lake.files("outcomes", fr.start, None), OUTCOME_COLS
-    )
-    feat = _scan(
-        con,
-        f"feat_raw_{li}",
-        "features",
-        lake.files("features", None, None),
-        ["symbol", "strategy", ts_col, *OWN_STREAM],
-    )
-    _run(
-        con,
-        f"CREATE TEMP TABLE sig_win_{li} AS SELECT * FROM {sig} "
-        f"WHERE {_window('event_timestamp', fr.start, fr.end)}",
-    )
-    sig_one = _dedupe(con, f"sig_one_{li}", f"sig_win_{li}", "event_id")
-    sym_filter = f"symbol IN ({', '.join(_lit(s) for s in fr.symbols)})" if fr.symbols else "TRUE"
-    _run(con, f"CREATE TEMP VIEW sig_{li} AS SELECT * FROM {sig_one} WHERE {sym_filter}")
-    _run(
-        con,
-        f"CREATE TEMP TABLE out_win_{li} AS SELECT * FROM {out} "
-        f"WHERE {_window('event_timestamp', fr.start, None)}",
-    )
-    out_one = _dedupe(con, f"out_one_{li}", f"out_win_{li}", "signal_id")
-    n_sig = _scalar(con, f"SELECT count(*) FROM sig_{li}")
-    # one feature row per (symbol, strategy, stamp): the last in stream order
-    values = "{" + ", ".join(f"{_lit(n)}: {_q(n)}" for n in OWN_STREAM) + "}"
-    _run(
-        con,
-        f"""CREATE TEMP TABLE feat_{li} AS
-        SELECT symbol, strategy, __fts, v.* FROM (
-            SELECT symbol, strategy, {_q(ts_col)} AS __fts,
-                arg_max({values}, {_ORDER_STRUCT}) AS v
-            FROM {feat} WHERE {_q(ts_col)} IS NOT NULL GROUP BY ALL
-        )""",
-    )
-    sig_cols = ", ".join(f"s.{_q(c)}" for c in [*SIGNAL_COLS, "kafka_partition", "kafka_offset"])
-    out_cols = ", ".join(
-        f"o.{_q(c)}" for c in OUTCOME_COLS if c not in ("signal_id", "event_timestamp")
-    )
-    _run(
-        con,
-        f"""CREATE TEMP TABLE j_{li} AS
-        SELECT {sig_cols}, {out_cols}, o.event_timestamp AS outcome_ts,
-            {li} AS __li, s.__fidx, s.__frow,
-            {_lit(source)} AS source_kind, {float(weight)!r}::DOUBLE AS weight
-        FROM sig_{li} s JOIN {out_one} o ON s.event_id = o.signal_id""",
-    )
-    for t in {f"sig_win_{li}", sig_one, f"out_win_{li}", out_one}:
-        _run(con, f"DROP TABLE {t}")
-    n_rows = _scalar(con, f"SELECT count(*) FROM j_{li}")
-    unknown = [
-        r[0]
-        for r in _run(
-            con,
-            f"SELECT DISTINCT strategy FROM j_{li} WHERE strategy IS NULL OR strategy NOT IN "
-            f"({', '.join(_lit(s) for s in STRATEGIES)}) ORDER BY 1",
-        ).fetchall()
-    ]
-    if unknown:
-        raise DataError(
-            f"{fr.name}: signals of unknown strategies {unknown} (expected {list(STRATEGIES)})"
-        )
-    # every strategy's values as of each decision point, one as-of join per strategy
-    wide_sel, joins = [], []
-    for k, s in enumerate(STRATEGIES):
-        joins.append(
-            f"ASOF LEFT JOIN (SELECT * FROM feat_{li} WHERE strategy = {_lit(s)}) f{k} "
-            f"ON p.symbol = f{k}.symbol AND p.event_timestamp >= f{k}.__fts"
-        )
-        wide_sel += [f"{_zero_nan(f'f{k}.{_q(n)}')} AS {_q(f'{s}_{n}')}" for n in OWN_STREAM]
-    _run(
-        con,
-        f"""CREATE TEMP TABLE pts_{li} AS
-        SELECT {li} AS __li, p.symbol, p.event_timestamp, {", ".join(wide_sel)}
-        FROM (SELECT DISTINCT symbol, event_timestamp FROM j_{li}) p {" ".join(joins)}""",
-    )
-    _run(con, f"DROP TABLE feat_{li}")
-    return n_sig, n_rows
-
-
-def _run(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
-    """Execute one statement; log its first words and duration at DEBUG."""
-    t0 = time.perf_counter()
-    out = con.execute(sql)
-    log.debug("%.2fs %s", time.perf_counter() - t0, " ".join(sql.split())[:60])
-    return out
-
-
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
-    row = _run(con, sql).fetchone()
-    assert row is not None
-    return row[0]
-
-
 def _check(con: duckdb.DuckDBPyConnection) -> None:
     """Raise DataError on NaN market features or R-multiples (as `_finish` does)."""
     nan = ", ".join(
-        f"sum(CASE WHEN {_q(n)} IS NULL OR isnan({_q(n)}) THEN 1 ELSE 0 END)" for n in FEATURE_NAMES
+        f"sum(CASE WHEN {quote(n)} IS NULL OR isnan({quote(n)}) THEN 1 ELSE 0 END)"
+        for n in FEATURE_NAMES
     )
-    row = _run(con, f"SELECT {nan} FROM j").fetchone() or ()
+    row = run_sql(con, f"SELECT {nan} FROM j").fetchone() or ()
     bad = {n: int(v) for n, v in zip(FEATURE_NAMES, row, strict=True) if v}
     if bad:
         raise DataError(f"NaN market features in {sum(bad.values())} values: {bad}")
-    if _scalar(
+    if scalar(
         con,
         "SELECT count(*) FROM j WHERE r_multiple IS NULL OR isnan(r_multiple) OR isinf(r_multiple)",
     ):
@@ -317,15 +97,15 @@ def _finish_sql(con: duckdb.DuckDBPyConnection) -> None:
     key = _key("")
     order = "{'l': __li, 'p': kafka_partition, 'o': kafka_offset, 'f': __fidx, 'r': __frow}"
     # decision-point sources numbered by first appearance, as pandas.factorize does
-    _run(
+    run_sql(
         con,
         f"""CREATE TEMP TABLE src AS
         SELECT __key, dense_rank() OVER (ORDER BY __first) AS __src FROM (
             SELECT {key} AS __key, min({order}) AS __first FROM j GROUP BY ALL)""",
     )
-    rank = " ".join(f"WHEN {_lit(s)} THEN {i}" for i, s in enumerate(STRATEGIES))
+    rank = " ".join(f"WHEN {literal(s)} THEN {i}" for i, s in enumerate(STRATEGIES))
     # one narrow row per signal: its decision point (group) and what picks the best candidate
-    _run(
+    run_sql(
         con,
         f"""CREATE TEMP TABLE k AS
         SELECT __li, __fidx, __frow, kafka_partition, kafka_offset, r_multiple, exit_ts, __rank,
@@ -336,7 +116,7 @@ def _finish_sql(con: duckdb.DuckDBPyConnection) -> None:
             FROM j JOIN src ON {_key("j.")} = src.__key
         )""",
     )
-    _run(
+    run_sql(
         con,
         f"""CREATE TEMP TABLE best AS
         SELECT __li, __fidx, __frow, "group", __exit_max FROM (
@@ -348,14 +128,14 @@ def _finish_sql(con: duckdb.DuckDBPyConnection) -> None:
         ) WHERE __n = 1""",
     )
     is_cols = ", ".join(
-        f"CASE WHEN k.__rank = {i} THEN 1.0 ELSE 0.0 END::DOUBLE AS {_q(f'is_{s}')}"
+        f"CASE WHEN k.__rank = {i} THEN 1.0 ELSE 0.0 END::DOUBLE AS {quote(f'is_{s}')}"
         for i, s in enumerate(STRATEGIES)
     )
     picks = []
     for n in OWN_STREAM:
-        cases = " ".join(f"WHEN {_lit(s)} THEN w.{_q(f'{s}_{n}')}" for s in STRATEGIES)
-        picks.append(f"CASE j.strategy {cases} END AS {_q(n)}")
-    _run(
+        cases = " ".join(f"WHEN {literal(s)} THEN w.{quote(f'{s}_{n}')}" for s in STRATEGIES)
+        picks.append(f"CASE j.strategy {cases} END AS {quote(n)}")
+    run_sql(
         con,
         f"""CREATE TEMP VIEW final AS
         SELECT j.*, w.* EXCLUDE (__li, symbol, event_timestamp), {", ".join(picks)},
@@ -375,7 +155,7 @@ def _finish_sql(con: duckdb.DuckDBPyConnection) -> None:
 
 def _export(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:
     """Write a query's rows, in order, to a parquet file (DuckDB streams and spills)."""
-    _run(con, f"COPY ({sql}) TO {_lit(str(path))} (FORMAT parquet, COMPRESSION uncompressed)")
+    run_sql(con, f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION uncompressed)")
 
 
 def _read_frame(path: Path, batch_rows: int) -> pd.DataFrame:
@@ -479,28 +259,11 @@ def build_with_duckdb(
         parts = []
         for li, (source, frames) in enumerate(lakes):
             weight = cfg.weights.get(source, 0.0)
-            lake = _Lake(frames, work / f"spool{li}")
+            lake = LakeFiles(frames, work / f"spool{li}")
             if weight <= 0:
-                sig = _scan(
-                    con,
-                    f"sig_raw_{li}",
-                    "signals",
-                    lake.files("signals", frames.start, frames.end),
-                    ["event_id", "symbol"],
-                )
-                n = _scalar(
-                    con,
-                    f"SELECT count(*) FROM (SELECT DISTINCT event_id FROM {sig} WHERE "
-                    f"{_window('event_timestamp', frames.start, frames.end)} AND "
-                    + (
-                        f"symbol IN ({', '.join(_lit(s) for s in frames.symbols)}))"
-                        if frames.symbols
-                        else "TRUE)"
-                    ),
-                )
-                counts[f"{frames.name}_skipped_weight0"] = int(n)
+                counts[f"{frames.name}_skipped_weight0"] = count_signals(con, li, lake)
                 continue
-            n_sig, n_rows = _lake_rows(con, li, lake, source, weight)
+            n_sig, n_rows = lake_rows(con, li, lake, source, weight)
             counts[f"{frames.name}_signals"] = n_sig
             if n_sig:
                 counts[f"{frames.name}_without_outcome"] = n_sig - n_rows
@@ -511,15 +274,15 @@ def build_with_duckdb(
             raise DataError(
                 f"empty training window: no signal with an outcome in any source ({names})"
             )
-        _run(con, f"CREATE TEMP VIEW j AS {' UNION ALL BY NAME '.join(parts)}")
+        run_sql(con, f"CREATE TEMP VIEW j AS {' UNION ALL BY NAME '.join(parts)}")
         pts = " UNION ALL BY NAME ".join(p.replace("j_", "pts_") for p in parts)
-        _run(con, f"CREATE TEMP VIEW pts AS {pts}")
+        run_sql(con, f"CREATE TEMP VIEW pts AS {pts}")
         _check(con)
         _finish_sql(con)
         lo = _window_start(con, cfg.max_points, counts)
-        _run(con, "SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
+        run_sql(con, "SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
         meta = ", ".join(
-            f"{'f' if c in FEATURE_NAMES else 'w'}.{_q(c)}" for c in META_FEATURE_NAMES
+            f"{'f' if c in FEATURE_NAMES else 'w'}.{quote(c)}" for c in META_FEATURE_NAMES
         )
         _export(
             con,
@@ -532,16 +295,16 @@ def build_with_duckdb(
             ORDER BY b."group" """,
             work / "groups.parquet",
         )
-        _run(con, "DROP TABLE best")
+        run_sql(con, "DROP TABLE best")
         signal_cols = [
             *_signal_head(),
-            *(_q(n) for n in OWN_STREAM),
+            *(quote(n) for n in OWN_STREAM),
             "source_kind",
             "weight",
             '__side AS "side"',
             "stop_atr",
             "reward_risk",
-            *(_q(f"is_{s}") for s in STRATEGIES),
+            *(quote(f"is_{s}") for s in STRATEGIES),
             '"group"',
         ]
         _export(
@@ -568,19 +331,19 @@ def _window_start(
     Count what the window leaves out in `counts` (`points_before_window`,
     `signals_before_window`), as `training.frames.keep_recent` does.
     """
-    total = int(_scalar(con, "SELECT count(*) FROM best"))
+    total = int(scalar(con, "SELECT count(*) FROM best"))
     if max_points is None or total <= max_points:
         return 0
     lo = total - max_points
     counts["points_before_window"] = lo
     counts["signals_before_window"] = int(
-        _scalar(con, f'SELECT count(*) FROM k WHERE "group" < {lo}')
+        scalar(con, f'SELECT count(*) FROM k WHERE "group" < {lo}')
     )
     return lo
 
 
 def _signal_head() -> list[str]:
     """Return the signal columns before the stream features, in the in-memory order (SQL)."""
-    head = [("side AS side_name" if c == "side" else _q(c)) for c in SIGNAL_COLS]
-    outcome = [_q(c) for c in OUTCOME_COLS if c not in ("signal_id", "event_timestamp")]
+    head = [("side AS side_name" if c == "side" else quote(c)) for c in SIGNAL_COLS]
+    outcome = [quote(c) for c in OUTCOME_COLS if c not in ("signal_id", "event_timestamp")]
     return [*head, "kafka_partition", "kafka_offset", *outcome, "outcome_ts"]
