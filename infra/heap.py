@@ -16,7 +16,7 @@ per 600k bars, 9-10% of the CPU time, mostly re-scanning each chunk's bars and
 feature lists. `batch_heap` raises that threshold for the run; should a cycle
 appear, it is still collected after `BATCH_GEN0_OBJECTS` net new objects.
 
-The streams worker (`service_heap`, from its first task) holds about 400,000 objects
+The streams worker (`service_heap`, before Faust's worker starts) holds about 400,000 objects
 of imported code (Faust, Feast, pandas) and tens of thousands of fetched records
 that live a few seconds each: those keep promoting to the oldest generation, and
 each full pass re-scanned the whole heap (22 passes, about 4 s of CPU in 100,000
