@@ -73,10 +73,6 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
     )
     seen = {"n": 0, "t0": 0.0, "cpu0": 0.0}
 
-    @app.task
-    async def _settle_heap() -> None:
-        service_heap()  # as the worker does once started (infra/heap.py)
-
     def count(k: int) -> None:
         if not seen["t0"]:
             seen["t0"], seen["cpu0"] = time.perf_counter(), time.process_time()
@@ -98,6 +94,7 @@ def _main(bootstrap: str, prefix: str, n: int, out: str) -> None:
         app.agent(topic, name=f"count_{short}")(agent)
     # no web server: two runs at once would both bind its default port (6066)
     sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
+    service_heap()  # where the worker settles it: before Faust's worker starts (infra/heap.py)
     app.main()
 
 

@@ -61,11 +61,10 @@ class LakeFiles:
     """One lake's files for DuckDB: local paths, or a local copy of an S3 lake's files."""
 
     def __init__(self, frames: LakeFrames, spool: Path) -> None:
-        from infra.objectstore import LocalObjectStore, store_for_uri
+        from infra.objectstore import store_for_uri
 
         self.frames = frames
         self.store = store_for_uri(frames.lake, frames.settings)
-        self.local = isinstance(self.store, LocalObjectStore)
         self.spool = spool
 
     def files(self, topic: str, start: dt.datetime | None, end: dt.datetime | None) -> list[str]:
